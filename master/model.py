@@ -1,0 +1,359 @@
+"""The cluster model: nodes, their processes, and the event log.
+
+The master owns this truth and publishes every change to subscribers as a
+`Change` naming what moved; views pull immutable snapshots (`NodeView`,
+`ProcView`) of just those rows.  Nothing here does I/O.
+
+Node states (an explicit machine; every edge is in `_NODE_EDGES`)::
+
+    alive   -> suspect   one beat missed
+    suspect -> lost      two beats missed (no beat for 2H)
+    suspect -> alive     beats resumed
+    lost    -> alive     the worker came back (same or new connection)
+    any     -> left      the worker said goodbye
+    left    -> alive     it registered again
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import msgspec
+
+from transport.messages import (
+    ALIVE_STATES,
+    Metrics,
+    NodeFacts,
+    ProcInfo,
+    ProcSample,
+)
+
+NodeState = Literal["alive", "suspect", "lost", "left"]
+NODE_STATES: tuple[NodeState, ...] = ("alive", "suspect", "lost", "left")
+
+_NODE_EDGES: dict[NodeState, frozenset[NodeState]] = {
+    "alive": frozenset({"suspect", "lost", "left"}),
+    "suspect": frozenset({"alive", "lost", "left"}),
+    "lost": frozenset({"alive", "left"}),
+    "left": frozenset({"alive"}),
+}
+
+HISTORY = 60  # CPU samples kept per node (one a beat: the last minute at 1 Hz)
+
+
+class NodeView(msgspec.Struct, frozen=True):
+    """Immutable snapshot of one node, for views and the API."""
+
+    name: str
+    address: str
+    state: NodeState
+    hostname: str
+    cpus: int
+    mem_total: int
+    mem_used: int
+    cpu_percent: float
+    load1: float
+    last_beat: float  # Unix time of the last beat (or registration)
+    procs_running: int
+    procs_total: int
+    ssh_host: str
+    ssh_port: int
+    boot_id: str
+    root: str
+    cpu_history: tuple[float, ...] = ()
+
+    def beat_age(self, now: float | None = None) -> float:
+        return max(0.0, (time.time() if now is None else now) - self.last_beat)
+
+
+class ProcView(msgspec.Struct, frozen=True):
+    """Immutable snapshot of one process; ``state`` is "lost" while its node is."""
+
+    node: str
+    pid: int
+    launch: str
+    app: str
+    argv: tuple[str, ...]
+    state: str
+    reason: str
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None
+    signal: str | None
+    core_dumped: bool
+    cpu_user: float
+    cpu_sys: float
+    rss: int
+    max_rss: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.node}:{self.pid}"
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ALIVE_STATES
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
+
+    @property
+    def cpu_time(self) -> float:
+        return self.cpu_user + self.cpu_sys
+
+    def run_time(self, now: float | None = None) -> float:
+        end = self.ended_at if self.ended_at is not None else (now or time.time())
+        return max(0.0, end - self.started_at)
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One line of the event log."""
+
+    ts: float
+    kind: str  # node.joined node.suspect node.lost node.back node.left node.refused
+    # proc.launched proc.ended
+    node: str
+    message: str
+    pid: int | None = None
+
+
+class Change(msgspec.Struct, frozen=True):
+    """What moved in one mutation: node names, process keys, new events."""
+
+    nodes: frozenset[str] = frozenset()
+    procs: frozenset[str] = frozenset()
+    events: tuple[Event, ...] = ()
+    removed_procs: frozenset[str] = frozenset()
+
+
+Listener = Callable[[Change], None]
+
+
+class _Node:
+    """Mutable per-node record, private to the model."""
+
+    def __init__(self, facts: NodeFacts, address: str, now: float) -> None:
+        self.facts = facts
+        self.address = address
+        self.state: NodeState = "alive"
+        self.last_beat = now
+        self.last_beat_mono = time.monotonic()
+        self.metrics = Metrics(mem_total=facts.mem_total)
+        self.history: deque[float] = deque(maxlen=HISTORY)
+        self.procs: dict[int, ProcInfo] = {}
+
+
+class Cluster:
+    """Nodes and processes, changed only through methods that publish."""
+
+    def __init__(self, event_sink: Callable[[Event], None] | None = None) -> None:
+        self._nodes: dict[str, _Node] = {}
+        self._listeners: list[Listener] = []
+        self._event_sink = event_sink
+        self.events: deque[Event] = deque(maxlen=1000)
+
+    # --- subscription -------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` after every change; returns an unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _publish(self, change: Change) -> None:
+        for listener in list(self._listeners):
+            listener(change)
+
+    def _event(self, kind: str, node: str, message: str, pid: int | None = None) -> Event:
+        ev = Event(ts=time.time(), kind=kind, node=node, message=message, pid=pid)
+        self.events.append(ev)
+        if self._event_sink is not None:
+            self._event_sink(ev)
+        return ev
+
+    # --- queries --------------------------------------------------------
+    def node_names(self) -> list[str]:
+        return sorted(self._nodes)
+
+    def has_node(self, name: str) -> bool:
+        return name in self._nodes
+
+    def node_state(self, name: str) -> NodeState | None:
+        node = self._nodes.get(name)
+        return node.state if node else None
+
+    def node(self, name: str) -> NodeView:
+        n = self._nodes[name]
+        running = sum(1 for p in n.procs.values() if p.state in ALIVE_STATES)
+        return NodeView(
+            name=name,
+            address=n.address,
+            state=n.state,
+            hostname=n.facts.hostname,
+            cpus=n.facts.cpus,
+            mem_total=n.metrics.mem_total or n.facts.mem_total,
+            mem_used=n.metrics.mem_used,
+            cpu_percent=n.metrics.cpu_percent,
+            load1=n.metrics.load1,
+            last_beat=n.last_beat,
+            procs_running=running,
+            procs_total=len(n.procs),
+            ssh_host=n.facts.ssh_host,
+            ssh_port=n.facts.ssh_port,
+            boot_id=n.facts.boot_id,
+            root=n.facts.root,
+            cpu_history=tuple(n.history),
+        )
+
+    def nodes(self) -> list[NodeView]:
+        return [self.node(name) for name in sorted(self._nodes)]
+
+    def proc(self, key: str) -> ProcView | None:
+        node, _, pid = key.rpartition(":")
+        n = self._nodes.get(node)
+        if n is None or not pid.isdigit() or int(pid) not in n.procs:
+            return None
+        return _view(node, n, n.procs[int(pid)])
+
+    def procs(self, node: str | None = None, include_ended: bool = True) -> list[ProcView]:
+        out = []
+        for name in [node] if node else sorted(self._nodes):
+            n = self._nodes.get(name)
+            if n is None:
+                continue
+            for info in n.procs.values():
+                if include_ended or info.state in ALIVE_STATES:
+                    out.append(_view(name, n, info))
+        return out
+
+    def last_beat_mono(self, name: str) -> float:
+        return self._nodes[name].last_beat_mono
+
+    # --- node lifecycle -------------------------------------------------
+    def register(self, facts: NodeFacts, address: str, procs: Iterable[ProcInfo]) -> None:
+        """A worker (re)connected with its full state: replace its process table."""
+        now = time.time()
+        name = facts.name
+        old = self._nodes.get(name)
+        node = _Node(facts, address, now)
+        node.procs = {p.pid: p for p in procs}
+        if old is not None:
+            node.history = old.history
+            kind, what = ("node.back", "came back") if old.state != "left" else (
+                "node.joined",
+                "rejoined",
+            )
+            gone = {f"{name}:{pid}" for pid in old.procs if pid not in node.procs}
+        else:
+            kind, what, gone = "node.joined", "joined", set()
+        self._nodes[name] = node
+        ev = self._event(kind, name, f"{name} {what} from {address}")
+        keys = frozenset(f"{name}:{pid}" for pid in node.procs)
+        self._publish(
+            Change(nodes=frozenset({name}), procs=keys, events=(ev,), removed_procs=frozenset(gone))
+        )
+
+    def set_node_state(self, name: str, state: NodeState, why: str = "") -> bool:
+        """Move a node along an edge of the state machine; False if not allowed."""
+        n = self._nodes.get(name)
+        if n is None or n.state == state or state not in _NODE_EDGES[n.state]:
+            return False
+        before, n.state = n.state, state
+        kind = "node.back" if state == "alive" else f"node.{state}"
+        text = why or f"{name} {before} -> {state}"
+        ev = self._event(kind, name, text)
+        # Processes show as "lost" with their node, so their rows change too.
+        keys = frozenset(f"{name}:{pid}" for pid in n.procs)
+        self._publish(Change(nodes=frozenset({name}), procs=keys, events=(ev,)))
+        return True
+
+    def beat(self, name: str, metrics: Metrics, samples: Iterable[ProcSample] = ()) -> None:
+        """Record a heartbeat and its samples; a suspect or lost node is alive again."""
+        n = self._nodes.get(name)
+        if n is None:
+            return
+        n.last_beat = time.time()
+        n.last_beat_mono = time.monotonic()
+        n.metrics = metrics
+        n.history.append(metrics.cpu_percent)
+        changed = set()
+        for s in samples:
+            info = n.procs.get(s.pid)
+            if info is None or info.state not in ALIVE_STATES:
+                continue
+            if (info.state, info.rss, info.cpu_user, info.cpu_sys) != (
+                s.state,
+                s.rss,
+                s.cpu_user,
+                s.cpu_sys,
+            ):
+                n.procs[s.pid] = msgspec.structs.replace(
+                    info,
+                    state=s.state,
+                    cpu_user=s.cpu_user,
+                    cpu_sys=s.cpu_sys,
+                    rss=s.rss,
+                    max_rss=max(info.max_rss, s.max_rss),
+                )
+                changed.add(f"{name}:{s.pid}")
+        if n.state in ("suspect", "lost"):
+            self.set_node_state(name, "alive", f"{name} heartbeats resumed")
+        self._publish(Change(nodes=frozenset({name}), procs=frozenset(changed)))
+
+    def update_proc(self, name: str, info: ProcInfo) -> None:
+        """A process was launched or changed state on ``name``."""
+        n = self._nodes.get(name)
+        if n is None:
+            return
+        old = n.procs.get(info.pid)
+        if old is not None and old.launch != info.launch and old.state in ALIVE_STATES:
+            return  # a stale event for a reused pid must not clobber a live process
+        n.procs[info.pid] = info
+        events: tuple[Event, ...] = ()
+        key = f"{name}:{info.pid}"
+        cmd = " ".join(info.argv)
+        if old is None or old.launch != info.launch:
+            events = (self._event("proc.launched", name, f"{key} launched: {cmd}", info.pid),)
+        if info.state not in ALIVE_STATES and (old is None or old.state in ALIVE_STATES):
+            ended = self._event("proc.ended", name, f"{key} {info.reason}: {cmd}", info.pid)
+            events = (*events, ended)
+        self._publish(Change(procs=frozenset({key}), nodes=frozenset({name}), events=events))
+
+    def forget_procs(self, name: str, pids: Iterable[int]) -> None:
+        """Drop ended processes (their app was removed)."""
+        n = self._nodes.get(name)
+        if n is None:
+            return
+        gone = {f"{name}:{pid}" for pid in pids if n.procs.pop(pid, None) is not None}
+        if gone:
+            self._publish(Change(nodes=frozenset({name}), removed_procs=frozenset(gone)))
+
+    def note(self, kind: str, node: str, message: str) -> None:
+        """Log an event that changes no row (a refused worker, say)."""
+        self._publish(Change(events=(self._event(kind, node, message),)))
+
+
+def _view(node: str, n: _Node, p: ProcInfo) -> ProcView:
+    state = p.state
+    if n.state == "lost" and p.state in ALIVE_STATES:
+        state = "lost"
+    return ProcView(
+        node=node,
+        pid=p.pid,
+        launch=p.launch,
+        app=p.app,
+        argv=tuple(p.argv),
+        state=state,
+        reason=p.reason,
+        started_at=p.started_at,
+        ended_at=p.ended_at,
+        exit_code=p.exit_code,
+        signal=p.signal,
+        core_dumped=p.core_dumped,
+        cpu_user=p.cpu_user,
+        cpu_sys=p.cpu_sys,
+        rss=p.rss,
+        max_rss=p.max_rss,
+    )

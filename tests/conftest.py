@@ -1,0 +1,1 @@
+"""Shared fixtures: owned by the integration suite; subdirectories add their own."""

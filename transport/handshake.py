@@ -1,0 +1,109 @@
+"""Both ends of the handshake, over a `Connection`.
+
+Neither side acts on anything before it completes; every failure sends the
+peer a `Refused` with the reason and raises `AuthError` with the same words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from transport import auth
+from transport.codec import FrameError
+from transport.connection import Connection, ConnectionClosed
+from transport.messages import (
+    PROTOCOL_VERSION,
+    Auth,
+    Challenge,
+    Hello,
+    Message,
+    Refused,
+    Welcome,
+)
+
+HANDSHAKE_TIMEOUT = 10.0
+
+
+def version_mismatch(master: int, worker: int) -> str:
+    return f"protocol version mismatch: master speaks {master}, worker speaks {worker}"
+
+
+async def _recv(conn: Connection, timeout: float) -> Message:
+    try:
+        return await asyncio.wait_for(conn.recv(), timeout)
+    except TimeoutError:
+        raise auth.AuthError(f"handshake timed out after {timeout:g}s") from None
+
+
+async def _refuse(conn: Connection, reason: str) -> auth.AuthError:
+    try:
+        await conn.send(Refused(reason=reason))
+    except (ConnectionClosed, FrameError):
+        pass
+    return auth.AuthError(reason)
+
+
+async def accept(
+    conn: Connection,
+    token: str,
+    heartbeat: float,
+    admit: Callable[[str], str | None],
+    timeout: float = HANDSHAKE_TIMEOUT,
+    version: int = PROTOCOL_VERSION,
+) -> str:
+    """Master side: authenticate a worker; return the name it registers under.
+
+    ``admit(name)`` returns a reason to refuse the name, or None.
+    """
+    key = token.encode()
+    hello = await _recv(conn, timeout)
+    if not isinstance(hello, Hello):
+        raise await _refuse(conn, f"expected Hello, got {type(hello).__name__}")
+    if hello.version != version:
+        raise await _refuse(conn, version_mismatch(version, hello.version))
+    nonce = auth.new_nonce()
+    await conn.send(
+        Challenge(version=version, nonce=nonce, proof=auth.master_proof(key, hello.nonce, nonce))
+    )
+    answer = await _recv(conn, timeout)
+    if isinstance(answer, Refused):
+        raise auth.AuthError(f"worker refused: {answer.reason}")
+    if not isinstance(answer, Auth):
+        raise await _refuse(conn, f"expected Auth, got {type(answer).__name__}")
+    if not auth.check(auth.worker_proof(key, hello.nonce, nonce), answer.proof):
+        raise await _refuse(conn, "authentication failed: wrong cluster token")
+    reason = admit(hello.name)
+    if reason:
+        raise await _refuse(conn, reason)
+    await conn.send(Welcome(heartbeat=heartbeat))
+    return hello.name
+
+
+async def connect(
+    conn: Connection,
+    token: str,
+    name: str,
+    timeout: float = HANDSHAKE_TIMEOUT,
+    version: int = PROTOCOL_VERSION,
+) -> Welcome:
+    """Worker side: authenticate to the master and learn the heartbeat interval."""
+    key = token.encode()
+    nonce = auth.new_nonce()
+    await conn.send(Hello(version=version, name=name, nonce=nonce))
+    msg = await _recv(conn, timeout)
+    if isinstance(msg, Refused):
+        raise auth.AuthError(f"master refused: {msg.reason}")
+    if not isinstance(msg, Challenge):
+        raise await _refuse(conn, f"expected Challenge, got {type(msg).__name__}")
+    if msg.version != version:
+        raise await _refuse(conn, version_mismatch(msg.version, version))
+    if not auth.check(auth.master_proof(key, nonce, msg.nonce), msg.proof):
+        raise await _refuse(conn, "master failed authentication: wrong cluster token")
+    await conn.send(Auth(proof=auth.worker_proof(key, nonce, msg.nonce)))
+    msg = await _recv(conn, timeout)
+    if isinstance(msg, Refused):
+        raise auth.AuthError(f"master refused: {msg.reason}")
+    if not isinstance(msg, Welcome):
+        raise await _refuse(conn, f"expected Welcome, got {type(msg).__name__}")
+    return msg

@@ -1,0 +1,396 @@
+"""Every message that crosses the master <-> worker channel.
+
+All messages are msgspec Structs in one tagged union (`Message`); the tag is
+the class name.  Requests carry an ``id`` that their reply echoes; events
+(``ProcEvent``, ``LogChunk``, ``Heartbeat``) are unsolicited.
+
+Handshake, in order (see ``transport.auth``)::
+
+    worker -> master   Hello(version, name, nonce)
+    master -> worker   Challenge(version, nonce, proof)      or Refused
+    worker -> master   Auth(proof)
+    master -> worker   Welcome(heartbeat)                    or Refused
+    worker -> master   Register(facts, procs, apps)          full state
+
+after which heartbeats, requests, replies and events flow.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 16 * 1024 * 1024
+APP_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# Process states (DESIGN.md "Process states and reasons").
+ALIVE_STATES = ("running", "sleeping", "stopped", "zombie")
+ENDED_STATES = ("exited", "killed", "unknown")
+ProcState = Literal["running", "sleeping", "stopped", "zombie", "exited", "killed", "unknown"]
+
+
+def valid_app_name(name: str) -> bool:
+    """True when ``name`` is a legal app name (and so a safe path part)."""
+    return bool(APP_NAME_RE.fullmatch(name)) and name not in (".", "..")
+
+
+class Base(msgspec.Struct, tag=True, omit_defaults=True, forbid_unknown_fields=False):
+    """Common base: tagged by class name."""
+
+
+# --------------------------------------------------------------------------
+# Shared records
+# --------------------------------------------------------------------------
+
+
+class NodeFacts(msgspec.Struct, omit_defaults=True):
+    """What a worker tells about its machine when it registers."""
+
+    name: str
+    hostname: str
+    cpus: int
+    mem_total: int
+    boot_id: str
+    ssh_host: str = ""
+    ssh_port: int = 22
+    root: str = ""
+    pid: int = 0
+    version: str = ""
+
+
+class Metrics(msgspec.Struct, omit_defaults=True):
+    """A node's small per-beat sample."""
+
+    cpu_percent: float = 0.0
+    mem_used: int = 0
+    mem_total: int = 0
+    load1: float = 0.0
+    apps: int = 0
+    procs_alive: int = 0
+
+
+class ProcInfo(msgspec.Struct, omit_defaults=True):
+    """One launched process as the worker knows it.
+
+    ``launch`` is the worker-unique launch id; the log lives at
+    ``ROOT/apps/APP/logs/<launch>.log``.  Times are Unix seconds.
+    """
+
+    launch: str
+    pid: int
+    app: str
+    argv: list[str]
+    state: ProcState
+    started_at: float
+    exit_code: int | None = None
+    signal: str | None = None
+    core_dumped: bool = False
+    ended_at: float | None = None
+    cpu_user: float = 0.0
+    cpu_sys: float = 0.0
+    rss: int = 0
+    max_rss: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ALIVE_STATES
+
+    @property
+    def reason(self) -> str:
+        """How the process ended, in words; empty while it lives."""
+        if self.state == "exited":
+            return f"exited {self.exit_code}"
+        if self.state == "killed":
+            core = ", core dumped" if self.core_dumped else ""
+            return f"killed by {self.signal}{core}"
+        if self.state == "unknown":
+            return "ended while unobserved"
+        return ""
+
+
+class ProcSample(msgspec.Struct, array_like=True):
+    """Compact live sample of one process, sent with each heartbeat."""
+
+    pid: int
+    state: ProcState
+    cpu_user: float
+    cpu_sys: float
+    rss: int
+    max_rss: int
+
+
+class FileInfo(msgspec.Struct, omit_defaults=True):
+    """One file of an app on a worker: path relative to the app dir."""
+
+    path: str
+    size: int
+    sha256: str
+    mode: int = 0o644
+
+
+class AppInfo(msgspec.Struct, omit_defaults=True):
+    name: str
+    files: list[FileInfo] = []
+    procs_alive: int = 0
+
+
+# --------------------------------------------------------------------------
+# Handshake
+# --------------------------------------------------------------------------
+
+
+class Hello(Base):
+    version: int
+    name: str
+    nonce: bytes
+
+
+class Challenge(Base):
+    version: int
+    nonce: bytes
+    proof: bytes
+
+
+class Auth(Base):
+    proof: bytes
+
+
+class Welcome(Base):
+    heartbeat: float
+    master: str = ""
+
+
+class Refused(Base):
+    """Either side ends the handshake with a reason."""
+
+    reason: str
+
+
+class Register(Base):
+    """A worker's full state, sent after every (re)connect."""
+
+    facts: NodeFacts
+    procs: list[ProcInfo] = []
+    apps: list[str] = []
+
+
+class Goodbye(Base):
+    reason: str = ""
+
+
+# --------------------------------------------------------------------------
+# Steady state
+# --------------------------------------------------------------------------
+
+
+class Heartbeat(Base):
+    seq: int
+    metrics: Metrics
+    procs: list[ProcSample] = []
+
+
+class ProcEvent(Base):
+    """A process was launched, changed or ended (unsolicited)."""
+
+    proc: ProcInfo
+
+
+# Requests: master -> worker.  Each has ``id``; the reply echoes it.
+
+
+class Launch(Base):
+    id: int
+    app: str
+    argv: list[str]
+    env: dict[str, str] = {}
+
+
+class Status(Base):
+    id: int
+
+
+class Signal(Base):
+    """Send ``signal`` ("SIGINT", "SIGKILL", ...) to the process group of ``pid``."""
+
+    id: int
+    pid: int
+    signal: str
+
+
+class Usage(Base):
+    id: int
+
+
+class Logs(Base):
+    """Read a process's log.
+
+    With ``offset`` None the reply carries the last ``tail`` lines; with an
+    offset, the bytes from there.  With ``follow`` the worker then sends
+    ``LogChunk`` events tagged with this request's id until ``Unfollow`` or the
+    process has ended and its log is drained (final chunk has ``eof``).
+    """
+
+    id: int
+    pid: int
+    tail: int = 10
+    offset: int | None = None
+    follow: bool = False
+
+
+class Unfollow(Base):
+    id: int
+    stream: int
+
+
+class Files(Base):
+    """List apps and their files (with cached sha256); ``app`` narrows it."""
+
+    id: int
+    app: str | None = None
+
+
+class Hashes(Base):
+    """sha256 of the given paths (relative to the app dir); missing -> absent."""
+
+    id: int
+    app: str
+    paths: list[str]
+
+
+class Remove(Base):
+    id: int
+    app: str
+    force: bool = False
+    logs: bool = False
+
+
+class PrepareApp(Base):
+    """Create the app's directories so a deploy can write into them."""
+
+    id: int
+    app: str
+
+
+# Replies: worker -> master.
+
+
+class Error(Base):
+    id: int
+    message: str
+
+
+class Launched(Base):
+    id: int
+    proc: ProcInfo
+
+
+class StatusReply(Base):
+    id: int
+    procs: list[ProcInfo]
+
+
+class Signalled(Base):
+    """``delivered`` False with ``message`` when nothing was signalled."""
+
+    id: int
+    delivered: bool
+    message: str = ""
+    proc: ProcInfo | None = None
+
+
+class UsageReply(Base):
+    id: int
+    procs: list[ProcInfo]
+    children_user: float
+    children_sys: float
+    children_max_rss: int
+
+
+class LogChunk(Base):
+    """Log bytes ``data`` starting at byte ``offset`` of the log file.
+
+    As a reply, ``id`` is the request id; as a follow event, ``id`` is the
+    id of the ``Logs`` request that opened the stream.
+    """
+
+    id: int
+    offset: int
+    data: bytes
+    eof: bool = False
+
+
+class FilesReply(Base):
+    id: int
+    apps: list[AppInfo]
+
+
+class HashesReply(Base):
+    id: int
+    hashes: dict[str, str]
+
+
+class Removed(Base):
+    id: int
+    removed: list[str]
+    stopped: list[int] = []
+
+
+class AppReady(Base):
+    id: int
+    path: str
+
+
+class Ok(Base):
+    id: int
+
+
+Message = (
+    Hello
+    | Challenge
+    | Auth
+    | Welcome
+    | Refused
+    | Register
+    | Goodbye
+    | Heartbeat
+    | ProcEvent
+    | Launch
+    | Status
+    | Signal
+    | Usage
+    | Logs
+    | Unfollow
+    | Files
+    | Hashes
+    | Remove
+    | PrepareApp
+    | Error
+    | Launched
+    | StatusReply
+    | Signalled
+    | UsageReply
+    | LogChunk
+    | FilesReply
+    | HashesReply
+    | Removed
+    | AppReady
+    | Ok
+)
+
+REQUESTS = (Launch, Status, Signal, Usage, Logs, Unfollow, Files, Hashes, Remove, PrepareApp)
+REPLIES = (
+    Error,
+    Launched,
+    StatusReply,
+    Signalled,
+    UsageReply,
+    LogChunk,
+    FilesReply,
+    HashesReply,
+    Removed,
+    AppReady,
+    Ok,
+)
