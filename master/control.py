@@ -1,0 +1,376 @@
+"""The control plane: the `Master` facade every front end calls.
+
+The TUI, the HTTP API and tests all act through these async verbs; they
+raise `VerbError` with a one-line message that says what was wrong, and
+change nothing when the input is bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from master.events import EventLog
+from master.model import Cluster, ProcView
+from master.server import WorkerLink, WorkerServer
+from transport.auth import ensure_token
+from transport.connection import CallError
+from transport.messages import (
+    Error,
+    Launch,
+    Launched,
+    LogChunk,
+    Logs,
+    Remove,
+    Removed,
+    Signal,
+    Signalled,
+    Unfollow,
+    Usage,
+    UsageReply,
+    valid_app_name,
+)
+
+log = logging.getLogger("corral.master")
+
+SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL", "SIGSTOP", "SIGCONT", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
+class VerbError(Exception):
+    """A verb failed; the message is one line for the operator."""
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "corral"
+
+
+def split_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``HOST`` / ``:PORT``) into a pair; ValueError if malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"bad address {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+@dataclass
+class MasterConfig:
+    """Where the master listens and keeps its state."""
+
+    listen: str = "0.0.0.0:7070"
+    api: str = "127.0.0.1:7071"
+    state_dir: Path = field(default_factory=default_state_dir)
+    heartbeat: float = 1.0
+
+
+class SignalResult(msgspec.Struct, frozen=True):
+    target: str
+    delivered: bool
+    message: str = ""
+
+
+class LaunchResult(msgspec.Struct, frozen=True):
+    procs: list[ProcView]
+    errors: dict[str, str]  # node -> why it failed there
+
+
+class NodeUsage(msgspec.Struct, frozen=True):
+    node: str
+    children_user: float
+    children_sys: float
+    children_max_rss: int
+    procs: list[ProcView]
+
+
+class RemoveResult(msgspec.Struct, frozen=True):
+    node: str
+    removed: list[str] = []
+    stopped: list[int] = []
+    error: str = ""
+
+
+class LogPiece(msgspec.Struct, frozen=True):
+    """Bytes of a log from ``offset``; ``eof`` once the process ended and all is read."""
+
+    offset: int
+    data: bytes
+    eof: bool = False
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """``NODE:PID`` into its parts; VerbError if malformed."""
+    node, sep, pid = target.rpartition(":")
+    if not sep or not node or not pid.isdigit():
+        raise VerbError(f"bad process name {target!r}: expected NODE:PID")
+    return node, int(pid)
+
+
+class Master:
+    """The control plane: cluster model, worker listener, event log, verbs."""
+
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        self.events = EventLog(config.state_dir / "events.log")
+        self.cluster = Cluster(event_sink=self.events.append)
+        self.token = ""
+        self.server: WorkerServer | None = None
+        self.listen_address = ""
+        self.api_address = ""
+        self._api: object | None = None
+        self.started_at = time.time()
+
+    # --- lifecycle -------------------------------------------------------
+    async def start(self, api: bool = True) -> None:
+        """Bind the worker port (and the HTTP API) and start serving."""
+        self.token = ensure_token(self.config.state_dir)
+        self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat)
+        host, port = split_hostport(self.config.listen, 7070)
+        self.listen_address = await self.server.start(host, port)
+        (self.config.state_dir / "listen").write_text(self.listen_address + "\n")
+        if api:
+            from master.api import ApiServer
+
+            server = ApiServer(self)
+            self._api = server
+            ahost, aport = split_hostport(self.config.api, 7071)
+            self.api_address = await server.start(ahost, aport)
+            (self.config.state_dir / "api").write_text(self.api_address + "\n")
+        log.info("listening for workers on %s, API on %s", self.listen_address, self.api_address)
+
+    async def stop(self) -> None:
+        from master.api import ApiServer
+
+        if isinstance(self._api, ApiServer):
+            await self._api.stop()
+        if self.server is not None:
+            await self.server.stop()
+        self.events.close()
+
+    # --- helpers -----------------------------------------------------------
+    def _link(self, node: str) -> WorkerLink:
+        if not self.cluster.has_node(node):
+            raise VerbError(f"unknown node: {node}")
+        assert self.server is not None
+        link = self.server.links.get(node)
+        if link is None:
+            state = self.cluster.node_state(node)
+            raise VerbError(f"node {node} is {state}: not connected")
+        return link
+
+    def select_nodes(self, nodes: Sequence[str] = (), all_nodes: bool = False) -> list[str]:
+        """The nodes a verb acts on: the named ones (all must exist) or every alive one."""
+        if nodes and all_nodes:
+            raise VerbError("give --node or --all, not both")
+        if all_nodes:
+            picked = [n.name for n in self.cluster.nodes() if n.state in ("alive", "suspect")]
+            if not picked:
+                raise VerbError("no alive nodes")
+            return picked
+        if not nodes:
+            raise VerbError("no node chosen: give --node NAME or --all")
+        unknown = [n for n in nodes if not self.cluster.has_node(n)]
+        if unknown:
+            raise VerbError(f"unknown node: {', '.join(unknown)}")
+        return list(dict.fromkeys(nodes))
+
+    def _proc_for(self, target: str) -> tuple[WorkerLink, ProcView]:
+        node, pid = parse_target(target)
+        link = self._link(node)
+        proc = self.cluster.proc(f"{node}:{pid}")
+        if proc is None:
+            raise VerbError(f"no such process: {target}")
+        return link, proc
+
+    # --- verbs -------------------------------------------------------------
+    async def launch(
+        self,
+        argv: Sequence[str],
+        nodes: Sequence[str] = (),
+        all_nodes: bool = False,
+        app: str | None = None,
+    ) -> LaunchResult:
+        """Start ``argv`` inside ``app`` on each chosen node, in parallel."""
+        if not argv or not argv[0]:
+            raise VerbError("nothing to launch: give a program")
+        app = app or os.path.basename(argv[0])
+        if not valid_app_name(app):
+            raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
+        picked = self.select_nodes(nodes, all_nodes)
+        links = {n: self._link(n) for n in picked}
+        args = list(argv)
+
+        async def one(link: WorkerLink) -> ProcView:
+            reply = await link.call(lambda i: Launch(id=i, app=app, argv=args))
+            assert isinstance(reply, Launched)
+            self.cluster.update_proc(link.name, reply.proc)
+            view = self.cluster.proc(f"{link.name}:{reply.proc.pid}")
+            assert view is not None
+            return view
+
+        results = await asyncio.gather(*(one(lk) for lk in links.values()), return_exceptions=True)
+        procs: list[ProcView] = []
+        errors: dict[str, str] = {}
+        for name, res in zip(links, results, strict=True):
+            if isinstance(res, ProcView):
+                procs.append(res)
+            else:
+                errors[name] = str(res)
+        return LaunchResult(procs=procs, errors=errors)
+
+    async def signal(self, targets: Sequence[str], signal: str) -> list[SignalResult]:
+        """Send ``signal`` to each target's process group; every target is checked first."""
+        if not targets:
+            raise VerbError("no process given: expected NODE:PID")
+        sig = signal.upper()
+        sig = sig if sig.startswith("SIG") else "SIG" + sig
+        if sig not in SIGNALS:
+            raise VerbError(f"unknown signal {signal!r}")
+        resolved = [self._proc_for(t) for t in targets]  # all valid, or nothing is sent
+
+        async def one(link: WorkerLink, proc: ProcView) -> SignalResult:
+            try:
+                reply = await link.call(lambda i: Signal(id=i, pid=proc.pid, signal=sig))
+            except CallError as e:
+                return SignalResult(proc.key, False, str(e))
+            assert isinstance(reply, Signalled)
+            if reply.proc is not None:
+                self.cluster.update_proc(link.name, reply.proc)
+            return SignalResult(proc.key, reply.delivered, reply.message)
+
+        return list(await asyncio.gather(*(one(lk, p) for lk, p in resolved)))
+
+    async def stop_procs(self, targets: Sequence[str]) -> list[SignalResult]:
+        """Graceful stop: SIGINT to each process group."""
+        return await self.signal(targets, "SIGINT")
+
+    async def kill_procs(self, targets: Sequence[str]) -> list[SignalResult]:
+        """Forceful stop: SIGKILL to each process group."""
+        return await self.signal(targets, "SIGKILL")
+
+    async def usage(self, node: str | None = None) -> list[NodeUsage]:
+        """Per-process CPU time and RSS, and each node's children totals."""
+        names = [node] if node else [n.name for n in self.cluster.nodes()]
+        if node and not self.cluster.has_node(node):
+            raise VerbError(f"unknown node: {node}")
+        out = []
+        for name in names:
+            link = self.server.links.get(name) if self.server else None
+            if link is None:
+                continue
+            try:
+                reply = await link.call(lambda i: Usage(id=i))
+            except CallError:
+                continue
+            assert isinstance(reply, UsageReply)
+            for p in reply.procs:
+                self.cluster.update_proc(name, p)
+            views = [v for p in reply.procs if (v := self.cluster.proc(f"{name}:{p.pid}"))]
+            out.append(
+                NodeUsage(
+                    node=name,
+                    children_user=reply.children_user,
+                    children_sys=reply.children_sys,
+                    children_max_rss=reply.children_max_rss,
+                    procs=views,
+                )
+            )
+        if node and not out:
+            raise VerbError(f"node {node} is {self.cluster.node_state(node)}: not connected")
+        return out
+
+    async def logs(self, target: str, tail: int = 10, offset: int | None = None) -> LogPiece:
+        """The last ``tail`` lines of a process's log (or the bytes from ``offset``)."""
+        link, proc = self._proc_for(target)
+        reply = await self._call(link, lambda i: Logs(id=i, pid=proc.pid, tail=tail, offset=offset))
+        assert isinstance(reply, LogChunk)
+        return LogPiece(reply.offset, reply.data, reply.eof)
+
+    async def follow(
+        self, target: str, tail: int = 10, offset: int | None = None
+    ) -> AsyncIterator[LogPiece]:
+        """Yield a process's log as it grows, until it ends and is drained.
+
+        Pieces carry byte offsets: a reader that comes back asks again from
+        its last offset and misses nothing, duplicates nothing.
+        """
+        link, proc = self._proc_for(target)
+        queue: asyncio.Queue[LogChunk | None] = asyncio.Queue()
+        rid = link.calls.next_id()
+        link.streams[rid] = queue
+        try:
+            await link.conn.send(Logs(id=rid, pid=proc.pid, tail=tail, offset=offset, follow=True))
+            while True:
+                chunk = await queue.get()
+                if chunk is None:
+                    raise VerbError(f"node {link.name} disconnected")
+                yield LogPiece(chunk.offset, chunk.data, chunk.eof)
+                if chunk.eof:
+                    return
+        finally:
+            if link.streams.pop(rid, None) is not None and not link.conn.writer.is_closing():
+                try:
+                    link.conn.send_nowait(Unfollow(id=link.calls.next_id(), stream=rid))
+                except Exception:
+                    pass
+
+    async def remove(
+        self,
+        app: str,
+        nodes: Sequence[str] = (),
+        all_nodes: bool = False,
+        force: bool = False,
+        logs: bool = False,
+    ) -> list[RemoveResult]:
+        """Remove an app's files from the chosen nodes (every alive one by default)."""
+        if not valid_app_name(app):
+            raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
+        picked = self.select_nodes(nodes, all_nodes or not nodes)
+        links = [self._link(n) for n in picked]
+
+        async def one(link: WorkerLink) -> RemoveResult:
+            try:
+                reply = await link.call(
+                    lambda i: Remove(id=i, app=app, force=force, logs=logs), timeout=30
+                )
+            except CallError as e:
+                return RemoveResult(node=link.name, error=str(e))
+            assert isinstance(reply, Removed)
+            return RemoveResult(node=link.name, removed=reply.removed, stopped=reply.stopped)
+
+        return list(await asyncio.gather(*(one(lk) for lk in links)))
+
+    async def _call(self, link: WorkerLink, make: object, timeout: float = 10.0) -> object:
+        try:
+            reply = await link.call(make, timeout)  # type: ignore[arg-type]
+        except CallError as e:
+            raise VerbError(str(e)) from None
+        if isinstance(reply, Error):
+            raise VerbError(reply.message)
+        return reply
+
+    # --- summaries for views ----------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Nodes by state and processes running / ended / failed, for headers."""
+        out = {"alive": 0, "suspect": 0, "lost": 0, "left": 0}
+        for n in self.cluster.nodes():
+            out[n.state] += 1
+        running = ended = failed = 0
+        for p in self.cluster.procs():
+            if p.alive or p.state == "lost":
+                running += 1
+            else:
+                ended += 1
+                if p.state != "exited" or p.exit_code != 0:
+                    failed += 1
+        out.update(running=running, ended=ended, failed=failed)
+        return out
