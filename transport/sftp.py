@@ -1,0 +1,329 @@
+"""Push files to one node over paramiko SFTP, atomically and with host keys checked.
+
+`push` opens one `paramiko.SSHClient` per call; the master runs one call per
+node, each in its own thread (paramiko blocks).  Every file is written to a
+hidden temporary name in its target directory, given its mode, then
+renamed over the final name (``posix-rename@openssh.com``), so a transfer
+cut short never leaves a half-written file under the name a launch uses.
+
+Host keys are checked against the given known_hosts file.  An unknown key
+is refused unless the operator opted in (``trust_unknown``), which records
+it; a changed key is always refused.  There is no ``AutoAddPolicy`` here.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import os
+import posixpath
+import secrets
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+# OpenSSH advertises 32 KiB channel packets, so our packets are that size
+# anyway; what matters for upload speed is keeping many SFTP writes in
+# flight and large reads from the local file.
+WINDOW_SIZE = 64 * 1024 * 1024
+MAX_PACKET_SIZE = 256 * 1024
+# OpenSSH's sftp-server takes messages up to 256 KiB; stay under with headroom.
+# One local read per write request: paramiko then sends the bytes uncopied.
+WRITE_REQUEST = 255 * 1024
+TMP_MARK = ".corral-tmp-"
+
+Progress = Callable[[int, int], None]
+
+_known_hosts_lock = threading.Lock()
+
+
+class PushError(Exception):
+    """A push failed; the message is one line naming the node and the reason."""
+
+
+class HostKeyError(PushError):
+    """The node's host key is unknown (and not trusted) or has changed."""
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and as whom to connect, and how to check the node's host key."""
+
+    host: str
+    port: int
+    user: str
+    key_filename: Path | None = None
+    known_hosts: Path = field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
+    trust_unknown: bool = False
+    timeout: float = 15.0
+
+    @property
+    def host_id(self) -> str:
+        """The host as known_hosts names it: ``host`` or ``[host]:port``."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file to send: ``remote`` is an absolute path on the node."""
+
+    local: Path
+    remote: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One file delivered: its remote path, byte count and transfer time."""
+
+    remote: str
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PushReport:
+    """What one `push` delivered to one node."""
+
+    host: str
+    files: list[Sent]
+    seconds: float
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+
+# --------------------------------------------------------------------------
+# Host keys
+# --------------------------------------------------------------------------
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's ``SHA256:...`` fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse an unknown host key, or record it when the operator opted in."""
+
+    def __init__(self, target: SshTarget) -> None:
+        self.target = target
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        what = f"{hostname} ({key.get_name()} {fingerprint(key)})"
+        if not self.target.trust_unknown:
+            raise HostKeyError(
+                f"unknown host key for {what}; rerun with --trust-host-key to record it"
+            )
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        _record(self.target.known_hosts, hostname, key)
+
+
+def _record(known_hosts: Path, hostname: str, key: paramiko.PKey) -> None:
+    """Append one known_hosts line; threads pushing to other nodes may do the same."""
+    line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+    with _known_hosts_lock:
+        known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(line)
+
+
+def _known_lines(known_hosts: Path, hostname: str, key_type: str) -> list[int]:
+    """Line numbers of ``known_hosts`` entries for ``hostname`` with this key type."""
+    try:
+        lines = known_hosts.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    found = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if len(fields) < 3 or line.lstrip().startswith("#") or fields[1] != key_type:
+            continue
+        for name in fields[0].split(","):
+            hashed = name.startswith("|1|")
+            if name == hostname or (hashed and paramiko.HostKeys.hash_host(hostname, name) == name):
+                found.append(number)
+    return found
+
+
+def _changed_key_error(target: SshTarget, exc: paramiko.BadHostKeyException) -> HostKeyError:
+    key = exc.key
+    lines = _known_lines(target.known_hosts, target.host_id, key.get_name())
+    where = f"{target.known_hosts}:{lines[0]}" if lines else str(target.known_hosts)
+    return HostKeyError(
+        f"host key for {target.host_id} has CHANGED (now {key.get_name()} {fingerprint(key)}); "
+        f"if the node was reinstalled, remove line {where} and rerun with --trust-host-key"
+    )
+
+
+# --------------------------------------------------------------------------
+# Connecting
+# --------------------------------------------------------------------------
+
+
+def _connect(target: SshTarget) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    try:
+        if target.known_hosts.exists():
+            client.load_host_keys(str(target.known_hosts))
+        client.set_missing_host_key_policy(_HostKeyPolicy(target))
+        key = str(target.key_filename) if target.key_filename else None
+        client.connect(
+            target.host,
+            port=target.port,
+            username=target.user,
+            key_filename=key,
+            look_for_keys=key is None,
+            allow_agent=key is None,
+            timeout=target.timeout,
+            banner_timeout=target.timeout,
+            auth_timeout=target.timeout,
+            transport_factory=functools.partial(
+                paramiko.Transport,
+                default_window_size=WINDOW_SIZE,
+                default_max_packet_size=MAX_PACKET_SIZE,
+            ),
+        )
+    except BaseException as exc:
+        client.close()
+        raise _connect_error(target, exc) from exc
+    return client
+
+
+def _connect_error(target: SshTarget, exc: BaseException) -> BaseException:
+    where = f"{target.user}@{target.host}:{target.port}"
+    if isinstance(exc, PushError):
+        return exc
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return _changed_key_error(target, exc)
+    if isinstance(exc, paramiko.AuthenticationException):
+        return PushError(f"ssh authentication failed for {where} (key {target.key_filename})")
+    if isinstance(exc, (OSError, paramiko.SSHException, EOFError)):
+        return PushError(f"cannot reach sshd at {where}: {exc or type(exc).__name__}")
+    return exc
+
+
+# --------------------------------------------------------------------------
+# Sending
+# --------------------------------------------------------------------------
+
+
+def push(target: SshTarget, files: list[Upload], progress: Progress | None = None) -> PushReport:
+    """Send ``files`` to one node; ``progress(done, total)`` is called as bytes go.
+
+    Raises `HostKeyError` for an unknown (untrusted) or changed host key,
+    `PushError` for other failures; a file whose transfer failed is left
+    under its old content (or absent), never half-written.
+    """
+    start = time.monotonic()
+    total = sum(f.local.stat().st_size for f in files)
+    meter = _Meter(total, progress)
+    client = _connect(target)
+    try:
+        sftp = client.open_sftp()
+        try:
+            sent = _send_all(sftp, files, meter, target)
+        finally:
+            sftp.close()
+    finally:
+        client.close()
+    return PushReport(target.host, sent, time.monotonic() - start)
+
+
+class _Meter:
+    """Counts bytes across all files and reports them to the caller's callback."""
+
+    def __init__(self, total: int, callback: Progress | None) -> None:
+        self.total = total
+        self.done = 0
+        self.callback = callback
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def _send_all(
+    sftp: paramiko.SFTPClient, files: list[Upload], meter: _Meter, target: SshTarget
+) -> list[Sent]:
+    made: set[str] = set()
+    sent = []
+    for upload in files:
+        if not posixpath.isabs(upload.remote):
+            raise PushError(f"remote path must be absolute: {upload.remote!r}")
+        _makedirs(sftp, posixpath.dirname(upload.remote), made)
+        t0 = time.monotonic()
+        try:
+            size = _send_file(sftp, upload, meter)
+        except (OSError, paramiko.SSHException) as exc:
+            raise PushError(f"{target.host}: sending {upload.remote} failed: {exc}") from exc
+        sent.append(Sent(upload.remote, size, time.monotonic() - t0))
+    return sent
+
+
+def _makedirs(sftp: paramiko.SFTPClient, directory: str, made: set[str]) -> None:
+    """``mkdir -p`` on the node, remembering what this push already checked."""
+    if directory in made or directory in ("", "/"):
+        return
+    try:
+        if not stat.S_ISDIR(sftp.stat(directory).st_mode or 0):
+            raise PushError(f"remote path is not a directory: {directory}")
+    except FileNotFoundError:
+        _makedirs(sftp, posixpath.dirname(directory), made)
+        sftp.mkdir(directory, 0o755)
+    made.add(directory)
+
+
+def _send_file(sftp: paramiko.SFTPClient, upload: Upload, meter: _Meter) -> int:
+    directory, name = posixpath.split(upload.remote)
+    tmp = posixpath.join(directory, f".{name}{TMP_MARK}{secrets.token_hex(4)}")
+    try:
+        size = _write(sftp, upload.local, tmp, meter)
+        sftp.chmod(tmp, upload.mode & 0o7777)
+        _rename(sftp, tmp, upload.remote)
+    except BaseException:
+        _remove_quietly(sftp, tmp)
+        raise
+    return size
+
+
+def _write(sftp: paramiko.SFTPClient, local: Path, remote: str, meter: _Meter) -> int:
+    """Stream ``local`` into ``remote`` with pipelined, large write requests."""
+    size = 0
+    with local.open("rb") as src, sftp.open(remote, "wb") as dst:
+        dst.set_pipelined(True)
+        dst.MAX_REQUEST_SIZE = WRITE_REQUEST
+        while chunk := src.read(WRITE_REQUEST):
+            dst.write(chunk)
+            size += len(chunk)
+            meter.add(len(chunk))
+    return size
+
+
+def _rename(sftp: paramiko.SFTPClient, tmp: str, final: str) -> None:
+    try:
+        sftp.posix_rename(tmp, final)
+    except OSError as exc:
+        if "not supported" not in str(exc).lower():
+            raise
+        # A server without the OpenSSH extension: plain rename refuses to replace.
+        _remove_quietly(sftp, final)
+        sftp.rename(tmp, final)
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    with contextlib.suppress(OSError, paramiko.SSHException):
+        sftp.remove(path)
