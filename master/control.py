@@ -8,10 +8,11 @@ change nothing when the input is bad.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,7 +298,7 @@ class Master:
 
     async def follow(
         self, target: str, tail: int = 10, offset: int | None = None
-    ) -> AsyncIterator[LogPiece]:
+    ) -> AsyncGenerator[LogPiece, None]:
         """Yield a process's log as it grows, until it ends and is drained.
 
         Pieces carry byte offsets: a reader that comes back asks again from
@@ -318,10 +319,8 @@ class Master:
                     return
         finally:
             if link.streams.pop(rid, None) is not None and not link.conn.writer.is_closing():
-                try:
+                with contextlib.suppress(Exception):
                     link.conn.send_nowait(Unfollow(id=link.calls.next_id(), stream=rid))
-                except Exception:
-                    pass
 
     async def remove(
         self,

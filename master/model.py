@@ -241,9 +241,13 @@ class Cluster:
         node.procs = {p.pid: p for p in procs}
         if old is not None:
             node.history = old.history
-            kind, what = ("node.back", "came back") if old.state != "left" else (
-                "node.joined",
-                "rejoined",
+            kind, what = (
+                ("node.back", "came back")
+                if old.state != "left"
+                else (
+                    "node.joined",
+                    "rejoined",
+                )
             )
             gone = {f"{name}:{pid}" for pid in old.procs if pid not in node.procs}
         else:
@@ -336,7 +340,7 @@ class Cluster:
 
 
 def _view(node: str, n: _Node, p: ProcInfo) -> ProcView:
-    state = p.state
+    state: str = p.state
     if n.state == "lost" and p.state in ALIVE_STATES:
         state = "lost"
     return ProcView(

@@ -103,7 +103,7 @@ class WorkerServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         conn = Connection(reader, writer)
         try:
             await self._serve(conn)
@@ -117,7 +117,7 @@ class WorkerServer:
         except Exception:  # a peer must never take the master down
             log.exception("worker connection from %s failed", conn.peer)
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             await conn.close()
 
     async def _serve(self, conn: Connection) -> None:
@@ -174,7 +174,9 @@ class WorkerServer:
                     continue
                 age = now - self.cluster.last_beat_mono(name)
                 if age >= 2 * h:
-                    self.cluster.set_node_state(name, "lost", f"{name} lost: no heartbeat for {age:.1f}s")
+                    self.cluster.set_node_state(
+                        name, "lost", f"{name} lost: no heartbeat for {age:.1f}s"
+                    )
                 elif age >= 1.5 * h and state == "alive":
                     self.cluster.set_node_state(
                         name, "suspect", f"{name} suspect: no heartbeat for {age:.1f}s"

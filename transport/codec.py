@@ -46,7 +46,8 @@ def body_length(header: bytes, limit: int = MAX_FRAME) -> int:
 def decode_body(body: bytes) -> Message:
     """The message in ``body``; any malformed input raises `FrameError`."""
     try:
-        return _decoder.decode(body)
+        msg: Message = _decoder.decode(body)
+        return msg
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise FrameError(f"bad message: {e}") from None
 

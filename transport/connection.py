@@ -7,6 +7,7 @@ echo their ids.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
@@ -65,10 +66,8 @@ class Connection:
     async def close(self) -> None:
         if not self.writer.is_closing():
             self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 class CallError(Exception):

@@ -7,6 +7,7 @@ peer a `Refused` with the reason and raises `AuthError` with the same words.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from transport import auth
@@ -37,10 +38,8 @@ async def _recv(conn: Connection, timeout: float) -> Message:
 
 
 async def _refuse(conn: Connection, reason: str) -> auth.AuthError:
-    try:
+    with contextlib.suppress(ConnectionClosed, FrameError):
         await conn.send(Refused(reason=reason))
-    except (ConnectionClosed, FrameError):
-        pass
     return auth.AuthError(reason)
 
 
