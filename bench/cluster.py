@@ -1,0 +1,166 @@
+"""A real local cluster for benchmarks and integration tests.
+
+The master and every worker are separate processes on 127.0.0.1 with
+ports chosen by the kernel; nothing is simulated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns something truthy; raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+class LocalCluster:
+    """A master process and any number of worker processes under one directory."""
+
+    def __init__(self, base: Path, heartbeat: float = 1.0) -> None:
+        self.base = base
+        self.heartbeat = heartbeat
+        self.state = base / "master"
+        self.master: subprocess.Popen[bytes] | None = None
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.listen = ""
+        self.api = ""
+        self.token = ""
+
+    # --- processes ----------------------------------------------------------
+    def start_master(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "corral", "master", "--headless"]
+        cmd += ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
+        cmd += ["--state-dir", str(self.state), "--heartbeat", str(self.heartbeat)]
+        log = open(self.base / "master.out", "wb")  # noqa: SIM115
+        self.master = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_until(lambda: _read(self.state / "api"), 15, "the master's API address")
+        self.listen = _read(self.state / "listen")
+        self.api = _read(self.state / "api")
+        self.token = _read(self.state / "token")
+
+    def worker_root(self, name: str) -> Path:
+        return self.base / "nodes" / name
+
+    def start_worker(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        root = self.worker_root(name)
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "corral", "worker", "--master", self.listen]
+        cmd += ["--name", name, "--root", str(root)]
+        env = dict(os.environ, CORRAL_TOKEN=self.token)
+        log = open(self.base / f"{name}.out", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.workers[name] = proc
+        if wait:
+            self.wait_node(name, "alive")
+        return proc
+
+    def stop(self) -> None:
+        """End every process this cluster started, and every program they launched."""
+        for name in list(self.workers):
+            self.kill_programs(name)
+        for proc in [*self.workers.values(), self.master]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*self.workers.values(), self.master]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def kill_programs(self, name: str) -> None:
+        """SIGKILL every live program launched under ``name``'s root (by its records)."""
+        for rec in (self.worker_root(name) / "run").glob("*.json"):
+            try:
+                pid = int(json.loads(rec.read_text()).get("pid", 0))
+            except (OSError, ValueError):
+                continue
+            if pid > 0 and _is_under(pid, self.worker_root(name)):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    # --- API ----------------------------------------------------------------
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 15) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://{self.api}{path}", data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        return {n["name"]: n for n in self.call("GET", "/v1/nodes")["nodes"]}
+
+    def procs(self, node: str | None = None) -> dict[str, dict[str, Any]]:
+        q = "?all=1" + (f"&node={node}" if node else "")
+        return {p["key"]: p for p in self.call("GET", f"/v1/ps{q}")["procs"]}
+
+    def proc(self, key: str) -> dict[str, Any] | None:
+        return self.procs().get(key)
+
+    def wait_node(self, name: str, state: str, timeout: float = 15) -> None:
+        wait_until(
+            lambda: self.nodes().get(name, {}).get("state") == state,
+            timeout,
+            f"node {name} to be {state}",
+        )
+
+    def wait_proc(
+        self, key: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 15
+    ) -> Any:
+        def check() -> Any:
+            p = self.proc(key)
+            return p if p is not None and pred(p) else None
+
+        return wait_until(check, timeout, f"process {key}")
+
+    def launch(self, node: str, argv: list[str], app: str | None = None) -> str:
+        res = self.call("POST", "/v1/launch", {"argv": argv, "nodes": [node], "app": app})
+        if res["errors"]:
+            raise RuntimeError(str(res["errors"]))
+        key: str = res["procs"][0]["key"]
+        return key
+
+    def signal(self, key: str, sig: str) -> dict[str, Any]:
+        res: dict[str, Any] = self.call("POST", "/v1/signal", {"targets": [key], "signal": sig})
+        return res["results"][0]
+
+
+def _is_under(pid: int, root: Path) -> bool:
+    """True when ``pid`` runs with its working directory inside ``root`` (ours to kill)."""
+    try:
+        return Path(psutil.Process(pid).cwd()).is_relative_to(root.resolve())
+    except (psutil.Error, OSError):
+        return False
