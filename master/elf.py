@@ -13,10 +13,13 @@ looked up the way glibc's loader does (``elf/dl-load.c``)::
     5. the default dirs (/lib, /usr/lib, their lib64 and multiarch forms)
 
 A candidate must be an ELF of the executable's class, byte order and
-machine; others (a 32-bit copy, a linker script) are skipped as the loader
-skips them.  A library that lands in a *system* directory (from the cache,
-ld.so.conf or the defaults) is taken as present on every node: it is not
-copied and its own dependencies are not followed.
+machine; one of another kind (a 32-bit copy) is skipped as the loader skips
+it, while a file that is not ELF at all (a linker script) stops the search
+with an error, as it stops the loader.
+
+A library that lands in a *system* directory (from the cache, ld.so.conf or
+the defaults) is taken as present on every node: it is not copied and its
+own dependencies are not followed.
 """
 
 from __future__ import annotations
@@ -280,7 +283,17 @@ class _Resolver:
         # With a cache, ld.so.conf's dirs are reached only through it.
         candidates += self.cache.get(name, []) if self.cache else [d / name for d in self.conf]
         candidates += [d / name for d in self.defaults]
-        return next((c for c in candidates if self.loadable(c)), None)
+        for candidate in candidates:
+            if not candidate.is_file():
+                continue
+            kind = elf_kind(candidate)
+            if kind is None:
+                # ld.so skips another class or machine, but stops at a non-ELF file.
+                reason = f"{candidate} is not an ELF file, and the loader stops there"
+                raise DependencyError(name, requester.path, reason)
+            if kind == self.kind:
+                return candidate
+        return None
 
     def is_system(self, path: Path) -> bool:
         return _canonical(path.parent) in self.system_dirs
