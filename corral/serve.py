@@ -1,0 +1,113 @@
+"""The long-running verbs: ``corral master`` and ``corral worker``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from corral.client import CliError, state_dir
+
+if TYPE_CHECKING:
+    from master.control import Master, MasterConfig
+
+Dashboard = Callable[..., Any]
+
+
+def _note(line: str) -> None:
+    print(f"corral: {line}", file=sys.stderr)
+
+
+def check_address(flag: str, text: str, default_port: int) -> None:
+    from master.control import split_hostport
+
+    try:
+        split_hostport(text, default_port)
+    except ValueError as e:
+        raise CliError(f"{flag}: {e}", 2) from None
+
+
+def load_dashboard() -> Dashboard | None:
+    """`tui.app.run_dashboard`, or None (with a one-line note) when it cannot run here."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        _note("not a terminal: running headless")
+        return None
+    try:
+        from tui.app import run_dashboard
+    except ImportError as e:
+        _note(f"the dashboard is not available ({e}): running headless")
+        return None
+    return run_dashboard  # type: ignore[no-any-return]
+
+
+def log_to(path: Path | None) -> None:
+    """Warnings (a refused worker, a bad frame) to stderr, or to a file under a dashboard."""
+    fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    if path is None:
+        logging.basicConfig(level=logging.WARNING, format=fmt, stream=sys.stderr)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format=fmt, filename=str(path))
+
+
+def run_master(master: Master, dashboard: Dashboard | None, on_ready: Any = None) -> int:
+    """Serve ``master`` under the dashboard, or headless; returns the exit status."""
+    if dashboard is None:
+        import asyncio
+
+        from master.headless import serve
+
+        return asyncio.run(serve(master, ready=on_ready))
+    dashboard(master, on_ready=on_ready)
+    return 0
+
+
+def master_config(args: argparse.Namespace) -> MasterConfig:
+    from master.control import MasterConfig
+
+    check_address("--listen", args.listen, 7070)
+    check_address("--api", args.api, 7071)
+    return MasterConfig(
+        listen=args.listen,
+        api=args.api,
+        state_dir=state_dir(args.state_dir),
+        heartbeat=args.heartbeat,
+    )
+
+
+def master(args: argparse.Namespace) -> int:
+    from master.control import Master
+
+    config = master_config(args)
+    dashboard = None if args.headless else load_dashboard()
+    log_to(None if dashboard is None else config.state_dir / "master.log")
+    return run_master(Master(config), dashboard)
+
+
+# --- worker ---------------------------------------------------------------------------
+def worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker daemon's own flags, or the documented ones if it is not installed."""
+    try:
+        daemon_worker = importlib.import_module("daemon.worker")
+    except ImportError as e:
+        parser.set_defaults(worker_missing=str(e))
+        parser.add_argument("--master", metavar="HOST:PORT", required=True)
+        parser.add_argument("--name", metavar="NAME")
+        parser.add_argument("--root", metavar="DIR")
+        parser.add_argument("--token-file", metavar="F")
+        return
+    daemon_worker.add_arguments(parser)
+    parser.set_defaults(worker_main=daemon_worker.main)
+
+
+def worker(args: argparse.Namespace) -> int:
+    run = getattr(args, "worker_main", None)
+    if run is None:
+        why = getattr(args, "worker_missing", "daemon.worker not found")
+        raise CliError(f"the worker daemon is not available here ({why})")
+    status = run(args)
+    return int(status or 0)
