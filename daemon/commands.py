@@ -1,0 +1,172 @@
+"""The worker's requests, one handler each, and the dispatcher that runs them.
+
+Each handler takes the request and returns its reply; a `Refusal` becomes
+an ``Error(id, message)``.  Wire format, master -> worker -> master::
+
+    Launch(id, app, argv, env)       -> Launched(id, proc)
+    Status(id)                       -> StatusReply(id, procs)
+    Signal(id, pid, signal)          -> Signalled(id, delivered, message, proc)
+    Usage(id)                        -> UsageReply(id, procs, children_*)
+    Logs(id, pid, tail, offset, follow)
+                                     -> LogChunk(id, offset, data, eof)
+                                        then, with follow, LogChunk events
+    Unfollow(id, stream)             -> Ok(id)
+    Files(id, app?)                  -> FilesReply(id, apps)
+    Hashes(id, app, paths)           -> HashesReply(id, hashes)
+    Remove(id, app, force, logs)     -> Removed(id, removed, stopped)
+    PrepareApp(id, app)              -> AppReady(id, path)
+    anything else with an id         -> Error(id, "unsupported request: ...")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from daemon import logs
+from daemon.errors import Refusal
+from daemon.logs import LogStreams
+from daemon.store import AppStore, StoreError
+from daemon.supervisor import Supervisor
+from transport import messages as m
+
+Log = Callable[[str], None]
+
+
+class Handlers:
+    """The request handlers for one master connection."""
+
+    def __init__(
+        self,
+        sup: Supervisor,
+        store: AppStore,
+        send: Callable[[m.Message], Awaitable[None]],
+        log: Log,
+    ) -> None:
+        self.sup = sup
+        self.store = store
+        self.send = send
+        self.log = log
+        self.streams = LogStreams(send)
+        self._table: dict[type, Callable[[Any], Awaitable[m.Message | None]]] = {
+            m.Launch: self.launch,
+            m.Status: self.status,
+            m.Signal: self.signal,
+            m.Usage: self.usage,
+            m.Logs: self.logs,
+            m.Unfollow: self.unfollow,
+            m.Files: self.files,
+            m.Hashes: self.hashes,
+            m.Remove: self.remove,
+            m.PrepareApp: self.prepare,
+        }
+
+    async def handle(self, msg: Any) -> None:
+        """Run the handler for ``msg`` and send its reply; never raises for bad input."""
+        handler = self._table.get(type(msg))
+        try:
+            if handler is None:
+                raise Refusal(f"unsupported request: {type(msg).__name__}")
+            reply = await handler(msg)
+        except Refusal as e:
+            reply = m.Error(id=msg.id, message=str(e))
+        except Exception as e:  # a bug must cost one request, not the daemon
+            self.log(f"internal error in {type(msg).__name__}: {e!r}")
+            reply = m.Error(id=msg.id, message=f"internal error: {type(e).__name__}: {e}")
+        if reply is not None:
+            await self.send(reply)
+
+    async def close(self) -> None:
+        await self.streams.close_all()
+
+    # ------------------------------------------------------------ processes
+
+    async def launch(self, req: m.Launch) -> m.Message:
+        info = await self.sup.launch(req.app, req.argv, req.env)
+        self.log(f"launched {req.app}: {' '.join(req.argv)} as pid {info.pid}")
+        return m.Launched(id=req.id, proc=info)
+
+    async def status(self, req: m.Status) -> m.Message:
+        return m.StatusReply(id=req.id, procs=self.sup.infos())
+
+    async def signal(self, req: m.Signal) -> m.Message:
+        delivered, message, info = self.sup.signal(req.pid, req.signal)
+        if delivered:
+            self.log(f"sent {req.signal} to pid {req.pid}")
+        return m.Signalled(id=req.id, delivered=delivered, message=message, proc=info)
+
+    async def usage(self, req: m.Usage) -> m.Message:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return m.UsageReply(
+            id=req.id,
+            procs=self.sup.infos(),
+            children_user=ru.ru_utime,
+            children_sys=ru.ru_stime,
+            children_max_rss=ru.ru_maxrss * 1024,
+        )
+
+    # ------------------------------------------------------------ logs
+
+    async def logs(self, req: m.Logs) -> None:
+        """Reply with a tail or the bytes at an offset, then maybe follow."""
+        proc = self.sup.find(req.pid)
+        if proc is None:
+            raise Refusal(f"no such process: {req.pid}")
+        path = self.store.log_path(proc.rec.app, proc.rec.launch)
+        ended = proc.ended.is_set()  # before reading: see logs.LogStreams._follow
+        if req.offset is None:
+            offset, data = logs.tail(path, req.tail)
+            size = logs.log_size(path)
+        elif req.offset < 0:
+            raise Refusal(f"bad log offset {req.offset}")
+        else:
+            offset = req.offset
+            data, size = logs.read_at(path, offset)
+        eof = ended and offset + len(data) >= size
+        await self.send(m.LogChunk(id=req.id, offset=offset, data=data, eof=eof))
+        if req.follow and not eof:
+            self.streams.open(req.id, path, offset + len(data), proc.ended)
+
+    async def unfollow(self, req: m.Unfollow) -> m.Message:
+        self.streams.close(req.stream)
+        return m.Ok(id=req.id)
+
+    # ------------------------------------------------------------ apps
+
+    async def files(self, req: m.Files) -> m.Message:
+        names = [req.app] if req.app is not None else self.store.apps()
+        apps = await asyncio.to_thread(self._list_files, names, req.app is not None)
+        return m.FilesReply(id=req.id, apps=apps)
+
+    def _list_files(self, names: list[str], strict: bool) -> list[m.AppInfo]:
+        out = []
+        for name in names:
+            try:
+                files = self.store.files(name)
+            except (StoreError, OSError):
+                if strict:
+                    raise
+                continue  # vanished or unreadable while listing all: skip it
+            out.append(m.AppInfo(name=name, files=files, procs_alive=len(self.sup.alive(name))))
+        return out
+
+    async def hashes(self, req: m.Hashes) -> m.Message:
+        hashes = await asyncio.to_thread(self.store.hashes, req.app, req.paths)
+        return m.HashesReply(id=req.id, hashes=hashes)
+
+    async def prepare(self, req: m.PrepareApp) -> m.Message:
+        return m.AppReady(id=req.id, path=str(self.store.ensure(req.app)))
+
+    async def remove(self, req: m.Remove) -> m.Message:
+        self.store.existing(req.app)
+        alive = self.sup.alive(req.app)
+        if alive and not req.force:
+            raise Refusal(f"app {req.app} has {len(alive)} running processes; use --force")
+        stopped = await self.sup.stop_app(req.app)
+        removed = await asyncio.to_thread(self.store.remove, req.app, req.logs)
+        if req.logs:
+            self.sup.forget_app(req.app)
+        self.log(f"removed {req.app}: {', '.join(removed) or 'nothing'}")
+        return m.Removed(id=req.id, removed=removed, stopped=stopped)

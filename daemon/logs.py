@@ -1,0 +1,139 @@
+"""Process logs: tails read backwards, reads from an offset, follow streams.
+
+Every chunk names the byte offset it starts at, so a reader that lost its
+connection asks again from its last offset and neither misses nor repeats
+a byte.  No read loads more than `CHUNK` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from transport.messages import LogChunk, Message
+
+CHUNK = 256 * 1024
+BLOCK = 64 * 1024
+POLL = 0.05  # seconds between size checks of a followed log
+
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _open(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def tail(path: Path, lines: int, cap: int = CHUNK) -> tuple[int, bytes]:
+    """(offset, bytes) of the last ``lines`` lines, at most ``cap`` bytes."""
+    fd = _open(path)
+    if fd is None:
+        return 0, b""
+    try:
+        size = os.fstat(fd).st_size
+        start = _tail_start(fd, size, lines, max(0, size - cap))
+        return start, os.pread(fd, size - start, start)
+    finally:
+        os.close(fd)
+
+
+def _tail_start(fd: int, size: int, lines: int, lowest: int) -> int:
+    """Where the last ``lines`` lines begin, scanning back block by block."""
+    if size == 0 or lines <= 0:
+        return size
+    # A final newline ends the last line rather than starting a new one.
+    need = lines + (os.pread(fd, 1, size - 1) == b"\n")
+    pos = size
+    while pos > lowest:
+        n = min(BLOCK, pos - lowest)
+        pos -= n
+        block = os.pread(fd, n, pos)
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) >= 0:
+            need -= 1
+            if need == 0:
+                return pos + i + 1
+    return lowest
+
+
+def read_at(path: Path, offset: int, cap: int = CHUNK) -> tuple[bytes, int]:
+    """(up to ``cap`` bytes from ``offset``, the file's size now)."""
+    fd = _open(path)
+    if fd is None:
+        return b"", 0
+    try:
+        return os.pread(fd, cap, offset), os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+class LogStreams:
+    """The follow streams of one master connection, keyed by request id."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    def open(self, sid: int, path: Path, offset: int, ended: asyncio.Event) -> None:
+        """Send what is appended to ``path`` from ``offset`` until the end."""
+        self.close(sid)
+        task = asyncio.create_task(self._follow(sid, path, offset, ended))
+        self._tasks[sid] = task
+        task.add_done_callback(lambda t: self._done(sid, t))
+
+    def _done(self, sid: int, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(sid) is task:
+            del self._tasks[sid]
+
+    def close(self, sid: int) -> bool:
+        """Stop stream ``sid``; False if there was none."""
+        task = self._tasks.pop(sid, None)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    async def close_all(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def _follow(self, sid: int, path: Path, offset: int, ended: asyncio.Event) -> None:
+        fd: int | None = None
+        try:
+            while True:
+                fd = fd if fd is not None else _open(path)
+                # Looked at before reading: whatever the program wrote before
+                # it ended is then in the file when we read.
+                done = ended.is_set()
+                data = os.pread(fd, CHUNK, offset) if fd is not None else b""
+                last = done and len(data) < CHUNK
+                if data or last:
+                    # send() awaits the socket's drain: a slow master slows us.
+                    await self._send(LogChunk(id=sid, offset=offset, data=data, eof=last))
+                    offset += len(data)
+                if last:
+                    return
+                if len(data) < CHUNK:
+                    await asyncio.sleep(POLL)
+        finally:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)

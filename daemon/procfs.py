@@ -1,0 +1,103 @@
+"""Reading processes from /proc: state, CPU times, memory, start time.
+
+Every reader returns None when the process is gone, so callers never have
+to tell a race (the process ended between two reads) from an absent pid.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from transport.messages import ProcState
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# /proc/PID/stat state letters -> our alive states (DESIGN.md).
+_STATES: dict[str, ProcState] = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "sleeping",
+    "I": "sleeping",
+    "W": "sleeping",
+    "P": "sleeping",
+    "T": "stopped",
+    "t": "stopped",
+    "Z": "zombie",
+    "X": "zombie",
+}
+
+
+class Stat(NamedTuple):
+    """The few fields of /proc/PID/stat we use."""
+
+    state: ProcState
+    utime: float  # seconds
+    stime: float  # seconds
+    start: int  # clock ticks since boot: with the pid, a process's identity
+
+
+class Mem(NamedTuple):
+    rss: int  # bytes
+    max_rss: int  # bytes
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def parse_stat(data: bytes) -> Stat:
+    """Parse /proc/PID/stat; comm may hold spaces and parens, so split after the last ')'."""
+    fields = data[data.rindex(b")") + 2 :].split()
+    # fields[0] is field 3 (state); utime, stime, starttime are fields 14, 15, 22.
+    state = _STATES.get(fields[0].decode(), "sleeping")
+    return Stat(state, int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, int(fields[19]))
+
+
+def stat(pid: int) -> Stat | None:
+    """The process's /proc stat fields, or None if it does not exist."""
+    data = _read(f"/proc/{pid}/stat")
+    if not data:
+        return None
+    try:
+        return parse_stat(data)
+    except (ValueError, IndexError):
+        return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """Start time in clock ticks since boot (field 22), or None."""
+    st = stat(pid)
+    return st.start if st else None
+
+
+def is_same(pid: int, start: int) -> bool:
+    """True when ``pid`` exists and is the process that started at ``start``."""
+    return start_ticks(pid) == start
+
+
+def mem(pid: int) -> Mem:
+    """VmRSS and VmHWM in bytes (0 when absent, e.g. for a zombie)."""
+    data = _read(f"/proc/{pid}/status") or b""
+    rss = hwm = 0
+    for line in data.splitlines():
+        if line.startswith(b"VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith(b"VmHWM:"):
+            hwm = int(line.split()[1]) * 1024
+    return Mem(rss, hwm)
+
+
+def boot_id() -> str:
+    """This boot's id: a pid and start time only identify a process within one boot."""
+    data = _read("/proc/sys/kernel/random/boot_id")
+    return data.decode().strip() if data else ""

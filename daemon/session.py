@@ -1,0 +1,141 @@
+"""One authenticated connection to the master: register, beat, serve requests.
+
+A session starts after the handshake and ends when the connection does
+(EOF, a bad frame, a failed send); the worker then reconnects and opens a
+new one, which registers the full state again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from daemon.commands import Handlers
+from daemon.store import AppStore
+from daemon.supervisor import Supervisor
+from transport import messages as m
+from transport.connection import Connection, ConnectionClosed
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Node:
+    """What a session needs of its worker: identity, supervisor, store, log."""
+
+    name: str
+    root: Path
+    ssh_host: str | None
+    ssh_port: int
+    version: str
+    sup: Supervisor
+    store: AppStore
+    log: Log
+
+    def facts(self, ssh_host: str) -> m.NodeFacts:
+        return m.NodeFacts(
+            name=self.name,
+            hostname=socket.gethostname(),
+            cpus=os.cpu_count() or 1,
+            mem_total=psutil.virtual_memory().total,
+            boot_id=self.sup.boot_id,
+            ssh_host=self.ssh_host or ssh_host,
+            ssh_port=self.ssh_port,
+            root=str(self.root),
+            pid=os.getpid(),
+            version=self.version,
+        )
+
+    def metrics(self) -> m.Metrics:
+        vm = psutil.virtual_memory()
+        return m.Metrics(
+            cpu_percent=psutil.cpu_percent(None),
+            mem_used=vm.used,
+            mem_total=vm.total,
+            load1=os.getloadavg()[0],
+            apps=len(self.store.apps()),
+            procs_alive=len(self.sup.alive()),
+        )
+
+
+class Session:
+    """Serve the master over ``conn`` until the connection ends (then raise)."""
+
+    def __init__(self, node: Node, conn: Connection, heartbeat: float) -> None:
+        self.node = node
+        self.conn = conn
+        self.heartbeat = heartbeat
+        self.handlers = Handlers(node.sup, node.store, conn.send, node.log)
+        self._requests: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Register, then beat and serve; raises `ConnectionClosed`/`FrameError` at the end."""
+        local = self.conn.writer.get_extra_info("sockname")
+        register = m.Register(
+            facts=self.node.facts(local[0] if isinstance(local, tuple) else ""),
+            procs=self.node.sup.infos(),
+            apps=self.node.store.apps(),
+        )
+        await self.conn.send(register)
+        self.node.sup.on_change = self._proc_changed
+        loops = [asyncio.create_task(self._receive()), asyncio.create_task(self._beat())]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise why the session ended
+        finally:
+            self.node.sup.on_change = None
+            await self._cancel(loops + list(self._requests))
+            await self.handlers.close()
+
+    @staticmethod
+    async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _receive(self) -> None:
+        while True:
+            self._dispatch(await self.conn.recv())
+
+    def _dispatch(self, msg: m.Message) -> None:
+        if isinstance(msg, m.Goodbye):
+            raise ConnectionClosed(f"master said goodbye: {msg.reason or 'no reason'}")
+        if not hasattr(msg, "id"):
+            self.node.log(f"ignoring unexpected {type(msg).__name__} from master")
+            return
+        # Each request runs in its own task: a slow one (rm --force, hashing)
+        # must not hold up heartbeats or other requests.
+        task = asyncio.create_task(self.handlers.handle(msg))
+        self._requests.add(task)
+        task.add_done_callback(self._request_done)
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        self._requests.discard(task)
+        if not task.cancelled() and isinstance(task.exception(), Exception):
+            # Only a failed send gets here; the receive loop sees the same end.
+            self.node.log(f"reply not sent: {task.exception()}")
+
+    async def _beat(self) -> None:
+        """A heartbeat every H, on a fixed schedule so beats do not drift."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        seq = 0
+        while True:
+            due = max(due + self.heartbeat, loop.time())  # after a stall: no burst
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            seq += 1
+            beat = m.Heartbeat(seq=seq, metrics=self.node.metrics(), procs=self.node.sup.samples())
+            await self.conn.send(beat)
+
+    def _proc_changed(self, info: m.ProcInfo) -> None:
+        # Best effort: if the connection is gone, the next Register carries it.
+        with contextlib.suppress(ConnectionClosed):
+            self.conn.send_nowait(m.ProcEvent(proc=info))

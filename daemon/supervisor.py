@@ -1,0 +1,448 @@
+"""The process supervisor: launch, watch, record, re-adopt and signal programs.
+
+A process's life, as the supervisor sees it (every edge is one method)::
+
+    launch --------------------------> alive (running/sleeping/stopped/zombie)
+    alive  -- shim's exit record ----> exited | killed          _settle
+    alive  -- ended, no record ------> unknown                  _mark_unknown
+    (restart) record + exit record --> exited | killed          adopt
+    (restart) same boot, same start -> alive again, watched     adopt
+    (restart) otherwise -------------> unknown (persisted)      adopt
+
+Processes are watched through pidfds on the event loop; the shim (see
+`daemon.shim`) is watched rather than the program, because only it can
+``wait4`` the program and so learn its real exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon import procfs, records, shim
+from daemon.errors import Refusal
+from daemon.records import ExitRecord, LaunchRecord
+from daemon.store import AppStore
+from transport.messages import ProcInfo, ProcSample, valid_app_name
+
+SIGNALS = {
+    s.name: s
+    for s in (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGKILL,
+        signal.SIGSTOP,
+        signal.SIGCONT,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    )
+}
+REPORT_TIMEOUT = 10.0  # the shim answers within milliseconds unless the box is dying
+MAX_ENDED = 500  # ended processes remembered (records on disk) before the oldest go
+
+
+class SupervisorError(Refusal):
+    """A request the supervisor refuses; the message goes to the master."""
+
+
+@dataclass
+class Proc:
+    """One launched process: its record, its public info, and its watch."""
+
+    rec: LaunchRecord
+    info: ProcInfo
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    pidfd: int | None = None
+
+
+def signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"SIG{num}"
+
+
+def new_info(rec: LaunchRecord) -> ProcInfo:
+    return ProcInfo(
+        launch=rec.launch,
+        pid=rec.pid,
+        app=rec.app,
+        argv=list(rec.argv),
+        state="sleeping",
+        started_at=rec.started_at,
+    )
+
+
+class Supervisor:
+    """Owns every process this worker launched, past and present.
+
+    ``on_change(info)`` is called when a process ends (or is found ended);
+    launches are reported by the reply to the launch request instead.
+    """
+
+    def __init__(self, root: Path, store: AppStore, name: str) -> None:
+        self.root = root
+        self.run_dir = root / "run"
+        self.store = store
+        self.name = name
+        self.boot_id = procfs.boot_id()
+        self.procs: dict[str, Proc] = {}  # by launch id, oldest first
+        self.on_change: Callable[[ProcInfo], None] | None = None
+        self._children: set[int] = set()  # shims forked by this daemon
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ start and stop
+
+    def start(self) -> None:
+        """Load ROOT/run and re-adopt what still runs (call inside the loop)."""
+        self._loop = asyncio.get_running_loop()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for rec in records.launch_records(self.run_dir):
+            self._adopt(rec)
+
+    def close(self) -> None:
+        """Stop watching; the programs themselves keep running."""
+        for proc in self.procs.values():
+            self._unwatch(proc)
+
+    def _adopt(self, rec: LaunchRecord) -> None:
+        proc = Proc(rec, new_info(rec))
+        self.procs[rec.launch] = proc
+        ex = records.load_exit(self.run_dir, rec.launch)
+        if ex is not None:
+            self._settle(proc, ex)
+        elif rec.unknown_at is not None:
+            self._set_unknown(proc, rec.unknown_at)
+        elif rec.boot_id != self.boot_id:
+            self._mark_unknown(proc)
+        else:
+            self._watch(proc)
+            self.refresh(proc)
+
+    # ------------------------------------------------------------ launch
+
+    async def launch(self, app: str, argv: list[str], env: dict[str, str]) -> ProcInfo:
+        """Start ``argv`` for ``app``; its info once it runs, else SupervisorError."""
+        if not valid_app_name(app):
+            raise SupervisorError(f"invalid app name {app!r}")
+        if not argv or not argv[0]:
+            raise SupervisorError("empty command line")
+        app_dir = self.store.ensure(app)
+        full_env = self._env(app_dir, env)
+        exe = self._resolve(argv[0], app_dir / "bin", full_env.get("PATH", os.defpath))
+        launch = self._new_launch_id()
+        spec = shim.Spec(
+            exe=exe,
+            argv=list(argv),
+            env=full_env,
+            cwd=str(app_dir),
+            log_path=str(self.store.log_path(app, launch)),
+            exit_path=str(self.run_dir / f"{launch}.exit"),
+        )
+        started_at = time.time()
+        shim_pid, shim_start, report = await self._spawn(spec)
+        if isinstance(report, int):
+            _drop_empty(Path(spec.log_path))
+            raise SupervisorError(f"cannot execute {argv[0]!r}: {os.strerror(report)}")
+        pid, start = report
+        rec = LaunchRecord(
+            launch, pid, shim_pid, shim_start, app, list(argv), started_at, start, self.boot_id
+        )
+        records.save_launch(self.run_dir, rec)
+        proc = Proc(rec, new_info(rec))
+        self.procs[launch] = proc
+        self._watch(proc)
+        return self.refresh(proc)
+
+    async def _spawn(self, spec: shim.Spec) -> tuple[int, int, tuple[int, int] | int]:
+        """Fork the shim and wait for its report: (pid, start) or an errno."""
+        shim_pid, fd = shim.spawn(spec)
+        self._children.add(shim_pid)
+        # The shim is our unreaped child, so its /proc entry cannot vanish yet.
+        shim_start = procfs.start_ticks(shim_pid) or 0
+        try:
+            report = shim.parse_report(await _read_fd(fd, REPORT_TIMEOUT))
+        except (TimeoutError, ValueError) as e:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(shim_pid, signal.SIGKILL)
+            self._reap(shim_pid, block=True)
+            raise SupervisorError(f"launch failed: {e or 'no report from shim'}") from None
+        if isinstance(report, int):
+            self._reap(shim_pid, block=True)  # it exits right after reporting
+        return shim_pid, shim_start, report
+
+    @staticmethod
+    def _env(app_dir: Path, env: dict[str, str]) -> dict[str, str]:
+        full = {**os.environ, **env}
+        full.pop("CORRAL_TOKEN", None)  # the cluster secret is not the app's business
+        old = full.get("LD_LIBRARY_PATH")
+        lib = str(app_dir / "lib")
+        full["LD_LIBRARY_PATH"] = f"{lib}:{old}" if old else lib
+        return full
+
+    @staticmethod
+    def _resolve(cmd: str, bin_dir: Path, path: str) -> str:
+        """argv[0] -> executable: as given with a slash, else bin/ first, then PATH."""
+        if "/" in cmd:
+            return cmd
+        local = bin_dir / cmd
+        if local.is_file() and os.access(local, os.X_OK):
+            return str(local)
+        found = shutil.which(cmd, path=path)
+        if found is None:
+            raise SupervisorError(f"cannot execute {cmd!r}: {os.strerror(errno.ENOENT)}")
+        return found
+
+    def _new_launch_id(self) -> str:
+        """Unique, sortable by start time, and safe as a file name."""
+        now = time.time()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
+        while True:
+            launch = f"{stamp}-{secrets.token_hex(2)}"
+            if launch not in self.procs and not (self.run_dir / f"{launch}.json").exists():
+                return launch
+
+    # ------------------------------------------------------------ watching
+
+    def _watch(self, proc: Proc) -> None:
+        """Watch the shim (it records the end); if it is gone, settle now."""
+        rec = proc.rec
+        if not self._watch_pid(proc, rec.shim, rec.shim_start, self._shim_ended):
+            self._shim_ended(proc)
+
+    def _watch_pid(self, proc: Proc, pid: int, start: int, then: Callable[[Proc], None]) -> bool:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        # Checked after opening: the pidfd pins the process, so a pid reused
+        # in between cannot pass for ours.
+        if not procfs.is_same(pid, start):
+            os.close(fd)
+            return False
+        proc.pidfd = fd
+        assert self._loop is not None
+        self._loop.add_reader(fd, self._fired, proc, pid, then)
+        return True
+
+    def _unwatch(self, proc: Proc) -> None:
+        if proc.pidfd is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(proc.pidfd)
+            os.close(proc.pidfd)
+            proc.pidfd = None
+
+    def _fired(self, proc: Proc, pid: int, then: Callable[[Proc], None]) -> None:
+        self._unwatch(proc)
+        self._reap(pid)
+        then(proc)
+
+    def _reap(self, pid: int, block: bool = False) -> None:
+        if pid not in self._children:
+            return  # an adopted shim belongs to init (or a subreaper)
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+            if done == 0:
+                return
+        self._children.discard(pid)
+
+    def _shim_ended(self, proc: Proc) -> None:
+        ex = records.load_exit(self.run_dir, proc.rec.launch)
+        if ex is not None:
+            self._settle(proc, ex)
+            return
+        # The shim died unrecorded (killed?); the program may live on.
+        rec = proc.rec
+        st = procfs.stat(rec.pid)
+        alive = st is not None and st.start == rec.start and st.state != "zombie"
+        if not (alive and self._watch_pid(proc, rec.pid, rec.start, self._app_ended)):
+            self._app_ended(proc)
+
+    def _app_ended(self, proc: Proc) -> None:
+        ex = records.load_exit(self.run_dir, proc.rec.launch)
+        if ex is not None:
+            self._settle(proc, ex)
+        else:
+            self._mark_unknown(proc)
+
+    # ------------------------------------------------------------ endings
+
+    def _settle(self, proc: Proc, ex: ExitRecord) -> None:
+        """The shim recorded the end: take the real reason and rusage."""
+        info = proc.info
+        if os.WIFSIGNALED(ex.status):
+            info.state = "killed"
+            info.signal = signal_name(os.WTERMSIG(ex.status))
+            info.core_dumped = os.WCOREDUMP(ex.status)
+        else:
+            info.state = "exited"
+            info.exit_code = os.WEXITSTATUS(ex.status)
+        info.ended_at = ex.ended_at
+        info.cpu_user, info.cpu_sys = ex.utime, ex.stime
+        info.max_rss, info.rss = ex.maxrss, 0
+        self._ended(proc)
+
+    def _mark_unknown(self, proc: Proc) -> None:
+        """Ended with nobody to record how; persisted so a restart agrees."""
+        proc.rec.unknown_at = time.time()
+        with contextlib.suppress(OSError):
+            records.save_launch(self.run_dir, proc.rec)
+        self._set_unknown(proc, proc.rec.unknown_at)
+
+    def _set_unknown(self, proc: Proc, when: float) -> None:
+        proc.info.state = "unknown"
+        proc.info.ended_at = when
+        proc.info.rss = 0
+        self._ended(proc)
+
+    def _ended(self, proc: Proc) -> None:
+        proc.ended.set()
+        self._prune()
+        if self.on_change is not None:
+            self.on_change(proc.info)
+
+    def _prune(self) -> None:
+        ended = [p for p in self.procs.values() if not p.info.alive]
+        for proc in ended[: max(0, len(ended) - MAX_ENDED)]:
+            del self.procs[proc.rec.launch]
+            records.forget(self.run_dir, proc.rec.launch)
+
+    # ------------------------------------------------------------ queries
+
+    def find(self, pid: int) -> Proc | None:
+        """The process with ``pid``: the alive one, else the latest launch."""
+        found = [p for p in self.procs.values() if p.rec.pid == pid]
+        alive = [p for p in found if p.info.alive]
+        best = alive or found
+        return best[-1] if best else None
+
+    def refresh(self, proc: Proc) -> ProcInfo:
+        """Update a live process's state, CPU and memory from /proc."""
+        info = proc.info
+        if not info.alive:
+            return info
+        st = procfs.stat(info.pid)
+        if st is None or st.start != proc.rec.start:
+            return info  # it just ended; the watch will say how
+        info.state, info.cpu_user, info.cpu_sys = st.state, st.utime, st.stime
+        info.rss, info.max_rss = procfs.mem(info.pid)
+        return info
+
+    def infos(self) -> list[ProcInfo]:
+        """Every known process, live ones freshly sampled."""
+        return [self.refresh(p) for p in self.procs.values()]
+
+    def alive(self, app: str | None = None) -> list[Proc]:
+        return [
+            p for p in self.procs.values() if p.info.alive and (app is None or p.rec.app == app)
+        ]
+
+    def samples(self) -> list[ProcSample]:
+        """One compact sample per live process, for the heartbeat."""
+        out = []
+        for proc in self.alive():
+            i = self.refresh(proc)
+            out.append(ProcSample(i.pid, i.state, i.cpu_user, i.cpu_sys, i.rss, i.max_rss))
+        return out
+
+    # ------------------------------------------------------------ signals
+
+    def signal(self, pid: int, name: str) -> tuple[bool, str, ProcInfo]:
+        """Signal ``pid``'s process group: (delivered, message, info)."""
+        sig = SIGNALS.get(name)
+        if sig is None:
+            raise SupervisorError(f"unknown signal {name!r} (use one of {', '.join(SIGNALS)})")
+        proc = self.find(pid)
+        if proc is None:
+            raise SupervisorError(f"no such process: {pid}")
+        if not proc.info.alive:
+            return False, f"{self.name}:{pid} already {proc.info.reason}", proc.info
+        if not self._kill(proc, sig):
+            return False, f"{self.name}:{pid} has already ended", proc.info
+        return True, "", self.refresh(proc)
+
+    def _kill(self, proc: Proc, sig: int) -> bool:
+        """Signal the group (pgid == pid: the program called setsid)."""
+        pid = proc.rec.pid
+        if not procfs.is_same(pid, proc.rec.start):
+            return False
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            try:  # it left its own group: signal the process at least
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return False
+        return True
+
+    async def stop_app(self, app: str, grace: float = 3.0) -> list[int]:
+        """SIGINT every live process of ``app``, SIGKILL after ``grace``; their pids."""
+        procs = self.alive(app)
+        for proc in procs:
+            self._kill(proc, signal.SIGINT)
+        if not await _all_ended(procs, grace):
+            for proc in procs:
+                if proc.info.alive:
+                    self._kill(proc, signal.SIGKILL)
+            await _all_ended(procs, 2.0)
+        return [p.rec.pid for p in procs]
+
+    def forget_app(self, app: str) -> None:
+        """Drop the ended processes of ``app`` (its logs are gone)."""
+        for proc in list(self.procs.values()):
+            if proc.rec.app == app and not proc.info.alive:
+                del self.procs[proc.rec.launch]
+                records.forget(self.run_dir, proc.rec.launch)
+
+
+async def _all_ended(procs: list[Proc], timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(asyncio.gather(*(p.ended.wait() for p in procs)), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _read_fd(fd: int, timeout: float) -> bytes:
+    """Everything written to pipe ``fd`` until EOF, without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+    buf = bytearray()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 256)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            buf.extend(chunk)
+        elif not done.done():
+            done.set_result(bytes(buf))
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+    try:
+        return await asyncio.wait_for(done, timeout)
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _drop_empty(path: Path) -> None:
+    """Remove a log the failed exec left empty: no trace of a phantom launch."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()

@@ -1,0 +1,212 @@
+"""The worker daemon's entry point: configuration, the reconnect loop, shutdown.
+
+``corral worker`` (and ``python -m daemon``) call `add_arguments` and `main`.
+The daemon dials the master, authenticates, registers its full state and
+serves requests (`daemon.session`); whenever the master is away it retries
+with jittered exponential backoff while the programs keep running.  SIGTERM
+or SIGINT: say goodbye, exit 0, leave the programs running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.session import Node, Session
+from daemon.store import AppStore
+from daemon.supervisor import Supervisor
+from transport import auth, handshake
+from transport.codec import FrameError
+from transport.connection import Connection, ConnectionClosed
+from transport.messages import Goodbye
+
+DEFAULT_ROOT = "~/.local/share/corral/worker"
+DIAL_TIMEOUT = 5.0
+BACKOFF_START = 0.1
+BACKOFF_CAP = 3.0
+HEARTBEAT_RANGE = (0.05, 60.0)  # a hostile or broken Welcome cannot make us spin
+
+
+class ConfigError(Exception):
+    """Bad command-line configuration: one line on stderr, exit 2."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The worker's validated settings."""
+
+    host: str
+    port: int
+    name: str
+    root: Path
+    token: str
+    ssh_host: str | None
+    ssh_port: int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the worker's options to ``parser`` (shared with ``corral worker``)."""
+    parser.add_argument("--master", required=True, metavar="HOST:PORT", help="master address")
+    parser.add_argument("--name", default=None, help="node name (default: the hostname)")
+    parser.add_argument("--root", default=DEFAULT_ROOT, metavar="DIR", help="worker directory")
+    parser.add_argument("--token-file", metavar="F", help="cluster token (else $CORRAL_TOKEN)")
+    parser.add_argument("--ssh-host", metavar="HOST", help="SSH host advertised for deploys")
+    parser.add_argument("--ssh-port", type=int, default=22, metavar="N", help="SSH port")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``[V6]:PORT``) -> (host, port); ConfigError if malformed."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad --master {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Validate ``args``; ConfigError says what is wrong."""
+    host, port = parse_address(args.master)
+    try:
+        token = auth.load_token(args.token_file)
+    except auth.AuthError as e:
+        raise ConfigError(str(e)) from None
+    if not 0 < args.ssh_port < 65536:
+        raise ConfigError(f"bad --ssh-port {args.ssh_port}")
+    root = Path(args.root).expanduser().absolute()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        root = root.resolve()
+    except OSError as e:
+        raise ConfigError(f"cannot use --root {args.root}: {e.strerror}") from None
+    name = args.name or socket.gethostname()
+    return Config(host, port, name, root, token, args.ssh_host, args.ssh_port)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the worker until SIGTERM/SIGINT; 0 then, 2 on bad configuration."""
+    try:
+        config = config_from_args(args)
+    except ConfigError as e:
+        print(f"corral-worker: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(Worker(config).run())
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("corral")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def backoff(attempt: int) -> float:
+    """Jittered exponential delay before reconnect ``attempt`` (0-based)."""
+    delay = min(BACKOFF_CAP, BACKOFF_START * 2.0 ** min(attempt, 32))
+    return delay * random.uniform(0.5, 1.0)  # jitter: workers do not stampede back
+
+
+class Worker:
+    """The daemon: one supervisor and store, a succession of sessions."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = AppStore(config.root)
+        self.sup = Supervisor(config.root, self.store, config.name)
+        self.node = Node(
+            name=config.name,
+            root=config.root,
+            ssh_host=config.ssh_host,
+            ssh_port=config.ssh_port,
+            version=_version(),
+            sup=self.sup,
+            store=self.store,
+            log=self.log,
+        )
+        self._conn: Connection | None = None
+        self._attempt = 0
+        self._last_failure = ""
+
+    def log(self, text: str) -> None:
+        """One line per event on stderr."""
+        line = " ".join(text.split())
+        print(f"corral-worker[{self.config.name}]: {line}", file=sys.stderr, flush=True)
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, then say goodbye; returns the exit status."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        self.sup.start()
+        alive = len(self.sup.alive())
+        self.log(f"started: root {self.config.root}, {alive} running processes adopted")
+        serving = asyncio.create_task(self._serve_forever())
+        await stop.wait()
+        self.log("stopping; programs keep running")
+        await self._goodbye()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        self.sup.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        return 0
+
+    async def _goodbye(self) -> None:
+        if self._conn is None:
+            return
+        with contextlib.suppress(ConnectionClosed, TimeoutError, OSError):
+            await asyncio.wait_for(self._conn.send(Goodbye(reason="worker stopping")), 1.0)
+
+    async def _serve_forever(self) -> None:
+        while True:
+            try:
+                await self._connect_once()
+            except (OSError, ConnectionClosed, FrameError, auth.AuthError, TimeoutError) as e:
+                self._failed(e)
+            except Exception as e:  # whatever the master sends, the worker stays up
+                self._failed(e)
+            await asyncio.sleep(backoff(self._attempt))
+            self._attempt += 1
+
+    def _failed(self, e: Exception) -> None:
+        addr = f"{self.config.host}:{self.config.port}"
+        if isinstance(e, auth.AuthError):
+            text = f"handshake with {addr} failed: {e}"
+        elif isinstance(e, FrameError):
+            text = f"bad frame from master, closing: {e}"
+        elif isinstance(e, ConnectionClosed):
+            text = f"connection to {addr} lost: {e}"
+        elif isinstance(e, OSError | TimeoutError):
+            text = f"cannot reach master {addr}: {getattr(e, 'strerror', None) or e or 'timeout'}"
+        else:
+            text = f"session with {addr} ended by an unexpected error: {e!r}"
+        # A master that stays down would fill the log with the same line.
+        if text != self._last_failure:
+            self.log(text)
+        self._last_failure = text
+
+    async def _connect_once(self) -> None:
+        cfg = self.config
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(cfg.host, cfg.port), DIAL_TIMEOUT
+        )
+        conn = Connection(reader, writer)
+        try:
+            welcome = await handshake.connect(conn, cfg.token, cfg.name)
+            heartbeat = min(max(welcome.heartbeat, HEARTBEAT_RANGE[0]), HEARTBEAT_RANGE[1])
+            self.log(f"connected to {cfg.host}:{cfg.port} (heartbeat {heartbeat:g}s)")
+            self._attempt, self._last_failure = 0, ""
+            self._conn = conn
+            await Session(self.node, conn, heartbeat).run()
+        finally:
+            self._conn = None
+            await conn.close()

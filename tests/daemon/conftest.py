@@ -1,0 +1,53 @@
+"""Fixtures: a fake master, real workers, and cleanup of every process started."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.harness import FakeMaster, WorkerProcess, kill_programs, reap_orphans
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subreaper() -> None:
+    """Become a child subreaper so shims orphaned by a killed worker come to us to be reaped."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+@pytest.fixture
+async def master() -> AsyncIterator[FakeMaster]:
+    fake = await FakeMaster().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def spawn_worker(root: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers (``spawn_worker(port, **kw)``); all stopped and cleaned up after."""
+    started: list[WorkerProcess] = []
+
+    def spawn(port: int, **kw: object) -> WorkerProcess:
+        kw.setdefault("root", root)
+        worker = WorkerProcess(port, **kw).start()  # type: ignore[arg-type]
+        started.append(worker)
+        return worker
+
+    yield spawn
+    roots = {w.root for w in started}
+    for r in roots:
+        kill_programs(r)
+    for worker in started:
+        worker.stop()
+    for r in roots:
+        reap_orphans(r)

@@ -1,0 +1,237 @@
+"""A fake master and a real worker process, for the daemon's tests.
+
+`FakeMaster` is an asyncio TCP server on 127.0.0.1 port 0 that runs the real
+handshake, records what the worker sends (Register, Heartbeat, ProcEvent,
+follow LogChunks, Goodbye) and lets a test send requests with `call`.
+`WorkerProcess` runs ``python -m daemon`` as a real child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon import procfs, records
+from transport import auth, handshake
+from transport import messages as m
+from transport.codec import FrameError
+from transport.connection import Calls, Connection, ConnectionClosed
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-" + "ab" * 16
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
+        await asyncio.sleep(0.02)
+
+
+class FakeMaster:
+    """Accepts workers with the real handshake and records what they send."""
+
+    def __init__(self, token: str = TOKEN, heartbeat: float = 0.2) -> None:
+        self.token = token
+        self.heartbeat = heartbeat
+        self.port = 0
+        self.registers: list[m.Register] = []
+        self.beats: list[m.Heartbeat] = []
+        self.events: list[m.ProcInfo] = []
+        self.chunks: dict[int, list[m.LogChunk]] = defaultdict(list)
+        self.goodbyes: list[m.Goodbye] = []
+        self.refusals: list[str] = []
+        self.others: list[m.Message] = []
+        self.conn: Connection | None = None
+        self.calls = Calls()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> FakeMaster:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self.drop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def drop(self) -> None:
+        """Close the current worker connection (the worker should come back)."""
+        if self.conn is not None:
+            await self.conn.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = Connection(reader, writer)
+        try:
+            await handshake.accept(conn, self.token, self.heartbeat, lambda name: None)
+            self.conn = conn
+            while True:
+                self._record(await conn.recv())
+        except (auth.AuthError, FrameError, ConnectionClosed) as e:
+            if isinstance(e, auth.AuthError):
+                self.refusals.append(str(e))
+        finally:
+            if self.conn is conn:
+                self.conn = None
+                self.calls.fail_all("worker gone")
+            await conn.close()
+            self._tasks.discard(task)
+
+    def _record(self, msg: m.Message) -> None:
+        if self.calls.resolve(msg):
+            return
+        if isinstance(msg, m.Register):
+            self.registers.append(msg)
+        elif isinstance(msg, m.Heartbeat):
+            self.beats.append(msg)
+        elif isinstance(msg, m.ProcEvent):
+            self.events.append(msg.proc)
+        elif isinstance(msg, m.LogChunk):
+            self.chunks[msg.id].append(msg)
+        elif isinstance(msg, m.Goodbye):
+            self.goodbyes.append(msg)
+        else:
+            self.others.append(msg)
+
+    async def connected(self, registers: int = 1, timeout: float = 5.0) -> m.Register:
+        """Wait for the ``registers``-th Register; return it."""
+        await wait_for(lambda: len(self.registers) >= registers and self.conn, timeout, "register")
+        return self.registers[registers - 1]
+
+    async def call(self, make: Any, timeout: float = 10.0) -> Any:
+        """Send a request built by ``make(id)``; its reply (CallError on Error)."""
+        assert self.conn is not None, "no worker connected"
+        return await self.calls.call(self.conn, make, timeout)
+
+    async def send_raw(self, msg: m.Message) -> None:
+        assert self.conn is not None
+        await self.conn.send(msg)
+
+    def ended(self, pid: int) -> m.ProcInfo | None:
+        """The ProcEvent saying ``pid`` ended, if one came."""
+        for info in self.events:
+            if info.pid == pid and not info.alive:
+                return info
+        return None
+
+
+class WorkerProcess:
+    """``python -m daemon`` as a real process, its stderr in a file."""
+
+    def __init__(self, port: int, root: Path, name: str = "w1", token: str = TOKEN) -> None:
+        self.port = port
+        self.root = root
+        self.name = name
+        self.token = token
+        self.log_path = root.parent / f"{name}-{time.monotonic_ns()}.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "daemon",
+            "--master",
+            f"127.0.0.1:{self.port}",
+            "--root",
+            str(self.root),
+            "--name",
+            self.name,
+        ]
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, "CORRAL_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                self.argv(), cwd=REPO, env=env, stdin=subprocess.DEVNULL, stderr=err
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
+        """Signal the worker and reap it; its exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+def kill_programs(root: Path) -> list[int]:
+    """SIGKILL the process group of every still-running program under ``root``."""
+    killed = []
+    for rec in records.launch_records(root / "run"):
+        if procfs.is_same(rec.pid, rec.start):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(rec.pid, signal.SIGKILL)
+            killed.append(rec.pid)
+    return killed
+
+
+def reap_orphans(root: Path, timeout: float = 5.0) -> None:
+    """Reap shims (and programs) under ``root`` that were reparented to us.
+
+    The test process is a child subreaper (see conftest), so when a worker is
+    killed its shims become our children; without this they would linger as
+    zombies.
+    """
+    pids = set()
+    for rec in records.launch_records(root / "run"):
+        pids.update((rec.shim, rec.pid))
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        for pid in list(pids):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid  # not ours (the worker reaped it) or already gone
+            if done:
+                pids.discard(pid)
+        if pids:
+            time.sleep(0.01)
+
+
+def exited_pid() -> int:
+    """The pid of a process that has ended and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

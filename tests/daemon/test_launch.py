@@ -1,0 +1,182 @@
+"""Launching programs and learning how they end, on a real worker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+from daemon import procfs
+from tests.daemon.harness import FakeMaster, wait_for
+from transport import messages as m
+from transport.connection import CallError
+
+pytestmark = pytest.mark.asyncio
+
+
+def launch(app: str, *argv: str, **env: str):
+    return lambda i: m.Launch(id=i, app=app, argv=list(argv), env=env)
+
+
+async def start(master: FakeMaster, spawn_worker) -> m.Register:
+    spawn_worker(master.port)
+    return await master.connected()
+
+
+async def test_register_and_heartbeats(master, spawn_worker, root: Path):
+    reg = await start(master, spawn_worker)
+    assert reg.facts.name == "w1"
+    assert reg.facts.root == str(root.resolve())
+    assert reg.facts.boot_id == procfs.boot_id()
+    assert reg.facts.ssh_host == "127.0.0.1"
+    assert reg.facts.cpus >= 1 and reg.facts.mem_total > 0
+    assert reg.procs == [] and reg.apps == []
+    await wait_for(lambda: len(master.beats) >= 2, what="two heartbeats")
+    first, second = master.beats[:2]
+    assert second.seq == first.seq + 1
+    assert second.metrics.mem_total > 0
+
+
+async def test_launch_sleep_runs_in_its_own_session(master, spawn_worker, root: Path):
+    await start(master, spawn_worker)
+    reply = await master.call(launch("demo", "sleep", "30", FOO="bar"))
+    info = reply.proc
+    assert info.state in ("running", "sleeping")
+    proc = psutil.Process(info.pid)
+    assert proc.cmdline() == ["sleep", "30"]
+    assert os.getpgid(info.pid) == info.pid and os.getsid(info.pid) == info.pid
+    env = proc.environ()
+    assert env["FOO"] == "bar"
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == str(root.resolve() / "apps/demo/lib")
+    assert "CORRAL_TOKEN" not in env
+    assert proc.cwd() == str(root.resolve() / "apps/demo")
+    assert (root / "apps/demo/logs" / f"{info.launch}.log").exists()
+    assert (root / "run" / f"{info.launch}.json").exists()
+    shim = psutil.Process(proc.ppid())
+    assert shim.name() == "corral-shim"
+    status = await master.call(lambda i: m.Status(id=i))
+    assert [p.pid for p in status.procs] == [info.pid]
+    await wait_for(
+        lambda: any(s.pid == info.pid for b in master.beats for s in b.procs), what="sample"
+    )
+
+
+async def test_exit_code_and_output(master, spawn_worker, root: Path):
+    await start(master, spawn_worker)
+    reply = await master.call(launch("demo", "sh", "-c", "echo hi; echo oops >&2; exit 3"))
+    pid = reply.proc.pid
+    ended = await wait_for(lambda: master.ended(pid), what="exit event")
+    assert (ended.state, ended.exit_code, ended.reason) == ("exited", 3, "exited 3")
+    assert ended.ended_at >= ended.started_at
+    log = (root / "apps/demo/logs" / f"{ended.launch}.log").read_text()
+    assert log == "hi\noops\n"
+    status = await master.call(lambda i: m.Status(id=i))
+    assert status.procs[0].state == "exited" and status.procs[0].exit_code == 3
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL", "SIGTERM"])
+async def test_signal_kills_with_reason(master, spawn_worker, sig: str):
+    await start(master, spawn_worker)
+    pid = (await master.call(launch("demo", "sleep", "30"))).proc.pid
+    reply = await master.call(lambda i: m.Signal(id=i, pid=pid, signal=sig))
+    assert reply.delivered
+    ended = await wait_for(lambda: master.ended(pid), what="kill event")
+    assert (ended.state, ended.signal) == ("killed", sig)
+    assert ended.reason == f"killed by {sig}"
+    again = await master.call(lambda i: m.Signal(id=i, pid=pid, signal="SIGKILL"))
+    assert not again.delivered
+    assert again.message == f"w1:{pid} already killed by {sig}"
+
+
+async def test_stop_and_continue(master, spawn_worker):
+    await start(master, spawn_worker)
+    pid = (await master.call(launch("demo", "sleep", "30"))).proc.pid
+    stopped = await master.call(lambda i: m.Signal(id=i, pid=pid, signal="SIGSTOP"))
+    assert stopped.delivered
+    await wait_for(lambda: procfs.stat(pid).state == "stopped")
+    status = await master.call(lambda i: m.Status(id=i))
+    assert status.procs[0].state == "stopped"
+    await master.call(lambda i: m.Signal(id=i, pid=pid, signal="SIGCONT"))
+    await wait_for(lambda: procfs.stat(pid).state == "sleeping")
+
+
+async def test_segfault_reported(master, spawn_worker):
+    await start(master, spawn_worker)
+    pid = (await master.call(launch("demo", "sh", "-c", "kill -SEGV $$"))).proc.pid
+    ended = await wait_for(lambda: master.ended(pid), what="segv event")
+    assert (ended.state, ended.signal) == ("killed", "SIGSEGV")
+    assert ended.reason.startswith("killed by SIGSEGV")
+
+
+async def test_signal_errors(master, spawn_worker):
+    await start(master, spawn_worker)
+    with pytest.raises(CallError, match="no such process: 999999"):
+        await master.call(lambda i: m.Signal(id=i, pid=999999, signal="SIGINT"))
+    pid = (await master.call(launch("demo", "sleep", "30"))).proc.pid
+    with pytest.raises(CallError, match="unknown signal 'SIGFOO'"):
+        await master.call(lambda i: m.Signal(id=i, pid=pid, signal="SIGFOO"))
+
+
+async def test_missing_program_leaves_no_record(master, spawn_worker, root: Path):
+    await start(master, spawn_worker)
+    with pytest.raises(CallError, match="cannot execute 'nosuch-prog': No such file or directory"):
+        await master.call(launch("demo", "nosuch-prog", "x"))
+    assert list((root / "run").iterdir()) == []
+    status = await master.call(lambda i: m.Status(id=i))
+    assert status.procs == []
+
+
+async def test_exec_failure_relayed_by_shim(master, spawn_worker, root: Path):
+    await start(master, spawn_worker)
+    await master.call(lambda i: m.PrepareApp(id=i, app="demo"))
+    bad = root / "apps/demo/bin/bad"
+    bad.write_bytes(b"\x7fELF garbage")
+    bad.chmod(0o755)
+    with pytest.raises(CallError, match="cannot execute 'bad': Exec format error"):
+        await master.call(launch("demo", "bad"))
+    assert list((root / "run").iterdir()) == []
+    assert list((root / "apps/demo/logs").iterdir()) == []
+    assert (await master.call(lambda i: m.Status(id=i))).procs == []
+
+
+async def test_program_found_in_app_bin_first(master, spawn_worker, root: Path):
+    await start(master, spawn_worker)
+    await master.call(lambda i: m.PrepareApp(id=i, app="demo"))
+    prog = root / "apps/demo/bin/sleep"
+    prog.write_text("#!/bin/sh\necho from-bin\n")
+    prog.chmod(0o755)
+    pid = (await master.call(launch("demo", "sleep", "30"))).proc.pid
+    ended = await wait_for(lambda: master.ended(pid), what="exit")
+    log = (root / "apps/demo/logs" / f"{ended.launch}.log").read_text()
+    assert log == "from-bin\n"
+
+
+async def test_invalid_app_name(master, spawn_worker):
+    await start(master, spawn_worker)
+    for app in ("../x", "a/b", "", "x" * 65, ".."):
+        with pytest.raises(CallError, match="invalid app name"):
+            await master.call(launch(app, "true"))
+
+
+async def test_max_rss_from_wait4(master, spawn_worker):
+    await start(master, spawn_worker)
+    code = "b=bytearray(200*1024*1024); [b.__setitem__(i,1) for i in range(0,len(b),4096)]"
+    pid = (await master.call(launch("mem", "python3", "-c", code))).proc.pid
+    ended = await wait_for(lambda: master.ended(pid), timeout=20, what="exit")
+    assert ended.state == "exited" and ended.exit_code == 0
+    assert ended.max_rss >= 200 * 1024 * 1024
+    assert ended.cpu_user + ended.cpu_sys > 0
+    usage = await master.call(lambda i: m.Usage(id=i))
+    assert usage.procs[0].max_rss == ended.max_rss
+    assert usage.children_max_rss >= 200 * 1024 * 1024
+    assert usage.children_user + usage.children_sys > 0
+
+
+async def test_usage_of_live_process(master, spawn_worker):
+    await start(master, spawn_worker)
+    pid = (await master.call(launch("demo", "sleep", "30"))).proc.pid
+    usage = await master.call(lambda i: m.Usage(id=i))
+    (info,) = usage.procs
+    assert info.pid == pid and info.rss > 0 and info.max_rss >= info.rss
