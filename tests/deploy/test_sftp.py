@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -167,3 +168,17 @@ def test_unreachable_sshd_is_one_clear_error(target: SshTarget, tmp_path: Path) 
         src = make_file(tmp_path / "f", b"x", 0o644)
         with pytest.raises(PushError, match=f"cannot reach sshd at .*:{closed_port}"):
             push(replace(target, port=closed_port), [Upload(src, f"{src}.o", 0o644)])
+
+
+def test_nodes_in_parallel_one_client_per_thread(target: SshTarget, tmp_path: Path) -> None:
+    srcs = [make_file(tmp_path / f"src{i}", os.urandom(512 * 1024 + i), 0o644) for i in range(6)]
+    with ThreadPoolExecutor(max_workers=len(srcs)) as pool:
+        reports = list(
+            pool.map(
+                lambda i: push(target, [Upload(srcs[i], str(tmp_path / f"node{i}" / "f"), 0o640)]),
+                range(len(srcs)),
+            )
+        )
+    for i, report in enumerate(reports):
+        assert (tmp_path / f"node{i}" / "f").read_bytes() == srcs[i].read_bytes()
+        assert report.bytes == 512 * 1024 + i
