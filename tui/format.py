@@ -1,0 +1,114 @@
+"""Pure text formatting for the dashboard: sizes, durations, states, sparklines.
+
+Every function here is a pure function of its arguments (times come in as
+numbers, never from the clock), so rows render the same in snapshots.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+
+from master.model import NodeView, ProcView
+
+NODE_SYMBOLS = {"alive": "●", "suspect": "◐", "lost": "✕", "left": "○"}
+NODE_STYLES = {"alive": "green", "suspect": "bold yellow", "lost": "bold red", "left": "dim"}
+PROC_STYLES = {
+    "running": "green",
+    "sleeping": "green",
+    "stopped": "yellow",
+    "zombie": "magenta",
+    "lost": "bold red",
+    "unknown": "yellow",
+    "killed": "red",
+}
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5K'; binary units, at most 4 characters of number."""
+    size = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if size < 1024 or unit == "T":
+            if unit == "B":
+                return f"{int(size)}B"
+            return f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def duration(seconds: float) -> str:
+    """A compact duration: '0.4s', '42s', '3m05s', '2h07m', '3d04h'."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def clock_time(ts: float, now: float) -> str:
+    """Local wall time of ``ts`` today, else its date (8 columns at most)."""
+    local = time.localtime(ts)
+    if time.localtime(now)[:3] == local[:3]:
+        return time.strftime("%H:%M:%S", local)
+    return time.strftime("%b %d", local)
+
+
+def sparkline(values: tuple[float, ...], width: int = 12, top: float = 100.0) -> str:
+    """Unicode bars of the last ``width * k`` samples, each bar the max of k."""
+    if not values:
+        return " " * width
+    step = max(1, -(-len(values) // width))  # ceil: squeeze a minute into `width` bars
+    buckets = [max(values[i : i + step]) for i in range(0, len(values), step)][-width:]
+    bars = "".join(_BARS[min(7, int(v / top * 8))] if v > 0 else " " for v in buckets)
+    return bars.rjust(width)
+
+
+def node_state(view: NodeView) -> Text:
+    """The state with a symbol, so it reads without colour."""
+    return Text(f"{NODE_SYMBOLS[view.state]} {view.state}", style=NODE_STYLES[view.state])
+
+
+def node_name(view: NodeView) -> Text:
+    return Text(view.name, style=NODE_STYLES[view.state] if view.state != "alive" else "bold")
+
+
+def beat_age(view: NodeView, now: float) -> Text:
+    age = view.beat_age(now)
+    style = "" if view.state == "alive" else NODE_STYLES[view.state]
+    return Text(duration(age), style=style, justify="right")
+
+
+def cpu_cell(view: NodeView) -> Text:
+    text = Text(f"{view.cpu_percent:5.1f}% ", justify="left")
+    text.append(sparkline(view.cpu_history), style="cyan")
+    return text
+
+
+def mem_cell(view: NodeView) -> Text:
+    return Text(f"{human_bytes(view.mem_used)}/{human_bytes(view.mem_total)}", justify="right")
+
+
+def proc_state(view: ProcView, countdown: int | None = None) -> Text:
+    """The state cell; an escalation in progress shows its countdown instead."""
+    if countdown is not None and view.alive:
+        return Text(f"stopping {countdown}s", style="bold yellow")
+    style = PROC_STYLES.get(view.state, "")
+    if view.state == "exited":
+        style = "dim" if view.exit_code == 0 else "red"
+    return Text(view.state, style=style)
+
+
+def reason(view: ProcView) -> Text:
+    failed = not view.alive and view.state != "lost" and view.reason != "exited 0"
+    return Text(view.reason, style="red" if failed else "dim")
+
+
+def right(text: str) -> Text:
+    return Text(text, justify="right")

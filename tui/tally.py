@@ -1,0 +1,42 @@
+"""Header counts kept up to date from changed rows only (never a full scan per tick)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from master.model import NodeView, ProcView
+
+
+def proc_kind(view: ProcView) -> tuple[str, ...]:
+    """The header buckets one process counts in (as `Master.counts` defines them)."""
+    if view.alive or view.state == "lost":
+        return ("running",)
+    if view.state == "exited" and view.exit_code == 0:
+        return ("ended",)
+    return ("ended", "failed")
+
+
+class Tally:
+    """Nodes by state and processes by bucket, adjusted one row at a time."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, str] = {}
+        self._procs: dict[str, tuple[str, ...]] = {}
+        self.counts: Counter[str] = Counter()
+
+    def node(self, view: NodeView) -> None:
+        old = self._nodes.get(view.name)
+        if old is not None:
+            self.counts[old] -= 1
+        self._nodes[view.name] = view.state
+        self.counts[view.state] += 1
+
+    def proc(self, view: ProcView) -> None:
+        self.drop_proc(view.key)
+        kinds = proc_kind(view)
+        self._procs[view.key] = kinds
+        self.counts.update(kinds)
+
+    def drop_proc(self, key: str) -> None:
+        for kind in self._procs.pop(key, ()):
+            self.counts[kind] -= 1

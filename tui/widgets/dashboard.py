@@ -1,0 +1,393 @@
+"""The main screen: header, nodes, processes, log, command line, footer.
+
+It subscribes to the cluster and keeps the panes current: the listener only
+collects what changed and schedules one refresh per `REFRESH`; the refresh
+pulls snapshots of just those nodes and processes and hands them down to the
+panes.  Verbs run in workers; their errors are shown once, by
+`_worker_failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
+
+from master.control import Master, VerbError
+from master.model import Change
+from tui.commands import Command, CommandError, parse
+from tui.tally import Tally
+from tui.widgets.command_line import CommandLine
+from tui.widgets.confirm import ConfirmDialog
+from tui.widgets.filter_bar import FilterBar
+from tui.widgets.header import ClusterHeader
+from tui.widgets.help import HelpScreen
+from tui.widgets.launch import LaunchDialog
+from tui.widgets.log_pane import LogPane
+from tui.widgets.nodes import NodesTable
+from tui.widgets.procs import ProcsTable
+
+REFRESH = 0.1  # at most one repaint of changed rows per this many seconds
+SIGNALS = {
+    "stop": ("SIGINT", "Stop", "graceful stop"),
+    "kill": ("SIGKILL", "Kill", "force kill"),
+}
+_NEEDS_TARGET = ("stop", "kill", "escalate")
+
+
+class Dashboard(Screen[None]):
+    """The operator's view of the cluster, and the keys that act on it."""
+
+    BINDINGS = [
+        Binding("l", "launch", "Launch", tooltip="Launch a program on one, some or all nodes"),
+        Binding("s", "stop", "Stop", tooltip="Graceful stop: SIGINT to the selected or marked"),
+        Binding(
+            "k,ctrl+k", "kill", "Kill", tooltip="Force kill: SIGKILL to the selected or marked"
+        ),
+        Binding("e", "escalate", "Escalate", tooltip="SIGINT, then SIGKILL after a countdown"),
+        Binding(
+            "slash", "filter", "Filter", tooltip="Filter processes by node:, app:, state: or text"
+        ),
+        Binding("colon", "command", "Cmd", tooltip="Command line: launch, stop, kill, logs, rm"),
+        Binding("question_mark", "help", "Help", tooltip="This help"),
+        Binding("q", "app.quit", "Quit", tooltip="Quit (workers and programs keep running)"),
+    ]
+
+    address: reactive[str] = reactive("")
+
+    def __init__(
+        self, master: Master, clock: Callable[[], float] = time.time, escalate_after: float = 5.0
+    ) -> None:
+        super().__init__()
+        self.master = master
+        self.clock = clock
+        self.escalate_after = escalate_after
+        self.tally = Tally()
+        self._dirty_nodes: set[str] = set()
+        self._dirty_procs: set[str] = set()
+        self._removed: set[str] = set()
+        self._refresh_scheduled = False
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield ClusterHeader(id="header").data_bind(Dashboard.address)
+        with Vertical(id="nodes-pane"):
+            yield NodesTable(clock=self.clock, id="nodes")
+        with Vertical(id="procs-pane"):
+            yield FilterBar(id="filter")
+            yield ProcsTable(clock=self.clock, id="procs")
+        yield LogPane(id="log")
+        with Vertical(id="command-bar"):
+            yield CommandLine(self._names, id="command")
+            yield Static("", id="command-hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#nodes-pane").border_title = "Nodes"
+        self.query_one("#procs-pane").border_title = "Processes"
+        self.log_pane.source = self.master.follow
+        self._unsubscribe = self.master.cluster.subscribe(self._on_change)
+        cluster = self.master.cluster
+        self._dirty_nodes.update(cluster.node_names())
+        self._dirty_procs.update(p.key for p in cluster.procs())
+        self.refresh_rows()
+        self.procs.move_cursor(row=0)
+        self.procs.focus()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    @property
+    def procs(self) -> ProcsTable:
+        return self.query_one(ProcsTable)
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.query_one(LogPane)
+
+    # --- model -> view ------------------------------------------------------
+    def _on_change(self, change: Change) -> None:
+        """Cluster listener: remember what moved; repaint at most once per REFRESH."""
+        self._dirty_nodes |= change.nodes
+        self._dirty_procs |= change.procs
+        self._removed |= change.removed_procs
+        if not self._refresh_scheduled:
+            self._refresh_scheduled = True
+            self.set_timer(REFRESH, self.refresh_rows)
+
+    def refresh_rows(self) -> None:
+        """Pull snapshots of the changed rows only and hand them to the panes."""
+        self._refresh_scheduled = False
+        cluster = self.master.cluster
+        nodes = [cluster.node(n) for n in self._dirty_nodes if cluster.has_node(n)]
+        procs, gone = [], set()
+        for key in self._dirty_procs | self._removed:
+            view = cluster.proc(key)
+            if view is None:
+                gone.add(key)
+            else:
+                procs.append(view)
+        self._dirty_nodes, self._dirty_procs, self._removed = set(), set(), set()
+        with self.app.batch_update():
+            self.query_one(NodesTable).update_nodes(nodes)
+            self.procs.update_procs(procs, gone)
+            for n in nodes:
+                self.tally.node(n)
+            for p in procs:
+                self.tally.proc(p)
+                self.log_pane.update_proc(p)
+            for key in gone:
+                self.tally.drop_proc(key)
+            self.query_one(ClusterHeader).counts = dict(self.tally.counts)
+
+    @on(ProcsTable.Selected)
+    def _selected(self, event: ProcsTable.Selected) -> None:
+        self.log_pane.show(self.procs.views.get(event.key) if event.key else None)
+        self.refresh_bindings()
+
+    @on(NodesTable.FilterNode)
+    def _filter_node(self, event: NodesTable.FilterNode) -> None:
+        bar = self.query_one(FilterBar)
+        bar.value = f"node:{event.node}"
+        self.procs.focus()
+
+    # --- filter ------------------------------------------------------------------
+    def action_filter(self) -> None:
+        bar = self.query_one(FilterBar)
+        bar.display = True
+        bar.focus()
+
+    @on(FilterBar.Changed)
+    def _filter_changed(self, event: FilterBar.Changed) -> None:
+        self.procs.set_query(event.value)
+        self.query_one("#procs-pane").border_subtitle = (
+            f"filter: {event.value}" if event.value else ""
+        )
+
+    @on(FilterBar.Done)
+    def _filter_done(self) -> None:
+        bar = self.query_one(FilterBar)
+        bar.display = bool(bar.value)
+        self.procs.focus()
+
+    # --- launch -------------------------------------------------------------------
+    def action_launch(self) -> None:
+        nodes = self.master.cluster.nodes()
+        here = self.query_one(NodesTable).selected
+        alive = [n.name for n in nodes if n.state in ("alive", "suspect")]
+        preselect = here if here in alive else (alive[0] if alive else None)
+        dialog = LaunchDialog(nodes, preselect, self.master.launch)
+        self.app.push_screen(dialog, self._launched)
+
+    def _launched(self, result: object) -> None:
+        procs = getattr(result, "procs", None)
+        if not procs:
+            return
+        self.refresh_rows()  # the new rows exist now, before the next tick
+        self._select(procs[0].key)
+        errors = getattr(result, "errors", {})
+        if errors:
+            text = "; ".join(f"{n}: {why}" for n, why in errors.items())
+            self.notify(f"launch failed on {text}", severity="warning")
+
+    def _select(self, key: str) -> bool:
+        procs = self.procs
+        if key not in procs.rows and key in procs.views:
+            self.query_one(FilterBar).value = ""  # the filter hid it; show everything
+            procs.set_query("")
+        procs.focus()
+        return procs.select(key)
+
+    # --- signals -------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.app.screen is not self:
+            return False  # a dialog is up: its keys only
+        if action in _NEEDS_TARGET and not self.procs.targets():
+            return None  # shown dimmed: nothing to act on
+        return True
+
+    def action_stop(self) -> None:
+        self._confirm("stop")
+
+    def action_kill(self) -> None:
+        self._confirm("kill")
+
+    def action_escalate(self) -> None:
+        self._confirm("escalate")
+
+    def _confirm(self, kind: str) -> None:
+        targets = self.procs.targets()
+        if not targets:
+            return
+        views = self.procs.views
+        lines = [f"  {k:<22} {views[k].command}" for k in targets]
+        what = f"{len(targets)} process{'es' if len(targets) > 1 else ''}"
+        if kind == "escalate":
+            secs = f"{self.escalate_after:g}s"
+            title = f"Stop {what} with SIGINT, then SIGKILL after {secs} if still alive?"
+            verb = "Escalate"
+        else:
+            sig, verb, how = SIGNALS[kind]
+            title = f"{verb} {what} ({how}, {sig} to the process group)?"
+
+        def done(ok: bool | None) -> None:
+            if not ok:
+                return
+            self.procs.action_clear_marks()
+            if kind == "escalate":
+                self._escalate(targets)
+            else:
+                self._signal(SIGNALS[kind][0], targets)
+
+        self.app.push_screen(ConfirmDialog(title, lines, verb), done)
+
+    # Not exclusive: a second stop must not cancel the first one in flight.
+    @work(group="signal", exit_on_error=False)
+    async def _signal(self, signal: str, targets: list[str]) -> None:
+        await self._send(signal, targets)
+
+    async def _send(self, signal: str, targets: list[str]) -> None:
+        results = await self.master.signal(targets, signal)
+        failed = [f"{r.target}: {r.message or 'not delivered'}" for r in results if not r.delivered]
+        if failed:
+            self.notify("; ".join(failed), severity="error")
+        else:
+            self.notify(f"{signal} sent to {', '.join(targets)}")
+
+    # Not exclusive either: each escalation keeps its own countdown.
+    @work(group="escalate", exit_on_error=False)
+    async def _escalate(self, targets: list[str]) -> None:
+        """SIGINT now; SIGKILL at the deadline to those still alive; the row counts down."""
+        await self._send("SIGINT", targets)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.escalate_after
+        try:
+            while (left := deadline - loop.time()) > 0:
+                alive = self._alive(targets)
+                if not alive:
+                    return
+                for key in alive:
+                    self.procs.set_countdown(key, math.ceil(left))
+                await asyncio.sleep(min(0.25, left))
+            alive = self._alive(targets)
+            if alive:
+                await self._send("SIGKILL", alive)
+        finally:
+            for key in targets:
+                self.procs.set_countdown(key, None)
+
+    def _alive(self, targets: list[str]) -> list[str]:
+        views = [self.master.cluster.proc(k) for k in targets]
+        return [v.key for v in views if v is not None and v.alive]
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """Every verb's error, shown once: in the command line if it ran one, else a toast."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        text = str(error) if isinstance(error, VerbError) else f"{type(error).__name__}: {error}"
+        if event.worker.group == "command":
+            self._hint(text, error=True)
+        else:
+            self.notify(text, severity="error", timeout=8)
+
+    # --- help ------------------------------------------------------------------------
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(help_sections()))
+
+    # --- the : command line ------------------------------------------------------
+    def action_command(self) -> None:
+        bar = self.query_one("#command-bar")
+        bar.display = True
+        self.query_one(CommandLine).focus()
+
+    def _names(self) -> tuple[list[str], list[str], list[str]]:
+        views = self.procs.views.values()
+        apps = sorted({v.app for v in views})
+        return self.master.cluster.node_names(), [v.key for v in views], apps
+
+    def _hint(self, text: str, error: bool = False) -> None:
+        hint = self.query_one("#command-hint", Static)
+        hint.set_class(error, "error")
+        hint.update(text)
+
+    @on(CommandLine.Hint)
+    def _on_hint(self, event: CommandLine.Hint) -> None:
+        self._hint(event.text)
+
+    @on(CommandLine.Closed)
+    def _close_command(self) -> None:
+        self._hint("")
+        self.query_one("#command-bar").display = False
+        self.procs.focus()
+
+    @on(CommandLine.Run)
+    def _run_command(self, event: CommandLine.Run) -> None:
+        try:
+            command = parse(event.line)
+        except CommandError as e:
+            self._hint(str(e), error=True)
+            return
+        self._hint("running…")
+        self._command(command)
+
+    @work(exclusive=True, group="command", exit_on_error=False)
+    async def _command(self, cmd: Command) -> None:
+        """Run one parsed command; close the command line when it succeeded."""
+        m = self.master
+        if cmd.verb == "launch":
+            result = await m.launch(cmd.argv, nodes=cmd.nodes, all_nodes=cmd.all_nodes, app=cmd.app)
+            if not result.procs:
+                raise VerbError("; ".join(f"{n}: {why}" for n, why in result.errors.items()))
+            self._launched(result)
+            done = f"launched {', '.join(p.key for p in result.procs)}"
+        elif cmd.verb in SIGNALS:
+            results = await m.signal(cmd.targets, SIGNALS[cmd.verb][0])
+            bad = [f"{r.target}: {r.message}" for r in results if not r.delivered]
+            if bad:
+                raise VerbError("; ".join(bad))
+            done = f"{SIGNALS[cmd.verb][0]} sent to {', '.join(cmd.targets)}"
+        elif cmd.verb == "logs":
+            if not self._select(cmd.targets[0]):
+                raise VerbError(f"no such process: {cmd.targets[0]}")
+            self.log_pane.focus()
+            done = ""
+        else:  # rm
+            removed = await m.remove(cmd.app or "", cmd.nodes, cmd.all_nodes, force=cmd.force)
+            bad = [f"{r.node}: {r.error}" for r in removed if r.error]
+            if bad:
+                raise VerbError("; ".join(bad))
+            done = f"removed {cmd.app} from {', '.join(r.node for r in removed)}"
+        line = self.query_one(CommandLine)
+        line.value = ""
+        self._close_command()
+        if cmd.verb == "logs":
+            self.log_pane.focus()
+        if done:
+            self.notify(done)
+
+
+def help_sections() -> list[tuple[str, list[BindingType]]]:
+    """Key bindings by where they work, for the help screen and the palette."""
+    return [
+        ("anywhere", list(Dashboard.BINDINGS)),
+        ("processes", list(ProcsTable.BINDINGS)),
+        ("nodes", list(NodesTable.BINDINGS)),
+        ("log", list(LogPane.BINDINGS)),
+        ("filter line", list(FilterBar.BINDINGS)),
+        ("command line", list(CommandLine.BINDINGS)),
+        ("confirmation", list(ConfirmDialog.BINDINGS)),
+        ("launch dialog", list(LaunchDialog.BINDINGS)),
+    ]

@@ -1,0 +1,109 @@
+"""The launch dialog: nodes, app and command line; errors stay in the dialog."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable, Sequence
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static
+from textual.widgets.selection_list import Selection
+
+from master.control import LaunchResult
+from master.model import NodeView
+from tui.format import NODE_SYMBOLS
+
+Launcher = Callable[..., Awaitable[LaunchResult]]
+
+
+class LaunchDialog(ModalScreen[LaunchResult | None]):
+    """Pick nodes (or all alive), an optional app and a command; dismisses with the result."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", tooltip="Close the launch dialog"),
+        Binding("ctrl+s", "launch", "Launch", tooltip="Launch (Enter in a field does too)"),
+    ]
+
+    def __init__(
+        self, nodes: Sequence[NodeView], preselect: str | None, launcher: Launcher
+    ) -> None:
+        super().__init__()
+        self.nodes = list(nodes)
+        self.preselect = preselect
+        self.launcher = launcher
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label("Launch a program", classes="dialog-title")
+            yield Label("Nodes (space toggles)")
+            yield SelectionList[str](*self._choices(), id="launch-nodes")
+            yield Checkbox("All alive nodes", id="launch-all")
+            yield Label("App (optional, default: the program's name)")
+            yield Input(placeholder="app name", id="launch-app")
+            yield Label("Command line")
+            yield Input(placeholder="e.g. sleep 60", id="launch-command")
+            yield Static("", id="launch-error")
+            with Horizontal(classes="buttons"):
+                yield Button("Launch", variant="primary", id="launch")
+                yield Button("Cancel", id="cancel")
+
+    def _choices(self) -> list[Selection[str]]:
+        out = []
+        for n in self.nodes:
+            usable = n.state in ("alive", "suspect")
+            label = f"{NODE_SYMBOLS[n.state]} {n.name}  {n.state}  {n.address}"
+            picked = usable and n.name == self.preselect
+            out.append(Selection(label, n.name, picked, disabled=not usable))
+        return out
+
+    def on_mount(self) -> None:
+        self.query_one("#launch-command", Input).focus()
+
+    @on(Checkbox.Changed, "#launch-all")
+    def _all_toggled(self, event: Checkbox.Changed) -> None:
+        self.query_one("#launch-nodes", SelectionList).disabled = event.value
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#launch")
+    def action_launch(self) -> None:
+        error = self.query_one("#launch-error", Static)
+        try:
+            argv = shlex.split(self.query_one("#launch-command", Input).value)
+        except ValueError as e:
+            error.update(f"Command line: {e}")
+            return
+        if not argv:
+            error.update("Give a command line to run.")
+            return
+        all_nodes = self.query_one("#launch-all", Checkbox).value
+        nodes = [] if all_nodes else list(self.query_one("#launch-nodes", SelectionList).selected)
+        if not nodes and not all_nodes:
+            error.update("Choose at least one node, or all alive nodes.")
+            return
+        app = self.query_one("#launch-app", Input).value.strip() or None
+        error.update("Launching…")
+        self._launch(argv, nodes, all_nodes, app)
+
+    @work(exclusive=True, group="launch", exit_on_error=False)
+    async def _launch(
+        self, argv: list[str], nodes: list[str], all_nodes: bool, app: str | None
+    ) -> None:
+        error = self.query_one("#launch-error", Static)
+        try:
+            result = await self.launcher(argv, nodes=nodes, all_nodes=all_nodes, app=app)
+        except Exception as e:  # VerbError and anything else: the operator reads it here
+            error.update(str(e) or type(e).__name__)
+            return
+        if not result.procs:
+            error.update("; ".join(f"{n}: {why}" for n, why in result.errors.items()))
+            return
+        self.dismiss(result)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.workers.cancel_group(self, "launch")
+        self.dismiss(None)

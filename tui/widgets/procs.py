@@ -1,0 +1,263 @@
+"""The processes pane: filterable, sortable, with marks and escalation countdowns.
+
+Rows change one at a time: `update_procs` adds, updates or removes only the
+rows it is given.  The table keeps the latest snapshot of every process
+(also those the filter hides) so a filter change needs no trip to the master.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from master.model import ProcView
+from tui import format as fmt
+
+COLUMNS = (
+    ("mark", " ", 1),
+    ("key", "NODE:PID", 13),
+    ("app", "App", 8),
+    ("command", "Command", 14),
+    ("state", "State", 11),
+    ("reason", "Reason", 17),
+    ("cpu", "CPU s", 6),
+    ("rss", "RSS", 5),
+    ("max_rss", "MaxRSS", 6),
+    ("start", "Started", 8),
+    ("run", "Run", 6),
+)
+SORTABLE = [key for key, _, _ in COLUMNS if key != "mark"]
+
+SortKey = Callable[[ProcView, float], Any]
+SORT_KEYS: dict[str, SortKey] = {
+    "key": lambda p, now: (p.node, p.pid),
+    "app": lambda p, now: (p.app, p.node, p.pid),
+    "command": lambda p, now: (p.command, p.node, p.pid),
+    "state": lambda p, now: (p.state, p.node, p.pid),
+    "reason": lambda p, now: (p.reason, p.node, p.pid),
+    "cpu": lambda p, now: (p.cpu_time, p.node, p.pid),
+    "rss": lambda p, now: (p.rss, p.node, p.pid),
+    "max_rss": lambda p, now: (p.max_rss, p.node, p.pid),
+    "start": lambda p, now: (p.started_at, p.node, p.pid),
+    "run": lambda p, now: (p.run_time(now), p.node, p.pid),
+}
+
+
+def matches(view: ProcView, query: str) -> bool:
+    """Every word must match: ``node:N``, ``app:A``, ``state:S`` or any text."""
+    for word in query.lower().split():
+        field, sep, value = word.partition(":")
+        if sep and field == "node":
+            ok = view.node.lower() == value
+        elif sep and field == "app":
+            ok = view.app.lower() == value
+        elif sep and field == "state":
+            ok = value in (view.state, "alive" if view.alive else "ended")
+        else:
+            hay = f"{view.key} {view.app} {view.command} {view.state} {view.reason}"
+            ok = word in hay.lower()
+        if not ok:
+            return False
+    return True
+
+
+class ProcsTable(DataTable[Text | str]):
+    """One row per process; the cursor row is the selected process."""
+
+    BINDINGS = [
+        Binding("space", "toggle_mark", "Mark", tooltip="Mark or unmark the process"),
+        Binding("escape", "clear_marks", "Unmark", show=False, tooltip="Unmark every process"),
+        Binding("o", "sort_next", "Sort", show=False, tooltip="Sort by the next column"),
+        Binding("O", "sort_reverse", "Reverse", show=False, tooltip="Reverse the sort order"),
+    ]
+
+    class Selected(Message):
+        """The cursor moved to process ``key`` (None: the table is empty)."""
+
+        def __init__(self, key: str | None) -> None:
+            super().__init__()
+            self.key = key
+
+    def __init__(self, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
+        super().__init__(cursor_type="row", **kwargs)  # type: ignore[arg-type]
+        self.clock = clock
+        self.views: dict[str, ProcView] = {}
+        self.marked: set[str] = set()
+        self.countdowns: dict[str, int] = {}
+        self.query_text = ""
+        self.sort_column = "key"
+        self.sort_reverse = False
+        self._shown_key: str | None = None
+
+    def on_mount(self) -> None:
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
+        self._label_sort()
+        self.set_interval(1.0, self.tick)
+
+    # --- rows ------------------------------------------------------------
+    def update_procs(self, views: Iterable[ProcView], removed: Iterable[str] = ()) -> None:
+        """Apply changed snapshots and removals to just those rows."""
+        now = self.clock()
+        resort = False
+        for key in removed:
+            self.views.pop(key, None)
+            self.marked.discard(key)
+            self._hide(key)
+        for view in views:
+            old = self.views.get(view.key)
+            self.views[view.key] = view
+            shown = view.key in self.rows
+            if not matches(view, self.query_text):
+                self._hide(view.key)
+            elif shown:
+                self._set_cells(view, now)
+                sort_key = SORT_KEYS[self.sort_column]
+                resort |= old is None or sort_key(old, now) != sort_key(view, now)
+            else:
+                self.add_row(*self._cells(view, now), key=view.key)
+                resort = True
+        if resort:
+            self._sort()
+        self._announce()
+
+    def tick(self) -> None:
+        """Run times of live processes grow with the clock."""
+        now = self.clock()
+        for key in self.rows:
+            view = self.views[str(key.value)]
+            if view.ended_at is None:
+                self.update_cell(key, "run", fmt.right(fmt.duration(view.run_time(now))))
+
+    def set_query(self, text: str) -> None:
+        """Show only the processes matching ``text`` (see `matches`)."""
+        self.query_text = text
+        for key, view in self.views.items():
+            if not matches(view, text):
+                self._hide(key)
+            elif key not in self.rows:
+                self.add_row(*self._cells(view, self.clock()), key=key)
+        self._sort()
+        self._announce()
+
+    def set_countdown(self, key: str, seconds: int | None) -> None:
+        """Show an escalation's countdown in the row's state cell (None clears it)."""
+        if seconds is None:
+            self.countdowns.pop(key, None)
+        else:
+            self.countdowns[key] = seconds
+        view = self.views.get(key)
+        if view is not None and key in self.rows:
+            self.update_cell(key, "state", fmt.proc_state(view, self.countdowns.get(key)))
+
+    # --- selection -------------------------------------------------------
+    @property
+    def selected(self) -> str | None:
+        if not self.row_count:
+            return None
+        return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+
+    def targets(self) -> list[str]:
+        """The marked processes, or else the selected one."""
+        if self.marked:
+            return sorted(self.marked, key=lambda k: SORT_KEYS["key"](self.views[k], 0))
+        return [self.selected] if self.selected else []
+
+    def select(self, key: str) -> bool:
+        """Put the cursor on ``key``; False when it is not shown."""
+        if key not in self.rows:
+            return False
+        self.move_cursor(row=self.get_row_index(key))
+        self._announce()
+        return True
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._announce()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        column = str(event.column_key.value)
+        if column in SORT_KEYS:
+            self.sort_reverse = not self.sort_reverse if column == self.sort_column else False
+            self.sort_column = column
+            self._sort()
+
+    # --- actions -----------------------------------------------------------
+    def action_toggle_mark(self) -> None:
+        key = self.selected
+        if key is None:
+            return
+        self.marked ^= {key}
+        self.update_cell(key, "mark", Text("✓" if key in self.marked else " ", style="bold"))
+        self.action_cursor_down()
+
+    def action_clear_marks(self) -> None:
+        for key in self.marked & {str(k.value) for k in self.rows}:
+            self.update_cell(key, "mark", " ")
+        self.marked.clear()
+
+    def action_sort_next(self) -> None:
+        i = SORTABLE.index(self.sort_column)
+        self.sort_column, self.sort_reverse = SORTABLE[(i + 1) % len(SORTABLE)], False
+        self._sort()
+
+    def action_sort_reverse(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self._sort()
+
+    # --- internals ---------------------------------------------------------
+    def _hide(self, key: str) -> None:
+        if key in self.rows:
+            self.remove_row(key)
+
+    def _sort(self) -> None:
+        """Reorder rows by the sort column, keeping the cursor on its process."""
+        keep = self.selected
+        now, by = self.clock(), SORT_KEYS[self.sort_column]
+        self.sort("key", key=lambda key: by(self.views[str(key)], now), reverse=self.sort_reverse)
+        self._label_sort()
+        if keep is not None and keep in self.rows:
+            self.move_cursor(row=self.get_row_index(keep), animate=False)
+
+    def _label_sort(self) -> None:
+        for key, label, _ in COLUMNS:
+            arrow = ("▼" if self.sort_reverse else "▲") if key == self.sort_column else ""
+            self.columns[self._column_key(key)].label = Text(label + arrow)
+        self.refresh()
+
+    def _column_key(self, key: str) -> Any:
+        return next(k for k in self.columns if k.value == key)
+
+    def _announce(self) -> None:
+        """Tell the app when the selected process changes (not on every repaint)."""
+        key = self.selected
+        if key != self._shown_key:
+            self._shown_key = key
+            self.post_message(self.Selected(key))
+
+    def _set_cells(self, view: ProcView, now: float) -> None:
+        for (column, _, _), cell in zip(COLUMNS, self._cells(view, now), strict=True):
+            self.update_cell(view.key, column, cell)
+
+    def _cells(self, view: ProcView, now: float) -> tuple[Text | str, ...]:
+        mark = Text("✓", style="bold") if view.key in self.marked else " "
+        return (
+            mark,
+            view.key,
+            view.app,
+            view.command,
+            fmt.proc_state(view, self.countdowns.get(view.key)),
+            fmt.reason(view),
+            fmt.right(f"{view.cpu_time:.1f}"),
+            fmt.right(fmt.human_bytes(view.rss) if view.alive else "-"),
+            fmt.right(fmt.human_bytes(view.max_rss)),
+            fmt.clock_time(view.started_at, now),
+            fmt.right(fmt.duration(view.run_time(now))),
+        )
