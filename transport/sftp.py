@@ -237,14 +237,23 @@ def push(target: SshTarget, files: list[Upload], progress: Progress | None = Non
 
     Raises `HostKeyError` for an unknown (untrusted) or changed host key,
     `PushError` for other failures; a file whose transfer failed is left
-    under its old content (or absent), never half-written.
+    under its old content (or absent), never half-written.  With no files
+    it returns at once without connecting: an unchanged node costs nothing.
     """
     start = time.monotonic()
+    if not files:
+        return PushReport(target.host, [], 0.0)
+    for upload in files:
+        if not posixpath.isabs(upload.remote):
+            raise PushError(f"remote path must be absolute: {upload.remote!r}")
     total = sum(f.local.stat().st_size for f in files)
     meter = _Meter(total, progress)
     client = _connect(target)
     try:
-        sftp = client.open_sftp()
+        try:
+            sftp = client.open_sftp()
+        except (OSError, paramiko.SSHException) as exc:
+            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
         try:
             sent = _send_all(sftp, files, meter, target)
         finally:
@@ -274,11 +283,9 @@ def _send_all(
     made: set[str] = set()
     sent = []
     for upload in files:
-        if not posixpath.isabs(upload.remote):
-            raise PushError(f"remote path must be absolute: {upload.remote!r}")
-        _makedirs(sftp, posixpath.dirname(upload.remote), made)
         t0 = time.monotonic()
         try:
+            _makedirs(sftp, posixpath.dirname(upload.remote), made)
             size = _send_file(sftp, upload, meter)
         except (OSError, paramiko.SSHException) as exc:
             raise PushError(f"{target.host}: sending {upload.remote} failed: {exc}") from exc

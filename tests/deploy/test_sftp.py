@@ -182,3 +182,23 @@ def test_nodes_in_parallel_one_client_per_thread(target: SshTarget, tmp_path: Pa
     for i, report in enumerate(reports):
         assert (tmp_path / f"node{i}" / "f").read_bytes() == srcs[i].read_bytes()
         assert report.bytes == 512 * 1024 + i
+
+
+def test_nothing_to_send_does_not_connect(target: SshTarget) -> None:
+    report = push(replace(target, host="192.0.2.1", timeout=0.1), [])  # TEST-NET: unroutable
+    assert (report.files, report.bytes) == ([], 0)
+
+
+def test_remote_paths_must_be_absolute(target: SshTarget, tmp_path: Path) -> None:
+    src = make_file(tmp_path / "f", b"x", 0o644)
+    with pytest.raises(PushError, match="must be absolute"):
+        push(target, [Upload(src, "apps/demo/bin/f", 0o644)])
+
+
+def test_a_remote_dir_that_cannot_be_made_is_a_push_error(
+    target: SshTarget, tmp_path: Path
+) -> None:
+    src = make_file(tmp_path / "f", b"x", 0o644)
+    (tmp_path / "plainfile").write_text("")
+    with pytest.raises(PushError, match="plainfile"):
+        push(target, [Upload(src, f"{tmp_path}/plainfile/sub/f", 0o644)])
