@@ -229,6 +229,10 @@ def run(args: argparse.Namespace) -> int:
         if dashboard is None:
             print(line, flush=True)
 
+    def master_says(line: str) -> None:
+        if not line.startswith("corral master: stopped"):  # the demo says what it stopped
+            say(line)
+
     demo = Demo(args.workers, say)
     api = DEFAULT_API if _default_api_free() else "127.0.0.1:0"
     master = Master(MasterConfig(listen="127.0.0.1:0", api=api, state_dir=demo.state))
@@ -238,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     status = 1
     try:
-        status = run_master(master, dashboard, on_ready=demo.spawn_workers)
+        status = run_master(master, dashboard, on_ready=demo.spawn_workers, announce=master_says)
     except KeyboardInterrupt:
         status = 0
     finally:

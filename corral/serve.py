@@ -41,7 +41,7 @@ def load_dashboard() -> Dashboard | None:
     except ImportError as e:
         _note(f"the dashboard is not available ({e}): running headless")
         return None
-    return run_dashboard  # type: ignore[no-any-return]
+    return run_dashboard
 
 
 def log_to(path: Path | None) -> None:
@@ -54,16 +54,22 @@ def log_to(path: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format=fmt, filename=str(path))
 
 
-def run_master(master: Master, dashboard: Dashboard | None, on_ready: Any = None) -> int:
+def run_master(
+    master: Master,
+    dashboard: Dashboard | None,
+    on_ready: Any = None,
+    announce: Callable[[str], None] | None = None,
+) -> int:
     """Serve ``master`` under the dashboard, or headless; returns the exit status."""
     if dashboard is None:
         import asyncio
 
         from master.headless import serve
 
-        return asyncio.run(serve(master, ready=on_ready))
-    dashboard(master, on_ready=on_ready)
-    return 0
+        if announce is None:
+            return asyncio.run(serve(master, ready=on_ready))
+        return asyncio.run(serve(master, announce, ready=on_ready))
+    return int(dashboard(master, on_ready=on_ready) or 0)
 
 
 def master_config(args: argparse.Namespace) -> MasterConfig:

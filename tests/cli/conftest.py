@@ -60,6 +60,10 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+def corral_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "corral", *args]
+
+
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env.update(extra)
@@ -83,7 +87,7 @@ class Result:
 def run_corral(*args: str, env: dict[str, str], timeout: float = 30.0) -> Result:
     """``python -m corral ARGS`` as a real process."""
     done = subprocess.run(
-        [sys.executable, "-m", "corral", *args],
+        corral_argv(*args),
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -150,9 +154,18 @@ class Cluster:
         self.tmp.mkdir(parents=True, exist_ok=True)
         with open(self.tmp / "master.log", "ab") as log:
             self.master = subprocess.Popen(
-                [sys.executable, "-m", "corral", "master", "--headless"]
-                + ["--listen", self.listen or "127.0.0.1:0", "--api", api]
-                + ["--state-dir", str(self.state), "--heartbeat", "0.5"],
+                corral_argv(
+                    "master",
+                    "--headless",
+                    "--listen",
+                    self.listen or "127.0.0.1:0",
+                    "--api",
+                    api,
+                    "--state-dir",
+                    str(self.state),
+                    "--heartbeat",
+                    "0.5",
+                ),
                 env=base_env(),
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
@@ -177,8 +190,15 @@ class Cluster:
         token = (self.state / "token").read_text().strip()
         with open(self.tmp / f"{name}.log", "ab") as log:
             self.workers[name] = subprocess.Popen(
-                [sys.executable, "-m", "corral", "worker", "--master", self.listen]
-                + ["--name", name, "--root", str(self.tmp / name)],
+                corral_argv(
+                    "worker",
+                    "--master",
+                    self.listen,
+                    "--name",
+                    name,
+                    "--root",
+                    str(self.tmp / name),
+                ),
                 env=base_env(CORRAL_TOKEN=token),
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
