@@ -56,6 +56,7 @@ class FakeMaster:
         self.goodbyes: list[m.Goodbye] = []
         self.refusals: list[str] = []
         self.others: list[m.Message] = []
+        self.admit: Callable[[str], str | None] = lambda name: None
         self.conn: Connection | None = None
         self.calls = Calls()
         self._server: asyncio.Server | None = None
@@ -87,7 +88,7 @@ class FakeMaster:
         self._tasks.add(task)
         conn = Connection(reader, writer)
         try:
-            await handshake.accept(conn, self.token, self.heartbeat, lambda name: None)
+            await handshake.accept(conn, self.token, self.heartbeat, self.admit)
             self.conn = conn
             while True:
                 self._record(await conn.recv())

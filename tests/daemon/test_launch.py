@@ -13,8 +13,6 @@ from tests.daemon.harness import FakeMaster, wait_for
 from transport import messages as m
 from transport.connection import CallError
 
-pytestmark = pytest.mark.asyncio
-
 
 def launch(app: str, *argv: str, **env: str):
     return lambda i: m.Launch(id=i, app=app, argv=list(argv), env=env)
