@@ -1,0 +1,79 @@
+"""Fixtures for the dashboard tests: real worker daemons, and cleanup of all they started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from daemon import procfs, records
+
+HEARTBEAT = 0.5
+
+
+class Workers:
+    """Worker daemons started as real processes, each with its own root."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.roots: list[Path] = []
+
+    def spawn(self, address: str, token: str, *names: str) -> None:
+        env = {**os.environ, "CORRAL_TOKEN": token}
+        for name in names:
+            root = self.base / name
+            self.roots.append(root)
+            cmd = [sys.executable, "-m", "daemon", "--master", address, "--root", str(root)]
+            log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115
+            with log:
+                self.procs.append(
+                    subprocess.Popen([*cmd, "--name", name], env=env, stdout=log, stderr=log)
+                )
+
+    def stop(self) -> None:
+        """Kill every program the workers started, then the workers; reap all."""
+        for root in self.roots:
+            for rec in records.launch_records(root / "run"):
+                if procfs.is_same(rec.pid, rec.start):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(rec.pid, signal.SIGKILL)
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    base = tmp_path / "workers"
+    base.mkdir()
+    started = Workers(base)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+async def until(pilot: Pilot[object], check: Callable[[], object], timeout: float = 10.0) -> None:
+    """Let the app run until ``check()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            notes = [n.message for n in pilot.app._notifications]
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {check.__doc__ or check}; notes: {notes}"
+            )
+        await pilot.pause(0.05)

@@ -1,0 +1,225 @@
+"""Pilot tests: keys pressed in the dashboard act on real workers running real programs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+from textual.pilot import Pilot
+
+from master.control import Master, MasterConfig
+from master.model import ProcView
+from tests.tui.conftest import HEARTBEAT, Workers, until
+from tui.app import CorralApp
+from tui.widgets.confirm import ConfirmDialog
+from tui.widgets.launch import LaunchDialog
+from tui.widgets.log_pane import LogPane
+
+NODES = ("n1", "n2")
+
+
+@pytest.fixture
+async def running(tmp_path: Path, workers: Workers) -> AsyncIterator[tuple[CorralApp, Pilot[None]]]:
+    """The dashboard over a real master with two real workers, all alive."""
+    config = MasterConfig(
+        listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=tmp_path / "state", heartbeat=HEARTBEAT
+    )
+    master = Master(config)
+
+    def ready(address: str) -> None:
+        workers.spawn(address, master.token, *NODES)
+
+    app = CorralApp(master, on_ready=ready, escalate_after=1.5)
+    async with app.run_test(size=(120, 40)) as pilot:
+
+        def all_alive() -> bool:
+            """both workers alive"""
+            return [n.state for n in master.cluster.nodes()] == ["alive", "alive"]
+
+        await until(pilot, all_alive)
+        yield app, pilot
+
+
+def proc(app: CorralApp, key: str) -> ProcView:
+    view = app.master.cluster.proc(key)
+    assert view is not None
+    return view
+
+
+async def type_text(pilot: Pilot[None], text: str) -> None:
+    await pilot.press(*("space" if c == " " else c for c in text))
+
+
+async def launch(app: CorralApp, pilot: Pilot[None], command: str) -> str:
+    """Launch ``command`` through the dialog; the new row gets selected: its key."""
+    before = set(app.dashboard.procs.views)
+    await pilot.press("l")
+    await until(pilot, lambda: isinstance(app.screen, LaunchDialog))
+    await type_text(pilot, command)
+    await pilot.press("enter")
+
+    def new_row_selected() -> bool:
+        """the launched process selected"""
+        key = app.dashboard.procs.selected
+        return app.screen is app.dashboard and key is not None and key not in before
+
+    await until(pilot, new_row_selected)
+    key = app.dashboard.procs.selected
+    assert key is not None
+    return key
+
+
+async def confirm(app: CorralApp, pilot: Pilot[None], key: str) -> str:
+    """Press ``key``, check the dialog names what will be signalled, confirm; its text."""
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+    dialog = app.screen
+    assert isinstance(dialog, ConfirmDialog)
+    text = dialog.title_text + "\n" + "\n".join(dialog.lines)
+    await pilot.press("y")
+    return text
+
+
+async def ended(pilot: Pilot[None], app: CorralApp, key: str, reason: str) -> None:
+    def done() -> bool:
+        """the process to end"""
+        return not proc(app, key).alive
+
+    await until(pilot, done)
+    assert proc(app, key).reason == reason
+
+
+async def test_launch_runs_a_real_process_and_stop_ends_it_with_sigint(running) -> None:
+    app, pilot = running
+    key = await launch(app, pilot, "sleep 60")
+    node, pid = key.split(":")
+    assert node == "n1"  # the node under the nodes cursor is preselected
+    assert psutil.Process(int(pid)).cmdline() == ["sleep", "60"]
+
+    text = await confirm(app, pilot, "s")
+    assert "SIGINT" in text and key in text and "sleep 60" in text
+    await ended(pilot, app, key, "killed by SIGINT")
+    assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie"
+
+    def marker() -> bool:
+        """the end marker in the log pane"""
+        return any("ended: killed by SIGINT" in line for line in app.dashboard.log_pane.lines)
+
+    await until(pilot, marker)
+
+
+async def test_kill_marked_processes_with_sigkill(running) -> None:
+    app, pilot = running
+    first = await launch(app, pilot, "sleep 61")
+    second = await launch(app, pilot, "sleep 62")
+    procs = app.dashboard.procs
+    for key in (first, second):
+        procs.select(key)
+        await pilot.press("space")
+    assert procs.marked == {first, second}
+
+    text = await confirm(app, pilot, "k")
+    assert "SIGKILL" in text and first in text and second in text
+    await ended(pilot, app, first, "killed by SIGKILL")
+    await ended(pilot, app, second, "killed by SIGKILL")
+    assert procs.marked == set()
+
+
+async def test_ctrl_k_kills_the_selected_process(running) -> None:
+    app, pilot = running
+    key = await launch(app, pilot, "sleep 63")
+    await confirm(app, pilot, "ctrl+k")
+    await ended(pilot, app, key, "killed by SIGKILL")
+
+
+async def test_cancelled_confirmation_sends_nothing(running) -> None:
+    app, pilot = running
+    key = await launch(app, pilot, "sleep 64")
+    await pilot.press("s")
+    await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+    await pilot.press("escape")
+    await until(pilot, lambda: app.screen is app.dashboard)
+    await pilot.pause(HEARTBEAT * 2)  # a beat later it still runs
+    assert proc(app, key).alive
+
+
+async def test_escalate_kills_a_program_that_ignores_sigint(running) -> None:
+    app, pilot = running
+    await pilot.press("colon")
+    await type_text(pilot, "launch --node n2 --app stubborn -- sh -c 'trap \"\" INT; sleep 60'")
+    await pilot.press("enter")
+
+    def launched() -> bool:
+        """the command line's launch to be selected"""
+        key = app.dashboard.procs.selected
+        return key is not None and key.startswith("n2:")
+
+    await until(pilot, launched)
+    key = app.dashboard.procs.selected
+    assert key is not None
+    assert proc(app, key).app == "stubborn"
+
+    text = await confirm(app, pilot, "e")
+    assert "SIGINT" in text and "SIGKILL" in text and key in text
+
+    def counting_down() -> bool:
+        """the countdown in the row"""
+        return str(app.dashboard.procs.get_cell(key, "state")).startswith("stopping ")
+
+    await until(pilot, counting_down)
+    assert proc(app, key).alive  # SIGINT was ignored
+    await ended(pilot, app, key, "killed by SIGKILL")
+    await until(pilot, lambda: "stopping" not in str(app.dashboard.procs.get_cell(key, "state")))
+
+
+async def test_log_pane_follows_the_selected_process(running) -> None:
+    app, pilot = running
+    key = await launch(app, pilot, "sh -c 'for i in 1 2 3; do echo line $i; done; exec sleep 60'")
+    pane = app.dashboard.log_pane
+    assert isinstance(pane, LogPane)
+
+    def shown() -> bool:
+        """the three lines in the log pane"""
+        return pane.lines[:3] == ["line 1", "line 2", "line 3"]
+
+    await until(pilot, shown)
+    assert pane.border_subtitle == "following"
+    await pilot.press("ctrl+k", "y")
+    await ended(pilot, app, key, "killed by SIGKILL")
+    await until(pilot, lambda: pane.lines[-1:] == [f"── {key} ended: killed by SIGKILL ──"])
+
+
+async def test_command_line_errors_show_in_one_line(running) -> None:
+    app, pilot = running
+    await pilot.press("colon")
+    await type_text(pilot, "stop nosuch:123")
+    await pilot.press("enter")
+    hint = app.dashboard.query_one("#command-hint")
+
+    def error_shown() -> bool:
+        """the error in the hint line"""
+        return "unknown node: nosuch" in str(hint.render())
+
+    await until(pilot, error_shown)
+    assert hint.has_class("error")
+
+
+async def test_launch_errors_stay_in_the_dialog(running) -> None:
+    app, pilot = running
+    await pilot.press("l")
+    await until(pilot, lambda: isinstance(app.screen, LaunchDialog))
+    await type_text(pilot, "/no/such/program")
+    await pilot.press("enter")
+    dialog = app.screen
+    error = dialog.query_one("#launch-error")
+
+    def failed() -> bool:
+        """the worker's error in the dialog"""
+        text = str(error.render())
+        return bool(text) and text != "Launching…"
+
+    await until(pilot, failed)
+    assert app.screen is dialog
+    assert "n1" in str(error.render())
