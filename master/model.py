@@ -312,8 +312,8 @@ class Cluster:
         if n is None:
             return
         old = n.procs.get(info.pid)
-        if old is not None and old.launch != info.launch and old.state in ALIVE_STATES:
-            return  # a stale event for a reused pid must not clobber a live process
+        if old is not None and _stale(old, info):
+            return
         n.procs[info.pid] = info
         events: tuple[Event, ...] = ()
         key = f"{name}:{info.pid}"
@@ -337,6 +337,19 @@ class Cluster:
     def note(self, kind: str, node: str, message: str) -> None:
         """Log an event that changes no row (a refused worker, say)."""
         self._publish(Change(events=(self._event(kind, node, message),)))
+
+
+def _stale(old: ProcInfo, new: ProcInfo) -> bool:
+    """True when ``new`` is older news than ``old`` and must not replace it.
+
+    Replies and events race: a launch or signal reply can be applied after
+    the exit event that followed it.  An ended launch never comes back to
+    life, and a live process is not replaced by news of an older launch
+    that had the same (since reused) pid.
+    """
+    if old.launch == new.launch:
+        return old.state not in ALIVE_STATES and new.state in ALIVE_STATES
+    return old.state in ALIVE_STATES and new.started_at < old.started_at
 
 
 def _view(node: str, n: _Node, p: ProcInfo) -> ProcView:
