@@ -195,10 +195,12 @@ def _follow(client: Client, target: str, tail: int | None, offset: int | None) -
     """Copy the log stream to stdout until the process has ended and all is read.
 
     If the connection drops, ask again from the last byte written, so
-    nothing is lost or repeated; give up after `FOLLOW_DEADLINE` seconds
-    without getting through.
+    nothing is lost or repeated.  While reconnecting, a master that is
+    down, restarting, or still waiting for the node to come back is
+    retried with backoff for up to `FOLLOW_DEADLINE` seconds.
     """
     nxt = offset  # next byte wanted; None until the first piece tells us
+    streamed = False  # once the stream has worked, failures are worth retrying
     failing_since: float | None = None
     pause = 0.1
     while True:
@@ -211,12 +213,9 @@ def _follow(client: Client, target: str, tail: int | None, offset: int | None) -
                 follow="1",
             )
             for piece in pieces:
-                failing_since, pause = None, 0.1
+                streamed, failing_since, pause = True, None, 0.1
                 if "error" in piece:
-                    message = str(piece["error"])
-                    if "disconnect" not in message:
-                        raise CliError(message)
-                    raise Unreachable(message)  # the node went away: try again
+                    raise Unreachable(str(piece["error"]))  # e.g. the node disconnected
                 start = int(piece.get("offset", 0))
                 data = base64.b64decode(piece.get("data", ""))
                 if nxt is not None and start < nxt:
@@ -228,10 +227,12 @@ def _follow(client: Client, target: str, tail: int | None, offset: int | None) -
                 if piece.get("eof"):
                     return 0
             problem = "the log stream ended early"
-        except Unreachable as e:
-            problem = str(e)
         except ApiError as e:
-            if "not connected" not in str(e) and "disconnect" not in str(e):
+            if not streamed or e.http_status == 401:
+                raise
+            problem = str(e)  # a restarted master may not know the node yet
+        except Unreachable as e:
+            if not streamed:
                 raise
             problem = str(e)
         now = time.monotonic()
@@ -240,7 +241,7 @@ def _follow(client: Client, target: str, tail: int | None, offset: int | None) -
         elif now - failing_since > FOLLOW_DEADLINE:
             raise CliError(f"gave up following {target}: {problem}")
         time.sleep(pause)
-        pause = min(pause * 2, 2.0)
+        pause = min(pause * 2, 1.0)
 
 
 # --- usage --------------------------------------------------------------------------

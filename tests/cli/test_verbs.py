@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cli.conftest import (
+    REPO,
     Cluster,
     base_env,
     closed_port,
+    corral_argv,
     pid_gone,
     run_corral,
+    stop_process,
     wait_for,
 )
 
@@ -239,3 +244,56 @@ def test_rm_refuses_a_path(cluster: Cluster) -> None:
     r = cluster.corral("rm", "../x", "--node", "w1")
     assert r.status == 1
     assert_one_line(r.err, "invalid app name")
+
+
+# --- logs -f across a master restart ------------------------------------------------
+def test_logs_follow_survives_a_master_restart(lone_cluster: Cluster) -> None:
+    c = lone_cluster
+    script = "for i in $(seq 1 120); do echo line $i; sleep 0.03; done"
+    pid = launch_one(c, "w1", "sh", "-c", script)
+    out_path = c.tmp / "follow.out"
+    with open(out_path, "wb") as out, open(c.tmp / "follow.err", "wb") as err:
+        follower = subprocess.Popen(
+            corral_argv("logs", "-f", "--tail", "all", f"w1:{pid}"),
+            env=c.env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        wait_for(lambda: out_path.read_bytes().count(b"\n") >= 5, "the first lines")
+        assert c.master is not None
+        c.master.kill()  # no goodbye: the stream just breaks
+        c.master.wait()
+        c.start_master(api=c.api)  # same ports: workers and the follower come back
+        assert follower.wait(45) == 0, (c.tmp / "follow.err").read_text()
+    finally:
+        stop_process(follower)
+    assert out_path.read_text() == "".join(f"line {i}\n" for i in range(1, 121))
+    assert pid_gone(pid)
+
+
+def test_logs_follow_ctrl_c_exits_quietly(cluster: Cluster) -> None:
+    pid = launch_one(cluster, "w1", "sh", "-c", "echo started; exec sleep 30")
+    out_path = cluster.tmp / "ctrl-c.out"
+    with open(out_path, "wb") as out:
+        follower = subprocess.Popen(
+            corral_argv("logs", "-f", f"w1:{pid}"),
+            env=cluster.env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.PIPE,
+        )
+    try:
+        wait_for(lambda: out_path.read_bytes() == b"started\n", "the follower to print")
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 130
+        assert follower.stderr is not None
+        assert follower.stderr.read() == b""
+    finally:
+        stop_process(follower)
+        if follower.stderr is not None:
+            follower.stderr.close()
+    cluster.corral("kill", f"w1:{pid}")
