@@ -1,0 +1,91 @@
+"""Launch round trip: verb issued to pid reported, on loopback.
+
+corral: `POST /v1/launch` of `true` on one worker, timed from the request to
+the reply carrying the pid (the path `corral launch` takes, minus Python's
+start-up).  References in the same run against a local sshd: `ssh HOST true`
+(a fresh connection each time) and paramiko `exec_command("true")` on an
+already open connection, timed to its exit status.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import paramiko
+
+from bench.cluster import LocalCluster
+from bench.report import line, pct
+
+ROUNDS = 300
+SSH_ROUNDS = 30
+
+
+def _corral(cluster: LocalCluster) -> list[float]:
+    for _ in range(20):  # warm the connection and the worker
+        cluster.launch("bench", ["true"], app="rt")
+    times = []
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        cluster.launch("bench", ["true"], app="rt")
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _ssh(sshd) -> list[float]:  # type: ignore[no-untyped-def]
+    cmd = ["ssh", "-i", str(sshd.key), "-p", str(sshd.port), "-o", "BatchMode=yes"]
+    cmd += ["-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+    cmd += [f"{sshd.user}@{sshd.host}", "true"]
+    times = []
+    for _ in range(SSH_ROUNDS):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _paramiko(sshd) -> list[float]:  # type: ignore[no-untyped-def]
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(sshd.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(sshd.host, sshd.port, sshd.user, key_filename=str(sshd.key))
+    times = []
+    try:
+        for _ in range(SSH_ROUNDS):
+            t0 = time.perf_counter()
+            _, out, _ = client.exec_command("true")
+            out.channel.recv_exit_status()
+            times.append(time.perf_counter() - t0)
+    finally:
+        client.close()
+    return times
+
+
+def run() -> list[str]:
+    from tests.deploy.sshd import start_sshd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = LocalCluster(Path(tmp), heartbeat=1.0)
+        cluster.start_master()
+        try:
+            cluster.start_worker("bench")
+            corral = _corral(cluster)
+        finally:
+            cluster.stop()
+        with start_sshd(Path(tmp) / "sshd") as sshd:
+            ssh = _ssh(sshd)
+            warm = _paramiko(sshd)
+    ms = 1000
+    p50, p99 = pct(corral, 50) * ms, pct(corral, 99) * ms
+    warm50, ssh50 = pct(warm, 50) * ms, pct(ssh, 50) * ms
+    return [
+        line(
+            f"launch round trip ({ROUNDS} launches of `true`)",
+            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({warm50 / p50:.0f}x faster than warm paramiko)",
+            f"paramiko exec on an open connection p50 {warm50:.1f} ms; ssh true p50 {ssh50:.1f} ms",
+            "p50 <= 3 ms and >= 50x faster than warm paramiko",
+            p50 <= 3 and warm50 / p50 >= 50,
+        )
+    ]
