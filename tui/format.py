@@ -106,8 +106,10 @@ def proc_state(view: ProcView, countdown: int | None = None) -> Text:
 
 
 def reason(view: ProcView) -> Text:
+    """The end reason; the state cell already says "killed", so the signal comes first."""
     failed = not view.alive and view.state != "lost" and view.reason != "exited 0"
-    return Text(view.reason, style="red" if failed else "dim")
+    text = view.reason.removeprefix("killed by ") if view.state == "killed" else view.reason
+    return Text(text, style="red" if failed else "dim")
 
 
 def right(text: str) -> Text:

@@ -40,12 +40,12 @@ class LaunchDialog(ModalScreen[LaunchResult | None]):
         with Vertical(id="dialog", classes="dialog"):
             yield Label("Launch a program", classes="dialog-title")
             yield Label("Nodes (space toggles)")
-            yield SelectionList[str](*self._choices(), id="launch-nodes")
-            yield Checkbox("All alive nodes", id="launch-all")
+            yield SelectionList[str](*self._choices(), id="launch-nodes", compact=True)
+            yield Checkbox("All alive nodes", id="launch-all", compact=True)
             yield Label("App (optional, default: the program's name)")
-            yield Input(placeholder="app name", id="launch-app")
+            yield Input(placeholder="app name", id="launch-app", compact=True)
             yield Label("Command line")
-            yield Input(placeholder="e.g. sleep 60", id="launch-command")
+            yield Input(placeholder="e.g. sleep 60", id="launch-command", compact=True)
             yield Static("", id="launch-error")
             with Horizontal(classes="buttons"):
                 yield Button("Launch", variant="primary", id="launch")

@@ -20,19 +20,18 @@ from master.model import ProcView
 from tui import format as fmt
 
 COLUMNS = (
-    ("mark", " ", 1),
-    ("key", "NODE:PID", 13),
-    ("app", "App", 8),
-    ("command", "Command", 14),
+    ("key", "  NODE:PID", 15),  # two columns of it show the mark
+    ("app", "App", 7),
+    ("command", "Command", 13),
     ("state", "State", 11),
-    ("reason", "Reason", 17),
+    ("reason", "Reason", 20),
     ("cpu", "CPU s", 6),
     ("rss", "RSS", 5),
     ("max_rss", "MaxRSS", 6),
     ("start", "Started", 8),
     ("run", "Run", 6),
 )
-SORTABLE = [key for key, _, _ in COLUMNS if key != "mark"]
+SORTABLE = [key for key, _, _ in COLUMNS]
 
 SortKey = Callable[[ProcView, float], Any]
 SORT_KEYS: dict[str, SortKey] = {
@@ -195,13 +194,14 @@ class ProcsTable(DataTable[Text | str]):
         if key is None:
             return
         self.marked ^= {key}
-        self.update_cell(key, "mark", Text("✓" if key in self.marked else " ", style="bold"))
+        self.update_cell(key, "key", self._key_cell(key))
         self.action_cursor_down()
 
     def action_clear_marks(self) -> None:
-        for key in self.marked & {str(k.value) for k in self.rows}:
-            self.update_cell(key, "mark", " ")
+        shown = self.marked & {str(k.value) for k in self.rows}
         self.marked.clear()
+        for key in shown:
+            self.update_cell(key, "key", self._key_cell(key))
 
     def action_sort_next(self) -> None:
         i = SORTABLE.index(self.sort_column)
@@ -221,7 +221,10 @@ class ProcsTable(DataTable[Text | str]):
         """Reorder rows by the sort column, keeping the cursor on its process."""
         keep = self.selected
         now, by = self.clock(), SORT_KEYS[self.sort_column]
-        self.sort("key", key=lambda key: by(self.views[str(key)], now), reverse=self.sort_reverse)
+        # The key cell is "✓ NODE:PID" or "  NODE:PID": the process is what follows the mark.
+        self.sort(
+            "key", key=lambda cell: by(self.views[str(cell)[2:]], now), reverse=self.sort_reverse
+        )
         self._label_sort()
         if keep is not None and keep in self.rows:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
@@ -246,11 +249,14 @@ class ProcsTable(DataTable[Text | str]):
         for (column, _, _), cell in zip(COLUMNS, self._cells(view, now), strict=True):
             self.update_cell(view.key, column, cell)
 
+    def _key_cell(self, key: str) -> Text:
+        if key in self.marked:
+            return Text.assemble(("✓ ", "bold green"), (key, "bold"))
+        return Text("  " + key)
+
     def _cells(self, view: ProcView, now: float) -> tuple[Text | str, ...]:
-        mark = Text("✓", style="bold") if view.key in self.marked else " "
         return (
-            mark,
-            view.key,
+            self._key_cell(view.key),
             view.app,
             view.command,
             fmt.proc_state(view, self.countdowns.get(view.key)),

@@ -1,0 +1,83 @@
+"""Snapshots of the dashboard at 120x40 over a deterministic cluster (no network, fixed clock).
+
+Review every change to ``__snapshots__/`` before accepting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from master.control import LogPiece
+from tests.tui.cluster import build_master, clock
+from tui.app import CorralApp
+
+SIZE = (120, 40)
+
+
+async def fake_follow(
+    target: str, tail: int = 10, offset: int | None = None
+) -> AsyncIterator[LogPiece]:
+    """A log that never needs a worker: fixed lines, then it waits as a live follow does."""
+    lines = [f"{target} step {i:03d}: residual 1.{i:03d}e-03" for i in range(1, 31)]
+    data = ("\n".join(lines) + "\n").encode()
+    yield LogPiece(offset=0, data=data, eof=False)
+    await asyncio.Event().wait()
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CorralApp]:
+    master = build_master(tmp_path, monkeypatch)
+    monkeypatch.setattr(master, "follow", fake_follow)
+    yield CorralApp(master, start_master=False, clock=clock)
+    master.events.close()
+
+
+async def settle(pilot: Pilot[None], *keys: str) -> None:
+    """Press ``keys``, then let refreshes and log ticks land; no blinking cursors."""
+    app = pilot.app
+    assert isinstance(app, CorralApp)
+    app.dashboard.address = "127.0.0.1:7070"
+    await pilot.press(*keys)
+    await pilot.pause(0.3)
+    for widget in app.screen.query(Input):
+        widget.cursor_blink = False
+    await pilot.pause()
+
+
+def test_main_screen_three_nodes_one_lost(app: CorralApp, snap_compare) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+
+
+def test_launch_dialog(app: CorralApp, snap_compare) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot, "l", *"sleep", "space", *"60")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(app: CorralApp, snap_compare) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot, "question_mark")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_log_pane_following_a_process(app: CorralApp, snap_compare) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot, "down", "down", "down", "down")  # bravo:5151, the simulation
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_kill_confirmation_of_two_marked_processes(app: CorralApp, snap_compare) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        # mark alpha:4242 and alpha:4243, then ask to kill them
+        await settle(pilot, "down", "space", "space", "k")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
