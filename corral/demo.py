@@ -74,6 +74,7 @@ class Demo:
         me = _stat(os.getpid())
         self.born = me[2] if me else 0
         self._watch: asyncio.Task[None] | None = None
+        self._lib_prefix = str(self.tmp / "node").encode()
 
     def root(self, i: int) -> Path:
         return self.tmp / f"node{i}"
@@ -139,15 +140,23 @@ class Demo:
         for rec in self._records():
             if isinstance(rec.get("pid"), int) and isinstance(rec.get("start"), int):
                 found[rec["pid"]] = rec["start"]
-        # Anything else whose environment names our roots (LD_LIBRARY_PATH=ROOT/apps/APP/lib).
-        needle = str(self.tmp).encode()
+        # Anything else started with one of our app lib dirs on LD_LIBRARY_PATH (the worker
+        # sets ROOT/apps/APP/lib), such as a program's own children in another group.
+        # Only that variable counts: a shell that exported CORRAL_STATE_DIR is not ours.
         for entry in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(OSError, ValueError):
-                if needle in (entry / "environ").read_bytes():
+                if self._launched_here((entry / "environ").read_bytes()):
                     found.setdefault(int(entry.name), None)
         for pid in {os.getpid()} | {proc.pid for _, proc in self.workers}:
             found.pop(pid, None)
         return found
+
+    def _launched_here(self, environ: bytes) -> bool:
+        for var in environ.split(b"\0"):
+            if var.startswith(b"LD_LIBRARY_PATH="):
+                paths = var.removeprefix(b"LD_LIBRARY_PATH=").split(b":")
+                return any(p.startswith(self._lib_prefix) for p in paths)
+        return False
 
     def _kill(self, pids: dict[int, int | None]) -> list[int]:
         """SIGKILL each pid that is still the one we mean (its group if it leads a session)."""

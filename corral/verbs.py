@@ -149,7 +149,8 @@ def _signal(args: argparse.Namespace, signal: str) -> int:
                 print(f"delivered {signal} to {r['target']}")
         else:
             failed += 1
-            _warn(f"{r['target']}: {r.get('message') or f'{signal} not delivered'}")
+            message = r.get("message") or f"{signal} not delivered"
+            _warn(message if r["target"] in message else f"{r['target']}: {message}")
     return 1 if failed else 0
 
 

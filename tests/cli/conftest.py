@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], what: str, timeout: float = 15.0) -> T:
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 15.0) -> T:
     """Poll ``check`` until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     pause = 0.01

@@ -101,8 +101,15 @@ def test_demo_starts_workers_and_ctrl_c_leaves_nothing(
     programs = [int(k.split(":")[1]) for k in keys]
     assert not any(pid_gone(pid) for pid in programs)
 
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(20) == 0
+    # A shell's command that merely exported the demo's state dir is not the demo's to kill.
+    bystander = subprocess.Popen(["sleep", "30"], env=env, stdin=subprocess.DEVNULL)
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
     lines.wait(r"corral demo: stopped 2 workers and 2 programs")
     for pid in programs + [int(m.group(2)) for m in workers]:
         assert pid_gone(pid), pid

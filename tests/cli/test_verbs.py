@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def test_launch_all_then_kill(cluster: Cluster) -> None:
     assert sorted(r.out.splitlines()) == sorted(f"delivered SIGKILL to {k}" for k in keys)
     for key in keys:
         pid = int(key.split(":")[1])
-        wait_for(lambda pid=pid: pid_gone(pid), f"{key} to die")
+        wait_for(partial(pid_gone, pid), f"{key} to die")
         assert wait_ended(cluster, key)["reason"] == "killed by SIGKILL"
 
     # Signalling what already ended delivers nothing: one line, status 1.
