@@ -1,0 +1,169 @@
+"""``python -m tui.screenshots DIR``: pictures of the real dashboard on a demo cluster.
+
+Starts a real master and three real worker daemons in a temporary directory,
+launches a few programs, saves SVG screenshots (main screen, launch dialog,
+help, log pane) into DIR, and a PNG of each when ``rsvg-convert`` or
+``cairosvg`` is installed.  Everything it started is stopped before it exits:
+the programs through the master's kill verb (then SIGKILL to any survivor's
+process group), then the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from master.control import Master, MasterConfig
+from tui.app import CorralApp
+
+NODES = ("node1", "node2", "node3")
+SIZE = (120, 40)
+TICKER = (
+    'i=0; while :; do i=$((i+1)); echo "step $i: residual 0.$((1000 - i % 1000))"; sleep 0.2; done'
+)
+PROGRAMS: list[tuple[tuple[str, ...], str, list[str]]] = [
+    (NODES, "solver", ["sh", "-c", TICKER]),
+    (("node1",), "sleep", ["sleep", "600"]),
+    (("node2",), "build", ["sh", "-c", "echo compiling; sleep 0.5; echo done"]),
+    (("node3",), "check", ["sh", "-c", "echo 'assertion failed' >&2; exit 3"]),
+]
+
+
+class Demo:
+    """The worker daemons of the demo cluster, started as real processes."""
+
+    def __init__(self, base: Path, master: Master) -> None:
+        self.base = base
+        self.master = master
+        self.workers: list[asyncio.subprocess.Process] = []
+
+    def spawn(self, address: str) -> None:
+        """`CorralApp` ``on_ready`` hook: start the workers against the real port."""
+        self._task = asyncio.get_running_loop().create_task(self._spawn(address))
+
+    async def _spawn(self, address: str) -> None:
+        env = {**os.environ, "CORRAL_TOKEN": self.master.token}
+        for name in NODES:
+            root = self.base / name
+            log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115
+            with log:
+                self.workers.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "daemon", "--master", address,
+                        "--root", str(root), "--name", name,
+                        env=env, stdout=log, stderr=log,
+                    )
+                )  # fmt: skip
+
+    async def stop(self) -> None:
+        """Kill every program, then stop the workers; nothing is left running."""
+        alive = [p for p in self.master.cluster.procs() if p.alive]
+        if alive and self.master.server is not None:
+            with contextlib.suppress(Exception):
+                await self.master.kill_procs([p.key for p in alive])
+        for proc in alive:  # every node is this machine: make sure
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for worker in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                worker.terminate()
+        for worker in self.workers:
+            try:
+                await asyncio.wait_for(worker.wait(), 10)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()
+        self.workers.clear()
+
+
+async def until(
+    pilot: Pilot[None], check: Callable[[], bool], what: str, timeout: float = 20
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"screenshots: timed out waiting for {what}")
+        await pilot.pause(0.1)
+
+
+async def capture(out: Path, base: Path) -> list[Path]:
+    """Run the dashboard on a fresh demo cluster and save its screens into ``out``."""
+    config = MasterConfig(listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=base / "state")
+    master = Master(config)
+    demo = Demo(base, master)
+    app = CorralApp(master, on_ready=demo.spawn)
+    saved: list[Path] = []
+
+    def shot(name: str) -> None:
+        saved.append(Path(app.save_screenshot(f"{name}.svg", path=str(out))))
+
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            alive = lambda: sum(n.state == "alive" for n in master.cluster.nodes()) == 3  # noqa: E731
+            await until(pilot, alive, "three alive workers")
+            for nodes, app_name, argv in PROGRAMS:
+                await master.launch(argv, nodes=nodes, app=app_name)
+            ended = lambda: sum(not p.alive for p in master.cluster.procs()) == 2  # noqa: E731
+            await until(pilot, ended, "the short programs to end")
+            await pilot.pause(4)  # a few heartbeats: CPU sparklines and logs fill in
+            dash = app.dashboard
+            dash.procs.select(next(p.key for p in master.cluster.procs() if p.app == "solver"))
+            await pilot.pause(1)
+            shot("main")
+            await pilot.press("l")
+            await pilot.press(*"./simulate", "space", *"--steps", "space", *"1000")
+            await pilot.pause(0.3)
+            shot("launch")
+            await pilot.press("escape", "question_mark")
+            await pilot.pause(0.3)
+            shot("help")
+            await pilot.press("escape")
+            dash.log_pane.focus()
+            app.screen.maximize(dash.log_pane)
+            await pilot.pause(1)
+            shot("log")
+            await demo.stop()  # while the master still runs, so its kill verb works
+    finally:
+        await demo.stop()
+    return saved
+
+
+def to_png(svg: Path) -> Path | None:
+    """A PNG next to ``svg`` when a converter is installed; None otherwise."""
+    png = svg.with_suffix(".png")
+    if shutil.which("rsvg-convert"):
+        subprocess.run(["rsvg-convert", str(svg), "-o", str(png)], check=True)
+        return png
+    try:
+        cairosvg = importlib.import_module("cairosvg")
+    except ImportError:
+        return None
+    cairosvg.svg2png(url=str(svg), write_to=str(png))
+    return png
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0] if argv else "screenshots").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="corral-shots-") as tmp:
+        saved = asyncio.run(capture(out, Path(tmp)))
+    for svg in saved:
+        png = to_png(svg)
+        print(f"{svg}" + (f"  {png.name}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
