@@ -114,7 +114,11 @@ def build_parser(worker_verb: bool = False) -> Parser:
     p.add_argument(
         "--api", metavar="HOST:PORT", default="127.0.0.1:7071", help="the HTTP control API"
     )
-    p.add_argument("--state-dir", metavar="DIR", help="token, event log, addresses")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="token, event log, addresses (default: $CORRAL_STATE_DIR or ~/.local/state/corral)",
+    )
     p.add_argument("--headless", action="store_true", help="no dashboard: print events instead")
     p.add_argument(
         "--heartbeat",

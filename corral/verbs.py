@@ -61,7 +61,8 @@ def nodes(args: argparse.Namespace) -> int:
     now = time.time()
     rows = []
     for n in body.get("nodes", []):
-        mem = f"{human_bytes(n.get('mem_used'))}/{human_bytes(n.get('mem_total'))}"
+        used = human_bytes(n["mem_used"]) if n.get("mem_used") else "-"  # before the 1st beat
+        mem = f"{used}/{human_bytes(n.get('mem_total'))}"
         rows.append(
             (
                 n["name"],
