@@ -109,20 +109,25 @@ class AppStore:
         real = self._inside(app_dir, path)
         if real is None:
             return None
-        st = os.stat(real)
+        try:
+            st = os.stat(real)
+            sha = self._sha256(real, st)
+        except OSError:
+            return None  # removed or replaced while listing
         rel = str(path.relative_to(app_dir))
-        return FileInfo(rel, st.st_size, self._sha256(real, st), stat.S_IMODE(st.st_mode))
+        return FileInfo(rel, st.st_size, sha, stat.S_IMODE(st.st_mode))
 
     def hashes(self, app: str, paths: list[str]) -> dict[str, str]:
         """sha256 of each regular file in ``paths`` (relative to the app dir)."""
         app_dir = self.existing(app)
         out: dict[str, str] = {}
         for rel in paths:
-            if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+            if not rel or "\0" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
                 continue
             real = self._inside(app_dir, app_dir / rel)
             if real is not None:
-                out[rel] = self._sha256(real, os.stat(real))
+                with contextlib.suppress(OSError):  # gone meanwhile: absent
+                    out[rel] = self._sha256(real, os.stat(real))
         return out
 
     @staticmethod

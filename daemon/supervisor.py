@@ -91,8 +91,11 @@ class Supervisor:
     launches are reported by the reply to the launch request instead.
     """
 
-    def __init__(self, root: Path, store: AppStore, name: str) -> None:
+    def __init__(
+        self, root: Path, store: AppStore, name: str, log: Callable[[str], None] = print
+    ) -> None:
         self.root = root
+        self.log = log
         self.run_dir = root / "run"
         self.store = store
         self.name = name
@@ -136,8 +139,7 @@ class Supervisor:
         """Start ``argv`` for ``app``; its info once it runs, else SupervisorError."""
         if not valid_app_name(app):
             raise SupervisorError(f"invalid app name {app!r}")
-        if not argv or not argv[0]:
-            raise SupervisorError("empty command line")
+        _check_command(argv, env)
         app_dir = self.store.ensure(app)
         full_env = self._env(app_dir, env)
         exe = self._resolve(argv[0], app_dir / "bin", full_env.get("PATH", os.defpath))
@@ -159,7 +161,10 @@ class Supervisor:
         rec = LaunchRecord(
             launch, pid, shim_pid, shim_start, app, list(argv), started_at, start, self.boot_id
         )
-        records.save_launch(self.run_dir, rec)
+        try:
+            records.save_launch(self.run_dir, rec)
+        except OSError as e:  # it runs all the same: report it, just not adoptable
+            self.log(f"cannot write the launch record of pid {pid}: {e.strerror}")
         proc = Proc(rec, new_info(rec))
         self.procs[launch] = proc
         self._watch(proc)
@@ -404,6 +409,17 @@ class Supervisor:
             if proc.rec.app == app and not proc.info.alive:
                 del self.procs[proc.rec.launch]
                 records.forget(self.run_dir, proc.rec.launch)
+
+
+def _check_command(argv: list[str], env: dict[str, str]) -> None:
+    """Refuse what exec cannot take, before forking anything."""
+    if not argv or not argv[0]:
+        raise SupervisorError("empty command line")
+    if any("\0" in a for a in argv):
+        raise SupervisorError("command line contains a NUL byte")
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise SupervisorError(f"bad environment variable {key!r}")
 
 
 async def _all_ended(procs: list[Proc], timeout: float) -> bool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
+import os
 import random
 import signal
 import socket
@@ -85,6 +87,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         root = root.resolve()
     except OSError as e:
         raise ConfigError(f"cannot use --root {args.root}: {e.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot use --root {args.root}: not writable")
     name = args.name or socket.gethostname()
     return Config(host, port, name, root, token, args.ssh_host, args.ssh_port)
 
@@ -96,7 +100,13 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"corral-worker: {e}", file=sys.stderr)
         return 2
-    return asyncio.run(Worker(config).run())
+    try:
+        return asyncio.run(Worker(config).run())
+    except KeyboardInterrupt:  # before the loop's own handler was installed
+        return 0
+    except OSError as e:
+        print(f"corral-worker[{config.name}]: {e}", file=sys.stderr)
+        return 1
 
 
 def _version() -> str:
@@ -106,6 +116,12 @@ def _version() -> str:
         return metadata.version("corral")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _clamp_heartbeat(seconds: float) -> float:
+    if not math.isfinite(seconds):
+        return 1.0
+    return min(max(seconds, HEARTBEAT_RANGE[0]), HEARTBEAT_RANGE[1])
 
 
 def backoff(attempt: int) -> float:
@@ -120,7 +136,7 @@ class Worker:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = AppStore(config.root)
-        self.sup = Supervisor(config.root, self.store, config.name)
+        self.sup = Supervisor(config.root, self.store, config.name, self.log)
         self.node = Node(
             name=config.name,
             root=config.root,
@@ -202,7 +218,7 @@ class Worker:
         conn = Connection(reader, writer)
         try:
             welcome = await handshake.connect(conn, cfg.token, cfg.name)
-            heartbeat = min(max(welcome.heartbeat, HEARTBEAT_RANGE[0]), HEARTBEAT_RANGE[1])
+            heartbeat = _clamp_heartbeat(welcome.heartbeat)
             self.log(f"connected to {cfg.host}:{cfg.port} (heartbeat {heartbeat:g}s)")
             self._attempt, self._last_failure = 0, ""
             self._conn = conn

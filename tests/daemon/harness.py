@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from daemon import procfs, records
 from transport import auth, handshake
 from transport import messages as m
@@ -28,6 +30,7 @@ from transport.connection import Calls, Connection, ConnectionClosed
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-" + "ab" * 16
+LAUNCHED: set[int] = set()  # pids of every program launched, for cleanup
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
@@ -126,7 +129,10 @@ class FakeMaster:
     async def call(self, make: Any, timeout: float = 10.0) -> Any:
         """Send a request built by ``make(id)``; its reply (CallError on Error)."""
         assert self.conn is not None, "no worker connected"
-        return await self.calls.call(self.conn, make, timeout)
+        reply = await self.calls.call(self.conn, make, timeout)
+        if isinstance(reply, m.Launched):
+            LAUNCHED.add(reply.proc.pid)
+        return reply
 
     async def send_raw(self, msg: m.Message) -> None:
         assert self.conn is not None
@@ -209,26 +215,42 @@ def kill_programs(root: Path) -> list[int]:
 
 
 def reap_orphans(root: Path, timeout: float = 5.0) -> None:
-    """Reap shims (and programs) under ``root`` that were reparented to us.
+    """Reap the shims and programs under ``root`` that were reparented to us.
 
-    The test process is a child subreaper (see conftest), so when a worker is
-    killed its shims become our children; without this they would linger as
-    zombies.
+    The test process is a child subreaper (see conftest), so when a worker or
+    a shim dies its orphans become our children; without this they would
+    linger as zombies.  Only processes of our programs' groups are touched.
     """
-    pids = set()
-    for rec in records.launch_records(root / "run"):
-        pids.update((rec.shim, rec.pid))
+    recs = records.launch_records(root / "run")
+    shims = {rec.shim for rec in recs}
+    groups = {rec.pid for rec in recs} | LAUNCHED  # each program leads its own group
     deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        for pid in list(pids):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid  # not ours (the worker reaped it) or already gone
-            if done:
-                pids.discard(pid)
-        if pids:
-            time.sleep(0.01)
+    while time.monotonic() < deadline:
+        for child in psutil.Process().children():
+            with contextlib.suppress(OSError):
+                if child.pid in shims or os.getpgid(child.pid) in groups:
+                    os.waitpid(child.pid, os.WNOHANG)
+        if not any(_group_exists(g) for g in groups) and not any(map(_is_child, shims)):
+            LAUNCHED.clear()
+            return
+        time.sleep(0.01)
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_child(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).ppid() == os.getpid()
+    except psutil.Error:
+        return False
 
 
 def exited_pid() -> int:

@@ -151,11 +151,19 @@ async def test_program_found_in_app_bin_first(master, spawn_worker, root: Path):
     assert log == "from-bin\n"
 
 
-async def test_invalid_app_name(master, spawn_worker):
+async def test_bad_launch_requests(master, spawn_worker, root: Path):
     await start(master, spawn_worker)
     for app in ("../x", "a/b", "", "x" * 65, ".."):
         with pytest.raises(CallError, match="invalid app name"):
             await master.call(launch(app, "true"))
+    with pytest.raises(CallError, match="empty command line"):
+        await master.call(launch("demo"))
+    with pytest.raises(CallError, match="NUL byte"):
+        await master.call(launch("demo", "echo", "a\0b"))
+    with pytest.raises(CallError, match="bad environment variable 'A=B'"):
+        await master.call(lambda i: m.Launch(id=i, app="demo", argv=["true"], env={"A=B": "1"}))
+    assert not (root / "apps").exists()
+    assert (await master.call(lambda i: m.Status(id=i))).procs == []
 
 
 async def test_max_rss_from_wait4(master, spawn_worker):
