@@ -7,10 +7,11 @@ needs when it runs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from corral.client import CliError
 
@@ -248,9 +249,19 @@ def build_parser(worker_verb: bool = False) -> Parser:
     p.add_argument("--logs", action="store_true", help="remove its logs too")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    # `deploy FILE [--app APP] [--node NAME ... | --all]` goes here once the
-    # master's deploy planner is exposed by the API (see corral/verbs.py).
+    # `deploy FILE [--app APP] [--node NAME ... | --all]` lives in its own module
+    # (corral/deploy_verb.py: add_parser + run); listed only once it is installed.
+    deploy = _deploy_module()
+    if deploy is not None:
+        deploy.add_parser(sub, [client])
     return parser
+
+
+def _deploy_module() -> Any:
+    try:
+        return importlib.import_module("corral.deploy_verb")
+    except ImportError:
+        return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -265,6 +276,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         result = getattr(serve, verb)(args)
         return result
+    if verb == "deploy":
+        return int(_deploy_module().run(args))
     if verb == "demo":
         from corral import demo
 
