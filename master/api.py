@@ -14,6 +14,10 @@ master's state dir).  Errors answer with a 4xx/5xx status and
     GET  /v1/usage?node=N                -> {"nodes": [NodeUsage]}
     POST /v1/rm {app, nodes, all, force, logs}
                                          -> {"results": [{node, removed, stopped, error}]}
+    POST /v1/deploy {file, app, nodes, all, libs, dry_run, trust_host_key}
+                                         -> {"results": [NodeDeploy], "plan": text, ...}
+         ``file`` and ``libs`` are paths on the master's machine; NodeDeploy is
+         {node, to_send, unchanged, sent, bytes, seconds, error}
     GET  /v1/events?limit=N              -> {"events": [Event]}
 """
 
@@ -65,6 +69,7 @@ class ApiServer:
         r.add_get("/v1/logs", self.logs)
         r.add_get("/v1/usage", self.usage)
         r.add_post("/v1/rm", self.rm)
+        r.add_post("/v1/deploy", self.deploy)
         r.add_get("/v1/events", self.events)
         self._runner: web.AppRunner | None = None
 
@@ -171,6 +176,19 @@ class ApiServer:
             logs=bool(b.get("logs")),
         )
         return _reply({"results": results})
+
+    async def deploy(self, request: web.Request) -> web.Response:
+        b = await self._body(request)
+        res = await self.master.deploy(
+            str(b.get("file") or ""),
+            app=b.get("app") or None,
+            nodes=list(b.get("nodes") or []),
+            all_nodes=bool(b.get("all")),
+            libs=[str(p) for p in b.get("libs") or []],
+            dry_run=bool(b.get("dry_run")),
+            trust_host_key=bool(b.get("trust_host_key")),
+        )
+        return _reply(res)
 
     async def events(self, request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "100"))

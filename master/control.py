@@ -15,9 +15,11 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from master.config import SshConfig
 from master.events import EventLog
 from master.model import Cluster, ProcView
 from master.server import WorkerLink, WorkerServer
@@ -38,6 +40,9 @@ from transport.messages import (
     UsageReply,
     valid_app_name,
 )
+
+if TYPE_CHECKING:
+    from master.deployer import Deployer, DeployProgress, DeployResult
 
 log = logging.getLogger("corral.master")
 
@@ -72,6 +77,9 @@ class MasterConfig:
     api: str = "127.0.0.1:7071"
     state_dir: Path = field(default_factory=default_state_dir)
     heartbeat: float = 1.0
+    # How deploys reach the workers' sshd; None: read STATE_DIR/config.toml
+    # ([ssh]) at each deploy, so an edit applies without a restart.
+    ssh: SshConfig | None = None
 
 
 class SignalResult(msgspec.Struct, frozen=True):
@@ -128,6 +136,7 @@ class Master:
         self.listen_address = ""
         self.api_address = ""
         self._api: object | None = None
+        self._deployer: Deployer | None = None
         self.started_at = time.time()
 
     # --- lifecycle -------------------------------------------------------
@@ -330,11 +339,40 @@ class Master:
         force: bool = False,
         logs: bool = False,
     ) -> list[RemoveResult]:
-        """Remove an app's files from the chosen nodes (every alive one by default)."""
+        """Remove an app's executables and libraries from the chosen nodes.
+
+        Every alive node by default, where a node without the app has nothing
+        to remove (a named node without it is that node's error).  Refused on
+        every node, nothing removed anywhere, while the app has running
+        processes, unless ``force``, which stops them first (SIGINT, then
+        SIGKILL).  Logs are kept unless ``logs``.
+        """
         if not valid_app_name(app):
             raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
+        named = bool(nodes)
         picked = self.select_nodes(nodes, all_nodes or not nodes)
         links = [self._link(n) for n in picked]
+        if not force:
+            running = {
+                n: [p.key for p in self.cluster.procs(n) if p.app == app and p.alive]
+                for n in picked
+            }
+            busy = {n: keys for n, keys in running.items() if keys}
+            if busy:
+                where = ", ".join(busy)
+                return [
+                    RemoveResult(
+                        node=n,
+                        error=(
+                            f"app {app} has {len(busy[n])} running "
+                            f"process{'es' if len(busy[n]) > 1 else ''} "
+                            f"({', '.join(busy[n])}); use --force to stop them first"
+                            if n in busy
+                            else f"not removed: app {app} is running on {where}; use --force"
+                        ),
+                    )
+                    for n in picked
+                ]
 
         async def one(link: WorkerLink) -> RemoveResult:
             try:
@@ -344,9 +382,43 @@ class Master:
             except CallError as e:
                 return RemoveResult(node=link.name, error=str(e))
             assert isinstance(reply, Removed)
+            if logs:  # the worker forgot the app's ended processes with their logs
+                ended = [p.pid for p in self.cluster.procs(link.name) if p.app == app]
+                self.cluster.forget_procs(link.name, [*ended, *reply.stopped])
             return RemoveResult(node=link.name, removed=reply.removed, stopped=reply.stopped)
 
-        return list(await asyncio.gather(*(one(lk) for lk in links)))
+        results = list(await asyncio.gather(*(one(lk) for lk in links)))
+        if named:
+            return results
+        missing = f"no such app: {app}"
+        if all(r.error == missing for r in results):
+            raise VerbError(missing)
+        return [RemoveResult(node=r.node) if r.error == missing else r for r in results]
+
+    async def deploy(
+        self,
+        file: str | Path,
+        app: str | None = None,
+        nodes: Sequence[str] = (),
+        all_nodes: bool = False,
+        libs: Sequence[str | Path] = (),
+        dry_run: bool = False,
+        trust_host_key: bool = False,
+        progress: DeployProgress | None = None,
+    ) -> DeployResult:
+        """Copy ``file`` and the non-system libraries it needs into ``app`` on each node.
+
+        Only what differs from a node's copy (by sha256) is sent, over SFTP,
+        nodes in parallel; ``progress(node, sent_bytes, total_bytes)`` is
+        called on the loop as bytes go.  See `master.deployer`.
+        """
+        from master.deployer import Deployer
+
+        if self._deployer is None:
+            self._deployer = Deployer(self)
+        return await self._deployer.deploy(
+            file, app, nodes, all_nodes, libs, dry_run, trust_host_key, progress
+        )
 
     async def _call(self, link: WorkerLink, make: object, timeout: float = 10.0) -> object:
         try:

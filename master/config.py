@@ -1,0 +1,111 @@
+"""The master's config file: ``STATE_DIR/config.toml``, read with tomllib.
+
+Only the ``[ssh]`` table is defined so far; it says how deploys reach the
+workers' sshd::
+
+    [ssh]
+    user = "root"                       # default: the user running the master
+    key = "~/.ssh/id_ed25519"           # default: paramiko's own key lookup
+    port = 22                           # default: the port each worker advertises
+    known_hosts = "STATE_DIR/known_hosts"   # the default; relative = under STATE_DIR
+    trust_unknown_host_keys = false     # true records unknown host keys on first use
+
+A missing file means every default.  A bad file is a `ConfigError` whose
+message is one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import getpass
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "config.toml"
+_SSH_KEYS = ("user", "key", "port", "known_hosts", "trust_unknown_host_keys")
+
+
+class ConfigError(Exception):
+    """The config file is unreadable or wrong; the message is one line."""
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """How the master connects to each worker's sshd for a deploy.
+
+    ``port`` None means the port the worker advertises (``--ssh-port``);
+    ``key`` None means paramiko's default lookup (agent, ~/.ssh/id_*).
+    """
+
+    user: str
+    known_hosts: Path
+    key: Path | None = None
+    port: int | None = None
+    trust_unknown_host_keys: bool = False
+
+
+def default_ssh(state_dir: Path) -> SshConfig:
+    return SshConfig(user=getpass.getuser(), known_hosts=state_dir / "known_hosts")
+
+
+def load_ssh(state_dir: Path) -> SshConfig:
+    """The ``[ssh]`` settings of ``STATE_DIR/config.toml`` (defaults when absent)."""
+    path = state_dir / CONFIG_NAME
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return default_ssh(state_dir)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    ssh = data.get("ssh", {})
+    if not isinstance(ssh, dict):
+        raise ConfigError(f"{path}: ssh: expected a table [ssh]")
+    return _ssh_from(path, state_dir, ssh)
+
+
+def _ssh_from(path: Path, state_dir: Path, ssh: dict[str, Any]) -> SshConfig:
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{path}: ssh.{key}: expected {expected}, got {ssh[key]!r}")
+
+    unknown = sorted(set(ssh) - set(_SSH_KEYS))
+    if unknown:
+        known = ", ".join(_SSH_KEYS)
+        raise ConfigError(f"{path}: ssh.{unknown[0]}: unknown key (known: {known})")
+    config = default_ssh(state_dir)
+    user, key, port, known_hosts = config.user, config.key, config.port, config.known_hosts
+    trust = config.trust_unknown_host_keys
+    if "user" in ssh:
+        if not isinstance(ssh["user"], str) or not ssh["user"].strip():
+            raise bad("user", "a user name")
+        user = ssh["user"].strip()
+    if "key" in ssh:
+        if not isinstance(ssh["key"], str) or not ssh["key"].strip():
+            raise bad("key", "a path to a private key")
+        key = _path(ssh["key"], state_dir)
+    if "port" in ssh:
+        value = ssh["port"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            raise bad("port", "a port number 1-65535")
+        port = value
+    if "known_hosts" in ssh:
+        if not isinstance(ssh["known_hosts"], str) or not ssh["known_hosts"].strip():
+            raise bad("known_hosts", "a path")
+        known_hosts = _path(ssh["known_hosts"], state_dir)
+    if "trust_unknown_host_keys" in ssh:
+        if not isinstance(ssh["trust_unknown_host_keys"], bool):
+            raise bad("trust_unknown_host_keys", "true or false")
+        trust = ssh["trust_unknown_host_keys"]
+    return SshConfig(user, known_hosts, key, port, trust)
+
+
+def _path(text: str, state_dir: Path) -> Path:
+    """``~`` and a literal ``STATE_DIR`` expanded; a relative path is under STATE_DIR."""
+    text = text.strip()
+    if text == "STATE_DIR" or text.startswith("STATE_DIR/"):
+        text = str(state_dir) + text.removeprefix("STATE_DIR")
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else state_dir / path

@@ -1,0 +1,474 @@
+"""The deploy verb: copy an executable and its non-system libraries to nodes.
+
+`Master.deploy` delegates here.  One deploy, in order::
+
+    resolve    elf.resolve(exe, libs)       a missing library fails the verb
+                                            before any node is asked anything
+    describe   stat every file              sizes, modes, app-dir paths
+    per node, all nodes at once:
+      ask      PrepareApp -> app dir, Hashes(app, paths) -> the node's sha256s
+      plan     deploy.plan_node             a file the node lacks is sent; a
+                                            file it has is compared by sha256
+      push     sftp.push in a thread        one SSH client per thread
+    settle     Hashes(app, sent) again      in the background, off the verb's
+                                            clock: checks what arrived and warms
+                                            the worker's hash cache
+
+Local files are hashed once per deploy, concurrently, and only waited for
+where a node already has a copy to compare against: a first deploy starts
+sending at once.  Hashes are cached by (path, device, inode, size, mtime),
+as the worker caches its own, so an unchanged redeploy hashes nothing.
+
+A failure on one node (host key refused, auth, sshd unreachable, worker
+gone) is that node's one-line ``error``; the other nodes proceed.  Errors
+in the input (app name, nodes, file, libraries, config) fail the whole verb
+with `VerbError` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from master import deploy, elf
+from master.config import ConfigError, SshConfig, load_ssh
+from master.control import VerbError
+from master.deploy import LocalFile, NodePlan, PlanError
+from master.server import WorkerLink
+from transport import sftp
+from transport.connection import CallError
+from transport.messages import AppReady, Hashes, HashesReply, PrepareApp, valid_app_name
+
+if TYPE_CHECKING:
+    from master.control import Master
+
+log = logging.getLogger("corral.master")
+
+# progress(node, sent_bytes, total_bytes), called on the event loop.  A node
+# with nothing to send gets one call with total 0.
+DeployProgress = Callable[[str, int, int], None]
+
+MAX_PARALLEL = 32  # SSH clients (threads) at once
+PROGRESS_INTERVAL = 0.05  # seconds between progress calls per node (plus the last)
+SETTLE_TIMEOUT_PER_MIB = 0.05  # the worker hashes what arrived: allow 20 MiB/s, plus
+SETTLE_TIMEOUT_MIN = 30.0
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    """A file of the app: its path in the app dir (``bin/x``, ``lib/y.so``) and size."""
+
+    path: str
+    bytes: int
+
+
+class FileSent(msgspec.Struct, frozen=True):
+    """A file delivered to a node, with its transfer time."""
+
+    path: str
+    bytes: int
+    seconds: float
+
+
+class NodeDeploy(msgspec.Struct, frozen=True):
+    """One node's part of a deploy.
+
+    ``to_send`` is the plan (what differed), ``sent`` what was delivered;
+    with a dry run ``sent`` stays empty.  ``bytes`` and ``seconds`` are what
+    this node cost: bytes delivered, and time from asking its hashes to the
+    last file renamed into place.  ``error`` is one line, empty on success.
+    """
+
+    node: str
+    to_send: list[FileEntry] = []
+    unchanged: list[FileEntry] = []
+    sent: list[FileSent] = []
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+class DeployResult(msgspec.Struct, frozen=True):
+    """Every chosen node's outcome, and the plan as text (the ``--dry-run`` view)."""
+
+    app: str
+    file: str
+    dry_run: bool
+    results: list[NodeDeploy]
+    plan: str
+    libraries: list[str]  # local paths of the libraries deployed with the file
+    system: list[str]  # sonames taken as present on every node (not copied)
+
+    @property
+    def failed(self) -> list[NodeDeploy]:
+        return [r for r in self.results if r.error]
+
+
+# --------------------------------------------------------------------------
+# Local hashes
+# --------------------------------------------------------------------------
+
+
+class LocalHashes:
+    """sha256 of local files, cached by path, device, inode, size and mtime."""
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, int, int, int], str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int]:
+        return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def cached(self, path: Path) -> str | None:
+        with self._lock:
+            return self._cache.get(self._key(path, path.stat()))
+
+    def sha256(self, path: Path) -> str:
+        """The file's sha256 (blocking: run it in a thread)."""
+        before = path.stat()
+        with self._lock:
+            hit = self._cache.get(self._key(path, before))
+        if hit is not None:
+            return hit
+        digest = deploy.sha256_file(path)
+        after = path.stat()
+        if self._key(path, after) == self._key(path, before):  # not rewritten meanwhile
+            with self._lock:
+                if len(self._cache) >= self.MAX:
+                    self._cache.clear()
+                self._cache[self._key(path, after)] = digest
+        return digest
+
+
+HASHES = LocalHashes()
+
+
+def describe(plan: elf.DeployPlan) -> list[LocalFile]:
+    """The plan's files as `LocalFile` rows, hashed only where the cache knows them.
+
+    Same layout as `deploy.local_files` (``bin/<exe>``, ``lib/<name>``, modes
+    kept, two files on one path refused) but without hashing: ``sha256`` is
+    "" for a file not hashed yet.
+    """
+    rows = [(plan.executable, f"bin/{plan.executable.name}")]
+    rows += [(lib, f"lib/{lib.name}") for lib in plan.libraries]
+    files: list[LocalFile] = []
+    seen: dict[str, Path] = {}
+    for path, rel in rows:
+        if rel in seen:
+            raise PlanError(f"{path} and {seen[rel]} would both be deployed as {rel}")
+        seen[rel] = path
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise PlanError(f"{path}: not a regular file")
+        sha = HASHES.cached(path) or ""
+        files.append(LocalFile(path, rel, st.st_size, stat.S_IMODE(st.st_mode), sha))
+    return files
+
+
+def _resolve(file: Path, libs: list[Path]) -> tuple[elf.DeployPlan, list[LocalFile]]:
+    """Blocking: the dependency plan and its files; VerbError for any bad input."""
+    if not file.exists():
+        raise VerbError(f"no such file: {file}")
+    if not file.is_file():
+        raise VerbError(f"not a regular file: {file}")
+    for lib in libs:
+        if not lib.is_file():
+            raise VerbError(f"--lib {lib}: no such file")
+    try:
+        plan = elf.resolve(file, libs)
+        return plan, describe(plan)
+    except elf.DependencyError as e:
+        raise VerbError(f"cannot deploy {file.name}: {e}; nothing was sent") from None
+    except PlanError as e:
+        raise VerbError(f"cannot deploy {file.name}: {e}") from None
+    except OSError as e:
+        raise VerbError(f"cannot read {e.filename or file}: {e.strerror or e}") from None
+
+
+# --------------------------------------------------------------------------
+# The verb
+# --------------------------------------------------------------------------
+
+
+class Deployer:
+    """Deploys for one `Master`; remembers each node's background settle check."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self._settling: dict[str, asyncio.Task[None]] = {}
+
+    def ssh_config(self) -> SshConfig:
+        if self.master.config.ssh is not None:
+            return self.master.config.ssh
+        try:
+            return load_ssh(self.master.config.state_dir)
+        except ConfigError as e:
+            raise VerbError(str(e)) from None
+
+    async def deploy(
+        self,
+        file: str | Path,
+        app: str | None = None,
+        nodes: Sequence[str] = (),
+        all_nodes: bool = False,
+        libs: Sequence[str | Path] = (),
+        dry_run: bool = False,
+        trust_host_key: bool = False,
+        progress: DeployProgress | None = None,
+    ) -> DeployResult:
+        if not str(file):
+            raise VerbError("nothing to deploy: give a file")
+        path = Path(file).expanduser().absolute()
+        app = app or path.name
+        if not valid_app_name(app):
+            raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
+        picked = self.master.select_nodes(nodes, all_nodes)
+        links = {n: self.master._link(n) for n in picked}
+        ssh = self.ssh_config()
+        lib_paths = [Path(p).expanduser().absolute() for p in libs]
+        plan, files = await asyncio.to_thread(_resolve, path, lib_paths)
+
+        loop = asyncio.get_running_loop()
+        hashing: dict[str, asyncio.Future[str]] = {
+            f.rel: _done(loop, f.sha256)
+            if f.sha256
+            else asyncio.ensure_future(asyncio.to_thread(HASHES.sha256, f.local))
+            for f in files
+        }
+        run = _Run(
+            self,
+            app,
+            files,
+            hashing,
+            ssh,
+            dry_run,
+            trust_host_key or ssh.trust_unknown_host_keys,
+            progress,
+            ThreadPoolExecutor(min(MAX_PARALLEL, len(links)), thread_name_prefix="corral-deploy"),
+        )
+        try:
+            outcomes = await asyncio.gather(*(run.node(n, lk) for n, lk in links.items()))
+        finally:
+            run.pool.shutdown(wait=False)
+            # Every file hashed before returning: the next deploy finds the cache warm.
+            await asyncio.gather(*hashing.values(), return_exceptions=True)
+        results = [r for r, _ in outcomes]
+        plans = [p for _, p in outcomes if p is not None]
+        if not dry_run:
+            for r in results:
+                self._note(app, r)
+        return DeployResult(
+            app=app,
+            file=str(path),
+            dry_run=dry_run,
+            results=results,
+            plan=deploy.format_plan(plans),
+            libraries=[str(p) for p in plan.libraries],
+            system=list(plan.system),
+        )
+
+    def _note(self, app: str, r: NodeDeploy) -> None:
+        if r.error:
+            why = f"app {app} not deployed to {r.node}: {r.error}"
+            self.master.cluster.note("app.deploy_failed", r.node, why)
+            return
+        sent = f"{len(r.sent)} sent ({deploy.human_bytes(r.bytes)})" if r.sent else "0 sent"
+        self.master.cluster.note(
+            "app.deployed",
+            r.node,
+            f"app {app} deployed to {r.node}: {sent}, {len(r.unchanged)} unchanged",
+        )
+
+    async def wait_settled(self, node: str) -> None:
+        """Let a previous deploy's background check on ``node`` finish first."""
+        task = self._settling.get(node)
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+    def settle(self, node: str, link: WorkerLink, app: str, sent: list[LocalFile]) -> None:
+        """After a push: have the worker hash what arrived, off the verb's clock.
+
+        This warms the worker's hash cache (a renamed-in file is a new inode),
+        so the next deploy's question is answered at once, and catches a copy
+        that differs from what was sent (an event says so; the next deploy
+        sends it again, as its hash differs).
+        """
+        total = sum(f.size for f in sent)
+        timeout = max(SETTLE_TIMEOUT_MIN, total / 2**20 * SETTLE_TIMEOUT_PER_MIB)
+
+        async def check() -> None:
+            paths = [f.rel for f in sent]
+            try:
+                reply = await link.call(lambda i: Hashes(id=i, app=app, paths=paths), timeout)
+            except CallError as e:
+                log.info("deploy check of %s on %s skipped: %s", app, node, e)
+                return
+            assert isinstance(reply, HashesReply)
+            for f in sent:
+                got = reply.hashes.get(f.rel)
+                want = await asyncio.to_thread(HASHES.sha256, f.local) if not f.sha256 else f.sha256
+                if got != want:
+                    self.master.cluster.note(
+                        "app.deploy_failed",
+                        node,
+                        f"app {app} on {node}: {f.rel} does not match what was sent "
+                        f"({(got or 'missing')[:12]} != {want[:12]}); deploy again",
+                    )
+
+        task = asyncio.ensure_future(check())
+        self._settling[node] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._settling.get(node) is done:
+                del self._settling[node]
+
+        task.add_done_callback(forget)
+
+
+def _done(loop: asyncio.AbstractEventLoop, value: str) -> asyncio.Future[str]:
+    fut: asyncio.Future[str] = loop.create_future()
+    fut.set_result(value)
+    return fut
+
+
+def _error_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+@dataclasses.dataclass
+class _Run:
+    """One deploy in flight: what every node shares."""
+
+    deployer: Deployer
+    app: str
+    files: list[LocalFile]
+    hashing: dict[str, asyncio.Future[str]]
+    ssh: SshConfig
+    dry_run: bool
+    trust: bool
+    progress: DeployProgress | None
+    pool: ThreadPoolExecutor
+
+    async def node(self, name: str, link: WorkerLink) -> tuple[NodeDeploy, NodePlan | None]:
+        t0 = time.monotonic()
+        plan: NodePlan | None = None
+        try:
+            await self.deployer.wait_settled(name)
+            app_dir, remote = await self._ask(link)
+            plan = await self._plan(name, remote)
+            result = NodeDeploy(
+                node=name,
+                to_send=[FileEntry(f.rel, f.size) for f in plan.send],
+                unchanged=[FileEntry(f.rel, f.size) for f in plan.unchanged],
+            )
+            if self.dry_run:
+                return result, plan
+            if not plan.send:
+                self._report(name, 0, 0)
+                return msgspec.structs.replace(result, seconds=time.monotonic() - t0), plan
+            report = await self._push(name, app_dir, plan)
+        except (CallError, sftp.PushError, OSError, VerbError) as e:
+            return NodeDeploy(node=name, seconds=time.monotonic() - t0, error=_error_line(e)), plan
+        sent = [_sent(s, app_dir) for s in report.files]
+        self.deployer.settle(name, link, self.app, plan.send)
+        return (
+            msgspec.structs.replace(
+                result,
+                sent=sent,
+                bytes=report.bytes,
+                seconds=time.monotonic() - t0,
+            ),
+            plan,
+        )
+
+    async def _ask(self, link: WorkerLink) -> tuple[str, dict[str, str]]:
+        """The node's app dir and its sha256 of each of our paths it has."""
+        paths = deploy.rel_paths(self.files)
+        app_dir = ""
+        if not self.dry_run:  # a dry run changes nothing, not even an empty dir
+            ready = await link.call(lambda i: PrepareApp(id=i, app=self.app))
+            assert isinstance(ready, AppReady)
+            app_dir = ready.path
+        try:
+            reply = await link.call(lambda i: Hashes(id=i, app=self.app, paths=paths), 60.0)
+        except CallError as e:
+            if self.dry_run and str(e).startswith("no such app"):
+                return app_dir, {}
+            raise
+        assert isinstance(reply, HashesReply)
+        return app_dir, dict(reply.hashes)
+
+    async def _plan(self, name: str, remote: dict[str, str]) -> NodePlan:
+        """Compare what the node has; a file it lacks needs no local hash to decide."""
+        files = []
+        for f in self.files:
+            if f.rel in remote and not f.sha256:
+                f = dataclasses.replace(f, sha256=await self.hashing[f.rel])
+            files.append(f)
+        return deploy.plan_node(name, files, remote)
+
+    async def _push(self, name: str, app_dir: str, plan: NodePlan) -> sftp.PushReport:
+        view = self.deployer.master.cluster.node(name)
+        if not view.ssh_host:
+            raise sftp.PushError(f"node {name} advertises no SSH host (worker --ssh-host)")
+        target = sftp.SshTarget(
+            host=view.ssh_host,
+            port=self.ssh.port or view.ssh_port,
+            user=self.ssh.user,
+            key_filename=self.ssh.key,
+            known_hosts=self.ssh.known_hosts,
+            trust_unknown=self.trust,
+        )
+        uploads = deploy.uploads(plan, app_dir)
+        callback = self._progress_hop(name)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, sftp.push, target, uploads, callback)
+
+    def _report(self, name: str, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress(name, done, total)
+        except Exception:  # a view's bug must not fail the deploy
+            log.exception("deploy progress callback failed")
+
+    def _progress_hop(self, name: str) -> sftp.Progress | None:
+        """A callback for the push thread that hops onto the loop, at most every 50 ms."""
+        if self.progress is None:
+            return None
+        loop = asyncio.get_running_loop()
+        last = 0.0
+
+        def hop(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if done < total and now - last < PROGRESS_INTERVAL:
+                return
+            last = now
+            with contextlib.suppress(RuntimeError):  # the loop closed under us
+                loop.call_soon_threadsafe(self._report, name, done, total)
+
+        return hop
+
+
+def _sent(s: sftp.Sent, app_dir: str) -> FileSent:
+    base = app_dir.rstrip("/") + "/"
+    rel = s.remote[len(base) :] if s.remote.startswith(base) else s.remote
+    return FileSent(rel, s.bytes, s.seconds)
