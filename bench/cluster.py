@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +70,14 @@ class LocalCluster:
     def worker_root(self, name: str) -> Path:
         return self.base / "nodes" / name
 
-    def start_worker(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str, wait: bool = True, extra_args: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """Start worker ``name``; ``extra_args`` go to ``corral worker`` (``--ssh-port N``)."""
         root = self.worker_root(name)
         root.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "corral", "worker", "--master", self.listen]
-        cmd += ["--name", name, "--root", str(root)]
+        cmd += ["--name", name, "--root", str(root), *extra_args]
         env = dict(os.environ, CORRAL_TOKEN=self.token)
         log = open(self.base / f"{name}.out", "ab")  # noqa: SIM115
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

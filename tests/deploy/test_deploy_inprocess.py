@@ -1,0 +1,100 @@
+"""`Master.deploy` called in-process (as the TUI calls it), with a real worker and sshd.
+
+Checks what the HTTP API cannot show: the progress callback arrives on the
+event loop's thread, in order, ending at the total; and the SSH settings
+given in `MasterConfig` win over the state dir's config file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from master.config import SshConfig
+from master.control import Master, MasterConfig, VerbError
+from tests.deploy.sshd import Sshd
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def wait_for(cond: object, what: str, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def master(tmp_path: Path, sshd: Sshd) -> AsyncIterator[Master]:
+    ssh = SshConfig(user=sshd.user, key=sshd.key, known_hosts=sshd.known_hosts)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "config.toml").write_text("[ssh]\nport = 1\n")  # must not be read
+    config = MasterConfig(
+        listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=tmp_path / "state", ssh=ssh
+    )
+    m = Master(config)
+    await m.start(api=False)
+    cmd = [sys.executable, "-m", "corral", "worker", "--master", m.listen_address]
+    cmd += ["--name", "p1", "--root", str(tmp_path / "p1"), "--ssh-port", str(sshd.port)]
+    worker = subprocess.Popen(
+        cmd,
+        env=dict(os.environ, CORRAL_TOKEN=m.token),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(lambda: m.cluster.node_state("p1") == "alive", "worker p1")
+        yield m
+    finally:
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 10)
+        await m.stop()
+
+
+async def test_progress_is_called_on_the_loop_thread_up_to_the_total(
+    master: Master, tmp_path: Path
+) -> None:
+    big = tmp_path / "blob"
+    big.write_bytes(os.urandom(6 * 2**20))
+    calls: list[tuple[str, int, int, int]] = []
+
+    def progress(node: str, done: int, total: int) -> None:
+        calls.append((node, done, total, threading.get_ident()))
+
+    result = await master.deploy(big, nodes=["p1"], progress=progress)
+    assert result.failed == [], result
+    assert [f.path for f in result.results[0].sent] == ["bin/blob"]
+    await wait_for(lambda: calls and calls[-1][1] == calls[-1][2], "the last progress call")
+    assert {c[0] for c in calls} == {"p1"}
+    assert {c[2] for c in calls} == {big.stat().st_size}
+    assert [c[1] for c in calls] == sorted(c[1] for c in calls)
+    assert {c[3] for c in calls} == {threading.get_ident()}  # hopped onto the loop
+
+    calls.clear()
+    again = await master.deploy(big, nodes=["p1"], progress=progress)
+    assert again.results[0].bytes == 0 and again.results[0].unchanged
+    assert [c[1:3] for c in calls] == [(0, 0)]  # nothing to send: one call, total 0
+    assert (tmp_path / "p1" / "apps" / "blob" / "bin" / "blob").read_bytes() == big.read_bytes()
+
+
+async def test_input_errors_raise_before_any_node_is_asked(master: Master, tmp_path: Path) -> None:
+    with pytest.raises(VerbError, match="no node chosen"):
+        await master.deploy(tmp_path / "x")
+    with pytest.raises(VerbError, match="no such file"):
+        await master.deploy(tmp_path / "x", nodes=["p1"])
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(VerbError, match=r"--lib .*: no such file"):
+        await master.deploy(script, nodes=["p1"], libs=[tmp_path / "nolib.so"])
+    with pytest.raises(VerbError, match="invalid app name"):
+        await master.deploy(script, app="../up", nodes=["p1"])
+    assert not (tmp_path / "p1" / "apps" / "s.sh").exists()
