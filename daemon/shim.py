@@ -37,6 +37,7 @@ _APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ)
 class Spec:
     """Everything the shim needs, computed by the daemon before the fork."""
 
+    launch: str
     exe: str
     argv: list[str]
     env: dict[str, str]

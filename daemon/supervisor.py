@@ -137,21 +137,7 @@ class Supervisor:
 
     async def launch(self, app: str, argv: list[str], env: dict[str, str]) -> ProcInfo:
         """Start ``argv`` for ``app``; its info once it runs, else SupervisorError."""
-        if not valid_app_name(app):
-            raise SupervisorError(f"invalid app name {app!r}")
-        _check_command(argv, env)
-        app_dir = self.store.ensure(app)
-        full_env = self._env(app_dir, env)
-        exe = self._resolve(argv[0], app_dir / "bin", full_env.get("PATH", os.defpath))
-        launch = self._new_launch_id()
-        spec = shim.Spec(
-            exe=exe,
-            argv=list(argv),
-            env=full_env,
-            cwd=str(app_dir),
-            log_path=str(self.store.log_path(app, launch)),
-            exit_path=str(self.run_dir / f"{launch}.exit"),
-        )
+        spec = self._spec(app, argv, env)
         started_at = time.time()
         shim_pid, shim_start, report = await self._spawn(spec)
         if isinstance(report, int):
@@ -159,16 +145,34 @@ class Supervisor:
             raise SupervisorError(f"cannot execute {argv[0]!r}: {os.strerror(report)}")
         pid, start = report
         rec = LaunchRecord(
-            launch, pid, shim_pid, shim_start, app, list(argv), started_at, start, self.boot_id
+            spec.launch, pid, shim_pid, shim_start, app, spec.argv, started_at, start, self.boot_id
         )
         try:
             records.save_launch(self.run_dir, rec)
         except OSError as e:  # it runs all the same: report it, just not adoptable
             self.log(f"cannot write the launch record of pid {pid}: {e.strerror}")
         proc = Proc(rec, new_info(rec))
-        self.procs[launch] = proc
+        self.procs[rec.launch] = proc
         self._watch(proc)
         return self.refresh(proc)
+
+    def _spec(self, app: str, argv: list[str], env: dict[str, str]) -> shim.Spec:
+        """Check the request and work out everything the shim will need."""
+        if not valid_app_name(app):
+            raise SupervisorError(f"invalid app name {app!r}")
+        _check_command(argv, env)
+        app_dir = self.store.ensure(app)
+        full_env = self._env(app_dir, env)
+        launch = self._new_launch_id()
+        return shim.Spec(
+            launch=launch,
+            exe=self._resolve(argv[0], app_dir / "bin", full_env.get("PATH", os.defpath)),
+            argv=list(argv),
+            env=full_env,
+            cwd=str(app_dir),
+            log_path=str(self.store.log_path(app, launch)),
+            exit_path=str(self.run_dir / f"{launch}.exit"),
+        )
 
     async def _spawn(self, spec: shim.Spec) -> tuple[int, int, tuple[int, int] | int]:
         """Fork the shim and wait for its report: (pid, start) or an errno."""

@@ -13,11 +13,16 @@ from tests.daemon.harness import FakeMaster, WorkerProcess, kill_programs, reap_
 PR_SET_CHILD_SUBREAPER = 36
 
 
-@pytest.fixture(scope="session", autouse=True)
-def subreaper() -> None:
-    """Become a child subreaper so shims orphaned by a killed worker come to us to be reaped."""
+@pytest.fixture(autouse=True)
+def subreaper() -> Iterator[None]:
+    """Be a child subreaper during each test, so orphaned shims come to us to be reaped.
+
+    Autouse, so torn down last: after `spawn_worker` has reaped what came.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 @pytest.fixture
