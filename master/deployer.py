@@ -62,7 +62,9 @@ DeployProgress = Callable[[str, int, int], None]
 
 MAX_PARALLEL = 32  # SSH clients (threads) at once
 PROGRESS_INTERVAL = 0.05  # seconds between progress calls per node (plus the last)
-SETTLE_TIMEOUT_PER_MIB = 0.05  # the worker hashes what arrived: allow 20 MiB/s, plus
+# Waiting for a worker to hash files: at least 30 s, and 20 MiB/s at the slowest.
+MiB = 2**20
+SETTLE_PER_MIB = 0.05
 SETTLE_TIMEOUT_MIN = 30.0
 
 
@@ -310,7 +312,7 @@ class Deployer:
         sends it again, as its hash differs).
         """
         total = sum(f.size for f in sent)
-        timeout = max(SETTLE_TIMEOUT_MIN, total / 2**20 * SETTLE_TIMEOUT_PER_MIB)
+        timeout = max(SETTLE_TIMEOUT_MIN, total / MiB * SETTLE_PER_MIB)
 
         async def check() -> None:
             paths = [f.rel for f in sent]
@@ -401,13 +403,15 @@ class _Run:
     async def _ask(self, link: WorkerLink) -> tuple[str, dict[str, str]]:
         """The node's app dir and its sha256 of each of our paths it has."""
         paths = deploy.rel_paths(self.files)
+        # The worker may have to hash its copies first (a cold cache).
+        timeout = max(SETTLE_TIMEOUT_MIN, sum(f.size for f in self.files) / MiB * SETTLE_PER_MIB)
         app_dir = ""
         if not self.dry_run:  # a dry run changes nothing, not even an empty dir
             ready = await link.call(lambda i: PrepareApp(id=i, app=self.app))
             assert isinstance(ready, AppReady)
             app_dir = ready.path
         try:
-            reply = await link.call(lambda i: Hashes(id=i, app=self.app, paths=paths), 60.0)
+            reply = await link.call(lambda i: Hashes(id=i, app=self.app, paths=paths), timeout)
         except CallError as e:
             if self.dry_run and str(e).startswith("no such app"):
                 return app_dir, {}
