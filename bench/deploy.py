@@ -1,0 +1,195 @@
+"""Deploy speed: corral beside ``scp`` to the same local sshd, in the same run.
+
+Setup: a private sshd on 127.0.0.1 (the tests' fixture), a real master and
+8 real workers advertising that sshd's port.  Every corral figure is the
+wall time of ``POST /v1/deploy`` as the CLI sees it: resolve, hash, ask the
+node, push, rename.
+
+(a) one 200 MB file to one node, into a fresh app each round (its content
+    changed each round, so nothing is cached): throughput vs one scp.
+(b) the same file again, unchanged: time per node vs scp copying it again.
+(c) a 50 MB app (a gcc-built program, its library, a 50 MB data file) to
+    8 workers at once, beside 8 sequential scp runs of the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.cluster import LocalCluster
+from bench.report import line, median
+from tests.deploy.sshd import Sshd, sshd_available, start_sshd
+
+MiB = 2**20
+BIG = 200 * MiB
+APP_DATA = 50 * MiB
+ROUNDS = 3
+UNCHANGED_RUNS = 7
+WORKERS = 8
+
+
+def _random_file(path: Path, size: int) -> Path:
+    with path.open("wb") as f:
+        for _ in range(size // MiB):
+            f.write(os.urandom(MiB))
+    return path
+
+
+def _touch_content(path: Path, round_no: int) -> None:
+    """A new build: different first bytes, new mtime (nothing cached anywhere)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, os.urandom(16) + round_no.to_bytes(4, "big"), 0)
+    finally:
+        os.close(fd)
+
+
+def _scp(sshd: Sshd, files: list[Path], dest: Path) -> float:
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = ["scp", "-q", "-B", "-i", str(sshd.key), "-P", str(sshd.port)]
+    cmd += ["-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+    cmd += [*map(str, files), f"{sshd.user}@{sshd.host}:{dest}/"]
+    t0 = time.monotonic()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.monotonic() - t0
+
+
+def _deploy(cluster: LocalCluster, **body: Any) -> tuple[float, dict[str, Any]]:
+    t0 = time.monotonic()
+    reply: dict[str, Any] = cluster.call("POST", "/v1/deploy", body, timeout=600)
+    seconds = time.monotonic() - t0
+    failed = [r for r in reply["results"] if r["error"]]
+    if failed:
+        raise RuntimeError(f"deploy failed: {failed[0]['node']}: {failed[0]['error']}")
+    return seconds, reply
+
+
+def _settled(cluster: LocalCluster, file: Path, app: str, nodes: list[str]) -> float:
+    """Wait out the worker's background check of what a push delivered (a dry run
+    waits for it); its time is reported, as it is CPU the worker spends."""
+    t0 = time.monotonic()
+    _deploy(cluster, file=str(file), app=app, nodes=nodes, dry_run=True)
+    return time.monotonic() - t0
+
+
+def _app(d: Path) -> tuple[Path, list[Path]]:
+    """A program, its library and a 50 MB data file; plain files if gcc is missing."""
+    d.mkdir(parents=True, exist_ok=True)
+    data = _random_file(d / "libdata.so", APP_DATA)
+    if shutil.which("gcc"):
+        from tests.deploy.build import hello_app
+
+        exe, lib = hello_app(d / "src")
+        return exe, [lib, data]
+    exe = d / "tool.sh"
+    exe.write_text("#!/bin/sh\necho tool\n")
+    return exe, [data]
+
+
+def run() -> list[str]:
+    if not sshd_available() or not shutil.which("scp"):
+        return ["[SKIP] deploy: OpenSSH server or scp not installed"]
+    with tempfile.TemporaryDirectory(prefix="corral-bench-deploy-") as tmp:
+        base = Path(tmp)
+        with start_sshd(base) as sshd:
+            cluster = LocalCluster(base / "cluster")
+            cluster.state.mkdir(parents=True)
+            (cluster.state / "config.toml").write_text(
+                f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n'
+            )
+            shutil.copy(sshd.known_hosts, cluster.state / "known_hosts")
+            try:
+                cluster.start_master()
+                names = [f"w{i}" for i in range(1, WORKERS + 1)]
+                for name in names:
+                    cluster.start_worker(
+                        name, wait=False, extra_args=["--ssh-port", str(sshd.port)]
+                    )
+                for name in names:
+                    cluster.wait_node(name, "alive", 30)
+                return _measure(cluster, sshd, base, names)
+            finally:
+                cluster.stop()
+
+
+def _measure(cluster: LocalCluster, sshd: Sshd, base: Path, names: list[str]) -> list[str]:
+    big = _random_file(base / "big.bin", BIG)
+    scp_times: list[float] = []
+    corral_times: list[float] = []
+    push_times: list[float] = []
+    settle_times: list[float] = []
+    app = ""
+    for i in range(ROUNDS):
+        _touch_content(big, i)
+        scp_dest = base / "scp" / f"r{i}"
+        scp_times.append(_scp(sshd, [big], scp_dest))
+        shutil.rmtree(scp_dest)
+        if app:  # the previous round's copy: keep the disk from filling
+            cluster.call("POST", "/v1/rm", {"app": app, "nodes": ["w1"]})
+        app = f"big{i}"
+        seconds, reply = _deploy(cluster, file=str(big), app=app, nodes=["w1"])
+        corral_times.append(seconds)
+        push_times.append(sum(f["seconds"] for f in reply["results"][0]["sent"]))
+        settle_times.append(_settled(cluster, big, app, ["w1"]))
+    scp_s, corral_s = median(scp_times), median(corral_times)
+    ratio = scp_s / corral_s
+    lines = [
+        line(
+            "deploy 200 MB to one node",
+            f"{BIG / MiB / corral_s:.0f} MiB/s ({corral_s:.2f} s end to end; SFTP alone "
+            f"{median(push_times):.2f} s), {ratio:.2f}x scp; worker's check afterwards "
+            f"{median(settle_times):.2f} s in the background",
+            f"scp {BIG / MiB / scp_s:.0f} MiB/s ({scp_s:.2f} s), median of {ROUNDS}",
+            ">= 0.8x scp",
+            ratio >= 0.8,
+        )
+    ]
+
+    per_node: list[float] = []
+    walls: list[float] = []
+    for _ in range(UNCHANGED_RUNS):
+        seconds, reply = _deploy(cluster, file=str(big), app=app, nodes=["w1"])
+        r = reply["results"][0]
+        assert r["bytes"] == 0, r
+        walls.append(seconds)
+        per_node.append(r["seconds"])
+    wall = median(walls)
+    speedup = scp_s / wall
+    lines.append(
+        line(
+            "redeploy 200 MB unchanged",
+            f"{wall * 1000:.1f} ms end to end ({median(per_node) * 1000:.1f} ms on the node), "
+            f"0 bytes sent, {speedup:.0f}x faster than scp",
+            f"scp copying it again {scp_s:.2f} s",
+            "<= 50 ms per node, >= 15x scp",
+            wall <= 0.050 and speedup >= 15,
+        )
+    )
+    cluster.call("POST", "/v1/rm", {"app": app, "nodes": ["w1"], "logs": True})
+
+    exe, libs = _app(base / "app")
+    files = [exe, *libs]
+    total = sum(f.stat().st_size for f in files)
+    scp_all = 0.0
+    for name in names:
+        dest = base / "scp8" / name
+        scp_all += _scp(sshd, files, dest)
+        shutil.rmtree(dest)
+    seconds, reply = _deploy(cluster, file=str(exe), libs=[str(p) for p in libs], all=True)
+    assert all(sum(f["bytes"] for f in r["sent"]) == total for r in reply["results"]), reply
+    lines.append(
+        line(
+            f"deploy a {total / MiB:.0f} MB app ({len(files)} files) to {len(names)} workers",
+            f"{seconds:.2f} s wall, {len(names) * total / MiB / seconds:.0f} MiB/s in all",
+            f"{len(names)} sequential scp runs {scp_all:.2f} s",
+            "<= the sequential scp runs",
+            seconds <= scp_all,
+        )
+    )
+    return lines
