@@ -1,0 +1,117 @@
+"""The dashboard's pure parts: command parsing and completion, counts, formatting, filters."""
+
+from __future__ import annotations
+
+import pytest
+
+from master.model import ProcView
+from tui import format as fmt
+from tui.commands import Command, CommandError, complete, parse
+from tui.tally import Tally
+from tui.widgets.procs import matches
+
+
+def view(state: str = "running", **kw: object) -> ProcView:
+    fields: dict[str, object] = dict(
+        node="n1", pid=7, launch="L", app="web", argv=("python3", "-m", "http.server"),
+        state=state, reason="", started_at=100.0, ended_at=None, exit_code=None, signal=None,
+        core_dumped=False, cpu_user=0.0, cpu_sys=0.0, rss=0, max_rss=0,
+    )  # fmt: skip
+    fields.update(kw)
+    return ProcView(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        (
+            "launch --node a --node b -- sleep 60",
+            Command("launch", (), ("a", "b"), argv=("sleep", "60")),
+        ),
+        (
+            "launch --all --app x -- sh -c 'echo hi'",
+            Command("launch", (), (), True, "x", ("sh", "-c", "echo hi")),
+        ),
+        ("launch sleep 1", Command("launch", argv=("sleep", "1"))),
+        ("stop a:1 b:2", Command("stop", targets=("a:1", "b:2"))),
+        ("kill a:1", Command("kill", targets=("a:1",))),
+        ("logs a:1", Command("logs", targets=("a:1",))),
+        ("rm web --node a --force", Command("rm", app="web", nodes=("a",), force=True)),
+        ("rm web --all", Command("rm", app="web", all_nodes=True)),
+    ],
+)
+def test_parse(line: str, command: Command) -> None:
+    assert parse(line) == command
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("", "empty command"),
+        ("frob", "unknown command 'frob'"),
+        ("stop", "usage: stop NODE:PID"),
+        ("stop n1", "bad process name 'n1'"),
+        ("logs a:1 b:2", "usage: logs NODE:PID"),
+        ("launch --node", "--node needs a value"),
+        ("launch --node a --all -- x", "not both"),
+        ("launch --bogus -- x", "unknown option --bogus"),
+        ("launch --all --", "nothing to launch"),
+        ("launch 'unclosed", "cannot split"),
+        ("rm", "usage: rm APP"),
+        ("deploy x", "not available yet"),
+    ],
+)
+def test_parse_errors_are_one_line(line: str, error: str) -> None:
+    with pytest.raises(CommandError, match=error) as info:
+        parse(line)
+    assert "\n" not in str(info.value)
+
+
+def test_complete_verbs_nodes_and_processes() -> None:
+    nodes, procs, apps = ["alpha", "alps", "bravo"], ["alpha:1", "bravo:22"], ["web"]
+    assert complete("la", nodes, procs, apps) == ("launch ", ["launch"])
+    assert complete("launch --node al", nodes, procs, apps) == (
+        "launch --node alp",
+        ["alpha", "alps"],
+    )
+    assert complete("launch --node b", nodes, procs, apps) == ("launch --node bravo ", ["bravo"])
+    assert complete("stop a:9 b", nodes, procs, apps) == ("stop a:9 bravo:22 ", ["bravo:22"])
+    assert complete("rm w", nodes, procs, apps) == ("rm web ", ["web"])
+    assert complete("kill zz", nodes, procs, apps) == ("kill zz", [])
+
+
+def test_tally_moves_rows_between_buckets() -> None:
+    tally = Tally()
+    tally.proc(view())
+    assert tally.counts["running"] == 1
+    tally.proc(view("killed", signal="SIGINT", ended_at=101.0))
+    assert (tally.counts["running"], tally.counts["ended"], tally.counts["failed"]) == (0, 1, 1)
+    tally.drop_proc("n1:7")
+    assert +tally.counts == {}
+
+
+def test_filter_words_all_match() -> None:
+    p = view()
+    assert matches(p, "")
+    assert matches(p, "node:n1 app:web")
+    assert matches(p, "state:alive http")
+    assert not matches(p, "node:n2")
+    assert not matches(p, "state:ended")
+    assert matches(view("exited", exit_code=0), "state:exited")
+
+
+def test_formats() -> None:
+    assert fmt.human_bytes(512) == "512B"
+    assert fmt.human_bytes(1536) == "1.5K"
+    assert fmt.human_bytes(300 * 1024**2) == "300M"
+    assert fmt.duration(0.4) == "0.4s"
+    assert fmt.duration(185) == "3m05s"
+    assert fmt.duration(7300) == "2h01m"
+    assert fmt.sparkline((), 4) == "    "
+    assert fmt.sparkline((0.0, 50.0, 100.0), 3) == " ▅█"
+    assert len(fmt.sparkline(tuple(float(i) for i in range(60)), 12)) == 12
+    assert str(fmt.proc_state(view(), countdown=3)) == "stopping 3s"
+    assert (
+        str(fmt.reason(view("killed", reason="killed by SIGSEGV, core dumped")))
+        == "SIGSEGV, core dumped"
+    )
