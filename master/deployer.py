@@ -212,7 +212,7 @@ class Deployer:
 
     def __init__(self, master: Master) -> None:
         self.master = master
-        self._settling: dict[str, asyncio.Task[None]] = {}
+        self._settling: dict[str, set[asyncio.Task[None]]] = {}
 
     def ssh_config(self) -> SshConfig:
         if self.master.config.ssh is not None:
@@ -297,19 +297,26 @@ class Deployer:
         )
 
     async def wait_settled(self, node: str) -> None:
-        """Let a previous deploy's background check on ``node`` finish first."""
-        task = self._settling.get(node)
-        if task is not None and not task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+        """Let earlier deploys' background checks on ``node`` finish first."""
+        pending = [t for t in self._settling.get(node, ()) if not t.done()]
+        if pending:
+            await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
 
-    def settle(self, node: str, link: WorkerLink, app: str, sent: list[LocalFile]) -> None:
+    def settle(
+        self,
+        node: str,
+        link: WorkerLink,
+        app: str,
+        sent: list[LocalFile],
+        hashing: dict[str, asyncio.Future[str]],
+    ) -> None:
         """After a push: have the worker hash what arrived, off the verb's clock.
 
         This warms the worker's hash cache (a renamed-in file is a new inode),
         so the next deploy's question is answered at once, and catches a copy
         that differs from what was sent (an event says so; the next deploy
-        sends it again, as its hash differs).
+        sends it again, as its hash differs).  ``hashing`` holds this deploy's
+        local hashes, taken when the files were sent.
         """
         total = sum(f.size for f in sent)
         timeout = max(SETTLE_TIMEOUT_MIN, total / MiB * SETTLE_PER_MIB)
@@ -318,26 +325,26 @@ class Deployer:
             paths = [f.rel for f in sent]
             try:
                 reply = await link.call(lambda i: Hashes(id=i, app=app, paths=paths), timeout)
-            except CallError as e:
+                assert isinstance(reply, HashesReply)
+                for f in sent:
+                    got, want = reply.hashes.get(f.rel), await hashing[f.rel]
+                    if got != want:
+                        self.master.cluster.note(
+                            "app.deploy_failed",
+                            node,
+                            f"app {app} on {node}: {f.rel} does not match what was sent "
+                            f"({(got or 'missing')[:12]} != {want[:12]}); deploy again",
+                        )
+            except (CallError, OSError) as e:
                 log.info("deploy check of %s on %s skipped: %s", app, node, e)
-                return
-            assert isinstance(reply, HashesReply)
-            for f in sent:
-                got = reply.hashes.get(f.rel)
-                want = await asyncio.to_thread(HASHES.sha256, f.local) if not f.sha256 else f.sha256
-                if got != want:
-                    self.master.cluster.note(
-                        "app.deploy_failed",
-                        node,
-                        f"app {app} on {node}: {f.rel} does not match what was sent "
-                        f"({(got or 'missing')[:12]} != {want[:12]}); deploy again",
-                    )
 
         task = asyncio.ensure_future(check())
-        self._settling[node] = task
+        tasks = self._settling.setdefault(node, set())
+        tasks.add(task)
 
         def forget(done: asyncio.Task[None]) -> None:
-            if self._settling.get(node) is done:
+            tasks.discard(done)
+            if not tasks and self._settling.get(node) is tasks:
                 del self._settling[node]
 
         task.add_done_callback(forget)
@@ -389,7 +396,7 @@ class _Run:
         except (CallError, sftp.PushError, OSError, VerbError) as e:
             return NodeDeploy(node=name, seconds=time.monotonic() - t0, error=_error_line(e)), plan
         sent = [_sent(s, app_dir) for s in report.files]
-        self.deployer.settle(name, link, self.app, plan.send)
+        self.deployer.settle(name, link, self.app, plan.send, self.hashing)
         return (
             msgspec.structs.replace(
                 result,

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,38 @@ async def test_input_errors_raise_before_any_node_is_asked(master: Master, tmp_p
     with pytest.raises(VerbError, match="invalid app name"):
         await master.deploy(script, app="../up", nodes=["p1"])
     assert not (tmp_path / "p1" / "apps" / "s.sh").exists()
+
+
+async def test_a_copy_that_arrived_different_is_reported_and_sent_again(
+    master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from master import deployer
+    from transport import sftp
+
+    real_push = sftp.push
+
+    def push_then_corrupt(target: Any, files: list[Any], progress: Any = None) -> Any:
+        report = real_push(target, files, progress)
+        for upload in files:  # the node is this machine: spoil what arrived
+            with open(upload.remote, "ab") as f:
+                f.write(b"!")
+        return report
+
+    monkeypatch.setattr(deployer.sftp, "push", push_then_corrupt)
+    script = tmp_path / "tool.sh"
+    script.write_text("#!/bin/sh\necho tool\n")
+    assert (await master.deploy(script, nodes=["p1"])).failed == []
+
+    def reported() -> bool:
+        return any(
+            e.kind == "app.deploy_failed" and "bin/tool.sh does not match" in e.message
+            for e in master.cluster.events
+        )
+
+    await wait_for(reported, "the background check to report the spoiled copy")
+    monkeypatch.setattr(deployer.sftp, "push", real_push)
+    again = await master.deploy(script, nodes=["p1"])
+    assert [f.path for f in again.results[0].sent] == ["bin/tool.sh"]
+    assert (tmp_path / "p1" / "apps" / "tool.sh" / "bin" / "tool.sh").read_bytes() == (
+        script.read_bytes()
+    )
