@@ -98,6 +98,22 @@ def format_node(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_plan(r: dict[str, Any]) -> str:
+    """One node's ``--dry-run`` plan: what would be sent and what is already there."""
+    send: list[dict[str, Any]] = r.get("to_send") or []
+    unchanged: list[dict[str, Any]] = r.get("unchanged") or []
+    width = max((len(f["path"]) for f in [*send, *unchanged]), default=0)
+    lines = [
+        f"{r['node']}: would send {len(send)} ({human_bytes(sum(f['bytes'] for f in send))}), "
+        f"unchanged {len(unchanged)} ({human_bytes(sum(f['bytes'] for f in unchanged))})"
+    ]
+    for label, group in (("send", send), ("unchanged", unchanged)):
+        lines += [
+            f"  {label:<9}  {f['path']:<{width}}  {human_bytes(f['bytes']):>7}" for f in group
+        ]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Deploy as ``args`` say; 0 if every node succeeded, 1 if any failed."""
     body = {
@@ -116,13 +132,10 @@ def run(args: argparse.Namespace) -> int:
     app = reply.get("app") or args.app or os.path.basename(args.file)
     if getattr(args, "json", False):
         print(json.dumps(reply, indent=2))
-    elif args.dry_run:
-        if reply.get("plan"):
-            print(reply["plan"])
     else:
         for r in results:
             if not r.get("error"):
-                print(format_node(r))
+                print(format_plan(r) if args.dry_run else format_node(r))
     failed = 0
     for r in results:
         if r.get("error"):

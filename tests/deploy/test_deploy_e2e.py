@@ -364,7 +364,9 @@ def test_cli_verb_prints_each_node_and_fails_on_any_error(
         cluster, capsys, str(exe), "--app", "c2", "--node", "n1", "--dry-run"
     )
     assert (
-        status == 0 and out.startswith("n1: send 2") and not app_dir(cluster, "n1", "c2").exists()
+        status == 0
+        and out.startswith("n1: would send 2 (")
+        and not app_dir(cluster, "n1", "c2").exists()
     )
 
     status, out, _ = corral_deploy(cluster, capsys, str(exe), "--app", "cli", "--all", "--json")
