@@ -65,8 +65,8 @@ class FakeMaster:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> FakeMaster:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> FakeMaster:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from daemon import procfs, records
 from tests.daemon.harness import exited_pid, wait_for
@@ -37,11 +38,12 @@ async def test_kill9_daemon_then_readopt_and_stop(master, spawn_worker):
     assert (ended.state, ended.signal) == ("killed", "SIGINT")
 
 
-async def test_sigterm_says_goodbye_and_leaves_programs(master, spawn_worker):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_stop_says_goodbye_and_leaves_programs(master, spawn_worker, sig: int):
     worker = spawn_worker(master.port)
     await master.connected()
     pid = (await master.call(launch("demo", "sleep", "30"))).proc.pid
-    assert worker.stop(signal.SIGTERM) == 0
+    assert worker.stop(sig) == 0
     await wait_for(lambda: master.goodbyes, what="goodbye")
     assert procfs.stat(pid) is not None
     assert "stopping" in worker.stderr()

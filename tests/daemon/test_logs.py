@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,30 @@ def test_tail_reads_backwards(tmp_path: Path):
     assert logs.tail(path, 10) == (0, b"a\nb\nc")
     assert logs.tail(path, 0) == (5, b"")
     assert logs.tail(tmp_path / "missing.log", 5) == (0, b"")
+
+
+async def test_follow_waits_for_a_slow_reader(tmp_path: Path):
+    """Back-pressure: while a send is pending, nothing more is read or queued."""
+    path = tmp_path / "x.log"
+    path.write_bytes(b"x" * (3 * logs.CHUNK + 10))
+    sent: list[m.LogChunk] = []
+    gate = asyncio.Event()
+
+    async def slow_send(msg: m.Message) -> None:
+        assert isinstance(msg, m.LogChunk)
+        sent.append(msg)
+        await gate.wait()
+
+    streams = logs.LogStreams(slow_send)
+    ended = asyncio.Event()
+    streams.open(7, path, 0, ended)
+    await wait_for(lambda: sent, what="first chunk")
+    for _ in range(50):
+        await asyncio.sleep(0)  # give the stream every chance to run ahead
+    assert len(sent) == 1
+    ended.set()
+    gate.set()
+    await wait_for(lambda: sent[-1].eof, what="eof")
+    assert joined(sent, 0) == path.read_bytes()
+    assert len(streams) == 0
+    await streams.close_all()

@@ -97,8 +97,7 @@ async def test_worker_waits_for_a_late_master(spawn_worker):
     try:
         worker = spawn_worker(port)
         await wait_for(lambda: "cannot reach master" in worker.stderr(), what="refused dial")
-        fake._server = await asyncio.start_server(fake._client, "127.0.0.1", port)
-        fake.port = port
+        await fake.start(port)
         await fake.connected(timeout=10)
     finally:
         await fake.close()
