@@ -54,6 +54,7 @@ class CorralApp(App[None]):
             try:
                 await self.master.start()
             except OSError as e:
+                await self.master.stop()  # whatever did bind (the worker port, say) is let go
                 where = f"{self.master.config.listen} / {self.master.config.api}"
                 self.exit(return_code=1, message=f"corral master: cannot listen on {where}: {e}")
                 return

@@ -223,3 +223,38 @@ async def test_launch_errors_stay_in_the_dialog(running) -> None:
     await until(pilot, failed)
     assert app.screen is dialog
     assert "n1" in str(error.render())
+
+
+async def test_quit_leaves_workers_and_programs_running(tmp_path: Path, workers: Workers) -> None:
+    config = MasterConfig(
+        listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=tmp_path / "state", heartbeat=HEARTBEAT
+    )
+    master = Master(config)
+    app = CorralApp(master, on_ready=lambda address: workers.spawn(address, master.token, "n1"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: [n.state for n in master.cluster.nodes()] == ["alive"])
+        key = await launch(app, pilot, "sleep 65")
+        await pilot.press("q")
+    assert app.return_code == 0
+    assert psutil.Process(int(key.split(":")[1])).cmdline() == ["sleep", "65"]
+    assert all(w.poll() is None for w in workers.procs)
+
+
+@pytest.mark.parametrize("busy", ["listen", "api"])
+async def test_a_busy_port_exits_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], busy: str
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"listen": "127.0.0.1:0", "api": "127.0.0.1:0", busy: f"127.0.0.1:{port}"}
+        config = MasterConfig(**ports, state_dir=tmp_path)
+        master = Master(config)
+        app = CorralApp(master)
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.return_code is not None)
+        assert app.return_code == 1
+        assert "cannot listen" in capsys.readouterr().err
