@@ -37,6 +37,7 @@ class ExitRecord(msgspec.Struct):
     stime: float
     maxrss: int  # bytes
     ended_at: float
+    base: int = 0  # the shim's own peak RSS: a maxrss at or below it is inherited
 
 
 def write_atomic(path: Path, data: bytes) -> None:

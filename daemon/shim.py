@@ -1,11 +1,12 @@
 """The shim: a forked child that starts one program and records its end.
 
 Processes must survive the daemon, yet someone must ``wait4`` them to learn
-how they ended.  So the daemon forks a shim (no exec) in its own session,
-the shim forks and execs the program in another session, reports the
-program's pid back over a pipe, then waits for it and writes the exit record
-atomically.  Whoever reads ROOT/run later (this daemon or the next one)
-learns the real reason.
+how they ended.  So the daemon keeps one shim forked ahead of time (no
+exec) in its own session, waiting for a `Spec`.  Given one, the shim
+``posix_spawn``s the program in another session with stdout and stderr on
+its log, reports the program's pid back over a pipe, then waits for it and
+writes the exit record atomically.  Whoever reads ROOT/run later (this
+daemon or the next one) learns the real reason.
 
 The forked code runs in a copy of an asyncio process: it touches only
 ``os``/``signal``/``time`` calls, never the event loop or logging, and
@@ -20,6 +21,7 @@ Report protocol (one line, then the shim closes the pipe)::
 from __future__ import annotations
 
 import gc
+import json
 import os
 import resource
 import signal
@@ -31,6 +33,7 @@ _SHIM_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The app gets default dispositions back: ignored signals survive exec, and
 # Python itself ignores SIGPIPE and SIGXFSZ.
 _APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ)
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,45 @@ class Spec:
     exit_path: str
 
 
-def spawn(spec: Spec) -> tuple[int, int]:
-    """Fork a shim for ``spec``; return (shim pid, read end of its report pipe)."""
-    r, w = os.pipe()
+@dataclass(frozen=True)
+class Spare:
+    """A shim forked ahead of time, waiting on ``cmd`` for the `Spec` to run.
+
+    Forking the daemon costs a millisecond or more; doing it before the
+    launch request arrives keeps it off the launch's critical path.
+    """
+
+    pid: int
+    start: int  # its start time in clock ticks
+    cmd: int  # write end: the daemon sends one spec, then closes it
+    report: int  # read end: the shim's one-line report
+
+
+def fork_spare() -> Spare:
+    """Fork a shim that waits for its spec (or exits at EOF, if the daemon dies)."""
+    cmd_r, cmd_w = os.pipe()
+    rep_r, rep_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _shim(spec, w)
-    os.close(w)
-    return pid, r
+        _spare_main(cmd_r, rep_w)
+    os.close(cmd_r)
+    os.close(rep_w)
+    return Spare(pid, _start_ticks(pid), cmd_w, rep_r)
+
+
+def hand(spare: Spare, spec: Spec) -> None:
+    """Give ``spec`` to ``spare``; its report then arrives on ``spare.report``."""
+    try:
+        # vars(), not dataclasses.asdict: no deep copy of the environment.
+        _write_all(spare.cmd, json.dumps(vars(spec)).encode())
+    finally:
+        os.close(spare.cmd)
+
+
+def retire(spare: Spare) -> None:
+    """Let an unused spare go: EOF on its command pipe makes it exit."""
+    os.close(spare.cmd)
+    os.close(spare.report)
 
 
 def parse_report(data: bytes) -> tuple[int, int] | int:
@@ -69,30 +103,65 @@ def parse_report(data: bytes) -> tuple[int, int] | int:
 # ---------------------------------------------------------------- child side
 
 
-def _shim(spec: Spec, report: int) -> NoReturn:
+def _spare_main(cmd: int, report: int) -> NoReturn:
     try:
-        _detach(report)
-        err_r, err_w = os.pipe()  # close-on-exec: EOF means the exec worked
-        pid = os.fork()
-        if pid == 0:
-            _exec_app(spec, err_w)
-        os.close(err_w)
-        failed = _read_all(err_r)
-        if failed:
-            os.waitpid(pid, 0)
-            _write_all(report, b"err " + failed.strip() + b"\n")
-            os._exit(0)
-        _write_all(report, f"ok {pid} {_start_ticks(pid)}\n".encode())
-        os.close(report)
-        _, status, ru = os.wait4(pid, 0)
-        _write_exit(spec.exit_path, status, ru)
+        _detach(cmd, report)
+        _warm()
+        data = _read_all(cmd)
+        if data:
+            _run(Spec(**json.loads(data)), report)
     except BaseException:
         os._exit(1)
     os._exit(0)
 
 
-def _detach(report: int) -> None:
-    """Own session, deaf to the daemon's signals, no inherited fds but ``report``."""
+def _run(spec: Spec, report: int) -> None:
+    """Start the program, report it, wait for it, record how it ended."""
+    try:
+        os.chdir(spec.cwd)
+        base = _own_hwm()
+        pid = os.posix_spawn(
+            spec.exe,
+            spec.argv,
+            spec.env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, spec.log_path, _LOG_FLAGS, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+            setsigdef=_APP_DEFAULTS,
+            setsigmask=(),
+        )
+    except OSError as e:
+        _write_all(report, f"err {e.errno or 0}\n".encode())
+        return
+    _write_all(report, f"ok {pid} {_start_ticks(pid)}\n".encode())
+    os.close(report)
+    _, status, ru = os.wait4(pid, 0)
+    _write_exit(spec.exit_path, status, ru, base)
+
+
+def _warm() -> None:
+    """Walk the launch path once while idle.
+
+    A forked copy of the daemon pays a copy-on-write fault for every page it
+    first writes, and CPython writes to every object it touches (reference
+    counts).  Paying those here, before any spec arrives, keeps them off
+    the launch's critical path.
+    """
+    Spec(
+        **json.loads(
+            json.dumps({f: "" for f in Spec.__dataclass_fields__} | {"argv": [], "env": {}})
+        )
+    )
+    _own_hwm()
+    _start_ticks(os.getpid())
+    f"ok {os.getpid()} {0}\n".encode()
+
+
+def _detach(*keep: int) -> None:
+    """Own session, deaf to the daemon's signals, no inherited fds but ``keep``."""
     gc.disable()  # no finalizers of the daemon's objects may run here
     os.setsid()
     for sig in _SHIM_IGNORES:
@@ -109,33 +178,34 @@ def _detach(report: int) -> None:
         os.dup2(null, std)
     # Holding the daemon's sockets would keep the master's connection open
     # after the daemon dies.
-    os.closerange(3, report)
-    os.closerange(report + 1, 1 << 20)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
 
 
-def _exec_app(spec: Spec, err_w: int) -> NoReturn:
+def _own_hwm() -> int:
+    """This process's peak RSS in bytes (VmHWM).
+
+    At exec the kernel folds the old address space's peak into the new
+    program's ``ru_maxrss``; posix_spawn execs from the shim's address
+    space, so a program's wait4 peak at or below this figure is the shim's,
+    not the program's.
+    """
     try:
-        os.setsid()
-        for sig in _APP_DEFAULTS:
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.chdir(spec.cwd)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        log = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.execve(spec.exe, spec.argv, spec.env)
-    except OSError as e:
-        _write_all(err_w, str(e.errno or 0).encode())
-    except BaseException:
-        _write_all(err_w, b"0")
-    os._exit(127)
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _read_all(fd: int) -> bytes:
     chunks = []
-    while chunk := os.read(fd, 256):
+    while chunk := os.read(fd, 65536):
         chunks.append(chunk)
     os.close(fd)
     return b"".join(chunks)
@@ -153,11 +223,11 @@ def _start_ticks(pid: int) -> int:
     return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
-def _write_exit(path: str, status: int, ru: resource.struct_rusage) -> None:
+def _write_exit(path: str, status: int, ru: resource.struct_rusage, base: int) -> None:
     utime, stime, maxrss = float(ru.ru_utime), float(ru.ru_stime), int(ru.ru_maxrss) * 1024
     rec = (
         f'{{"status":{status},"utime":{utime!r},"stime":{stime!r},'
-        f'"maxrss":{maxrss},"ended_at":{time.time()!r}}}'
+        f'"maxrss":{maxrss},"base":{base},"ended_at":{time.time()!r}}}'
     )
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -35,6 +35,7 @@ class AppStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.apps_dir = root / "apps"
+        self._ensured: set[str] = set()  # apps whose directories are known good
         self._hashes: dict[HashKey, str] = {}
 
     # ------------------------------------------------------------ layout
@@ -51,8 +52,11 @@ class AppStore:
     def ensure(self, app: str) -> Path:
         """Create the app's directories (none of them may be a symlink)."""
         app_dir = self.app_dir(app)
+        if app in self._ensured:
+            return app_dir  # checked once; `remove` forgets it
         for path in (self.apps_dir, app_dir, *(app_dir / s for s in SUBDIRS)):
             self._mkdir(path)
+        self._ensured.add(app)
         return app_dir
 
     def _mkdir(self, path: Path) -> None:
@@ -160,6 +164,10 @@ class AppStore:
     # ------------------------------------------------------------ removal
 
     def remove(self, app: str, logs: bool) -> list[str]:
+        self._ensured.discard(app)
+        return self._remove(app, logs)
+
+    def _remove(self, app: str, logs: bool) -> list[str]:
         """Remove bin/ and lib/ (and logs/ and the app dir with ``logs``).
 
         Returns the removed paths relative to ROOT.  A symlink is unlinked,

@@ -104,6 +104,8 @@ class Supervisor:
         self.on_change: Callable[[ProcInfo], None] | None = None
         self._children: set[int] = set()  # shims forked by this daemon
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._spare: shim.Spare | None = None
+        self._closed = False
 
     # ------------------------------------------------------------ start and stop
 
@@ -113,11 +115,17 @@ class Supervisor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for rec in records.launch_records(self.run_dir):
             self._adopt(rec)
+        self._refill()
 
     def close(self) -> None:
         """Stop watching; the programs themselves keep running."""
+        self._closed = True
         for proc in self.procs.values():
             self._unwatch(proc)
+        if self._spare is not None:
+            shim.retire(self._spare)
+            self._reap(self._spare.pid, block=True)
+            self._spare = None
 
     def _adopt(self, rec: LaunchRecord) -> None:
         proc = Proc(rec, new_info(rec))
@@ -175,21 +183,35 @@ class Supervisor:
         )
 
     async def _spawn(self, spec: shim.Spec) -> tuple[int, int, tuple[int, int] | int]:
-        """Fork the shim and wait for its report: (pid, start) or an errno."""
-        shim_pid, fd = shim.spawn(spec)
-        self._children.add(shim_pid)
-        # The shim is our unreaped child, so its /proc entry cannot vanish yet.
-        shim_start = procfs.start_ticks(shim_pid) or 0
+        """Hand ``spec`` to a spare shim and wait for its report: (pid, start) or an errno."""
+        spare = self._spare or self._fork_spare()
+        self._spare = None
         try:
-            report = shim.parse_report(await _read_fd(fd, REPORT_TIMEOUT))
-        except (TimeoutError, ValueError) as e:
+            shim.hand(spare, spec)
+            report = shim.parse_report(await _read_fd(spare.report, REPORT_TIMEOUT))
+        except (OSError, TimeoutError, ValueError) as e:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(shim_pid, signal.SIGKILL)
-            self._reap(shim_pid, block=True)
+                os.kill(spare.pid, signal.SIGKILL)
+            self._reap(spare.pid, block=True)
             raise SupervisorError(f"launch failed: {e or 'no report from shim'}") from None
+        finally:
+            # Fork the next spare only once this launch's reply can go out:
+            # forking blocks the loop for a millisecond or so.
+            assert self._loop is not None
+            self._loop.call_soon(self._refill)
         if isinstance(report, int):
-            self._reap(shim_pid, block=True)  # it exits right after reporting
-        return shim_pid, shim_start, report
+            self._reap(spare.pid, block=True)  # it exits right after reporting
+        return spare.pid, spare.start, report
+
+    def _fork_spare(self) -> shim.Spare:
+        spare = shim.fork_spare()
+        self._children.add(spare.pid)
+        return spare
+
+    def _refill(self) -> None:
+        """Keep one shim forked ahead of the next launch."""
+        if self._spare is None and self._loop is not None and not self._closed:
+            self._spare = self._fork_spare()
 
     @staticmethod
     def _env(app_dir: Path, env: dict[str, str]) -> dict[str, str]:
@@ -299,7 +321,11 @@ class Supervisor:
             info.exit_code = os.WEXITSTATUS(ex.status)
         info.ended_at = ex.ended_at
         info.cpu_user, info.cpu_sys = ex.utime, ex.stime
-        info.max_rss, info.rss = ex.maxrss, 0
+        # A wait4 peak no higher than the shim's own is the shim's, inherited
+        # at exec (see shim._own_hwm): keep the peak sampled while it ran.
+        if ex.maxrss > ex.base:
+            info.max_rss = ex.maxrss
+        info.rss = 0
         self._ended(proc)
 
     def _mark_unknown(self, proc: Proc) -> None:
