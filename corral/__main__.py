@@ -7,11 +7,10 @@ needs when it runs.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from corral.client import CliError
 
@@ -249,19 +248,10 @@ def build_parser(worker_verb: bool = False) -> Parser:
     p.add_argument("--logs", action="store_true", help="remove its logs too")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    # `deploy FILE [--app APP] [--node NAME ... | --all]` lives in its own module
-    # (corral/deploy_verb.py: add_parser + run); listed only once it is installed.
-    deploy = _deploy_module()
-    if deploy is not None:
-        deploy.add_parser(sub, [client])
+    from corral import deploy_verb  # stdlib-only at import, like the other verbs
+
+    deploy_verb.add_parser(sub, [client])
     return parser
-
-
-def _deploy_module() -> Any:
-    try:
-        return importlib.import_module("corral.deploy_verb")
-    except ImportError:
-        return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -277,7 +267,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = getattr(serve, verb)(args)
         return result
     if verb == "deploy":
-        return int(_deploy_module().run(args))
+        from corral import deploy_verb
+
+        return deploy_verb.run(args)
     if verb == "demo":
         from corral import demo
 

@@ -170,7 +170,8 @@ class Master:
     def _link(self, node: str) -> WorkerLink:
         if not self.cluster.has_node(node):
             raise VerbError(f"unknown node: {node}")
-        assert self.server is not None
+        if self.server is None:
+            raise VerbError("the master is not running")
         link = self.server.links.get(node)
         if link is None:
             state = self.cluster.node_state(node)

@@ -203,3 +203,14 @@ def test_wrong_token_worker_executes_nothing(cluster: LocalCluster, tmp_path) ->
         rogue.kill()
         rogue.wait()
         rogue.stderr.close()
+
+
+def test_small_program_max_rss_is_its_own_not_the_shims(cluster: LocalCluster) -> None:
+    # At exec Linux folds the old address space's peak into ru_maxrss; the
+    # program starts from a ~20 MB Python shim, whose peak must not be reported.
+    key = cluster.launch("n1", ["sleep", "1.5"], app="small")
+    cluster.wait_proc(key, lambda p: p["max_rss"] > 0)  # sampled by a heartbeat
+    p = cluster.wait_proc(key, ended)
+    assert p["state"] == "exited"
+    own = psutil.Process().memory_info().rss  # any Python is far bigger than sleep
+    assert 0 < p["max_rss"] < min(8 * 2**20, own)
