@@ -119,7 +119,6 @@ def _run(spec: Spec, report: int) -> None:
     """Start the program, report it, wait for it, record how it ended."""
     try:
         os.chdir(spec.cwd)
-        base = _own_hwm()
         pid = os.posix_spawn(
             spec.exe,
             spec.argv,
@@ -138,6 +137,9 @@ def _run(spec: Spec, report: int) -> None:
         return
     _write_all(report, f"ok {pid} {_start_ticks(pid)}\n".encode())
     os.close(report)
+    # posix_spawn returns after the exec, and a peak only rises: this bounds
+    # what the program inherited from the shim's address space.
+    base = _own_hwm()
     _, status, ru = os.wait4(pid, 0)
     _write_exit(spec.exit_path, status, ru, base)
 
