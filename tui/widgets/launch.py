@@ -10,12 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static
-from textual.widgets.selection_list import Selection
+from textual.widgets import Button, Input, Label, Static
 
 from master.control import LaunchResult
 from master.model import NodeView
-from tui.format import NODE_SYMBOLS
+from tui.widgets.node_picker import NodePicker
 
 Launcher = Callable[..., Awaitable[LaunchResult]]
 
@@ -39,9 +38,7 @@ class LaunchDialog(ModalScreen[LaunchResult | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
             yield Label("Launch a program", classes="dialog-title")
-            yield Label("Nodes (space toggles)")
-            yield SelectionList[str](*self._choices(), id="launch-nodes", compact=True)
-            yield Checkbox("All alive nodes", id="launch-all", compact=True)
+            yield NodePicker(self.nodes, self.preselect, id="launch-nodes")
             yield Label("App (optional, default: the program's name)")
             yield Input(placeholder="app name", id="launch-app", compact=True)
             yield Label("Command line")
@@ -51,21 +48,8 @@ class LaunchDialog(ModalScreen[LaunchResult | None]):
                 yield Button("Launch", variant="primary", id="launch")
                 yield Button("Cancel", id="cancel")
 
-    def _choices(self) -> list[Selection[str]]:
-        out = []
-        for n in self.nodes:
-            usable = n.state in ("alive", "suspect")
-            label = f"{NODE_SYMBOLS[n.state]} {n.name}  {n.state}  {n.address}"
-            picked = usable and n.name == self.preselect
-            out.append(Selection(label, n.name, picked, disabled=not usable))
-        return out
-
     def on_mount(self) -> None:
         self.query_one("#launch-command", Input).focus()
-
-    @on(Checkbox.Changed, "#launch-all")
-    def _all_toggled(self, event: Checkbox.Changed) -> None:
-        self.query_one("#launch-nodes", SelectionList).disabled = event.value
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#launch")
@@ -79,14 +63,13 @@ class LaunchDialog(ModalScreen[LaunchResult | None]):
         if not argv:
             error.update("Give a command line to run.")
             return
-        all_nodes = self.query_one("#launch-all", Checkbox).value
-        nodes = [] if all_nodes else list(self.query_one("#launch-nodes", SelectionList).selected)
-        if not nodes and not all_nodes:
-            error.update("Choose at least one node, or all alive nodes.")
+        picker = self.query_one(NodePicker)
+        if problem := picker.problem():
+            error.update(problem)
             return
         app = self.query_one("#launch-app", Input).value.strip() or None
         error.update("Launching…")
-        self._launch(argv, nodes, all_nodes, app)
+        self._launch(argv, picker.selected, picker.all_nodes, app)
 
     @work(exclusive=True, group="launch", exit_on_error=False)
     async def _launch(
