@@ -53,6 +53,17 @@ class VerbError(Exception):
     """A verb failed; the message is one line for the operator."""
 
 
+class StartError(OSError):
+    """The master could not start; the message names what and why."""
+
+
+def _write_address(path: Path, address: str) -> None:
+    """Publish an address for clients, atomically: they may be polling for it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(address + "\n")
+    tmp.replace(path)
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(base) / "corral"
@@ -141,20 +152,38 @@ class Master:
 
     # --- lifecycle -------------------------------------------------------
     async def start(self, api: bool = True) -> None:
-        """Bind the worker port (and the HTTP API) and start serving."""
-        self.token = ensure_token(self.config.state_dir)
+        """Bind the worker port (and the HTTP API) and start serving.
+
+        Raises `StartError` (an OSError) naming the step that failed.
+        """
+        state = self.config.state_dir
+        try:
+            self.token = ensure_token(state)
+        except OSError as e:
+            raise StartError(f"cannot use state directory {state}: {e.strerror or e}") from None
         self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat)
         host, port = split_hostport(self.config.listen, 7070)
-        self.listen_address = await self.server.start(host, port)
-        (self.config.state_dir / "listen").write_text(self.listen_address + "\n")
+        try:
+            self.listen_address = await self.server.start(host, port)
+        except OSError as e:
+            raise StartError(
+                f"cannot listen for workers on {host}:{port}: {e.strerror or e}"
+            ) from None
+        _write_address(state / "listen", self.listen_address)
         if api:
             from master.api import ApiServer
 
             server = ApiServer(self)
-            self._api = server
             ahost, aport = split_hostport(self.config.api, 7071)
-            self.api_address = await server.start(ahost, aport)
-            (self.config.state_dir / "api").write_text(self.api_address + "\n")
+            try:
+                self.api_address = await server.start(ahost, aport)
+            except OSError as e:
+                await self.server.stop()
+                raise StartError(
+                    f"cannot serve the API on {ahost}:{aport}: {e.strerror or e}"
+                ) from None
+            self._api = server
+            _write_address(state / "api", self.api_address)
         log.info("listening for workers on %s, API on %s", self.listen_address, self.api_address)
 
     async def stop(self) -> None:

@@ -22,8 +22,8 @@ async def serve(master: Master, announce: Announce = _print, ready: Announce | N
     """Start ``master``, announce its addresses and every event, stop on a signal."""
     try:
         await master.start()
-    except OSError as e:
-        print(f"corral master: cannot listen: {e.strerror or e}", file=sys.stderr)
+    except OSError as e:  # StartError says which step failed
+        print(f"corral master: {e}", file=sys.stderr)
         return 1
     announce(f"corral master: workers connect to {master.listen_address}")
     announce(f"corral master: control API on http://{master.api_address}")

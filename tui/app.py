@@ -55,8 +55,7 @@ class CorralApp(App[None]):
                 await self.master.start()
             except OSError as e:
                 await self.master.stop()  # whatever did bind (the worker port, say) is let go
-                where = f"{self.master.config.listen} / {self.master.config.api}"
-                self.exit(return_code=1, message=f"corral master: cannot listen on {where}: {e}")
+                self.exit(return_code=1, message=f"corral master: {e}")  # names the step
                 return
             self._started = True
         self.dashboard.address = self.master.listen_address
