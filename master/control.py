@@ -57,6 +57,11 @@ class StartError(OSError):
     """The master could not start; the message names what and why."""
 
 
+def _why(e: OSError) -> str:
+    """The plain reason of ``e`` ("Address already in use"), whoever wrapped it."""
+    return os.strerror(e.errno) if e.errno else str(e)
+
+
 def _write_address(path: Path, address: str) -> None:
     """Publish an address for clients, atomically: they may be polling for it."""
     tmp = path.with_name(path.name + ".tmp")
@@ -160,15 +165,13 @@ class Master:
         try:
             self.token = ensure_token(state)
         except OSError as e:
-            raise StartError(f"cannot use state directory {state}: {e.strerror or e}") from None
+            raise StartError(f"cannot use state directory {state}: {_why(e)}") from None
         self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat)
         host, port = split_hostport(self.config.listen, 7070)
         try:
             self.listen_address = await self.server.start(host, port)
         except OSError as e:
-            raise StartError(
-                f"cannot listen for workers on {host}:{port}: {e.strerror or e}"
-            ) from None
+            raise StartError(f"cannot listen for workers on {host}:{port}: {_why(e)}") from None
         _write_address(state / "listen", self.listen_address)
         if api:
             from master.api import ApiServer
@@ -180,7 +183,7 @@ class Master:
             except OSError as e:
                 await self.server.stop()
                 raise StartError(
-                    f"cannot serve the API on {ahost}:{aport}: {e.strerror or e}"
+                    f"cannot listen for the API on {ahost}:{aport}: {_why(e)}"
                 ) from None
             self._api = server
             _write_address(state / "api", self.api_address)
