@@ -96,9 +96,9 @@ class WorkerServer:
     def _admit(self, name: str) -> str | None:
         if not name or len(name) > 64 or any(c.isspace() or c == ":" for c in name):
             return f"invalid worker name {name!r}"
-        if name in self.links:
+        if name in self.links and self.cluster.node_state(name) != "lost":
             return f"a worker named {name!r} is already connected"
-        return None
+        return None  # a lost node's name may be taken over (its link is half-open)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -127,15 +127,21 @@ class WorkerServer:
             raise FrameError(f"expected Register, got {type(msg).__name__}")
         if msg.facts.name != name:
             raise FrameError(f"registered as {msg.facts.name!r} after saying hello as {name!r}")
-        if name in self.links:  # raced with another connection of the same name
-            raise AuthError(f"a worker named {name!r} is already connected")
+        reason = self._admit(name)  # again: another connection may have won meanwhile
+        if reason:
+            raise AuthError(reason)
+        stale = self.links.get(name)
+        if stale is not None:
+            log.warning("node %s: replacing its lost connection from %s", name, stale.conn.peer)
+            stale.conn.writer.close()  # its pump ends; this link is already in its place
         link = WorkerLink(name, conn)
         self.links[name] = link
         try:
             self.cluster.register(msg.facts, conn.peer, msg.procs)
             await self._pump(link)
         finally:
-            self.links.pop(name, None)
+            if self.links.get(name) is link:
+                del self.links[name]
             link.calls.fail_all(f"node {name} disconnected")
             link.close_streams()
 
@@ -143,6 +149,8 @@ class WorkerServer:
         """Route every frame from one worker until it goes away."""
         while True:
             msg = await link.conn.recv()
+            if self.links.get(link.name) is not link:
+                return  # replaced by a newer connection: its frames speak for the node
             if isinstance(msg, Heartbeat):
                 self.cluster.beat(link.name, msg.metrics, msg.procs)
             elif isinstance(msg, ProcEvent):

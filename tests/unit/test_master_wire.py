@@ -159,3 +159,21 @@ async def test_events_are_kept_in_state_dir(master: Master) -> None:
     await w.close()
     text = (master.config.state_dir / "events.log").read_text()
     assert '"node.joined"' in text and "logged" in text
+
+
+async def test_a_lost_nodes_name_can_be_taken_over(master: Master) -> None:
+    old = await good_worker(master, "phoenix")
+    old.beating = False  # a half-open connection: nothing arrives, nothing closes
+    await wait_for(lambda: master.cluster.node_state("phoenix") == "lost", 3)
+    new = await good_worker(master, "phoenix")
+    assert master.server is not None
+    assert master.server.links["phoenix"].conn.peer == master.cluster.node("phoenix").address
+    old.beating = True  # the stale connection was closed: its beats count for nothing
+    assert old.conn is not None
+    stale = old.conn.reader
+    await wait_for(stale.at_eof, 5)  # the master closed the stale connection
+    assert master.cluster.node_state("phoenix") == "alive"
+    kinds = [e.kind for e in master.cluster.events if e.node == "phoenix"]
+    assert kinds[-1] == "node.back"
+    await old.close()
+    await new.close()
