@@ -6,7 +6,9 @@ Grammar (the same as the ``corral`` CLI)::
     stop NODE:PID ...
     kill NODE:PID ...
     logs NODE:PID
-    rm APP [--node NAME ... | --all] [--force]
+    rm APP [--node NAME ... | --all] [--force] [--logs]
+    deploy FILE [--app APP] [--node NAME ... | --all] [--lib PATH ...] [--dry-run]
+           [--trust-host-key]
 
 Parsing is pure: it checks the shape of the line; the master checks names.
 """
@@ -23,8 +25,15 @@ USAGE = {
     "stop": "stop NODE:PID ...",
     "kill": "kill NODE:PID ...",
     "logs": "logs NODE:PID",
-    "rm": "rm APP [--node NAME ... | --all] [--force]",
+    "rm": "rm APP [--node NAME ... | --all] [--force] [--logs]",
+    "deploy": (
+        "deploy FILE [--app APP] [--node NAME ... | --all] [--lib PATH ...] [--dry-run]"
+        " [--trust-host-key]"
+    ),
 }
+_RM_FLAGS = ("--all", "--force", "--logs")
+_DEPLOY_FLAGS = ("--all", "--dry-run", "--trust-host-key")
+_VALUED = {"launch": ("--node", "--app"), "rm": ("--node",), "deploy": ("--node", "--app", "--lib")}
 _TARGET_VERBS = ("stop", "kill", "logs")
 
 
@@ -43,6 +52,11 @@ class Command:
     app: str | None = None
     argv: tuple[str, ...] = ()
     force: bool = False
+    logs: bool = False  # rm: delete the app's logs too
+    file: str = ""  # deploy: the local file
+    libs: tuple[str, ...] = ()
+    dry_run: bool = False
+    trust_host_key: bool = False
 
 
 def parse(line: str) -> Command:
@@ -52,17 +66,17 @@ def parse(line: str) -> Command:
     except ValueError as e:
         raise CommandError(f"cannot split the line: {e}") from None
     if not words:
-        raise CommandError("empty command: try launch, stop, kill, logs or rm")
+        raise CommandError("empty command: try launch, stop, kill, logs, rm or deploy")
     verb, args = words[0], words[1:]
-    if verb == "deploy":
-        raise CommandError("deploy is not available yet")
     if verb in _TARGET_VERBS:
         return _parse_targets(verb, args)
     if verb == "launch":
         return _parse_launch(args)
     if verb == "rm":
         return _parse_rm(args)
-    raise CommandError(f"unknown command {verb!r}: try launch, stop, kill, logs or rm")
+    if verb == "deploy":
+        return _parse_deploy(args)
+    raise CommandError(f"unknown command {verb!r}: try launch, stop, kill, logs, rm or deploy")
 
 
 def _check_target(target: str) -> str:
@@ -80,15 +94,17 @@ def _parse_targets(verb: str, args: list[str]) -> Command:
     return Command(verb, targets=tuple(_check_target(a) for a in args))
 
 
-def _options(args: list[str], flags: tuple[str, ...]) -> tuple[dict[str, list[str]], list[str]]:
-    """Split ``--node N --all --app A --force`` off the front of ``args``."""
+def _options(
+    args: list[str], flags: tuple[str, ...], valued: tuple[str, ...]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Split options (``flags`` alone, ``valued`` with a value) off the front of ``args``."""
     opts: dict[str, list[str]] = {}
     rest = list(args)
     while rest and rest[0].startswith("--"):
         opt = rest.pop(0)
         if opt == "--":
             break
-        if opt in ("--node", "--app"):
+        if opt in valued:
             if not rest:
                 raise CommandError(f"{opt} needs a value")
             opts.setdefault(opt, []).append(rest.pop(0))
@@ -102,7 +118,7 @@ def _options(args: list[str], flags: tuple[str, ...]) -> tuple[dict[str, list[st
 
 
 def _parse_launch(args: list[str]) -> Command:
-    opts, argv = _options(args, ("--all",))
+    opts, argv = _options(args, ("--all",), _VALUED["launch"])
     if not argv:
         raise CommandError(f"nothing to launch: {USAGE['launch']}")
     apps = opts.get("--app", [])
@@ -115,19 +131,57 @@ def _parse_launch(args: list[str]) -> Command:
     )
 
 
+def _one_and_options(
+    verb: str, args: list[str], flags: tuple[str, ...]
+) -> tuple[str, dict[str, list[str]]]:
+    """``WORD [options]`` with the options before or after WORD, as the CLI allows."""
+    opts, rest = _options(args, flags, _VALUED[verb])
+    if not rest or rest[0].startswith("-"):
+        raise CommandError(f"usage: {USAGE[verb]}")
+    more, after = _options(rest[1:], flags, _VALUED[verb])
+    if after:
+        raise CommandError(f"unexpected {after[0]!r}: {USAGE[verb]}")
+    for opt, values in more.items():
+        opts.setdefault(opt, []).extend(values)
+    if "--node" in opts and "--all" in opts:
+        raise CommandError("give --node or --all, not both")
+    return rest[0], opts
+
+
 def _parse_rm(args: list[str]) -> Command:
-    if not args or args[0].startswith("-"):
-        raise CommandError(f"usage: {USAGE['rm']}")
-    opts, rest = _options(args[1:], ("--all", "--force"))
-    if rest:
-        raise CommandError(f"unexpected {rest[0]!r}: {USAGE['rm']}")
+    app, opts = _one_and_options("rm", args, _RM_FLAGS)
     return Command(
         "rm",
-        app=args[0],
+        app=app,
         nodes=tuple(opts.get("--node", [])),
         all_nodes="--all" in opts,
         force="--force" in opts,
+        logs="--logs" in opts,
     )
+
+
+def _parse_deploy(args: list[str]) -> Command:
+    file, opts = _one_and_options("deploy", args, _DEPLOY_FLAGS)
+    if not opts.get("--node") and "--all" not in opts:
+        raise CommandError("deploy where? give --node NAME or --all")
+    apps = opts.get("--app", [])
+    return Command(
+        "deploy",
+        file=file,
+        app=apps[-1] if apps else None,
+        nodes=tuple(opts.get("--node", [])),
+        all_nodes="--all" in opts,
+        libs=tuple(opts.get("--lib", [])),
+        dry_run="--dry-run" in opts,
+        trust_host_key="--trust-host-key" in opts,
+    )
+
+
+_OPTIONS = {
+    "launch": ("--node", "--all", "--app", "--"),
+    "rm": ("--node", *_RM_FLAGS),
+    "deploy": ("--node", "--app", "--lib", *_DEPLOY_FLAGS),
+}
 
 
 def candidates(
@@ -140,16 +194,18 @@ def candidates(
         pool: Iterable[str] = VERBS
     elif before[-1] == "--node":
         pool = nodes
+    elif before[-1] == "--app":
+        pool = apps
+    elif before[-1] == "--lib":
+        pool = ()  # a local path: not completed
     elif before[0] in _TARGET_VERBS:
         pool = procs
-    elif before[0] == "rm" and len(before) == 1:
+    elif before[0] == "rm" and len(before) == 1 and not word.startswith("-"):
         pool = apps
-    elif before[0] in ("launch", "rm") and "--" not in before:
-        pool = (
-            ("--node", "--all", "--app", "--")
-            if before[0] == "launch"
-            else ("--node", "--all", "--force")
-        )
+    elif before[0] == "deploy" and len(before) == 1 and not word.startswith("-"):
+        pool = ()  # FILE: a local path, not completed
+    elif before[0] in _OPTIONS and "--" not in before:
+        pool = _OPTIONS[before[0]]
     else:
         pool = ()
     return sorted(p for p in set(pool) if p.startswith(word))

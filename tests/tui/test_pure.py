@@ -38,6 +38,15 @@ def view(state: str = "running", **kw: object) -> ProcView:
         ("logs a:1", Command("logs", targets=("a:1",))),
         ("rm web --node a --force", Command("rm", app="web", nodes=("a",), force=True)),
         ("rm web --all", Command("rm", app="web", all_nodes=True)),
+        ("rm --logs web", Command("rm", app="web", logs=True)),
+        (
+            "deploy ./build/hello --node a --node b --lib x.so --dry-run",
+            Command("deploy", nodes=("a", "b"), file="./build/hello", libs=("x.so",), dry_run=True),
+        ),
+        (
+            "deploy --all 'my app' --app web --trust-host-key",
+            Command("deploy", all_nodes=True, app="web", file="my app", trust_host_key=True),
+        ),
     ],
 )
 def test_parse(line: str, command: Command) -> None:
@@ -58,7 +67,12 @@ def test_parse(line: str, command: Command) -> None:
         ("launch --all --", "nothing to launch"),
         ("launch 'unclosed", "cannot split"),
         ("rm", "usage: rm APP"),
-        ("deploy x", "not available yet"),
+        ("rm web --app x", "unknown option --app"),
+        ("deploy", "usage: deploy FILE"),
+        ("deploy x", "give --node NAME or --all"),
+        ("deploy x --all --node a", "not both"),
+        ("deploy x y --all", "unexpected 'y'"),
+        ("deploy x --lib", "--lib needs a value"),
     ],
 )
 def test_parse_errors_are_one_line(line: str, error: str) -> None:
@@ -78,6 +92,17 @@ def test_complete_verbs_nodes_and_processes() -> None:
     assert complete("stop a:9 b", nodes, procs, apps) == ("stop a:9 bravo:22 ", ["bravo:22"])
     assert complete("rm w", nodes, procs, apps) == ("rm web ", ["web"])
     assert complete("kill zz", nodes, procs, apps) == ("kill zz", [])
+    assert complete("rm web --l", nodes, procs, apps) == ("rm web --logs ", ["--logs"])
+    assert complete("deploy ./x --node b", nodes, procs, apps) == (
+        "deploy ./x --node bravo ",
+        ["bravo"],
+    )
+    assert complete("deploy ./x --d", nodes, procs, apps) == (
+        "deploy ./x --dry-run ",
+        ["--dry-run"],
+    )
+    assert complete("deploy ./x --app w", nodes, procs, apps) == ("deploy ./x --app web ", ["web"])
+    assert complete("deploy w", nodes, procs, apps) == ("deploy w", [])  # FILE: not completed
 
 
 def test_tally_moves_rows_between_buckets() -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
 from master.control import LogPiece
-from tests.tui.cluster import build_master, clock
+from master.deployer import DeployResult
+from tests.tui.cluster import MiB, build_master, clock
 from tui.app import CorralApp
 
 SIZE = (120, 40)
@@ -79,5 +81,37 @@ def test_kill_confirmation_of_two_marked_processes(app: CorralApp, snap_compare)
     async def run_before(pilot: Pilot[None]) -> None:
         # mark alpha:4242 and alpha:4243, then ask to kill them
         await settle(pilot, "down", "space", "space", "k")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_deploy_dialog_with_progress_bars_mid_way(
+    app: CorralApp, snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alpha and bravo (all alive; charlie is lost) part way through a 8 MiB deploy."""
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "hello").write_bytes(b"\x7fELF")
+    monkeypatch.chdir(tmp_path)
+
+    async def fake_deploy(file: object, **kw: Any) -> DeployResult:
+        progress = kw["progress"]
+        progress("alpha", 3 * MiB, 8 * MiB)
+        progress("bravo", 13 * MiB // 2, 8 * MiB)
+        await asyncio.Event().wait()  # mid-way, for ever
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(app.master, "deploy", fake_deploy)
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        # file, then Tab past the app and the node list to "All alive nodes"
+        await settle(pilot, "d", *"build/hello", "tab", "tab", "tab", "space", "ctrl+s")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_rm_confirmation_names_the_app_and_nodes(app: CorralApp, snap_compare) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        # alpha:4242's app "sleep": running on alpha, and on charlie, which is lost
+        await settle(pilot, "down", "ctrl+d")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -43,7 +43,8 @@ class CommandLine(Input):
             self.text = text
 
     def __init__(self, names: Names, **kwargs: object) -> None:
-        super().__init__(placeholder="launch | stop | kill | logs | rm   (Tab completes)", **kwargs)  # type: ignore[arg-type]
+        hint = "launch | stop | kill | logs | rm | deploy   (Tab completes)"
+        super().__init__(placeholder=hint, **kwargs)  # type: ignore[arg-type]
         self.names = names
 
     def action_complete(self) -> None:

@@ -23,19 +23,22 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from master.control import Master, VerbError
+from master.control import Master, RemoveResult, VerbError
 from master.model import Change
 from tui.commands import Command, CommandError, parse
 from tui.tally import Tally
 from tui.widgets.command_line import CommandLine
 from tui.widgets.confirm import ConfirmDialog
+from tui.widgets.deploy import DeployDialog, DeployRequest, ProgressFeed, run_deploy, summary
 from tui.widgets.filter_bar import FilterBar
 from tui.widgets.header import ClusterHeader
 from tui.widgets.help import HelpScreen
 from tui.widgets.launch import LaunchDialog
 from tui.widgets.log_pane import LogPane
+from tui.widgets.node_picker import USABLE, preselected
 from tui.widgets.nodes import NodesTable
 from tui.widgets.procs import ProcsTable
+from tui.widgets.remove import RemoveDialog
 
 REFRESH = 0.1  # at most one repaint of changed rows per this many seconds
 SIGNALS = {
@@ -55,10 +58,19 @@ class Dashboard(Screen[None]):
             "k,ctrl+k", "kill", "Kill", tooltip="Force kill: SIGKILL to the selected or marked"
         ),
         Binding("e", "escalate", "Escalate", tooltip="SIGINT, then SIGKILL after a countdown"),
+        Binding("d", "deploy", "Deploy", tooltip="Deploy an executable and its libraries to nodes"),
+        Binding(
+            "ctrl+d,delete",
+            "remove",
+            "Rm app",
+            tooltip="Remove the selected process's app everywhere (asks first)",
+        ),
         Binding(
             "slash", "filter", "Filter", tooltip="Filter processes by node:, app:, state: or text"
         ),
-        Binding("colon", "command", "Cmd", tooltip="Command line: launch, stop, kill, logs, rm"),
+        Binding(
+            "colon", "command", "Cmd", tooltip="Command line: launch, stop, kill, logs, rm, deploy"
+        ),
         Binding("question_mark", "help", "Help", tooltip="This help"),
         Binding("q", "app.quit", "Quit", tooltip="Quit (workers and programs keep running)"),
     ]
@@ -184,9 +196,7 @@ class Dashboard(Screen[None]):
     # --- launch -------------------------------------------------------------------
     def action_launch(self) -> None:
         nodes = self.master.cluster.nodes()
-        here = self.query_one(NodesTable).selected
-        alive = [n.name for n in nodes if n.state in ("alive", "suspect")]
-        preselect = here if here in alive else (alive[0] if alive else None)
+        preselect = preselected(nodes, self.query_one(NodesTable).selected)
         dialog = LaunchDialog(nodes, preselect, self.master.launch)
         self.app.push_screen(dialog, self._launched)
 
@@ -200,6 +210,41 @@ class Dashboard(Screen[None]):
         if errors:
             text = "; ".join(f"{n}: {why}" for n, why in errors.items())
             self.notify(f"launch failed on {text}", severity="warning")
+
+    # --- deploy and rm ---------------------------------------------------------------
+    def action_deploy(self) -> None:
+        nodes = self.master.cluster.nodes()
+        preselect = preselected(nodes, self.query_one(NodesTable).selected)
+        self.app.push_screen(DeployDialog(nodes, preselect, self.master.deploy))
+
+    def action_remove(self) -> None:
+        """rm the selected process's app (the dialog asks for one when none is selected)."""
+        key = self.procs.selected
+        app = self.procs.views[key].app if key in self.procs.views else None
+        alive = [n.name for n in self.master.cluster.nodes() if n.state in USABLE]
+        dialog = RemoveDialog(app, alive, self._live_of_app, self._remove_everywhere)
+        self.app.push_screen(dialog)
+
+    def _live_of_app(self, app: str) -> dict[str, list[str]]:
+        """The app's live processes by node, from the table's snapshots."""
+        out: dict[str, list[str]] = {}
+        for view in self.procs.views.values():
+            if view.app == app and view.alive:
+                out.setdefault(view.node, []).append(view.key)
+        return out
+
+    async def _remove_everywhere(
+        self, app: str, force: bool = False, logs: bool = False
+    ) -> list[RemoveResult]:
+        return await self.master.remove(app, force=force, logs=logs)
+
+    def _deploy_progress(self, feed: ProgressFeed) -> None:
+        """The command line's hint shows each node's percentage while ``:deploy`` runs."""
+        parts = [
+            f"{node} {100 * sent // total if total else 100}%"
+            for node, (sent, total) in sorted(feed.latest.items())
+        ]
+        self._hint("deploying… " + "  ".join(parts))
 
     def _select(self, key: str) -> bool:
         procs = self.procs
@@ -364,8 +409,12 @@ class Dashboard(Screen[None]):
                 raise VerbError(f"no such process: {cmd.targets[0]}")
             self.log_pane.focus()
             done = ""
+        elif cmd.verb == "deploy":
+            done = await self._deploy_command(cmd)
         else:  # rm
-            removed = await m.remove(cmd.app or "", cmd.nodes, cmd.all_nodes, force=cmd.force)
+            removed = await m.remove(
+                cmd.app or "", cmd.nodes, cmd.all_nodes, force=cmd.force, logs=cmd.logs
+            )
             bad = [f"{r.node}: {r.error}" for r in removed if r.error]
             if bad:
                 raise VerbError("; ".join(bad))
@@ -377,6 +426,23 @@ class Dashboard(Screen[None]):
             self.log_pane.focus()
         if done:
             self.notify(done)
+
+    async def _deploy_command(self, cmd: Command) -> str:
+        """``:deploy``: the dialog's runner, progress in the hint; the outcome in one line."""
+        req = DeployRequest(
+            cmd.file,
+            cmd.app,
+            cmd.nodes,
+            cmd.all_nodes,
+            cmd.libs,
+            cmd.dry_run,
+            cmd.trust_host_key,
+        )
+        feed = ProgressFeed(self, lambda _: self._deploy_progress(feed))
+        result = await run_deploy(self.master.deploy, req, feed)
+        if result.failed:
+            raise VerbError(summary(result))
+        return summary(result)
 
 
 def help_sections() -> list[tuple[str, list[BindingType]]]:
@@ -390,4 +456,6 @@ def help_sections() -> list[tuple[str, list[BindingType]]]:
         ("command line", list(CommandLine.BINDINGS)),
         ("confirmation", list(ConfirmDialog.BINDINGS)),
         ("launch dialog", list(LaunchDialog.BINDINGS)),
+        ("deploy dialog", list(DeployDialog.BINDINGS)),
+        ("rm dialog", list(RemoveDialog.BINDINGS)),
     ]
