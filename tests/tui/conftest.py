@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,12 +27,13 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.roots: list[Path] = []
 
-    def spawn(self, address: str, token: str, *names: str) -> None:
+    def spawn(self, address: str, token: str, *names: str, args: Sequence[str] = ()) -> None:
+        """Start a worker per name; ``args`` go to each (``--ssh-port N``, say)."""
         env = {**os.environ, "CORRAL_TOKEN": token}
         for name in names:
             root = self.base / name
             self.roots.append(root)
-            cmd = [sys.executable, "-m", "daemon", "--master", address, "--root", str(root)]
+            cmd = [sys.executable, "-m", "daemon", "--master", address, "--root", str(root), *args]
             log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115
             with log:
                 self.procs.append(

@@ -11,6 +11,7 @@ report per node is the CLI's own text (`corral.deploy_verb`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,9 @@ class ProgressFeed:
 
     Every call only records the node's latest numbers; the first call after
     a flush arms one timer on ``owner``, which hands ``flush`` the nodes that
-    moved since the last one.
+    moved since the last one.  The master calls back from a transfer thread's
+    context, where Textual's active app is unset: the timer is armed in the
+    context the feed was made in.
     """
 
     def __init__(
@@ -129,12 +132,13 @@ class ProgressFeed:
         self.latest: Progress = {}
         self._moved: Progress = {}
         self._armed = False
+        self._context = contextvars.copy_context()
 
     def __call__(self, node: str, sent: int, total: int) -> None:
         self.latest[node] = self._moved[node] = (sent, total)
         if not self._armed:
             self._armed = True
-            self.owner.set_timer(self.interval, self.drain)
+            self._context.run(self.owner.set_timer, self.interval, self.drain)
 
     def drain(self) -> None:
         """Hand on what moved now (also at the end, before the report replaces the bars)."""
