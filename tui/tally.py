@@ -32,9 +32,11 @@ class Tally:
         self.counts[view.state] += 1
 
     def proc(self, view: ProcView) -> None:
-        self.drop_proc(view.key)
-        kinds = proc_kind(view)
-        self._procs[view.key] = kinds
+        key, kinds = view.key, proc_kind(view)
+        if self._procs.get(key) == kinds:
+            return  # the common case under a feed: same bucket, nothing to count
+        self.drop_proc(key)
+        self._procs[key] = kinds
         self.counts.update(kinds)
 
     def drop_proc(self, key: str) -> None:

@@ -1,4 +1,8 @@
-"""The nodes pane: one row per worker, updated a row at a time."""
+"""The nodes pane: one row per worker, updated a row at a time.
+
+Like the processes pane it is a `LiveTable`: a thousand nodes beating every
+second redraw only the rows on screen; the others catch up as they scroll in.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from collections.abc import Callable, Iterable
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import DataTable
 
 from master.model import NodeView
 from tui import format as fmt
+from tui.widgets.live_table import LiveTable
 
 COLUMNS = (
     ("state", "State", 10),
@@ -24,7 +28,7 @@ COLUMNS = (
 )
 
 
-class NodesTable(DataTable[Text | str]):
+class NodesTable(LiveTable):
     """Nodes with state (colour and symbol), beat age, CPU sparkline, memory."""
 
     BINDINGS = [
@@ -39,7 +43,9 @@ class NodesTable(DataTable[Text | str]):
             self.node = node
 
     def __init__(self, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            [key for key, _, _ in COLUMNS], cursor_type="row", zebra_stripes=False, **kwargs
+        )
         self.clock = clock
         self.views: dict[str, NodeView] = {}
 
@@ -49,26 +55,30 @@ class NodesTable(DataTable[Text | str]):
         self.set_interval(1.0, self.tick)
 
     def update_nodes(self, views: Iterable[NodeView]) -> None:
-        """Add or update the given rows; other rows are untouched."""
-        now = self.clock()
-        added = False
+        """Add or update the given rows; only rows on screen are redrawn."""
+        now, added, changed = self.clock(), False, []
         for view in views:
-            cells = self._cells(view, now)
-            if view.name in self.views:
-                for (key, _, _), cell in zip(COLUMNS, cells, strict=True):
-                    self.update_cell(view.name, key, cell)
-            else:
-                self.add_row(*cells, key=view.name)
+            if view.name not in self.views:
+                # Whole rows: nodes come rarely, and the sort below reads the name cell.
+                self.add_live_row(view.name, *self._cells(view, now))
                 added = True
             self.views[view.name] = view
+            changed.append(view.name)
         if added:
             self.sort("name", key=lambda cell: str(cell))
+            self.draw_visible(now)
+        else:
+            self.draw_changed(changed, now)
 
     def tick(self) -> None:
         """Heartbeat ages grow between beats (a lost node sends none)."""
-        now = self.clock()
-        for name, view in self.views.items():
-            self.update_cell(name, "beat", fmt.beat_age(view, now))
+        self.draw_visible(self.clock())
+
+    def now(self) -> float:
+        return self.clock()
+
+    def row_cells(self, key: str, now: float) -> tuple[Text | str, ...]:
+        return self._cells(self.views[key], now)
 
     @property
     def selected(self) -> str | None:

@@ -3,6 +3,8 @@
 Rows change one at a time: `update_procs` adds, updates or removes only the
 rows it is given.  The table keeps the latest snapshot of every process
 (also those the filter hides) so a filter change needs no trip to the master.
+Cells are drawn only for rows on screen (see `LiveTable`): ten thousand
+processes changing every second cost what the visible rows cost.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from textual.widgets import DataTable
 
 from master.model import ProcView
 from tui import format as fmt
+from tui.widgets.live_table import LiveTable
 
 COLUMNS = (
     ("key", "  NODE:PID", 15),  # two columns of it show the mark
@@ -32,6 +35,7 @@ COLUMNS = (
     ("run", "Run", 6),
 )
 SORTABLE = [key for key, _, _ in COLUMNS]
+STABLE = frozenset({"key", "app", "command", "start"})  # a process's own never changes
 
 SortKey = Callable[[ProcView, float], Any]
 SORT_KEYS: dict[str, SortKey] = {
@@ -66,7 +70,7 @@ def matches(view: ProcView, query: str) -> bool:
     return True
 
 
-class ProcsTable(DataTable[Text | str]):
+class ProcsTable(LiveTable):
     """One row per process; the cursor row is the selected process."""
 
     BINDINGS = [
@@ -84,7 +88,7 @@ class ProcsTable(DataTable[Text | str]):
             self.key = key
 
     def __init__(self, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", **kwargs)  # type: ignore[arg-type]
+        super().__init__([key for key, _, _ in COLUMNS], cursor_type="row", **kwargs)
         self.clock = clock
         self.views: dict[str, ProcView] = {}
         self.marked: set[str] = set()
@@ -102,37 +106,40 @@ class ProcsTable(DataTable[Text | str]):
 
     # --- rows ------------------------------------------------------------
     def update_procs(self, views: Iterable[ProcView], removed: Iterable[str] = ()) -> None:
-        """Apply changed snapshots and removals to just those rows."""
+        """Apply changed snapshots and removals; only rows on screen are redrawn."""
         now = self.clock()
-        resort = False
+        sort_key = None if self.sort_column in STABLE else SORT_KEYS[self.sort_column]
+        moved = resort = False  # rows came, went or reordered: what is on screen shifts
+        changed, known, rows, query = [], self.views, self.rows, self.query_text
         for key in removed:
-            self.views.pop(key, None)
+            known.pop(key, None)
             self.marked.discard(key)
-            self._hide(key)
-        for view in views:
-            old = self.views.get(view.key)
-            self.views[view.key] = view
-            shown = view.key in self.rows
-            if not matches(view, self.query_text):
-                self._hide(view.key)
-            elif shown:
-                self._set_cells(view, now)
-                sort_key = SORT_KEYS[self.sort_column]
-                resort |= old is None or sort_key(old, now) != sort_key(view, now)
-            else:
-                self.add_row(*self._cells(view, now), key=view.key)
+            moved |= self._hide(key)
+        for view in views:  # thousands a second: every lookup here counts
+            key = view.key
+            old = known.get(key)
+            known[key] = view
+            changed.append(key)
+            if query and not matches(view, query):
+                moved |= self._hide(key)
+            elif key not in rows:
+                self.add_live_row(key, self._key_cell(key))
+                resort = True
+            elif sort_key is not None and (
+                old is None or sort_key(old, now) != sort_key(view, now)
+            ):
                 resort = True
         if resort:
             self._sort()
+        elif moved:
+            self.draw_visible(now)
+        else:
+            self.draw_changed(changed, now)
         self._announce()
 
     def tick(self) -> None:
-        """Run times of live processes grow with the clock."""
-        now = self.clock()
-        for key in self.rows:
-            view = self.views[str(key.value)]
-            if view.ended_at is None:
-                self.update_cell(key, "run", fmt.right(fmt.duration(view.run_time(now))))
+        """Run times of live processes grow with the clock (rows off screen catch up later)."""
+        self.draw_visible(self.clock())
 
     def set_query(self, text: str) -> None:
         """Show only the processes matching ``text`` (see `matches`)."""
@@ -141,8 +148,9 @@ class ProcsTable(DataTable[Text | str]):
             if not matches(view, text):
                 self._hide(key)
             elif key not in self.rows:
-                self.add_row(*self._cells(view, self.clock()), key=key)
+                self.add_live_row(key, self._key_cell(key))
         self._sort()
+        self.draw_visible(self.clock())
         self._announce()
 
     def set_countdown(self, key: str, seconds: int | None) -> None:
@@ -151,9 +159,8 @@ class ProcsTable(DataTable[Text | str]):
             self.countdowns.pop(key, None)
         else:
             self.countdowns[key] = seconds
-        view = self.views.get(key)
-        if view is not None and key in self.rows:
-            self.update_cell(key, "state", fmt.proc_state(view, self.countdowns.get(key)))
+        if key in self.rows:
+            self.draw_row(key, self.clock())
 
     # --- selection -------------------------------------------------------
     @property
@@ -194,14 +201,14 @@ class ProcsTable(DataTable[Text | str]):
         if key is None:
             return
         self.marked ^= {key}
-        self.update_cell(key, "key", self._key_cell(key))
+        self.draw_row(key, self.clock())
         self.action_cursor_down()
 
     def action_clear_marks(self) -> None:
         shown = self.marked & {str(k.value) for k in self.rows}
         self.marked.clear()
         for key in shown:
-            self.update_cell(key, "key", self._key_cell(key))
+            self.draw_row(key, self.clock())
 
     def action_sort_next(self) -> None:
         i = SORTABLE.index(self.sort_column)
@@ -213,9 +220,11 @@ class ProcsTable(DataTable[Text | str]):
         self._sort()
 
     # --- internals ---------------------------------------------------------
-    def _hide(self, key: str) -> None:
-        if key in self.rows:
-            self.remove_row(key)
+    def _hide(self, key: str) -> bool:
+        """Drop ``key``'s row; True if it was shown."""
+        shown = key in self.rows
+        self.drop_live_row(key)
+        return shown
 
     def _sort(self) -> None:
         """Reorder rows by the sort column, keeping the cursor on its process."""
@@ -228,6 +237,7 @@ class ProcsTable(DataTable[Text | str]):
         self._label_sort()
         if keep is not None and keep in self.rows:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
+        self.draw_visible(now)
 
     def _label_sort(self) -> None:
         for key, label, _ in COLUMNS:
@@ -245,9 +255,11 @@ class ProcsTable(DataTable[Text | str]):
             self._shown_key = key
             self.post_message(self.Selected(key))
 
-    def _set_cells(self, view: ProcView, now: float) -> None:
-        for (column, _, _), cell in zip(COLUMNS, self._cells(view, now), strict=True):
-            self.update_cell(view.key, column, cell)
+    def now(self) -> float:
+        return self.clock()
+
+    def row_cells(self, key: str, now: float) -> tuple[Text | str, ...]:
+        return self._cells(self.views[key], now)
 
     def _key_cell(self, key: str) -> Text:
         if key in self.marked:
