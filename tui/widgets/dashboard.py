@@ -156,9 +156,10 @@ class Dashboard(Screen[None]):
             self.procs.update_procs(procs, gone)
             for n in nodes:
                 self.tally.node(n)
+            log_pane = self.log_pane  # a DOM query: once, not once per process
             for p in procs:
                 self.tally.proc(p)
-                self.log_pane.update_proc(p)
+                log_pane.update_proc(p)
             for key in gone:
                 self.tally.drop_proc(key)
             self.query_one(ClusterHeader).counts = dict(self.tally.counts)
