@@ -2,10 +2,10 @@
 
 Starts a real master and three real worker daemons in a temporary directory,
 launches a few programs, saves SVG screenshots (main screen, launch dialog,
-help, log pane) into DIR, and a PNG of each when ``rsvg-convert`` or
-``cairosvg`` is installed.  Everything it started is stopped before it exits:
-the programs through the master's kill verb (then SIGKILL to any survivor's
-process group), then the workers.
+help, the deploy dialog's report of a dry run, log pane) into DIR, and a PNG
+of each when ``rsvg-convert`` or ``cairosvg`` is installed.  Everything it
+started is stopped before it exits: the programs through the master's kill
+verb (then SIGKILL to any survivor's process group), then the workers.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from textual.pilot import Pilot
 
 from master.control import Master, MasterConfig
 from tui.app import CorralApp
+from tui.widgets.deploy import DeployDialog
 
 NODES = ("node1", "node2", "node3")
 SIZE = (120, 40)
@@ -130,6 +131,9 @@ async def capture(out: Path, base: Path) -> list[Path]:
             await pilot.pause(0.3)
             shot("help")
             await pilot.press("escape")
+            await deploy_dry_run(pilot, base)
+            shot("deploy")
+            await pilot.press("escape")
             dash.log_pane.focus()
             app.screen.maximize(dash.log_pane)
             await pilot.pause(1)
@@ -138,6 +142,20 @@ async def capture(out: Path, base: Path) -> list[Path]:
     finally:
         await demo.stop()
     return saved
+
+
+async def deploy_dry_run(pilot: Pilot[None], base: Path) -> None:
+    """Fill the deploy dialog with a script for every node, as a dry run (no sshd here)."""
+    script = base / "solve.sh"
+    script.write_text('#!/bin/sh\n# the demo\'s solver, packaged\nexec sh -c "$TICKER"\n')
+    script.chmod(0o755)
+    await pilot.press("d")
+    await pilot.press(*str(script), "tab", *"solver", "tab", "tab", "space", "tab", "space")
+    await pilot.press("ctrl+s")
+    dialog = pilot.app.screen
+    assert isinstance(dialog, DeployDialog)
+    await until(pilot, lambda: dialog.result is not None, "the deploy dry run's report")
+    await pilot.pause(0.3)
 
 
 def to_png(svg: Path) -> Path | None:

@@ -26,8 +26,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Static
 
 from corral.deploy_verb import format_node, format_plan
+from corral.table import human_bytes  # the report is the CLI's: the same units throughout
 from master.control import VerbError
-from master.deploy import human_bytes
 from master.deployer import DeployResult, NodeDeploy
 from master.model import NodeView
 from tui.widgets.node_picker import NodePicker
@@ -174,7 +174,7 @@ class NodeProgress(Vertical):
             bar.update(total=1, progress=0)
         elif dry_run:
             status = "dry run: nothing sent"
-            bar.update(total=1, progress=1)
+            bar.display = False  # nothing moved: a full bar would say otherwise
         else:
             status = f"done in {r.seconds:.2f} s"
             total = r.bytes or 1
