@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import os
@@ -465,6 +466,9 @@ class _Run:
         if self.progress is None:
             return None
         loop = asyncio.get_running_loop()
+        # Run the callback in the caller's context, not the push thread's: the
+        # caller's context variables (a UI framework's current app) must hold.
+        context = contextvars.copy_context()
         last = 0.0
 
         def hop(done: int, total: int) -> None:
@@ -474,7 +478,7 @@ class _Run:
                 return
             last = now
             with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(self._report, name, done, total)
+                loop.call_soon_threadsafe(self._report, name, done, total, context=context)
 
         return hop
 

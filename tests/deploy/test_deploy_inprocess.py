@@ -8,6 +8,7 @@ given in `MasterConfig` win over the state dir's config file.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from master.control import Master, MasterConfig, VerbError
 from tests.deploy.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(60)
+
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
 
 
 async def wait_for(cond: object, what: str, timeout: float = 15.0) -> None:
@@ -67,10 +70,13 @@ async def test_progress_is_called_on_the_loop_thread_up_to_the_total(
     big = tmp_path / "blob"
     big.write_bytes(os.urandom(6 * 2**20))
     calls: list[tuple[str, int, int, int]] = []
+    seen: set[str] = set()
 
     def progress(node: str, done: int, total: int) -> None:
         calls.append((node, done, total, threading.get_ident()))
+        seen.add(CALLER.get())
 
+    CALLER.set("the deploying task")
     result = await master.deploy(big, nodes=["p1"], progress=progress)
     assert result.failed == [], result
     assert [f.path for f in result.results[0].sent] == ["bin/blob"]
@@ -79,6 +85,7 @@ async def test_progress_is_called_on_the_loop_thread_up_to_the_total(
     assert {c[2] for c in calls} == {big.stat().st_size}
     assert [c[1] for c in calls] == sorted(c[1] for c in calls)
     assert {c[3] for c in calls} == {threading.get_ident()}  # hopped onto the loop
+    assert seen == {"the deploying task"}  # ... in the caller's context, not the thread's
 
     calls.clear()
     again = await master.deploy(big, nodes=["p1"], progress=progress)
