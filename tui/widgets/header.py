@@ -18,7 +18,7 @@ class ClusterHeader(Static):
     ClusterHeader { height: 1; background: $panel; color: $text; padding: 0 1; }
     """
 
-    counts: reactive[dict[str, int]] = reactive(dict, always_update=True)
+    counts: reactive[dict[str, int]] = reactive(dict)  # repaints only when a count moved
     address: reactive[str] = reactive("")
 
     def render(self) -> Text:
