@@ -28,7 +28,7 @@ from rich.text import Text
 from textual._types import SegmentLines
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
-from textual.widgets.data_table import Row, RowKey
+from textual.widgets.data_table import ColumnKey, Row, RowKey
 
 Cell = Text | str
 
@@ -72,20 +72,27 @@ class LiveTable(DataTable[Cell]):
         self._drawn.pop(key, None)
 
     def draw_row(self, key: str, now: float) -> None:
-        """Write the cells of ``key`` that differ from what the table holds."""
+        """Write the cells of ``key`` that differ from what the table holds.
+
+        Unlike `update_cell`, which repaints the whole table for each cell,
+        this repaints just the row's line, once.
+        """
         drawn = self._drawn.get(key)
         if drawn is None:
             return
+        held = self._data[RowKey(key)]
         kept = []  # the objects the table holds: a rendered cell is reused by identity
-        for column, new, old in zip(
-            self._column_keys, self.row_cells(key, now), drawn, strict=True
-        ):
+        cells = self.row_cells(key, now)
+        for column, new, old in zip(self._column_keys, cells, drawn, strict=True):
             if same(new, old):
                 kept.append(old)
             else:
-                self.update_cell(key, column, new)
+                held[ColumnKey(column)] = new
                 kept.append(new)
-        self._drawn[key] = tuple(kept)
+        if any(map(operator.is_not, kept, drawn)):
+            self._drawn[key] = tuple(kept)
+            self._update_count += 1  # DataTable's own caches key on this
+            self.refresh_row(self.get_row_index(key))
 
     def draw_changed(self, keys: Iterable[str], now: float) -> None:
         """Redraw just the rows among ``keys`` that are on screen."""

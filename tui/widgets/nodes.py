@@ -52,7 +52,9 @@ class NodesTable(LiveTable):
     def on_mount(self) -> None:
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
-        self.set_interval(1.0, self.tick)
+        # Half a second out of phase with the processes pane's tick, so the two
+        # redraws of every row on screen do not land in the same frame.
+        self.set_timer(0.5, lambda: self.set_interval(1.0, self.tick))
 
     def update_nodes(self, views: Iterable[NodeView]) -> None:
         """Add or update the given rows; only rows on screen are redrawn."""
