@@ -80,9 +80,16 @@ def node_name(view: NodeView) -> Text:
 
 
 def beat_age(view: NodeView, now: float) -> Text:
+    """Whole seconds: beats come every second, so tenths would only flicker, and
+    every beat of every node on screen would cost a repaint."""
     age = view.beat_age(now)
-    style = "" if view.state == "alive" else NODE_STYLES[view.state]
-    return Text(duration(age), style=style, justify="right")
+    if age < 60:
+        return Text(f"{int(age)}s", style=style_of_age(view), justify="right")
+    return Text(duration(age), style=style_of_age(view), justify="right")
+
+
+def style_of_age(view: NodeView) -> str:
+    return "" if view.state == "alive" else NODE_STYLES[view.state]
 
 
 def cpu_cell(view: NodeView) -> Text:
