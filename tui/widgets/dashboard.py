@@ -10,6 +10,7 @@ panes.  Verbs run in workers; their errors are shown once, by
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -115,8 +116,12 @@ class Dashboard(Screen[None]):
         self.refresh_rows()
         self.procs.move_cursor(row=0)
         self.procs.focus()
+        # What exists now (imports, the first screen) lives as long as the screen:
+        # keep it out of full garbage collections, which otherwise stall frames.
+        gc.freeze()
 
     def on_unmount(self) -> None:
+        gc.unfreeze()
         if self._unsubscribe is not None:
             self._unsubscribe()
 
