@@ -1,14 +1,19 @@
 """The log pane: the selected process's log, following live.
 
 Pieces from the source (``Master.follow``) are split into lines into a ring
-buffer; one `write_lines` per tick (~0.1 s) puts them on screen, so a chatty
-program costs one repaint a tick.  Scrolling up pauses following (new lines
-are kept but the view stays put); End resumes it.
+buffer; one `write_lines` per tick (at most one each `TICK`) puts them on
+screen, so a chatty program costs one repaint a tick.  A quiet log's line
+goes out at once: the tick only holds back lines that come less than `TICK`
+after the last write, so any line is on screen within TICK and a frame.
+``ingested`` counts every line taken in (the ring keeps only the last ones).
+Scrolling up pauses following (new lines are kept but the view stays put);
+End resumes it.
 """
 
 from __future__ import annotations
 
 import codecs
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 
@@ -20,7 +25,7 @@ from master.control import LogPiece
 from master.model import ProcView
 
 FollowSource = Callable[..., AsyncIterator[LogPiece]]
-TICK = 0.1
+TICK = 0.05
 
 
 class LogPane(Log):
@@ -38,6 +43,8 @@ class LogPane(Log):
         self.proc: ProcView | None = None
         self._pending: deque[str] = deque(maxlen=max_lines)
         self._flush_scheduled = False
+        self._flushed_at = 0.0  # monotonic time of the last write_lines
+        self.ingested = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._partial = ""
         self._eof = False
@@ -69,11 +76,17 @@ class LogPane(Log):
             self._maybe_end()
 
     def feed(self, lines: Iterable[str]) -> None:
-        """Queue whole lines for the next tick."""
+        """Queue whole lines for the next tick (at once, if the last was a TICK ago)."""
+        lines = list(lines)
+        self.ingested += len(lines)
         self._pending.extend(lines)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.set_timer(TICK, self._flush)
+            wait = self._flushed_at + TICK - time.monotonic()
+            if wait > 0:
+                self.set_timer(wait, self._flush)
+            else:
+                self.call_later(self._flush)
 
     # --- following ---------------------------------------------------------
     @work(exclusive=True, group="follow", exit_on_error=False)
@@ -108,6 +121,7 @@ class LogPane(Log):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._flushed_at = time.monotonic()
         if self._pending:
             lines = list(self._pending)
             self._pending.clear()
