@@ -275,7 +275,7 @@ class ProcsTable(LiveTable):
             fmt.reason(view),
             fmt.right(f"{view.cpu_time:.1f}"),
             fmt.right(fmt.human_bytes(view.rss) if view.alive else "-"),
-            fmt.right(fmt.human_bytes(view.max_rss)),
+            fmt.right(fmt.human_bytes(view.max_rss) if view.max_rss else "-"),  # 0: never sampled
             fmt.clock_time(view.started_at, now),
             fmt.right(fmt.duration(view.run_time(now))),
         )
