@@ -204,6 +204,8 @@ class LiveTable(DataTable[Cell]):
             *args,
             row_index,
             self.size.width,
+            # Auto-width columns widen as rows come: a row's cells then move.
+            tuple(column.get_render_width(self) for column in self.ordered_columns),
             self.cursor_type,
             self.show_cursor,
             self._show_hover_cursor,
