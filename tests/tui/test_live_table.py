@@ -1,0 +1,502 @@
+"""What a `LiveTable` draws stays right: new values show, rows move, nothing stale.
+
+`LiveTable` overrides DataTable's row order, line map and render caches, and
+writes cells only for rows on screen.  These tests read what is actually on
+the screen (the compositor's lines, as the terminal would get them) and hold
+it against a plain `DataTable` given the same operations: the plain one is
+the reference for what should be drawn.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.widgets import DataTable
+
+from master.model import ProcView
+from tui.widgets.live_table import LiveTable
+from tui.widgets.procs import ProcsTable
+
+SIZE = (80, 12)  # a header and 11 rows: 30 rows need scrolling
+COLUMNS = (("name", 6), ("a", 8), ("b", 8))
+Cells = tuple[Any, ...]
+
+
+class Grid(LiveTable):
+    """The smallest live table: a row shows what ``views`` holds for it.
+
+    Used the way the processes pane uses `LiveTable`: a row is added with its
+    key cell only, and only rows on screen are brought up to date.
+    """
+
+    def __init__(self, widths: tuple[int | None, ...] = (6, 8, 8), whole: bool = False) -> None:
+        super().__init__([key for key, _ in COLUMNS], cursor_type="row")
+        self.widths = widths
+        self.whole = whole  # add rows with all their cells, as the nodes pane does
+        self.views: dict[str, Cells] = {}
+
+    def on_mount(self) -> None:
+        for (key, _), width in zip(COLUMNS, self.widths, strict=True):
+            self.add_column(key, key=key, width=width)
+
+    def now(self) -> float:
+        return 0.0
+
+    def row_cells(self, key: str, now: float) -> Cells:
+        return self.views[key]
+
+    def put(self, key: str, *cells: Any) -> None:
+        new = key not in self.views
+        self.views[key] = (key, *cells)
+        if new:
+            self.add_live_row(key, *(self.views[key] if self.whole else (key,)))
+            self.draw_visible(0.0)
+        else:
+            self.draw_changed([key], 0.0)
+
+    def drop(self, key: str) -> None:
+        del self.views[key]
+        self.drop_live_row(key)
+        self.draw_visible(0.0)
+
+    def order(self, reverse: bool = False) -> None:
+        """Sort by column ``a`` (read from ``views``: off-screen cells may be blank)."""
+        by = self.views
+        self.sort("name", key=lambda name: (str(by[str(name)][1]), str(name)), reverse=reverse)
+        self.draw_visible(0.0)
+
+    def wipe(self) -> None:
+        self.views.clear()
+        self.clear()
+
+
+class Plain(DataTable[Any]):
+    """The reference: a plain DataTable, every cell written as it changes."""
+
+    def __init__(self, widths: tuple[int | None, ...] = (6, 8, 8)) -> None:
+        super().__init__(cursor_type="row")
+        self.widths = widths
+        self.views: dict[str, Cells] = {}
+
+    def on_mount(self) -> None:
+        for (key, _), width in zip(COLUMNS, self.widths, strict=True):
+            self.add_column(key, key=key, width=width)
+
+    def put(self, key: str, *cells: Any) -> None:
+        row = (key, *cells)
+        if key in self.views:
+            for (column, _), value in zip(COLUMNS, row, strict=True):
+                self.update_cell(key, column, value)
+        else:
+            self.add_row(*row, key=key)
+        self.views[key] = row
+
+    def drop(self, key: str) -> None:
+        del self.views[key]
+        self.remove_row(key)
+
+    def order(self, reverse: bool = False) -> None:
+        by = self.views
+        self.sort("name", key=lambda name: (str(by[str(name)][1]), str(name)), reverse=reverse)
+
+    def wipe(self) -> None:
+        self.views.clear()
+        self.clear()
+
+
+class One(App[None]):
+    def __init__(self, table: DataTable[Any]) -> None:
+        super().__init__()
+        self.table = table
+
+    def compose(self) -> ComposeResult:
+        yield self.table
+
+
+def styled(app: App[Any]) -> list[list[tuple[str, Style | None]]]:
+    """The screen as the terminal gets it: each line's segments with their styles."""
+    strips = app.screen._compositor.render_strips()
+    return [[(seg.text, seg.style) for seg in strip] for strip in strips]
+
+
+def lines(app: App[Any]) -> list[str]:
+    """The text on screen, one string per line, without the scrollbar column."""
+    return ["".join(text for text, _ in line)[:40].rstrip() for line in styled(app)]
+
+
+def rows(app: App[Any]) -> list[list[str]]:
+    """The cells on screen below the header (cells here hold no spaces)."""
+    return [line.split() for line in lines(app)[1:] if line.strip()]
+
+
+def highlighted(app: App[Any], table: DataTable[Any]) -> list[str]:
+    """The lines drawn in the cursor's colours."""
+    cursor = table.get_component_rich_style("datatable--cursor").bgcolor
+    return [
+        "".join(text for text, _ in line)[:40].rstrip()
+        for line in styled(app)
+        if line and line[0][1] is not None and line[0][1].bgcolor == cursor
+    ]
+
+
+Script = Callable[[Any, Callable[[], Awaitable[None]]], Awaitable[None]]
+
+
+async def screens(table: DataTable[Any], script: Script) -> list[Any]:
+    """Run ``script`` on ``table``; every ``look()`` in it records the styled screen."""
+    seen: list[Any] = []
+    app = One(table)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+
+        async def look() -> None:
+            await pilot.pause()
+            seen.append(styled(app))
+
+        await script(table, look)
+    return seen
+
+
+async def same_as_plain(
+    script: Script, widths: tuple[int | None, ...] = (6, 8, 8), whole: bool = False
+) -> list[Any]:
+    """The screens of ``script`` on a `Grid`, checked equal to a plain DataTable's."""
+    live = await screens(Grid(widths, whole), script)
+    plain = await screens(Plain(widths), script)
+    assert len(live) == len(plain)
+    for step, (got, want) in enumerate(zip(live, plain, strict=True)):
+        assert text_of(got) == text_of(want), f"text differs at look {step}"
+        assert got == want, f"styles differ at look {step}"
+    return live
+
+
+def text_of(screen: list[list[tuple[str, Style | None]]]) -> list[str]:
+    return ["".join(text for text, _ in line).rstrip() for line in screen]
+
+
+def fill(table: Any, n: int) -> None:
+    for i in range(n):
+        table.put(f"r{i:02}", f"a{i}", f"b{i}")
+
+
+# --- a Grid on its own: what is drawn --------------------------------------------------
+
+
+async def test_added_rows_show_in_order_with_all_their_cells() -> None:
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 3)
+        await pilot.pause()
+        assert lines(app)[0].split() == ["name", "a", "b"]
+        assert rows(app) == [["r00", "a0", "b0"], ["r01", "a1", "b1"], ["r02", "a2", "b2"]]
+        grid.put("r03", "a3", "b3")  # one more, after the first frame
+        await pilot.pause()
+        assert rows(app)[-1] == ["r03", "a3", "b3"]
+
+
+async def test_a_changed_cell_shows_and_nothing_else_moves() -> None:
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 5)
+        await pilot.pause()
+        before = lines(app)
+        for value in ("new", "newer", "b2"):  # and back again: nothing cached wins
+            grid.put("r02", "a2", value)
+            await pilot.pause()
+            after = lines(app)
+            assert after[3].split() == ["r02", "a2", value]
+            assert after[:3] + after[4:] == before[:3] + before[4:]
+
+
+async def test_a_cell_changed_off_screen_shows_once_scrolled_into_view() -> None:
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 30)
+        await pilot.pause()
+        assert ["r25", "a25", "b25"] not in rows(app)
+        grid.put("r25", "a25", "late")  # off screen: not written yet
+        grid.put("r29", "a29", "last")
+        await pilot.pause()
+        grid.scroll_end(animate=False, immediate=True)
+        await pilot.pause()
+        shown = rows(app)
+        assert ["r25", "a25", "late"] in shown
+        assert shown[-1] == ["r29", "a29", "last"]
+        grid.put("r01", "a1", "top")  # now the top is off screen
+        grid.move_cursor(row=29, animate=False)
+        await pilot.pause()
+        await pilot.press("pageup", "pageup", "pageup")  # the keyboard scrolls back up
+        await pilot.pause()
+        assert grid.scroll_y == 0
+        assert rows(app)[1] == ["r01", "a1", "top"]
+
+
+async def test_rows_never_drawn_show_once_the_table_scrolls_to_them() -> None:
+    """Rows added off screen hold only their key until they come into view."""
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 30)
+        await pilot.pause()
+        await pilot.press("pagedown", "pagedown", "pagedown")
+        await pilot.pause()
+        assert grid.cursor_row == 29
+        shown = rows(app)
+        assert shown[-1] == ["r29", "a29", "b29"]
+        assert all(len(row) == 3 for row in shown), shown
+
+
+async def test_a_removed_row_leaves_and_the_rows_below_move_up() -> None:
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 6)
+        await pilot.pause()
+        grid.drop("r02")
+        await pilot.pause()
+        assert [row[0] for row in rows(app)] == ["r00", "r01", "r03", "r04", "r05"]
+        assert rows(app)[2] == ["r03", "a3", "b3"]
+        grid.put("r04", "a4", "moved")  # a row that moved up still takes updates
+        await pilot.pause()
+        assert rows(app)[3] == ["r04", "a4", "moved"]
+        grid.drop("r05")  # the last row: a blank line is left
+        await pilot.pause()
+        assert [row[0] for row in rows(app)] == ["r00", "r01", "r03", "r04"]
+
+
+async def test_sorting_reorders_what_is_drawn_and_later_updates_land_in_place() -> None:
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        for name, a in (("r00", "c"), ("r01", "a"), ("r02", "d"), ("r03", "b")):
+            grid.put(name, a, "x")
+        await pilot.pause()
+        grid.order()
+        await pilot.pause()
+        assert rows(app) == [
+            ["r01", "a", "x"],
+            ["r03", "b", "x"],
+            ["r00", "c", "x"],
+            ["r02", "d", "x"],
+        ]
+        grid.put("r00", "c", "hit")  # at index 0 before the sort, at 2 after it
+        await pilot.pause()
+        assert rows(app)[2] == ["r00", "c", "hit"]
+        assert rows(app)[0] == ["r01", "a", "x"]
+        grid.order(reverse=True)
+        await pilot.pause()
+        assert [row[0] for row in rows(app)] == ["r02", "r00", "r03", "r01"]
+        assert rows(app)[1] == ["r00", "c", "hit"]
+
+
+async def test_clearing_empties_the_screen_and_new_rows_draw_fresh() -> None:
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 30)
+        await pilot.pause()
+        grid.wipe()
+        await pilot.pause()
+        assert rows(app) == []
+        assert lines(app)[0].split() == ["name", "a", "b"]
+        grid.put("r05", "again", "b")  # a key seen before, at a new place
+        grid.put("r00", "a0", "fresh")
+        await pilot.pause()
+        assert rows(app) == [["r05", "again", "b"], ["r00", "a0", "fresh"]]
+
+
+# --- a Grid against a plain DataTable: the same screens, styles and all ------------
+
+
+async def test_same_screens_as_a_plain_table_through_adds_updates_removals_sorts() -> None:
+    async def script(t: Any, look: Callable[[], Awaitable[None]]) -> None:
+        fill(t, 8)
+        await look()
+        t.put("r03", "a3", "changed")
+        await look()
+        t.move_cursor(row=5)
+        await look()
+        t.order(reverse=True)  # the cursor stays at index 5, as DataTable does
+        await look()
+        t.put("r03", "zz", "changed")
+        t.order()
+        await look()
+        t.drop("r06")
+        await look()
+        t.put("r06", "a6", "back")
+        await look()
+        t.wipe()
+        await look()
+        fill(t, 3)
+        await look()
+
+    await same_as_plain(script)
+
+
+async def test_a_style_change_alone_is_drawn() -> None:
+    """Rich's `Text` equality ignores style: a recoloured cell must still be written."""
+
+    async def script(t: Any, look: Callable[[], Awaitable[None]]) -> None:
+        fill(t, 3)
+        t.put("r01", "a1", Text("ok", style="red"))
+        await look()
+        t.put("r01", "a1", Text("ok", style="green"))
+        await look()
+        t.put("r01", "a1", Text("ok", style="green", justify="right"))
+        await look()
+
+    shown = await same_as_plain(script)
+    assert shown[0] != shown[1] != shown[2]
+
+
+async def test_auto_width_columns_widen_for_every_row() -> None:
+    """A wide new row widens its column; rows drawn before must be redrawn to match.
+
+    Only rows added whole can size a column (`draw_row` leaves widths alone):
+    the panes give every column a fixed width.
+    """
+
+    async def script(t: Any, look: Callable[[], Awaitable[None]]) -> None:
+        fill(t, 3)
+        await look()
+        t.put("r03", "a-much-wider-value", "b3")
+        await look()
+
+    live = await same_as_plain(script, widths=(None, None, None), whole=True)
+    assert text_of(live[1])[0].split() == ["name", "a", "b"]
+    assert text_of(live[0])[1] != text_of(live[1])[1]  # r00's line did change
+
+
+async def test_random_operations_draw_what_a_plain_table_draws() -> None:
+    """A seeded mix of every operation, scrolling included, screen for screen."""
+
+    async def script(t: Any, look: Callable[[], Awaitable[None]]) -> None:
+        rng = random.Random(7)
+        fill(t, 20)
+        await look()
+        for step in range(36):
+            keys = sorted(t.views)
+            op = rng.random()
+            if op < 0.5 and keys:
+                key = rng.choice(keys)
+                t.put(key, t.views[key][1], f"v{rng.randrange(100)}")
+            elif op < 0.6:
+                t.put(f"n{rng.randrange(1000):03}", f"a{rng.randrange(10)}", "new")
+            elif op < 0.7 and keys:
+                t.drop(rng.choice(keys))
+            elif op < 0.8:
+                t.order(reverse=rng.random() < 0.5)
+            elif op < 0.9:
+                t.scroll_to(y=rng.randrange(12), animate=False, immediate=True)
+            else:
+                t.move_cursor(row=rng.randrange(max(1, t.row_count)), animate=False)
+            if step % 3 == 2:  # a frame now and then: some changes come in bursts
+                await look()
+
+    await same_as_plain(script)
+
+
+# --- the processes pane: filtering, and the cursor through a sort -------------------
+
+
+def proc(pid: int, app: str = "web", state: str = "running", **kw: object) -> ProcView:
+    fields: dict[str, object] = dict(
+        node="n1", pid=pid, launch="L", app=app, argv=("sleep", "60"),
+        state=state, reason="", started_at=100.0, ended_at=None, exit_code=None, signal=None,
+        core_dumped=False, cpu_user=0.0, cpu_sys=0.0, rss=0, max_rss=0,
+    )  # fmt: skip
+    fields.update(kw)
+    return ProcView(**fields)  # type: ignore[arg-type]
+
+
+def procs_app() -> One:
+    return One(ProcsTable(clock=lambda: 200.0))
+
+
+def proc_rows(app: App[Any]) -> list[list[str]]:
+    """Key, app, command and state of each process on screen."""
+    # The columns are wider than the screen: a horizontal scrollbar follows the rows.
+    split = ["".join(text for text, _ in line).split() for line in styled(app)[1:]]
+    return [cells[:4] for cells in split if cells and cells[0].startswith("n1:")]
+
+
+async def test_procs_filter_shows_only_matching_rows_and_updates_apply_to_them() -> None:
+    app = procs_app()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.table
+        assert isinstance(table, ProcsTable)
+        table.update_procs([proc(p, "web" if p % 2 else "db") for p in range(1, 7)])
+        await pilot.pause()
+        assert [row[0] for row in proc_rows(app)] == [f"n1:{p}" for p in range(1, 7)]
+        table.set_query("app:web")
+        await pilot.pause()
+        assert [row[:2] for row in proc_rows(app)] == [
+            ["n1:1", "web"],
+            ["n1:3", "web"],
+            ["n1:5", "web"],
+        ]
+        table.update_procs([proc(3, "web", argv=("top",)), proc(4, "db", argv=("top",))])
+        await pilot.pause()
+        assert proc_rows(app)[1][:3] == ["n1:3", "web", "top"]
+        assert [row[0] for row in proc_rows(app)] == ["n1:1", "n1:3", "n1:5"]
+        table.update_procs([proc(2, "web")])  # now it matches: it shows, in key order
+        await pilot.pause()
+        assert [row[0] for row in proc_rows(app)] == ["n1:1", "n1:2", "n1:3", "n1:5"]
+        table.update_procs([proc(1, "db")])  # no longer matches: it goes, the rest move up
+        await pilot.pause()
+        assert [row[0] for row in proc_rows(app)] == ["n1:2", "n1:3", "n1:5"]
+        table.set_query("")  # everything, with what changed while hidden
+        await pilot.pause()
+        shown = proc_rows(app)
+        assert [row[0] for row in shown] == [f"n1:{p}" for p in range(1, 7)]
+        assert shown[3][:3] == ["n1:4", "db", "top"]
+        assert shown[0][:2] == ["n1:1", "db"]
+
+
+async def test_procs_cursor_highlight_follows_the_selected_row_through_sorts() -> None:
+    app = procs_app()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.table
+        assert isinstance(table, ProcsTable)
+        apps = ["cc", "aa", "dd", "bb", "ee"]
+        cpu = [3.0, 1.0, 4.0, 2.0, 5.0]
+        table.update_procs([proc(p, apps[p - 1], cpu_user=cpu[p - 1]) for p in range(1, 6)])
+        await pilot.pause()
+        assert table.select("n1:3")
+        await pilot.pause()
+        assert [line.split()[0] for line in highlighted(app, table)] == ["n1:3"]
+        table.action_sort_reverse()  # by key, descending: n1:3 stays in the middle
+        await pilot.pause()
+        assert [row[0] for row in proc_rows(app)] == ["n1:5", "n1:4", "n1:3", "n1:2", "n1:1"]
+        assert [line.split()[0] for line in highlighted(app, table)] == ["n1:3"]
+        table.action_sort_next()  # by app: aa bb cc dd ee -> n1:2 n1:4 n1:1 n1:3 n1:5
+        await pilot.pause()
+        assert [row[0] for row in proc_rows(app)] == ["n1:2", "n1:4", "n1:1", "n1:3", "n1:5"]
+        assert [line.split()[:2] for line in highlighted(app, table)] == [["n1:3", "dd"]]
+        assert table.selected == "n1:3"
+        table.update_procs([proc(3, "dd", argv=("moved",), cpu_user=4.0)])  # on the cursor line
+        await pilot.pause()
+        assert [line.split()[:3] for line in highlighted(app, table)] == [["n1:3", "dd", "moved"]]
+        while table.sort_column != "cpu":
+            table.action_sort_next()
+        await pilot.pause()
+        assert [row[0] for row in proc_rows(app)] == ["n1:2", "n1:4", "n1:1", "n1:3", "n1:5"]
+        table.update_procs([proc(3, "dd", argv=("moved",), cpu_user=0.5)])  # it moves up
+        await pilot.pause()
+        assert [row[0] for row in proc_rows(app)] == ["n1:3", "n1:2", "n1:4", "n1:1", "n1:5"]
+        assert [line.split()[:3] for line in highlighted(app, table)] == [["n1:3", "dd", "moved"]]
