@@ -23,6 +23,8 @@ class CorralApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "corral"
+    # Operators (and `make demo`) expect Ctrl-C to leave a terminal program.
+    BINDINGS = [Binding("ctrl+c", "quit", "Quit", show=False, priority=True)]
 
     def __init__(
         self,

@@ -225,7 +225,10 @@ async def test_launch_errors_stay_in_the_dialog(running) -> None:
     assert "n1" in str(error.render())
 
 
-async def test_quit_leaves_workers_and_programs_running(tmp_path: Path, workers: Workers) -> None:
+@pytest.mark.parametrize("key", ["q", "ctrl+c"])
+async def test_quit_leaves_workers_and_programs_running(
+    tmp_path: Path, workers: Workers, key: str
+) -> None:
     config = MasterConfig(
         listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=tmp_path / "state", heartbeat=HEARTBEAT
     )
@@ -233,10 +236,11 @@ async def test_quit_leaves_workers_and_programs_running(tmp_path: Path, workers:
     app = CorralApp(master, on_ready=lambda address: workers.spawn(address, master.token, "n1"))
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: [n.state for n in master.cluster.nodes()] == ["alive"])
-        key = await launch(app, pilot, "sleep 65")
-        await pilot.press("q")
+        target = await launch(app, pilot, "sleep 65")
+        await pilot.press(key)
+        await until(pilot, lambda: app.return_code is not None)  # the key itself quit
     assert app.return_code == 0
-    assert psutil.Process(int(key.split(":")[1])).cmdline() == ["sleep", "65"]
+    assert psutil.Process(int(target.split(":")[1])).cmdline() == ["sleep", "65"]
     assert all(w.poll() is None for w in workers.procs)
 
 
