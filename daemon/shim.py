@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
+import setproctitle
+
 _SHIM_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The app gets default dispositions back: ignored signals survive exec, and
 # Python itself ignores SIGPIPE and SIGXFSZ.
@@ -119,6 +121,8 @@ def _run(spec: Spec, report: int) -> None:
     """Start the program, report it, wait for it, record how it ended."""
     try:
         os.chdir(spec.cwd)
+        setproctitle.setproctitle(f"corral-shim {spec.launch} {spec.exe}")
+        setproctitle.setthreadtitle("corral-shim")  # the title call rewrote comm too
         pid = os.posix_spawn(
             spec.exe,
             spec.argv,
@@ -169,12 +173,10 @@ def _detach(*keep: int) -> None:
     for sig in _SHIM_IGNORES:
         signal.signal(sig, signal.SIG_IGN)
     signal.set_wakeup_fd(-1)
-    try:
-        fd = os.open("/proc/self/comm", os.O_WRONLY)
-        os.write(fd, b"corral-shim")
-        os.close(fd)
-    except OSError:
-        pass
+    # A fork keeps the daemon's command line: without a title of its own a
+    # shim reads as a second worker in `ps`.
+    setproctitle.setproctitle("corral-shim (spare)")
+    setproctitle.setthreadtitle("corral-shim")
     null = os.open(os.devnull, os.O_RDWR)
     for std in (0, 1, 2):
         os.dup2(null, std)
