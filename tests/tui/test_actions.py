@@ -16,6 +16,7 @@ from tui.app import CorralApp
 from tui.widgets.confirm import ConfirmDialog
 from tui.widgets.launch import LaunchDialog
 from tui.widgets.log_pane import LogPane
+from tui.widgets.nodes import NodesTable
 
 NODES = ("n1", "n2")
 
@@ -35,9 +36,12 @@ async def running(tmp_path: Path, workers: Workers) -> AsyncIterator[tuple[Corra
     async with app.run_test(size=(120, 40)) as pilot:
 
         def all_alive() -> bool:
-            """both workers alive"""
-            return [n.state for n in master.cluster.nodes()] == ["alive", "alive"]
+            """both workers alive, and on screen"""
+            shown = app.dashboard.query_one(NodesTable).row_count
+            return [n.state for n in master.cluster.nodes()] == ["alive", "alive"] and shown == 2
 
+        # The pane refreshes on a coalescing tick after the model changes; keys
+        # pressed before it would see only the node that joined first.
         await until(pilot, all_alive)
         yield app, pilot
 
@@ -95,7 +99,7 @@ async def test_launch_runs_a_real_process_and_stop_ends_it_with_sigint(running) 
     app, pilot = running
     key = await launch(app, pilot, "sleep 60")
     node, pid = key.split(":")
-    assert node == "n1"  # the node under the nodes cursor is preselected
+    assert node == app.dashboard.query_one(NodesTable).selected == "n1"  # cursor's node
     assert psutil.Process(int(pid)).cmdline() == ["sleep", "60"]
 
     text = await confirm(app, pilot, "s")

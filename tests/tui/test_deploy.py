@@ -23,6 +23,7 @@ from tests.deploy.sshd import SSHD, Sshd, sshd_available, start_sshd
 from tests.tui.conftest import HEARTBEAT, Workers, until
 from tui.app import CorralApp
 from tui.widgets.deploy import DeployDialog, NodeProgress
+from tui.widgets.nodes import NodesTable
 from tui.widgets.remove import RemoveDialog
 
 NODES = ("n1", "n2")
@@ -66,8 +67,9 @@ async def running(
     async with app.run_test(size=(120, 40)) as pilot:
 
         def all_alive() -> bool:
-            """both workers alive"""
-            return [n.state for n in master.cluster.nodes()] == ["alive", "alive"]
+            """both workers alive, and on screen"""
+            shown = app.dashboard.query_one(NodesTable).row_count
+            return [n.state for n in master.cluster.nodes()] == ["alive", "alive"] and shown == 2
 
         await until(pilot, all_alive)
         yield app, pilot
