@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -155,54 +159,41 @@ def test_stopped_worker_goes_suspect_then_lost_then_back(cluster: LocalCluster) 
     cluster.signal(key, "SIGKILL")
 
 
-def test_second_worker_with_a_live_name_is_refused(cluster: LocalCluster) -> None:
-    import subprocess
-
-    root = cluster.base / "dup-root"
-    root.mkdir()
-    env = dict(os.environ, CORRAL_TOKEN=cluster.token)
+@contextlib.contextmanager
+def stranger(cluster: LocalCluster, name: str, root: Path, token: str) -> Iterator[None]:
+    """A worker process the master should refuse, killed on the way out."""
+    env = dict(os.environ, CORRAL_TOKEN=token)
     cmd = [sys.executable, "-m", "corral", "worker", "--master", cluster.listen]
-    cmd += ["--name", "n1", "--root", str(root)]
-    dup = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    cmd += ["--name", name, "--root", str(root)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(
-            lambda: any(
-                "already connected" in e["message"]
-                for e in cluster.call("GET", "/v1/events?limit=1000")["events"]
-            ),
-            10,
-            "the duplicate to be refused",
-        )
-        assert cluster.nodes()["n1"]["root"] != str(root)
+        yield
     finally:
-        dup.kill()
-        dup.wait()
-        dup.stderr.close()
+        proc.kill()
+        proc.wait()
 
 
-def test_wrong_token_worker_executes_nothing(cluster: LocalCluster, tmp_path) -> None:
-    import subprocess
+def wait_event(cluster: LocalCluster, text: str, what: str) -> None:
+    def seen() -> bool:
+        events = cluster.call("GET", "/v1/events?limit=1000")["events"]
+        return any(text in e["message"] for e in events)
 
+    wait_until(seen, 10, what)
+
+
+def test_second_worker_with_a_live_name_is_refused(cluster: LocalCluster) -> None:
+    root = cluster.base / "dup-root"
+    with stranger(cluster, "n1", root, cluster.token):
+        wait_event(cluster, "already connected", "the duplicate to be refused")
+        assert cluster.nodes()["n1"]["root"] != str(root)
+
+
+def test_wrong_token_worker_executes_nothing(cluster: LocalCluster, tmp_path: Path) -> None:
     root = tmp_path / "rogue"
-    env = dict(os.environ, CORRAL_TOKEN="wrong")
-    cmd = [sys.executable, "-m", "corral", "worker", "--master", cluster.listen]
-    cmd += ["--name", "rogue", "--root", str(root)]
-    rogue = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    try:
-        wait_until(
-            lambda: any(
-                "wrong cluster token" in e["message"]
-                for e in cluster.call("GET", "/v1/events?limit=1000")["events"]
-            ),
-            10,
-            "the rogue to be refused",
-        )
+    with stranger(cluster, "rogue", root, "wrong"):
+        wait_event(cluster, "wrong cluster token", "the rogue to be refused")
         assert "rogue" not in cluster.nodes()
         assert not list(root.glob("apps/*/logs/*.log"))
-    finally:
-        rogue.kill()
-        rogue.wait()
-        rogue.stderr.close()
 
 
 def test_small_program_max_rss_is_its_own_not_the_shims(cluster: LocalCluster) -> None:
