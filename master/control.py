@@ -461,20 +461,3 @@ class Master:
         if isinstance(reply, Error):
             raise VerbError(reply.message)
         return reply
-
-    # --- summaries for views ----------------------------------------------
-    def counts(self) -> dict[str, int]:
-        """Nodes by state and processes running / ended / failed, for headers."""
-        out = {"alive": 0, "suspect": 0, "lost": 0, "left": 0}
-        for n in self.cluster.nodes():
-            out[n.state] += 1
-        running = ended = failed = 0
-        for p in self.cluster.procs():
-            if p.alive or p.state == "lost":
-                running += 1
-            else:
-                ended += 1
-                if p.state != "exited" or p.exit_code != 0:
-                    failed += 1
-        out.update(running=running, ended=ended, failed=failed)
-        return out

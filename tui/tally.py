@@ -8,7 +8,7 @@ from master.model import NodeView, ProcView
 
 
 def proc_kind(view: ProcView) -> tuple[str, ...]:
-    """The header buckets one process counts in (as `Master.counts` defines them)."""
+    """The header buckets of one process: running (lost too), ended, and failed (not exit 0)."""
     if view.alive or view.state == "lost":
         return ("running",)
     if view.state == "exited" and view.exit_code == 0:
