@@ -115,9 +115,10 @@ class ProgressFeed:
 
     Every call only records the node's latest numbers; the first call after
     a flush arms one timer on ``owner``, which hands ``flush`` the nodes that
-    moved since the last one.  The master calls back from a transfer thread's
-    context, where Textual's active app is unset: the timer is armed in the
-    context the feed was made in.
+    moved since the last one.  The timer is armed in the context the feed was
+    made in, so the feed works even when called from a context where
+    Textual's active app is unset (the master itself calls back in the
+    deploying task's context).
     """
 
     def __init__(
