@@ -21,7 +21,6 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
 from __future__ import annotations
 
 import asyncio
-import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -98,13 +97,13 @@ class Handlers:
         return m.Signalled(id=req.id, delivered=delivered, message=message, proc=info)
 
     async def usage(self, req: m.Usage) -> m.Message:
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ru = await self.sup.children_usage()
         return m.UsageReply(
             id=req.id,
             procs=self.sup.infos(),
-            children_user=ru.ru_utime,
-            children_sys=ru.ru_stime,
-            children_max_rss=ru.ru_maxrss * 1024,
+            children_user=ru.utime,
+            children_sys=ru.stime,
+            children_max_rss=ru.maxrss * 1024,
         )
 
     # ------------------------------------------------------------ logs

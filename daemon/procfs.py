@@ -28,6 +28,11 @@ _STATES: dict[str, ProcState] = {
 }
 
 
+def state_of(letter: str) -> ProcState:
+    """A /proc state letter as one of our alive states."""
+    return _STATES.get(letter, "sleeping")
+
+
 class Stat(NamedTuple):
     """The few fields of /proc/PID/stat we use."""
 
@@ -59,7 +64,7 @@ def parse_stat(data: bytes) -> Stat:
     """Parse /proc/PID/stat; comm may hold spaces and parens, so split after the last ')'."""
     fields = data[data.rindex(b")") + 2 :].split()
     # fields[0] is field 3 (state); utime, stime, starttime are fields 14, 15, 22.
-    state = _STATES.get(fields[0].decode(), "sleeping")
+    state = state_of(fields[0].decode())
     return Stat(state, int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, int(fields[19]))
 
 

@@ -1,25 +1,27 @@
 """The shim: a forked child that starts one program and records its end.
 
 Processes must survive the daemon, yet someone must ``wait4`` them to learn
-how they ended.  So the daemon keeps one shim forked ahead of time (no
-exec) in its own session, waiting for a `Spec`.  Given one, the shim
-``posix_spawn``s the program in another session with stdout and stderr on
-its log, reports the program's pid back over a pipe, then waits for it and
-writes the exit record atomically.  Whoever reads ROOT/run later (this
-daemon or the next one) learns the real reason.
+how they ended.  So the daemon keeps one shim forked ahead of time (by its
+forker, see `daemon.forker`; no exec) in its own session, waiting for a
+`Spec`.  Given one, the shim ``posix_spawn``s the program in another
+session with stdout and stderr on its log, reports the program's pid back
+over a pipe, writes the launch record, then waits for the program and
+writes the exit record.  Whoever reads ROOT/run later (this daemon or the
+next one) can re-adopt the program and learns the real reason it ended.
 
-The forked code runs in a copy of an asyncio process: it touches only
-``os``/``signal``/``time`` calls, never the event loop or logging, and
-always leaves with ``os._exit``.
+The forked code touches only ``os``/``signal``/``time`` calls and always
+leaves with ``os._exit``.
 
 Report protocol (one line, then the shim closes the pipe)::
 
-    ok PID START      the program runs; START is its start time in ticks
-    err ERRNO         exec (or the setup before it) failed with ERRNO
+    ok PID START STATE  the program runs; START is its start time in ticks,
+                        STATE its /proc state letter right after the exec
+    err ERRNO           exec (or the setup before it) failed with ERRNO
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -34,7 +36,7 @@ import setproctitle
 _SHIM_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The app gets default dispositions back: ignored signals survive exec, and
 # Python itself ignores SIGPIPE and SIGXFSZ.
-_APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ)
+_APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 
 
@@ -43,30 +45,35 @@ class Spec:
     """Everything the shim needs, computed by the daemon before the fork."""
 
     launch: str
+    app: str
     exe: str
     argv: list[str]
     env: dict[str, str]
     cwd: str
     log_path: str
-    exit_path: str
+    started_at: float  # wall clock, as the daemon reports it
+    boot_id: str
+    record_path: str  # ROOT/run/<launch>.json, a `records.LaunchRecord`
+    exit_path: str  # ROOT/run/<launch>.exit, a `records.ExitRecord`
 
 
 @dataclass(frozen=True)
 class Spare:
     """A shim forked ahead of time, waiting on ``cmd`` for the `Spec` to run.
 
-    Forking the daemon costs a millisecond or more; doing it before the
-    launch request arrives keeps it off the launch's critical path.
+    Forking costs a millisecond or more; doing it before the launch request
+    arrives keeps it off the launch's critical path.
     """
 
     pid: int
     start: int  # its start time in clock ticks
     cmd: int  # write end: the daemon sends one spec, then closes it
     report: int  # read end: the shim's one-line report
+    pidfd: int  # opened by the parent at the fork: surely this process
 
 
 def fork_spare() -> Spare:
-    """Fork a shim that waits for its spec (or exits at EOF, if the daemon dies)."""
+    """Fork a shim that waits for its spec (or exits at EOF on ``cmd``)."""
     cmd_r, cmd_w = os.pipe()
     rep_r, rep_w = os.pipe()
     pid = os.fork()
@@ -74,7 +81,7 @@ def fork_spare() -> Spare:
         _spare_main(cmd_r, rep_w)
     os.close(cmd_r)
     os.close(rep_w)
-    return Spare(pid, _start_ticks(pid), cmd_w, rep_r)
+    return Spare(pid, _start_ticks(pid), cmd_w, rep_r, os.pidfd_open(pid))
 
 
 def hand(spare: Spare, spec: Spec) -> None:
@@ -92,11 +99,11 @@ def retire(spare: Spare) -> None:
     os.close(spare.report)
 
 
-def parse_report(data: bytes) -> tuple[int, int] | int:
-    """(pid, start ticks) on success, else the errno that stopped the exec."""
+def parse_report(data: bytes) -> tuple[int, int, str] | int:
+    """(pid, start ticks, state letter) on success, else the errno that stopped the exec."""
     parts = data.split()
-    if len(parts) == 3 and parts[0] == b"ok":
-        return int(parts[1]), int(parts[2])
+    if len(parts) == 4 and parts[0] == b"ok":
+        return int(parts[1]), int(parts[2]), parts[3].decode("ascii", "replace")
     if len(parts) == 2 and parts[0] == b"err":
         return int(parts[1])
     raise ValueError(f"bad report from shim: {data[:80]!r}")
@@ -139,8 +146,12 @@ def _run(spec: Spec, report: int) -> None:
     except OSError as e:
         _write_all(report, f"err {e.errno or 0}\n".encode())
         return
-    _write_all(report, f"ok {pid} {_start_ticks(pid)}\n".encode())
+    start, state = _stat_of(pid)
+    _write_all(report, f"ok {pid} {start} {state}\n".encode())
     os.close(report)
+    # After the report, off the launch's critical path; before the wait, so
+    # the launch record is always on disk ahead of the exit record.
+    _write_launch(spec, pid, start)
     # posix_spawn returns after the exec, and a peak only rises: this bounds
     # what the program inherited from the shim's address space.
     base = _own_hwm()
@@ -162,8 +173,8 @@ def _warm() -> None:
         )
     )
     _own_hwm()
-    _start_ticks(os.getpid())
-    f"ok {os.getpid()} {0}\n".encode()
+    _stat_of(os.getpid())
+    f"ok {os.getpid()} {0} R\n".encode()
 
 
 def _detach(*keep: int) -> None:
@@ -172,6 +183,9 @@ def _detach(*keep: int) -> None:
     os.setsid()
     for sig in _SHIM_IGNORES:
         signal.signal(sig, signal.SIG_IGN)
+    # The forker ignores SIGCHLD to have its shims reaped for it; a shim must
+    # not inherit that, or wait4 would never see its program's status.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     # A fork keeps the daemon's command line: without a title of its own a
     # shim reads as a second worker in `ps`.
@@ -221,10 +235,33 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _start_ticks(pid: int) -> int:
+    return _stat_of(pid)[0]
+
+
+def _stat_of(pid: int) -> tuple[int, str]:
+    """``pid``'s start time in clock ticks and its state letter, from /proc/PID/stat."""
     fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     data = os.read(fd, 4096)
     os.close(fd)
-    return int(data[data.rindex(b")") + 2 :].split()[19])
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[19]), fields[0].decode("ascii", "replace")
+
+
+def _write_launch(spec: Spec, pid: int, start: int) -> None:
+    """The launch record, as `records.LaunchRecord` reads it; best effort."""
+    rec = {
+        "launch": spec.launch,
+        "pid": pid,
+        "shim": os.getpid(),
+        "shim_start": _start_ticks(os.getpid()),
+        "app": spec.app,
+        "argv": spec.argv,
+        "started_at": spec.started_at,
+        "start": start,
+        "boot_id": spec.boot_id,
+    }
+    with contextlib.suppress(OSError):  # it runs all the same, just not adoptable
+        _write_atomic(spec.record_path, json.dumps(rec).encode())
 
 
 def _write_exit(path: str, status: int, ru: resource.struct_rusage, base: int) -> None:
@@ -233,8 +270,14 @@ def _write_exit(path: str, status: int, ru: resource.struct_rusage, base: int) -
         f'{{"status":{status},"utime":{utime!r},"stime":{stime!r},'
         f'"maxrss":{maxrss},"base":{base},"ended_at":{time.time()!r}}}'
     )
+    _write_atomic(path, rec.encode())
+
+
+def _write_atomic(path: str, data: bytes) -> None:
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    _write_all(fd, rec.encode())
-    os.close(fd)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
     os.rename(tmp, path)

@@ -11,7 +11,8 @@ A process's life, as the supervisor sees it (every edge is one method)::
 
 Processes are watched through pidfds on the event loop; the shim (see
 `daemon.shim`) is watched rather than the program, because only it can
-``wait4`` the program and so learn its real exit status.
+``wait4`` the program and so learn its real exit status.  Shims come from
+the forker (`daemon.forker`): the daemon itself never forks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from daemon import procfs, records, shim
 from daemon.errors import Refusal
+from daemon.forker import Forker, ForkerGone, Usage, own_children_usage
 from daemon.records import ExitRecord, LaunchRecord
 from daemon.store import AppStore
 from transport.messages import ProcInfo, ProcSample, valid_app_name
@@ -102,9 +104,8 @@ class Supervisor:
         self.boot_id = procfs.boot_id()
         self.procs: dict[str, Proc] = {}  # by launch id, oldest first
         self.on_change: Callable[[ProcInfo], None] | None = None
-        self._children: set[int] = set()  # shims forked by this daemon
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._spare: shim.Spare | None = None
+        self._forker = Forker(log)
         self._closed = False
 
     # ------------------------------------------------------------ start and stop
@@ -115,17 +116,17 @@ class Supervisor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for rec in records.launch_records(self.run_dir):
             self._adopt(rec)
-        self._refill()
+        try:
+            self._forker.start()
+        except OSError as e:  # launches will try again
+            self.log(f"cannot start the forker: {e}")
 
     def close(self) -> None:
         """Stop watching; the programs themselves keep running."""
         self._closed = True
         for proc in self.procs.values():
             self._unwatch(proc)
-        if self._spare is not None:
-            shim.retire(self._spare)
-            self._reap(self._spare.pid, block=True)
-            self._spare = None
+        self._forker.close()
 
     def _adopt(self, rec: LaunchRecord) -> None:
         proc = Proc(rec, new_info(rec))
@@ -144,25 +145,34 @@ class Supervisor:
     # ------------------------------------------------------------ launch
 
     async def launch(self, app: str, argv: list[str], env: dict[str, str]) -> ProcInfo:
-        """Start ``argv`` for ``app``; its info once it runs, else SupervisorError."""
+        """Start ``argv`` for ``app``; its info once it runs, else SupervisorError.
+
+        The shim writes the launch record (after its report, off this path);
+        the state replied is the one the shim read right after the exec.
+        """
         spec = self._spec(app, argv, env)
-        started_at = time.time()
-        shim_pid, shim_start, report = await self._spawn(spec)
+        spare, report = await self._spawn(spec)
         if isinstance(report, int):
+            os.close(spare.pidfd)
             _drop_empty(Path(spec.log_path))
             raise SupervisorError(f"cannot execute {argv[0]!r}: {os.strerror(report)}")
-        pid, start = report
+        pid, start, letter = report
         rec = LaunchRecord(
-            spec.launch, pid, shim_pid, shim_start, app, spec.argv, started_at, start, self.boot_id
+            spec.launch,
+            pid,
+            spare.pid,
+            spare.start,
+            app,
+            spec.argv,
+            spec.started_at,
+            start,
+            self.boot_id,
         )
-        try:
-            records.save_launch(self.run_dir, rec)
-        except OSError as e:  # it runs all the same: report it, just not adoptable
-            self.log(f"cannot write the launch record of pid {pid}: {e.strerror}")
         proc = Proc(rec, new_info(rec))
+        proc.info.state = procfs.state_of(letter)
         self.procs[rec.launch] = proc
-        self._watch(proc)
-        return self.refresh(proc)
+        self._watch_fd(proc, spare.pidfd, self._shim_ended)
+        return proc.info
 
     def _spec(self, app: str, argv: list[str], env: dict[str, str]) -> shim.Spec:
         """Check the request and work out everything the shim will need."""
@@ -174,44 +184,34 @@ class Supervisor:
         launch = self._new_launch_id()
         return shim.Spec(
             launch=launch,
+            app=app,
             exe=self._resolve(argv[0], app_dir / "bin", full_env.get("PATH", os.defpath)),
             argv=list(argv),
             env=full_env,
             cwd=str(app_dir),
             log_path=str(self.store.log_path(app, launch)),
+            started_at=time.time(),
+            boot_id=self.boot_id,
+            record_path=str(self.run_dir / f"{launch}.json"),
             exit_path=str(self.run_dir / f"{launch}.exit"),
         )
 
-    async def _spawn(self, spec: shim.Spec) -> tuple[int, int, tuple[int, int] | int]:
-        """Hand ``spec`` to a spare shim and wait for its report: (pid, start) or an errno."""
-        spare = self._spare or self._fork_spare()
-        self._spare = None
+    async def _spawn(self, spec: shim.Spec) -> tuple[shim.Spare, tuple[int, int, str] | int]:
+        """Hand ``spec`` to a spare shim; its report: (pid, start, state) or an errno."""
+        try:
+            spare = await self._forker.take(REPORT_TIMEOUT)
+        except (ForkerGone, OSError, TimeoutError) as e:
+            why = e or "timed out"
+            raise SupervisorError(f"launch failed: no shim to start it ({why})") from None
         try:
             shim.hand(spare, spec)
             report = shim.parse_report(await _read_fd(spare.report, REPORT_TIMEOUT))
         except (OSError, TimeoutError, ValueError) as e:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(spare.pid, signal.SIGKILL)
-            self._reap(spare.pid, block=True)
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
+            os.close(spare.pidfd)
             raise SupervisorError(f"launch failed: {e or 'no report from shim'}") from None
-        finally:
-            # Fork the next spare only once this launch's reply can go out:
-            # forking blocks the loop for a millisecond or so.
-            assert self._loop is not None
-            self._loop.call_soon(self._refill)
-        if isinstance(report, int):
-            self._reap(spare.pid, block=True)  # it exits right after reporting
-        return spare.pid, spare.start, report
-
-    def _fork_spare(self) -> shim.Spare:
-        spare = shim.fork_spare()
-        self._children.add(spare.pid)
-        return spare
-
-    def _refill(self) -> None:
-        """Keep one shim forked ahead of the next launch."""
-        if self._spare is None and self._loop is not None and not self._closed:
-            self._spare = self._fork_spare()
+        return spare, report
 
     @staticmethod
     def _env(app_dir: Path, env: dict[str, str]) -> dict[str, str]:
@@ -262,10 +262,14 @@ class Supervisor:
         if not procfs.is_same(pid, start):
             os.close(fd)
             return False
+        self._watch_fd(proc, fd, then)
+        return True
+
+    def _watch_fd(self, proc: Proc, fd: int, then: Callable[[Proc], None]) -> None:
+        """Call ``then(proc)`` once the process behind pidfd ``fd`` (now ours) ends."""
         proc.pidfd = fd
         assert self._loop is not None
-        self._loop.add_reader(fd, self._fired, proc, pid, then)
-        return True
+        self._loop.add_reader(fd, self._fired, proc, then)
 
     def _unwatch(self, proc: Proc) -> None:
         if proc.pidfd is not None:
@@ -274,19 +278,11 @@ class Supervisor:
             os.close(proc.pidfd)
             proc.pidfd = None
 
-    def _fired(self, proc: Proc, pid: int, then: Callable[[Proc], None]) -> None:
+    def _fired(self, proc: Proc, then: Callable[[Proc], None]) -> None:
+        # Shims are the forker's children (it has them reaped), programs the
+        # shims': the daemon has none to reap.
         self._unwatch(proc)
-        self._reap(pid)
         then(proc)
-
-    def _reap(self, pid: int, block: bool = False) -> None:
-        if pid not in self._children:
-            return  # an adopted shim belongs to init (or a subreaper)
-        with contextlib.suppress(ChildProcessError):
-            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
-            if done == 0:
-                return
-        self._children.discard(pid)
 
     def _shim_ended(self, proc: Proc) -> None:
         ex = records.load_exit(self.run_dir, proc.rec.launch)
@@ -354,6 +350,10 @@ class Supervisor:
             records.forget(self.run_dir, proc.rec.launch)
 
     # ------------------------------------------------------------ queries
+
+    async def children_usage(self) -> Usage:
+        """``getrusage(RUSAGE_CHILDREN)`` of this daemon and its forker, together."""
+        return own_children_usage() | await self._forker.children_usage()
 
     def find(self, pid: int) -> Proc | None:
         """The process with ``pid``: the alive one, else the latest launch."""

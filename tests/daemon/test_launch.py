@@ -51,7 +51,8 @@ async def test_launch_sleep_runs_in_its_own_session(master, spawn_worker, root: 
     assert "CORRAL_TOKEN" not in env
     assert proc.cwd() == str(root.resolve() / "apps/demo")
     assert (root / "apps/demo/logs" / f"{info.launch}.log").exists()
-    assert (root / "run" / f"{info.launch}.json").exists()
+    # The shim writes the launch record just after its report.
+    await wait_for((root / "run" / f"{info.launch}.json").exists, what="launch record")
     shim = psutil.Process(proc.ppid())
     assert shim.name() == "corral-shim"
     status = await master.call(lambda i: m.Status(id=i))

@@ -1,0 +1,268 @@
+"""The forker: a small process that forks spare shims so the daemon never forks.
+
+A fork shares every page of the parent with the child until one of them
+writes it.  CPython writes to every object it touches (reference counts),
+so while a forked spare waits, each page the daemon touches costs it a
+copy-on-write fault: forking spares from the daemon made the next launch's
+own work several times slower.  So the daemon starts this program once, a
+fresh interpreter with a few small modules, and asks it for spares; the
+spares (see `daemon.shim`) are forked from its small heap, and the daemon's
+pages stay its own.
+
+Protocol, over a ``SOCK_SEQPACKET`` socket pair::
+
+    daemon -> forker   b"+"                       fork one more spare
+    forker -> daemon   b"s PID START" + 3 fds      cmd (write end),
+                                                   report (read end), pidfd
+    daemon -> forker   b"u"                       your RUSAGE_CHILDREN, please
+    forker -> daemon   b"u UTIME STIME MAXRSS"     seconds, seconds, KiB
+
+The forker reaps its shims as they end, so their usage (and, through their
+``wait4``, their programs') adds up in its ``RUSAGE_CHILDREN``: the node's
+totals are the daemon's figures plus the forker's.  It exits when the
+daemon's end of the socket closes; shims still running then are adopted by
+init (or a subreaper), as when the daemon itself dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from daemon import shim
+
+_MSG = 64  # bytes: "PID START" fits with room to spare
+_FDS = 3
+
+
+class ForkerGone(Exception):
+    """The forker is not running (it could not start, or it died)."""
+
+
+class Usage(NamedTuple):
+    """``getrusage(RUSAGE_CHILDREN)`` figures."""
+
+    utime: float  # seconds
+    stime: float  # seconds
+    maxrss: int  # KiB, as getrusage gives it
+
+    def __or__(self, other: Usage) -> Usage:
+        """Two processes' children together: times add up, the peak is the higher."""
+        return Usage(
+            self.utime + other.utime, self.stime + other.stime, max(self.maxrss, other.maxrss)
+        )
+
+
+def own_children_usage() -> Usage:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Usage(ru.ru_utime, ru.ru_stime, ru.ru_maxrss)
+
+
+class Forker:
+    """The daemon's handle on its forker: ask for spares, take them as they come."""
+
+    def __init__(self, log: Callable[[str], None] = print) -> None:
+        self.log = log
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._ready: asyncio.Queue[shim.Spare] = asyncio.Queue()
+        self._usage: list[asyncio.Future[Usage]] = []  # asked, oldest first
+        self._owed = 0  # spares asked for and not yet received
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the forker and ask for the first spare (call inside the loop)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon.forker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        asyncio.get_running_loop().add_reader(ours, self._readable)
+        owed, self._owed = self._owed, 0
+        for _ in range(max(1, owed)):
+            self._ask()
+
+    async def take(self, timeout: float) -> shim.Spare:
+        """The next spare (asking for its replacement at once); TimeoutError if none comes."""
+        if self._sock is None and not self._closed:
+            self.log("the forker is gone; starting a new one")
+            self.start()
+        self._ask()
+        return await asyncio.wait_for(self._ready.get(), timeout)
+
+    async def children_usage(self, timeout: float = 2.0) -> Usage:
+        """The totals of every shim (and program) the forker has reaped.
+
+        The forker reaps what has ended before it answers, so a shim this
+        daemon has seen end is counted.  Zero if the forker is not running.
+        """
+        if self._sock is None:
+            return Usage(0.0, 0.0, 0)
+        fut: asyncio.Future[Usage] = asyncio.get_running_loop().create_future()
+        try:
+            self._sock.send(b"u")
+        except OSError as e:
+            self._lost(f"cannot reach the forker: {e.strerror}")
+            return Usage(0.0, 0.0, 0)
+        self._usage.append(fut)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except (TimeoutError, ForkerGone):
+            return Usage(0.0, 0.0, 0)
+
+    def close(self) -> None:
+        """Retire the waiting spares, then let the forker go (it exits at EOF)."""
+        self._closed = True
+        spares = []
+        while not self._ready.empty():
+            spares.append(self._ready.get_nowait())
+        for spare in spares:
+            shim.retire(spare)
+        # Wait (briefly) for the spares to leave while their parent can still
+        # reap them; orphaned, they would linger as zombies under some inits.
+        _wait_exits([s.pidfd for s in spares], 2.0)
+        for spare in spares:
+            os.close(spare.pidfd)
+        self._disconnect()
+        if self._proc is not None:
+            try:
+                self._proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def _ask(self) -> None:
+        if self._sock is None:
+            raise ForkerGone("the forker is not running")
+        try:
+            self._sock.send(b"+")
+        except OSError as e:
+            self._lost(f"cannot reach the forker: {e.strerror}")
+            raise ForkerGone("the forker is not running") from None
+        self._owed += 1
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        try:
+            data, fds, _, _ = socket.recv_fds(self._sock, _MSG, _FDS)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._lost(f"forker connection failed: {e.strerror}")
+            return
+        try:
+            kind, *fields = data.split()
+            if kind == b"u" and self._usage and not fds:
+                utime, stime, maxrss = fields
+                usage = Usage(float(utime), float(stime), int(maxrss))
+                fut = self._usage.pop(0)
+                if not fut.done():
+                    fut.set_result(usage)
+                return
+            pid, start = (int(x) for x in fields)
+            cmd, report, pidfd = fds
+            if kind != b"s":
+                raise ValueError(kind)
+        except ValueError:
+            for fd in fds:
+                os.close(fd)
+            self._lost("the forker exited" if not data else f"bad message from forker: {data!r}")
+            return
+        self._owed -= 1
+        self._ready.put_nowait(shim.Spare(pid, start, cmd, report, pidfd))
+
+    def _lost(self, why: str) -> None:
+        if not self._closed:
+            self.log(why)
+        self._disconnect()
+        for fut in self._usage:
+            if not fut.done():
+                fut.set_exception(ForkerGone(why))
+        self._usage.clear()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+
+    def _disconnect(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                asyncio.get_running_loop().remove_reader(self._sock)
+            self._sock.close()
+            self._sock = None
+
+
+def _wait_exits(pidfds: list[int], timeout: float) -> None:
+    """Wait until every process behind ``pidfds`` has exited, or ``timeout``."""
+    poll = select.poll()
+    for fd in pidfds:
+        poll.register(fd, select.POLLIN)
+    left = len(pidfds)
+    deadline = time.monotonic() + timeout
+    while left and (wait := deadline - time.monotonic()) > 0:
+        for fd, _ in poll.poll(wait * 1000):
+            poll.unregister(fd)
+            left -= 1
+
+
+# ---------------------------------------------------------------- forker side
+
+
+def main(fd: int) -> None:
+    """Answer the requests on socket ``fd`` until EOF."""
+    import setproctitle
+
+    setproctitle.setproctitle("corral-forker")
+    # A shim resets this at once (see shim._detach): it must wait4 its own.
+    signal.signal(signal.SIGCHLD, lambda *_: _reap())
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # the daemon decides when we go: EOF
+    sock = socket.socket(fileno=fd)
+    while req := sock.recv(16):
+        if req == b"u":
+            _reap()  # count every shim that has ended by now
+            u = own_children_usage()
+            sock.send(f"u {u.utime!r} {u.stime!r} {u.maxrss}".encode())
+        elif req == b"+":
+            spare = shim.fork_spare()
+            fds = [spare.cmd, spare.report, spare.pidfd]
+            try:
+                socket.send_fds(sock, [f"s {spare.pid} {spare.start}".encode()], fds)
+            finally:
+                shim.retire(spare)  # the daemon holds the copies now
+                os.close(spare.pidfd)
+
+
+def _reap() -> None:
+    """Collect every child that has ended (their usage joins RUSAGE_CHILDREN)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        main(int(sys.argv[1]))
