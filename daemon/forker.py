@@ -1,5 +1,8 @@
 """The forker: a small process that forks spare shims so the daemon never forks.
 
+This module is the daemon's side; the forker's own program is
+`daemon.shim.serve` (``python -m daemon.shim FD``).
+
 A fork shares every page of the parent with the child until one of them
 writes it.  CPython writes to every object it touches (reference counts),
 so while a forked spare waits, each page the daemon touches costs it a
@@ -29,17 +32,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import select
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
 from daemon import shim
+from daemon.shim import Usage
 
 _MSG = 64  # bytes: "PID START" fits with room to spare
 _FDS = 3
@@ -47,25 +48,6 @@ _FDS = 3
 
 class ForkerGone(Exception):
     """The forker is not running (it could not start, or it died)."""
-
-
-class Usage(NamedTuple):
-    """``getrusage(RUSAGE_CHILDREN)`` figures."""
-
-    utime: float  # seconds
-    stime: float  # seconds
-    maxrss: int  # KiB, as getrusage gives it
-
-    def __or__(self, other: Usage) -> Usage:
-        """Two processes' children together: times add up, the peak is the higher."""
-        return Usage(
-            self.utime + other.utime, self.stime + other.stime, max(self.maxrss, other.maxrss)
-        )
-
-
-def own_children_usage() -> Usage:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return Usage(ru.ru_utime, ru.ru_stime, ru.ru_maxrss)
 
 
 class Forker:
@@ -78,6 +60,7 @@ class Forker:
         self._ready: asyncio.Queue[shim.Spare] = asyncio.Queue()
         self._usage: list[asyncio.Future[Usage]] = []  # asked, oldest first
         self._owed = 0  # spares asked for and not yet received
+        self._waiting = 0  # launches waiting in take()
         self._closed = False
 
     def start(self) -> None:
@@ -86,7 +69,7 @@ class Forker:
         env = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.forker", str(theirs.fileno())],
+                [sys.executable, "-m", "daemon.shim", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -104,12 +87,30 @@ class Forker:
             self._ask()
 
     async def take(self, timeout: float) -> shim.Spare:
-        """The next spare (asking for its replacement at once); TimeoutError if none comes."""
+        """The next spare, asked for now if none is ready or coming; TimeoutError if none comes.
+
+        Taking does not ask for a replacement: see `refill`.
+        """
         if self._sock is None and not self._closed:
             self.log("the forker is gone; starting a new one")
             self.start()
-        self._ask()
-        return await asyncio.wait_for(self._ready.get(), timeout)
+        if self._ready.empty() and self._owed <= self._waiting:
+            self._ask()
+        self._waiting += 1
+        try:
+            return await asyncio.wait_for(self._ready.get(), timeout)
+        finally:
+            self._waiting -= 1
+
+    def refill(self) -> None:
+        """Ask for a spare unless one is ready or coming for the next launch.
+
+        Call it once a launch's reply is on its way: a fork (and the new
+        spare's warm-up) running beside a launch slows the launch down.
+        """
+        if self._sock is not None and self._ready.qsize() + self._owed - self._waiting < 1:
+            with contextlib.suppress(ForkerGone):
+                self._ask()
 
     async def children_usage(self, timeout: float = 2.0) -> Usage:
         """The totals of every shim (and program) the forker has reaped.
@@ -188,7 +189,8 @@ class Forker:
         except ValueError:
             for fd in fds:
                 os.close(fd)
-            self._lost("the forker exited" if not data else f"bad message from forker: {data!r}")
+            why = f"bad message from the forker: {data!r}" if data else "the forker exited"
+            self._lost(why)
             return
         self._owed -= 1
         self._ready.put_nowait(shim.Spare(pid, start, cmd, report, pidfd))
@@ -226,43 +228,3 @@ def _wait_exits(pidfds: list[int], timeout: float) -> None:
         for fd, _ in poll.poll(wait * 1000):
             poll.unregister(fd)
             left -= 1
-
-
-# ---------------------------------------------------------------- forker side
-
-
-def main(fd: int) -> None:
-    """Answer the requests on socket ``fd`` until EOF."""
-    import setproctitle
-
-    setproctitle.setproctitle("corral-forker")
-    # A shim resets this at once (see shim._detach): it must wait4 its own.
-    signal.signal(signal.SIGCHLD, lambda *_: _reap())
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)  # the daemon decides when we go: EOF
-    sock = socket.socket(fileno=fd)
-    while req := sock.recv(16):
-        if req == b"u":
-            _reap()  # count every shim that has ended by now
-            u = own_children_usage()
-            sock.send(f"u {u.utime!r} {u.stime!r} {u.maxrss}".encode())
-        elif req == b"+":
-            spare = shim.fork_spare()
-            fds = [spare.cmd, spare.report, spare.pidfd]
-            try:
-                socket.send_fds(sock, [f"s {spare.pid} {spare.start}".encode()], fds)
-            finally:
-                shim.retire(spare)  # the daemon holds the copies now
-                os.close(spare.pidfd)
-
-
-def _reap() -> None:
-    """Collect every child that has ended (their usage joins RUSAGE_CHILDREN)."""
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-
-
-if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        main(int(sys.argv[1]))

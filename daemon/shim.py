@@ -12,6 +12,10 @@ next one) can re-adopt the program and learns the real reason it ended.
 The forked code touches only ``os``/``signal``/``time`` calls and always
 leaves with ``os._exit``.
 
+This module is also the forker's program (``python -m daemon.shim FD``,
+see `serve`): it imports nothing heavy, since every page the forker holds
+is shared with each spare, and each one a spare writes costs a fault.
+
 Report protocol (one line, then the shim closes the pipe)::
 
     ok PID START STATE  the program runs; START is its start time in ticks,
@@ -27,9 +31,11 @@ import json
 import os
 import resource
 import signal
+import socket
+import sys
 import time
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import setproctitle
 
@@ -40,6 +46,27 @@ _APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 
 
+class Usage(NamedTuple):
+    """``getrusage(RUSAGE_CHILDREN)`` figures."""
+
+    utime: float  # seconds
+    stime: float  # seconds
+    maxrss: int  # KiB, as getrusage gives it
+
+    def __or__(self, other: object) -> Usage:
+        """Two processes' children together: times add up, the peak is the higher."""
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.utime + other.utime, self.stime + other.stime, max(self.maxrss, other.maxrss)
+        )
+
+
+def own_children_usage() -> Usage:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Usage(ru.ru_utime, ru.ru_stime, ru.ru_maxrss)
+
+
 @dataclass(frozen=True)
 class Spec:
     """Everything the shim needs, computed by the daemon before the fork."""
@@ -48,7 +75,7 @@ class Spec:
     app: str
     exe: str
     argv: list[str]
-    env: dict[str, str]
+    env: dict[str, str]  # on top of the shim's own (the daemon's, less its secrets)
     cwd: str
     log_path: str
     started_at: float  # wall clock, as the daemon reports it
@@ -116,15 +143,16 @@ def _spare_main(cmd: int, report: int) -> NoReturn:
     try:
         _detach(cmd, report)
         _warm()
+        base_env = dict(os.environ)  # decoded now, not while the launch waits
         data = _read_all(cmd)
         if data:
-            _run(Spec(**json.loads(data)), report)
+            _run(Spec(**json.loads(data)), base_env, report)
     except BaseException:
         os._exit(1)
     os._exit(0)
 
 
-def _run(spec: Spec, report: int) -> None:
+def _run(spec: Spec, base_env: dict[str, str], report: int) -> None:
     """Start the program, report it, wait for it, record how it ended."""
     try:
         os.chdir(spec.cwd)
@@ -133,7 +161,7 @@ def _run(spec: Spec, report: int) -> None:
         pid = os.posix_spawn(
             spec.exe,
             spec.argv,
-            spec.env,
+            {**base_env, **spec.env},
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, spec.log_path, _LOG_FLAGS, 0o644),
@@ -281,3 +309,41 @@ def _write_atomic(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+# ---------------------------------------------------------------- the forker
+
+
+def serve(fd: int) -> None:
+    """Be the forker (see `daemon.forker`): answer requests on socket ``fd`` until EOF."""
+    setproctitle.setproctitle("corral-forker")
+    # A shim resets this at once (see _detach): it must wait4 its own.
+    signal.signal(signal.SIGCHLD, lambda *_: _reap())
+    for sig in _SHIM_IGNORES:
+        signal.signal(sig, signal.SIG_IGN)  # the daemon decides when we go: EOF
+    sock = socket.socket(fileno=fd)
+    while req := sock.recv(16):
+        if req == b"u":
+            _reap()  # count every shim that has ended by now
+            u = own_children_usage()
+            sock.send(f"u {u.utime!r} {u.stime!r} {u.maxrss}".encode())
+        elif req == b"+":
+            spare = fork_spare()
+            fds = [spare.cmd, spare.report, spare.pidfd]
+            try:
+                socket.send_fds(sock, [f"s {spare.pid} {spare.start}".encode()], fds)
+            finally:
+                retire(spare)  # the daemon holds the copies now
+                os.close(spare.pidfd)
+
+
+def _reap() -> None:
+    """Collect every child that has ended (their usage joins RUSAGE_CHILDREN)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(int(sys.argv[1]))

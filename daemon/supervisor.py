@@ -22,8 +22,8 @@ import contextlib
 import errno
 import os
 import secrets
-import shutil
 import signal
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +31,9 @@ from pathlib import Path
 
 from daemon import procfs, records, shim
 from daemon.errors import Refusal
-from daemon.forker import Forker, ForkerGone, Usage, own_children_usage
+from daemon.forker import Forker, ForkerGone
 from daemon.records import ExitRecord, LaunchRecord
+from daemon.shim import Usage, own_children_usage
 from daemon.store import AppStore
 from transport.messages import ProcInfo, ProcSample, valid_app_name
 
@@ -52,6 +53,9 @@ SIGNALS = {
 }
 REPORT_TIMEOUT = 10.0  # the shim answers within milliseconds unless the box is dying
 MAX_ENDED = 500  # ended processes remembered (records on disk) before the oldest go
+
+
+_PATH = os.environ.get("PATH") or os.defpath
 
 
 class SupervisorError(Refusal):
@@ -99,6 +103,7 @@ class Supervisor:
         self.root = root
         self.log = log
         self.run_dir = root / "run"
+        self._run_prefix = f"{self.run_dir}/"
         self.store = store
         self.name = name
         self.boot_id = procfs.boot_id()
@@ -175,25 +180,29 @@ class Supervisor:
         return proc.info
 
     def _spec(self, app: str, argv: list[str], env: dict[str, str]) -> shim.Spec:
-        """Check the request and work out everything the shim will need."""
+        """Check the request and work out everything the shim will need.
+
+        On the launch's critical path: plain strings, no pathlib.
+        """
         if not valid_app_name(app):
             raise SupervisorError(f"invalid app name {app!r}")
         _check_command(argv, env)
-        app_dir = self.store.ensure(app)
-        full_env = self._env(app_dir, env)
+        app_dir = str(self.store.ensure(app))
+        env = self._env(app_dir, env)
         launch = self._new_launch_id()
+        run = self._run_prefix
         return shim.Spec(
             launch=launch,
             app=app,
-            exe=self._resolve(argv[0], app_dir / "bin", full_env.get("PATH", os.defpath)),
+            exe=self._resolve(argv[0], app_dir, env.get("PATH") or _PATH),
             argv=list(argv),
-            env=full_env,
-            cwd=str(app_dir),
-            log_path=str(self.store.log_path(app, launch)),
+            env=env,
+            cwd=app_dir,
+            log_path=f"{app_dir}/logs/{launch}.log",
             started_at=time.time(),
             boot_id=self.boot_id,
-            record_path=str(self.run_dir / f"{launch}.json"),
-            exit_path=str(self.run_dir / f"{launch}.exit"),
+            record_path=f"{run}{launch}.json",
+            exit_path=f"{run}{launch}.exit",
         )
 
     async def _spawn(self, spec: shim.Spec) -> tuple[shim.Spare, tuple[int, int, str] | int]:
@@ -205,35 +214,40 @@ class Supervisor:
             raise SupervisorError(f"launch failed: no shim to start it ({why})") from None
         try:
             shim.hand(spare, spec)
-            report = shim.parse_report(await _read_fd(spare.report, REPORT_TIMEOUT))
+            report = shim.parse_report(await _read_line(spare.report, REPORT_TIMEOUT))
         except (OSError, TimeoutError, ValueError) as e:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
             os.close(spare.pidfd)
             raise SupervisorError(f"launch failed: {e or 'no report from shim'}") from None
+        finally:
+            # After this launch's reply has gone out (the same loop step).
+            assert self._loop is not None
+            self._loop.call_soon(self._forker.refill)
         return spare, report
 
     @staticmethod
-    def _env(app_dir: Path, env: dict[str, str]) -> dict[str, str]:
-        full = {**os.environ, **env}
-        full.pop("CORRAL_TOKEN", None)  # the cluster secret is not the app's business
-        old = full.get("LD_LIBRARY_PATH")
-        lib = str(app_dir / "lib")
-        full["LD_LIBRARY_PATH"] = f"{lib}:{old}" if old else lib
-        return full
+    def _env(app_dir: str, env: dict[str, str]) -> dict[str, str]:
+        """The request's variables plus the app's lib/ first on LD_LIBRARY_PATH.
+
+        The shim lays them over its own environment: the daemon's, less the
+        cluster token (see `daemon.forker`).
+        """
+        old = env.get("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH"))
+        lib = f"{app_dir}/lib"
+        return {**env, "LD_LIBRARY_PATH": f"{lib}:{old}" if old else lib}
 
     @staticmethod
-    def _resolve(cmd: str, bin_dir: Path, path: str) -> str:
+    def _resolve(cmd: str, app_dir: str, path: str) -> str:
         """argv[0] -> executable: as given with a slash, else bin/ first, then PATH."""
         if "/" in cmd:
             return cmd
-        local = bin_dir / cmd
-        if local.is_file() and os.access(local, os.X_OK):
-            return str(local)
-        found = shutil.which(cmd, path=path)
-        if found is None:
-            raise SupervisorError(f"cannot execute {cmd!r}: {os.strerror(errno.ENOENT)}")
-        return found
+        for d in (f"{app_dir}/bin", *path.split(os.pathsep)):
+            exe = f"{d or '.'}/{cmd}"
+            with contextlib.suppress(OSError, ValueError):
+                if stat.S_ISREG(os.stat(exe).st_mode) and os.access(exe, os.X_OK):
+                    return exe
+        raise SupervisorError(f"cannot execute {cmd!r}: {os.strerror(errno.ENOENT)}")
 
     def _new_launch_id(self) -> str:
         """Unique, sortable by start time, and safe as a file name."""
@@ -241,7 +255,7 @@ class Supervisor:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
         while True:
             launch = f"{stamp}-{secrets.token_hex(2)}"
-            if launch not in self.procs and not (self.run_dir / f"{launch}.json").exists():
+            if launch not in self.procs and not os.path.lexists(f"{self._run_prefix}{launch}.json"):
                 return launch
 
     # ------------------------------------------------------------ watching
@@ -460,8 +474,12 @@ async def _all_ended(procs: list[Proc], timeout: float) -> bool:
     return True
 
 
-async def _read_fd(fd: int, timeout: float) -> bytes:
-    """Everything written to pipe ``fd`` until EOF, without blocking the loop."""
+async def _read_line(fd: int, timeout: float) -> bytes:
+    """The first line written to pipe ``fd`` (or all of it, at EOF), without blocking the loop.
+
+    Not waiting for EOF spares a wake-up: the writer may close a moment
+    after its write.
+    """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[bytes] = loop.create_future()
     buf = bytearray()
@@ -473,9 +491,8 @@ async def _read_fd(fd: int, timeout: float) -> bytes:
             return
         except OSError:
             chunk = b""
-        if chunk:
-            buf.extend(chunk)
-        elif not done.done():
+        buf.extend(chunk)
+        if (not chunk or b"\n" in chunk) and not done.done():
             done.set_result(bytes(buf))
 
     os.set_blocking(fd, False)

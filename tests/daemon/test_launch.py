@@ -187,3 +187,27 @@ async def test_usage_of_live_process(master, spawn_worker):
     usage = await master.call(lambda i: m.Usage(id=i))
     (info,) = usage.procs
     assert info.pid == pid and info.rss > 0 and info.max_rss >= info.rss
+
+
+async def test_launches_go_on_when_the_forker_dies(master, spawn_worker):
+    worker = spawn_worker(master.port)
+    await master.connected()
+    first = (await master.call(launch("demo", "sleep", "30"))).proc
+    (forker,) = _forkers(worker.pid)
+    forker.kill()
+    forker.wait(5)
+    # The next launch starts a new forker and runs; the first program is still ours.
+    second = (await master.call(launch("demo", "sh", "-c", "exit 4"))).proc
+    assert second.pid != first.pid
+    ended = await wait_for(lambda: master.ended(second.pid), what="exit of the second")
+    assert ended.reason == "exited 4"
+    await wait_for(lambda: "forker" in worker.stderr(), what="the worker's log line")
+    # A new forker is up (the launch itself may have used a spare the old one left).
+    (new,) = await wait_for(lambda: _forkers(worker.pid), what="a new forker")
+    assert new.pid != forker.pid
+    status = await master.call(lambda i: m.Status(id=i))
+    assert {p.pid: p.state for p in status.procs}[first.pid] in ("running", "sleeping")
+
+
+def _forkers(worker_pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(worker_pid).children() if p.name() == "corral-forker"]
