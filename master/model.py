@@ -217,6 +217,16 @@ class Cluster:
             return None
         return _view(node, n, n.procs[int(pid)])
 
+    def proc_state(self, key: str) -> tuple[str, int | None] | None:
+        """``key``'s raw state and exit code, without a snapshot; None if unknown.
+
+        The state is the worker's: "lost" is a view's (see `proc`).
+        """
+        node, _, pid = key.rpartition(":")
+        n = self._nodes.get(node)
+        p = n.procs.get(int(pid)) if n is not None and pid.isdigit() else None
+        return None if p is None else (p.state, p.exit_code)
+
     def procs(self, node: str | None = None, include_ended: bool = True) -> list[ProcView]:
         out = []
         for name in [node] if node else sorted(self._nodes):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 
-from master.model import NodeView, ProcView
+from master.model import NodeView
+from transport.messages import ALIVE_STATES
+
+_RUNNING, _ENDED, _FAILED = ("running",), ("ended",), ("ended", "failed")
 
 
-def proc_kind(view: ProcView) -> tuple[str, ...]:
+def proc_kind(state: str, exit_code: int | None) -> tuple[str, ...]:
     """The header buckets of one process: running (lost too), ended, and failed (not exit 0)."""
-    if view.alive or view.state == "lost":
-        return ("running",)
-    if view.state == "exited" and view.exit_code == 0:
-        return ("ended",)
-    return ("ended", "failed")
+    if state in ALIVE_STATES or state == "lost":
+        return _RUNNING
+    if state == "exited" and exit_code == 0:
+        return _ENDED
+    return _FAILED
 
 
 class Tally:
@@ -31,9 +34,9 @@ class Tally:
         self._nodes[view.name] = view.state
         self.counts[view.state] += 1
 
-    def proc(self, view: ProcView) -> None:
-        key, kinds = view.key, proc_kind(view)
-        if self._procs.get(key) == kinds:
+    def proc(self, key: str, state: str, exit_code: int | None) -> None:
+        kinds = proc_kind(state, exit_code)
+        if self._procs.get(key) is kinds:
             return  # the common case under a feed: same bucket, nothing to count
         self.drop_proc(key)
         self._procs[key] = kinds

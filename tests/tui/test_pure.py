@@ -8,7 +8,7 @@ from master.model import ProcView
 from tui import format as fmt
 from tui.commands import Command, CommandError, complete, parse
 from tui.tally import Tally
-from tui.widgets.procs import matches
+from tui.widgets.procs import Snapshots, matches
 
 
 def view(state: str = "running", **kw: object) -> ProcView:
@@ -107,11 +107,16 @@ def test_complete_verbs_nodes_and_processes() -> None:
 
 def test_tally_moves_rows_between_buckets() -> None:
     tally = Tally()
-    tally.proc(view())
-    assert tally.counts["running"] == 1
-    tally.proc(view("killed", signal="SIGINT", ended_at=101.0))
-    assert (tally.counts["running"], tally.counts["ended"], tally.counts["failed"]) == (0, 1, 1)
+    tally.proc("n1:7", "running", None)
+    tally.proc("n1:7", "sleeping", None)  # same bucket: counted once
+    tally.proc("n1:8", "lost", None)  # its node is lost: still counted as running
+    assert tally.counts["running"] == 2
+    tally.proc("n1:7", "killed", None)
+    assert (tally.counts["running"], tally.counts["ended"], tally.counts["failed"]) == (1, 1, 1)
+    tally.proc("n1:8", "exited", 0)
+    assert (tally.counts["running"], tally.counts["ended"], tally.counts["failed"]) == (0, 2, 1)
     tally.drop_proc("n1:7")
+    tally.drop_proc("n1:8")
     assert +tally.counts == {}
 
 
@@ -140,3 +145,26 @@ def test_formats() -> None:
         str(fmt.reason(view("killed", reason="killed by SIGSEGV, core dumped")))
         == "SIGSEGV, core dumped"
     )
+
+
+def test_snapshots_pull_only_what_is_read_and_keep_the_last_when_gone() -> None:
+    model = {"n1:7": view(rss=1)}
+    pulls: list[str] = []
+
+    def source(key: str) -> ProcView | None:
+        pulls.append(key)
+        return model.get(key)
+
+    snaps = Snapshots(source)
+    snaps.put(model["n1:7"])
+    model["n1:7"] = view(rss=2)
+    snaps.invalidate("n1:7")
+    snaps.invalidate("n1:9")  # unknown: nothing to mark
+    assert pulls == [] and "n1:9" not in snaps
+    assert snaps.last("n1:7").rss == 1  # type: ignore[union-attr]
+    assert snaps["n1:7"].rss == 2 and snaps["n1:7"].rss == 2
+    assert pulls == ["n1:7"]  # once: the snapshot is current again
+    del model["n1:7"]
+    snaps.invalidate("n1:7")
+    assert snaps["n1:7"].rss == 2  # gone from the model: its removal comes on its own
+    assert snaps.pop("n1:7") is not None and len(snaps) == 0

@@ -45,13 +45,14 @@ async def test_a_burst_of_changes_repaints_once_and_only_changed_rows(master: Ma
     async with app.run_test(size=SIZE) as pilot:
         procs = app.dashboard.procs
         calls: list[list[str]] = []
-        real = procs.update_procs
+        real = procs.refresh_keys
 
-        def spy(views, removed=()):  # type: ignore[no-untyped-def]
-            calls.append(sorted(v.key for v in views))
-            real(views, removed)
+        def spy(keys, removed=(), fresh=None):  # type: ignore[no-untyped-def]
+            keys = list(keys)
+            calls.append(sorted(keys))
+            real(keys, removed, fresh)
 
-        procs.update_procs = spy  # type: ignore[method-assign]
+        procs.refresh_keys = spy  # type: ignore[method-assign]
         info = NODES["alpha"][1][0]
         for rss in range(100):  # 100 changes of one process in one burst
             master.cluster.update_proc("alpha", msgspec.structs.replace(info, rss=rss * 1024))

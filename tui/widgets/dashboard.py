@@ -98,7 +98,7 @@ class Dashboard(Screen[None]):
             yield NodesTable(clock=self.clock, id="nodes")
         with Vertical(id="procs-pane"):
             yield FilterBar(id="filter")
-            yield ProcsTable(clock=self.clock, id="procs")
+            yield ProcsTable(clock=self.clock, source=self.master.cluster.proc, id="procs")
         yield LogPane(id="log")
         with Vertical(id="command-bar"):
             yield CommandLine(self._names, id="command")
@@ -144,30 +144,32 @@ class Dashboard(Screen[None]):
             self.set_timer(REFRESH, self.refresh_rows)
 
     def refresh_rows(self) -> None:
-        """Pull snapshots of the changed rows only and hand them to the panes."""
+        """Hand the changed rows to the panes, which pull the snapshots they show."""
         self._refresh_scheduled = False
         cluster = self.master.cluster
         nodes = [cluster.node(n) for n in self._dirty_nodes if cluster.has_node(n)]
-        procs, gone = [], set()
+        changed, gone = [], set()
+        tally, log_pane = self.tally, self.log_pane  # a DOM query: once, not once per process
+        followed = False
         for key in self._dirty_procs | self._removed:
-            view = cluster.proc(key)
-            if view is None:
+            state = cluster.proc_state(key)
+            if state is None:
                 gone.add(key)
+                tally.drop_proc(key)
             else:
-                procs.append(view)
+                changed.append(key)
+                tally.proc(key, *state)
+                followed |= key == log_pane.key
         self._dirty_nodes, self._dirty_procs, self._removed = set(), set(), set()
         with self.app.batch_update():
             self.query_one(NodesTable).update_nodes(nodes)
-            self.procs.update_procs(procs, gone)
+            self.procs.refresh_keys(changed, gone)
             for n in nodes:
-                self.tally.node(n)
-            log_pane = self.log_pane  # a DOM query: once, not once per process
-            for p in procs:
-                self.tally.proc(p)
-                log_pane.update_proc(p)
-            for key in gone:
-                self.tally.drop_proc(key)
-            self.query_one(ClusterHeader).counts = dict(self.tally.counts)
+                tally.node(n)
+            view = cluster.proc(log_pane.key) if followed and log_pane.key else None
+            if view is not None:
+                log_pane.update_proc(view)
+            self.query_one(ClusterHeader).counts = dict(tally.counts)
 
     @on(ProcsTable.Selected)
     def _selected(self, event: ProcsTable.Selected) -> None:
@@ -226,7 +228,7 @@ class Dashboard(Screen[None]):
     def action_remove(self) -> None:
         """rm the selected process's app (the dialog asks for one when none is selected)."""
         key = self.procs.selected
-        app = self.procs.views[key].app if key in self.procs.views else None
+        app = self.procs.views[key].app if key is not None and key in self.procs.views else None
         alive = [n.name for n in self.master.cluster.nodes() if n.state in USABLE]
         dialog = RemoveDialog(app, alive, self._live_of_app, self._remove_everywhere)
         self.app.push_screen(dialog)

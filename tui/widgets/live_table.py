@@ -31,6 +31,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, Row, RowKey
 
 Cell = Text | str
+TICK_PARTS = 4  # a tick redraws this share of the rows on screen: each row once a second
 
 
 def same(a: Cell, b: Cell) -> bool:
@@ -53,6 +54,7 @@ class LiveTable(DataTable[Cell]):
         self._offsets: list[tuple[RowKey, int]] = []
         self._cells_memo: dict[Any, Any] = {}  # see `_memo`
         self._rows_memo: dict[Any, Any] = {}
+        self._phase = 0
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     def row_cells(self, key: str, now: float) -> tuple[Cell, ...]:
@@ -104,6 +106,24 @@ class LiveTable(DataTable[Cell]):
     def draw_visible(self, now: float) -> None:
         """Bring every row on screen up to date (cheap when nothing changed)."""
         for key in self.visible_keys():
+            self.draw_row(key, now)
+
+    def start_ticking(self, delay: float = 0.0) -> None:
+        """Keep clock-driven cells (ages, run times) current, starting after ``delay`` s."""
+        every = 1.0 / TICK_PARTS
+        self.set_timer(delay + every, lambda: self.set_interval(every, self.tick))
+
+    def tick(self) -> None:
+        """Redraw the next slice of the rows on screen.
+
+        Every visible row is redrawn once a second, a slice per tick: a whole
+        screen of changed rows in one frame would take longer than a frame.
+        """
+        keys = self.visible_keys()
+        self._phase = (self._phase + 1) % TICK_PARTS
+        size = -(-len(keys) // TICK_PARTS)
+        now = self.now()
+        for key in keys[self._phase * size : (self._phase + 1) * size]:
             self.draw_row(key, now)
 
     def visible_keys(self) -> list[str]:

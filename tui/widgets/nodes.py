@@ -15,7 +15,7 @@ from textual.message import Message
 
 from master.model import NodeView
 from tui import format as fmt
-from tui.widgets.live_table import LiveTable
+from tui.widgets.live_table import TICK_PARTS, LiveTable
 
 COLUMNS = (
     ("state", "State", 10),
@@ -52,9 +52,8 @@ class NodesTable(LiveTable):
     def on_mount(self) -> None:
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
-        # Half a second out of phase with the processes pane's tick, so the two
-        # redraws of every row on screen do not land in the same frame.
-        self.set_timer(0.5, lambda: self.set_interval(1.0, self.tick))
+        # Out of phase with the processes pane's ticks: they do not share a frame.
+        self.start_ticking(delay=0.5 / TICK_PARTS)
 
     def update_nodes(self, views: Iterable[NodeView]) -> None:
         """Add or update the given rows; only rows on screen are redrawn."""
@@ -71,10 +70,6 @@ class NodesTable(LiveTable):
             self.draw_visible(now)
         else:
             self.draw_changed(changed, now)
-
-    def tick(self) -> None:
-        """Heartbeat ages grow between beats (a lost node sends none)."""
-        self.draw_visible(self.clock())
 
     def now(self) -> float:
         return self.clock()

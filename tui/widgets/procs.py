@@ -1,16 +1,18 @@
 """The processes pane: filterable, sortable, with marks and escalation countdowns.
 
-Rows change one at a time: `update_procs` adds, updates or removes only the
-rows it is given.  The table keeps the latest snapshot of every process
-(also those the filter hides) so a filter change needs no trip to the master.
-Cells are drawn only for rows on screen (see `LiveTable`): ten thousand
+Rows change one at a time: `refresh_keys` (or `update_procs`, given the
+snapshots) adds, updates or removes only the rows it is given.  The table
+keeps a snapshot of every process (also those the filter hides) so a filter
+change needs no trip to the master.  Snapshots are pulled from the model
+only when read (`Snapshots`), and cells are drawn only for rows on screen
+(see `LiveTable`): with the default sort and no filter, ten thousand
 processes changing every second cost what the visible rows cost.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from rich.text import Text
@@ -70,6 +72,53 @@ def matches(view: ProcView, query: str) -> bool:
     return True
 
 
+class Snapshots(Mapping[str, ProcView]):
+    """The table's snapshot of each process, pulled from ``source`` when read.
+
+    `invalidate` marks one out of date; the next read pulls it again.  A pull
+    that finds the process gone keeps the last snapshot: its removal comes
+    as a change of its own.
+    """
+
+    def __init__(self, source: Callable[[str], ProcView | None] | None = None) -> None:
+        self.source = source
+        self._views: dict[str, ProcView] = {}
+        self._stale: set[str] = set()
+
+    def __getitem__(self, key: str) -> ProcView:
+        if key in self._stale:
+            self._stale.discard(key)
+            fresh = self.source(key) if self.source is not None else None
+            if fresh is not None:
+                self._views[key] = fresh
+        return self._views[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._views
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def put(self, view: ProcView) -> None:
+        self._views[view.key] = view
+        self._stale.discard(view.key)
+
+    def invalidate(self, key: str) -> None:
+        if self.source is not None and key in self._views:
+            self._stale.add(key)
+
+    def last(self, key: str) -> ProcView | None:
+        """The snapshot held now, without pulling a newer one."""
+        return self._views.get(key)
+
+    def pop(self, key: str) -> ProcView | None:
+        self._stale.discard(key)
+        return self._views.pop(key, None)
+
+
 class ProcsTable(LiveTable):
     """One row per process; the cursor row is the selected process."""
 
@@ -87,10 +136,15 @@ class ProcsTable(LiveTable):
             super().__init__()
             self.key = key
 
-    def __init__(self, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        source: Callable[[str], ProcView | None] | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__([key for key, _, _ in COLUMNS], cursor_type="row", **kwargs)
         self.clock = clock
-        self.views: dict[str, ProcView] = {}
+        self.views = Snapshots(source)
         self.marked: set[str] = set()
         self.countdowns: dict[str, int] = {}
         self.query_text = ""
@@ -102,31 +156,52 @@ class ProcsTable(LiveTable):
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
         self._label_sort()
-        self.set_interval(1.0, self.tick)
+        self.start_ticking()  # run times grow with the clock
 
     # --- rows ------------------------------------------------------------
     def update_procs(self, views: Iterable[ProcView], removed: Iterable[str] = ()) -> None:
         """Apply changed snapshots and removals; only rows on screen are redrawn."""
+        fresh = {view.key: view for view in views}
+        self.refresh_keys(list(fresh), removed, fresh)
+
+    def refresh_keys(
+        self,
+        keys: Iterable[str],
+        removed: Iterable[str] = (),
+        fresh: Mapping[str, ProcView] | None = None,
+    ) -> None:
+        """Processes ``keys`` changed in the source, ``removed`` are gone.
+
+        A changed snapshot is pulled only when something needs it now: a
+        row coming on screen, the filter, a sort by a column that moves.
+        """
         now = self.clock()
         sort_key = None if self.sort_column in STABLE else SORT_KEYS[self.sort_column]
         moved = resort = False  # rows came, went or reordered: what is on screen shifts
         changed, known, rows, query = [], self.views, self.rows, self.query_text
         for key in removed:
-            known.pop(key, None)
+            known.pop(key)
             self.marked.discard(key)
             moved |= self._hide(key)
-        for view in views:  # thousands a second: every lookup here counts
-            key = view.key
-            old = known.get(key)
-            known[key] = view
+        for key in keys:  # thousands a second: every lookup here counts
+            old = known.last(key)
+            if fresh is not None:
+                known.put(fresh[key])
+            elif old is None:
+                view = known.source(key) if known.source is not None else None
+                if view is None:
+                    continue  # gone already: its removal is on its way
+                known.put(view)
+            else:
+                known.invalidate(key)
             changed.append(key)
-            if query and not matches(view, query):
+            if query and not matches(known[key], query):
                 moved |= self._hide(key)
             elif key not in rows:
                 self.add_live_row(key, self._key_cell(key))
                 resort = True
             elif sort_key is not None and (
-                old is None or sort_key(old, now) != sort_key(view, now)
+                old is None or sort_key(old, now) != sort_key(known[key], now)
             ):
                 resort = True
         if resort:
@@ -136,10 +211,6 @@ class ProcsTable(LiveTable):
         else:
             self.draw_changed(changed, now)
         self._announce()
-
-    def tick(self) -> None:
-        """Run times of live processes grow with the clock (rows off screen catch up later)."""
-        self.draw_visible(self.clock())
 
     def set_query(self, text: str) -> None:
         """Show only the processes matching ``text`` (see `matches`)."""
