@@ -44,7 +44,9 @@ _NODE_EDGES: dict[NodeState, frozenset[NodeState]] = {
 HISTORY = 60  # CPU samples kept per node (one a beat: the last minute at 1 Hz)
 
 
-class NodeView(msgspec.Struct, frozen=True):
+# gc=False (also ProcView): snapshots hold scalars and tuples only, never a
+# cycle; a busy dashboard makes thousands a second.
+class NodeView(msgspec.Struct, frozen=True, gc=False):
     """Immutable snapshot of one node, for views and the API."""
 
     name: str
@@ -69,7 +71,7 @@ class NodeView(msgspec.Struct, frozen=True):
         return max(0.0, (time.time() if now is None else now) - self.last_beat)
 
 
-class ProcView(msgspec.Struct, frozen=True):
+class ProcView(msgspec.Struct, frozen=True, gc=False):
     """Immutable snapshot of one process; ``state`` is "lost" while its node is."""
 
     node: str

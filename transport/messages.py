@@ -61,7 +61,9 @@ class NodeFacts(msgspec.Struct, omit_defaults=True):
     version: str = ""
 
 
-class Metrics(msgspec.Struct, omit_defaults=True):
+# gc=False (here and below): only scalars and lists of str, so never part of a
+# cycle; thousands arrive a second and need no tracking by the collector.
+class Metrics(msgspec.Struct, omit_defaults=True, gc=False):
     """A node's small per-beat sample."""
 
     cpu_percent: float = 0.0
@@ -72,7 +74,7 @@ class Metrics(msgspec.Struct, omit_defaults=True):
     procs_alive: int = 0
 
 
-class ProcInfo(msgspec.Struct, omit_defaults=True):
+class ProcInfo(msgspec.Struct, omit_defaults=True, gc=False):
     """One launched process as the worker knows it.
 
     ``launch`` is the worker-unique launch id; the log lives at
@@ -111,7 +113,7 @@ class ProcInfo(msgspec.Struct, omit_defaults=True):
         return ""
 
 
-class ProcSample(msgspec.Struct, array_like=True):
+class ProcSample(msgspec.Struct, array_like=True, gc=False):
     """Compact live sample of one process, sent with each heartbeat."""
 
     pid: int

@@ -364,6 +364,39 @@ async def test_a_style_change_alone_is_drawn() -> None:
     assert shown[0] != shown[1] != shown[2]
 
 
+async def test_text_cells_of_every_shape_draw_as_a_plain_table_draws_them() -> None:
+    """One-line Text cells take LiveTable's own renderer: justify, overflow, spans,
+    wide characters, too long, several lines, empty; under the cursor and not."""
+    shapes = [
+        Text("left"),
+        Text("right", justify="right", style="bold"),
+        Text("mid", justify="center", style="on blue"),
+        Text("full-width", justify="full"),
+        Text("much-too-long-for-it", overflow="ellipsis"),
+        Text("much-too-long-for-it", overflow="crop", justify="right"),
+        Text("much-too-long-for-it"),
+        Text.assemble(("✓ ", "bold green"), ("n1:42", "bold")),
+        Text("日本語のセル", style="red"),
+        Text("two\nlines", style="italic"),
+        Text(""),
+        Text("x", no_wrap=False, justify="left"),
+        Text("tab\there"),
+    ]
+
+    async def script(t: Any, look: Callable[[], Awaitable[None]]) -> None:
+        for i, cell in enumerate(shapes):
+            t.put(f"r{i:02}", cell, shapes[-1 - i])
+        await look()
+        for row in (0, 4, 9):
+            t.move_cursor(row=row)
+            await look()
+        t.put("r03", Text("changed", justify="right", style="reverse"), Text("b"))
+        await look()
+
+    await same_as_plain(script)
+    await same_as_plain(script, whole=True)
+
+
 async def test_auto_width_columns_widen_for_every_row() -> None:
     """A wide new row widens its column; rows drawn before must be redrawn to match.
 
@@ -500,3 +533,13 @@ async def test_procs_cursor_highlight_follows_the_selected_row_through_sorts() -
         await pilot.pause()
         assert [row[0] for row in proc_rows(app)] == ["n1:3", "n1:2", "n1:4", "n1:1", "n1:5"]
         assert [line.split()[:3] for line in highlighted(app, table)] == [["n1:3", "dd", "moved"]]
+
+
+async def test_procs_show_an_app_and_command_as_typed_never_as_markup() -> None:
+    app = procs_app()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.table
+        assert isinstance(table, ProcsTable)
+        table.update_procs([proc(1, "[b]x", argv=("[red]hi",))])
+        await pilot.pause()
+        assert proc_rows(app)[0][1:3] == ["[b]x", "[red]hi"]

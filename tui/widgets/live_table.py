@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any, cast
 
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual._types import SegmentLines
@@ -203,9 +204,65 @@ class LiveTable(DataTable[Cell]):
         if held is None or column_index < 0:  # row labels: as DataTable does
             return super()._render_cell(*args)
         key = (*args, self._show_hover_cursor, self._pseudo_class_state)
-        render = partial(super()._render_cell, *args)
-        lines: SegmentLines = self._memo(self._cells_memo, key, (held[column_index],), render)
+        cell = held[column_index]
+        if isinstance(cell, Text) and self._plain_layout(row_index):
+            render = partial(self._render_text_cell, cell, *args)
+        else:
+            render = partial(super()._render_cell, *args)
+        lines: SegmentLines = self._memo(self._cells_memo, key, (cell,), render)
         return lines
+
+    def _plain_layout(self, row_index: int) -> bool:
+        """One-line rows, no fixed rows or columns: what `_render_text_cell` draws."""
+        if self.fixed_rows or self.fixed_columns or row_index < 0:
+            return False
+        key = self._row_locations.get_key(row_index)
+        return key is not None and self.rows[key].height == 1
+
+    def _render_text_cell(
+        self,
+        cell: Text,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        """What DataTable draws for a one-line Text cell, without Rich's general pipeline.
+
+        DataTable renders ``Styled(Padding(cell, (0, pad)), pre, post)`` through
+        the console: the same text wrapped to one line, padded with unstyled
+        spaces, then styled.  That pipeline costs most of a frame when a screen
+        of cells change; `tests/tui/test_live_table.py` checks the two agree.
+        """
+        pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
+        component, post = self._get_styles_to_render_cell(
+            False,
+            False,
+            False,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        console = self.app.console
+        pad = self.cell_padding
+        inner = max(0, width - 2 * pad)
+        justify = cell.justify or "default"
+        overflow = cell.overflow or "fold"
+        no_wrap = True if cell.no_wrap is None else cell.no_wrap
+        lines = cell.wrap(console, inner, justify=justify, overflow=overflow, no_wrap=no_wrap)
+        first = lines[0] if lines else Text()
+        blank = Style.null()
+        body = Segment.adjust_line_length(
+            list(Text("\n").join([first]).render(console)), inner, blank, pad=True
+        )
+        edge = [Segment(" " * pad, blank)] if pad else []
+        line = list(Segment.apply_style([*edge, *body, *edge], pre + component, post))
+        return [line]
 
     def _render_line_in_row(
         self,

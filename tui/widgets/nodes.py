@@ -92,7 +92,7 @@ class NodesTable(LiveTable):
         return (
             fmt.node_state(view),
             fmt.node_name(view),
-            view.address,
+            Text(view.address),
             fmt.beat_age(view, now),
             fmt.cpu_cell(view),
             fmt.mem_cell(view),

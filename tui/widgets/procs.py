@@ -338,15 +338,15 @@ class ProcsTable(LiveTable):
         return Text("  " + key)
 
     def _cells(self, view: ProcView, now: float) -> tuple[Text | str, ...]:
-        return (
+        return (  # Text, not str: an app or command is never read as markup
             self._key_cell(view.key),
-            view.app,
-            view.command,
+            Text(view.app),
+            Text(view.command),
             fmt.proc_state(view, self.countdowns.get(view.key)),
             fmt.reason(view),
             fmt.right(f"{view.cpu_time:.1f}"),
             fmt.right(fmt.human_bytes(view.rss) if view.alive else "-"),
             fmt.right(fmt.human_bytes(view.max_rss) if view.max_rss else "-"),  # 0: never sampled
-            fmt.clock_time(view.started_at, now),
+            Text(fmt.clock_time(view.started_at, now)),
             fmt.right(fmt.duration(view.run_time(now))),
         )
