@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
 from master.model import ProcView
-from tui.widgets.live_table import LiveTable
+from tui.widgets.live_table import ROWS_PER_FRAME, LiveTable
 from tui.widgets.procs import ProcsTable
 
 SIZE = (80, 12)  # a header and 11 rows: 30 rows need scrolling
@@ -543,3 +543,23 @@ async def test_procs_show_an_app_and_command_as_typed_never_as_markup() -> None:
         table.update_procs([proc(1, "[b]x", argv=("[red]hi",))])
         await pilot.pause()
         assert proc_rows(app)[0][1:3] == ["[b]x", "[red]hi"]
+
+
+async def test_a_screenful_of_changed_rows_is_drawn_over_a_few_frames() -> None:
+    """At most ROWS_PER_FRAME rows are redrawn at once; the rest follow, none forgotten."""
+
+    async def script(t: Any, look: Callable[[], Awaitable[None]]) -> None:
+        fill(t, 11)
+        await look()
+        if isinstance(t, Grid):  # all eleven rows on screen change in one call
+            for i in range(11):
+                t.views[f"r{i:02}"] = (f"r{i:02}", f"a{i}", "new")
+            t.draw_changed([f"r{i:02}" for i in range(11)], 0.0)
+            assert len(t._deferred) == 11 - ROWS_PER_FRAME  # left for the next frames
+        else:
+            for i in range(11):
+                t.put(f"r{i:02}", f"a{i}", "new")
+        await look()
+
+    shown = await same_as_plain(script)
+    assert all(line.split()[-1] == "new" for line in text_of(shown[1])[1:12])

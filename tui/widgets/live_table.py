@@ -33,6 +33,7 @@ from textual.widgets.data_table import ColumnKey, Row, RowKey
 
 Cell = Text | str
 TICK_PARTS = 4  # a tick redraws this share of the rows on screen: each row once a second
+ROWS_PER_FRAME = 6  # changed rows redrawn per frame; the rest follow in the next frames
 
 
 def same(a: Cell, b: Cell) -> bool:
@@ -56,6 +57,8 @@ class LiveTable(DataTable[Cell]):
         self._cells_memo: dict[Any, Any] = {}  # see `_memo`
         self._rows_memo: dict[Any, Any] = {}
         self._phase = 0
+        self._deferred: set[str] = set()  # changed rows on screen still to redraw
+        self._deferred_due = False  # a call to draw them is scheduled
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     def row_cells(self, key: str, now: float) -> tuple[Cell, ...]:
@@ -98,11 +101,28 @@ class LiveTable(DataTable[Cell]):
             self.refresh_row(self.get_row_index(key))
 
     def draw_changed(self, keys: Iterable[str], now: float) -> None:
-        """Redraw just the rows among ``keys`` that are on screen."""
-        changed = set(keys)
-        for key in self.visible_keys():
-            if key in changed:
-                self.draw_row(key, now)
+        """Redraw just the rows among ``keys`` that are on screen.
+
+        At most `ROWS_PER_FRAME` now: a node's beat changes all its rows at
+        once, and a screenful of changed rows would take longer than a frame
+        to render.  The rest are drawn after the next frame, and so on.
+        """
+        waiting, fresh = self._deferred, set(keys)
+        visible = self.visible_keys()
+        # Rows waiting since an earlier call go first: none waits for long.
+        todo = [k for k in visible if k in waiting]
+        todo += [k for k in visible if k in fresh and k not in waiting]
+        for key in todo[:ROWS_PER_FRAME]:
+            self.draw_row(key, now)
+        self._deferred = set(todo[ROWS_PER_FRAME:])
+        if self._deferred and not self._deferred_due:
+            self._deferred_due = True
+            self.call_after_refresh(self._draw_deferred)
+
+    def _draw_deferred(self) -> None:
+        self._deferred_due = False
+        if self._deferred:
+            self.draw_changed((), self.now())
 
     def draw_visible(self, now: float) -> None:
         """Bring every row on screen up to date (cheap when nothing changed)."""
