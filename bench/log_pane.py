@@ -238,7 +238,7 @@ def run() -> list[str]:
             "log pane latency, line written to line on screen",
             f"p50 {pct(lat, 50) * ms:.0f} ms, p99 {p99:.0f} ms over the {len(lat)} lines that "
             "reached the screen (the rest left the 10,000-line ring before a tick) "
-            f"(to the pane's ingest, through the worker's 50 ms log poll: p50 "
+            f"(to the pane's ingest, through the worker's inotify wake-up: p50 "
             f"{pct(ingest, 50) * ms:.0f} ms, p99 {pct(ingest, 99) * ms:.0f} ms)",
             ref_text,
             f"p99 <= {LATENCY_MS:g} ms",

@@ -13,11 +13,11 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from daemon.watch import Growth
 from transport.messages import LogChunk, Message
 
 CHUNK = 256 * 1024
 BLOCK = 64 * 1024
-POLL = 0.05  # seconds between size checks of a followed log
 
 Send = Callable[[Message], Awaitable[None]]
 
@@ -117,6 +117,7 @@ class LogStreams:
 
     async def _follow(self, sid: int, path: Path, offset: int, ended: asyncio.Event) -> None:
         fd: int | None = None
+        growth = Growth(path)
         try:
             while True:
                 fd = fd if fd is not None else _open(path)
@@ -132,8 +133,9 @@ class LogStreams:
                 if last:
                     return
                 if len(data) < CHUNK:
-                    await asyncio.sleep(POLL)
+                    await growth.wait()
         finally:
+            growth.close()
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
