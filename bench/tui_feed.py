@@ -5,10 +5,9 @@ with new metrics and a new sample of each process (cpu, rss and state
 change), driven through the real `Cluster` of a real (unstarted) `Master`
 into the real `CorralApp`, headless at 120x40.  Beats are spread over the
 second as real workers' are.  Figures: the wall time of each coalesced
-refresh (`Dashboard.refresh_rows`), of the panes' clock ticks (each
-redraws a quarter of the rows on screen), and of each frame (the screen's
-update: layout, compositor, and the terminal encoding a real driver would
-write).  Reference: the same feed applied to a
+refresh (`Dashboard.refresh_rows`), of the panes' once-a-second ticks, and
+of each frame (the screen's update: layout, compositor, and the terminal
+encoding a real driver would write).  Reference: the same feed applied to a
 `Cluster` with no subscriber, per refresh-sized slice.
 
 (b) `corral master` with its dashboard on a pseudo-terminal (120x40, the
@@ -339,7 +338,7 @@ def run() -> list[str]:
             _ms(refresh, 95) <= TARGET_MS,
         ),
         line(
-            "dashboard clock tick (run times, beat ages: a quarter of the rows on screen)",
+            "dashboard once-a-second tick (run times, beat ages on screen)",
             f"p95 {_ms(ticks, 95):.1f} ms, max {max(ticks) * 1000:.1f} ms over {len(ticks)} ticks",
             f"model alone per second of feed {_ms(model, 50):.1f} ms",
             f"p95 <= {TARGET_MS:g} ms",

@@ -32,7 +32,6 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, Row, RowKey
 
 Cell = Text | str
-TICK_PARTS = 4  # a tick redraws this share of the rows on screen: each row once a second
 ROWS_PER_FRAME = 6  # changed rows redrawn per frame; the rest follow in the next frames
 
 
@@ -56,7 +55,6 @@ class LiveTable(DataTable[Cell]):
         self._offsets: list[tuple[RowKey, int]] = []
         self._cells_memo: dict[Any, Any] = {}  # see `_memo`
         self._rows_memo: dict[Any, Any] = {}
-        self._phase = 0
         self._deferred: set[str] = set()  # changed rows on screen still to redraw
         self._deferred_due = False  # a call to draw them is scheduled
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -131,21 +129,15 @@ class LiveTable(DataTable[Cell]):
 
     def start_ticking(self, delay: float = 0.0) -> None:
         """Keep clock-driven cells (ages, run times) current, starting after ``delay`` s."""
-        every = 1.0 / TICK_PARTS
-        self.set_timer(delay + every, lambda: self.set_interval(every, self.tick))
+        self.set_timer(delay + 1.0, lambda: self.set_interval(1.0, self.tick))
 
     def tick(self) -> None:
-        """Redraw the next slice of the rows on screen.
+        """Once a second: bring the rows on screen up to date with the clock.
 
-        Every visible row is redrawn once a second, a slice per tick: a whole
-        screen of changed rows in one frame would take longer than a frame.
+        As for any change, `ROWS_PER_FRAME` rows now and the rest over the
+        next frames, so no frame redraws a screenful.
         """
-        keys = self.visible_keys()
-        self._phase = (self._phase + 1) % TICK_PARTS
-        size = -(-len(keys) // TICK_PARTS)
-        now = self.now()
-        for key in keys[self._phase * size : (self._phase + 1) * size]:
-            self.draw_row(key, now)
+        self.draw_changed(self.visible_keys(), self.now())
 
     def visible_keys(self) -> list[str]:
         """Keys of the rows that can be on screen now (every row is one line)."""

@@ -15,7 +15,7 @@ from textual.message import Message
 
 from master.model import NodeView
 from tui import format as fmt
-from tui.widgets.live_table import TICK_PARTS, LiveTable
+from tui.widgets.live_table import LiveTable
 
 COLUMNS = (
     ("state", "State", 10),
@@ -53,7 +53,7 @@ class NodesTable(LiveTable):
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
         # Out of phase with the processes pane's ticks: they do not share a frame.
-        self.start_ticking(delay=0.5 / TICK_PARTS)
+        self.start_ticking(delay=0.5)
 
     def update_nodes(self, views: Iterable[NodeView]) -> None:
         """Add or update the given rows; only rows on screen are redrawn."""
