@@ -63,9 +63,15 @@ class Growth:
         self._event.set()
 
     async def wait(self) -> None:
-        """Return after the next write, or after `POLL` seconds at most."""
+        """Return after the next write, or after `POLL` seconds at most.
+
+        `asyncio.timeout`, not `wait_for`: on Python 3.11 a `wait_for` whose
+        event fires as the task is cancelled swallows the cancellation, and
+        an unfollowed stream would go on sending.
+        """
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), POLL)
+            async with asyncio.timeout(POLL):
+                await self._event.wait()
         self._event.clear()
 
     def close(self) -> None:
