@@ -18,8 +18,9 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
-from master.model import ProcView
+from master.model import NodeView, ProcView
 from tui.widgets.live_table import ROWS_PER_FRAME, LiveTable
+from tui.widgets.nodes import FLUSH, NodesTable
 from tui.widgets.procs import ProcsTable
 
 SIZE = (80, 12)  # a header and 11 rows: 30 rows need scrolling
@@ -563,3 +564,32 @@ async def test_a_screenful_of_changed_rows_is_drawn_over_a_few_frames() -> None:
 
     shown = await same_as_plain(script)
     assert all(line.split()[-1] == "new" for line in text_of(shown[1])[1:12])
+
+
+def node(state: str = "alive", cpu: float = 1.0) -> NodeView:
+    return NodeView(
+        name="n1", address="10.0.0.1:7070", state=state, hostname="n1", cpus=2,  # type: ignore[arg-type]
+        mem_total=1 << 30, mem_used=1 << 29, cpu_percent=cpu, load1=0.0, last_beat=200.0,
+        procs_running=0, procs_total=0, ssh_host="", ssh_port=22, boot_id="b", root="/r",
+    )  # fmt: skip
+
+
+async def test_nodes_figures_wait_for_the_flush_but_a_new_state_shows_at_once() -> None:
+    table = NodesTable(clock=lambda: 200.0)
+    app = One(table)
+    async with app.run_test(size=SIZE) as pilot:
+        table.update_nodes([node(cpu=1.0)])  # a new node: drawn at once
+        await pilot.pause()
+        assert any("1.0%" in line for line in full_lines(app))
+        table.update_nodes([node(cpu=42.0)])  # only its figures moved
+        await pilot.pause()
+        assert not any("42.0%" in line for line in full_lines(app))
+        await pilot.pause(FLUSH + 0.1)
+        assert any("42.0%" in line for line in full_lines(app))
+        table.update_nodes([node("suspect", cpu=43.0)])  # a new state: no waiting
+        await pilot.pause()
+        assert any("suspect" in line and "43.0%" in line for line in full_lines(app))
+
+
+def full_lines(app: App[Any]) -> list[str]:
+    return ["".join(text for text, _ in line) for line in styled(app)]

@@ -2,6 +2,8 @@
 
 Like the processes pane it is a `LiveTable`: a thousand nodes beating every
 second redraw only the rows on screen; the others catch up as they scroll in.
+A beat that moves only a node's figures is drawn with the others of the
+same `FLUSH`; a new node or a new state (suspect, lost) is drawn at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from textual.message import Message
 from master.model import NodeView
 from tui import format as fmt
 from tui.widgets.live_table import LiveTable
+
+FLUSH = 0.25  # seconds: figures of beating nodes are redrawn at most this often
 
 COLUMNS = (
     ("state", "State", 10),
@@ -48,6 +52,8 @@ class NodesTable(LiveTable):
         )
         self.clock = clock
         self.views: dict[str, NodeView] = {}
+        self._pending: set[str] = set()  # rows whose figures moved, for the next flush
+        self._flush_due = False
 
     def on_mount(self) -> None:
         for key, label, width in COLUMNS:
@@ -57,19 +63,33 @@ class NodesTable(LiveTable):
 
     def update_nodes(self, views: Iterable[NodeView]) -> None:
         """Add or update the given rows; only rows on screen are redrawn."""
-        now, added, changed = self.clock(), False, []
+        now, added, urgent = self.clock(), False, []
         for view in views:
-            if view.name not in self.views:
+            old = self.views.get(view.name)
+            if old is None:
                 # Whole rows: nodes come rarely, and the sort below reads the name cell.
                 self.add_live_row(view.name, *self._cells(view, now))
                 added = True
             self.views[view.name] = view
-            changed.append(view.name)
+            if old is None or old.state != view.state:
+                urgent.append(view.name)
+            else:
+                self._pending.add(view.name)
         if added:
             self.sort("name", key=lambda cell: str(cell))
             self.draw_visible(now)
-        else:
-            self.draw_changed(changed, now)
+        elif urgent:
+            self.draw_changed(urgent, now)
+        if self._pending and not self._flush_due:
+            # Each beat on its own would cost a frame: ten a second for
+            # a hundred nodes, where a few carry the same news.
+            self._flush_due = True
+            self.set_timer(FLUSH, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        keys, self._pending = self._pending, set()
+        self.draw_changed(keys, self.clock())
 
     def now(self) -> float:
         return self.clock()
