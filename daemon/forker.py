@@ -128,7 +128,7 @@ class Forker:
             return Usage(0.0, 0.0, 0)
         self._usage.append(fut)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return await asyncio.wait_for(fut, timeout)
         except (TimeoutError, ForkerGone):
             return Usage(0.0, 0.0, 0)
 
@@ -173,27 +173,18 @@ class Forker:
         except OSError as e:
             self._lost(f"forker connection failed: {e.strerror}")
             return
-        try:
-            kind, *fields = data.split()
-            if kind == b"u" and self._usage and not fds:
-                utime, stime, maxrss = fields
-                usage = Usage(float(utime), float(stime), int(maxrss))
-                fut = self._usage.pop(0)
-                if not fut.done():
-                    fut.set_result(usage)
-                return
-            pid, start = (int(x) for x in fields)
-            cmd, report, pidfd = fds
-            if kind != b"s":
-                raise ValueError(kind)
-        except ValueError:
+        msg = _parse(data, fds)
+        if isinstance(msg, shim.Spare):
+            self._owed -= 1
+            self._ready.put_nowait(msg)
+        elif isinstance(msg, Usage) and self._usage:
+            fut = self._usage.pop(0)
+            if not fut.done():  # it timed out meanwhile
+                fut.set_result(msg)
+        else:
             for fd in fds:
                 os.close(fd)
-            why = f"bad message from the forker: {data!r}" if data else "the forker exited"
-            self._lost(why)
-            return
-        self._owed -= 1
-        self._ready.put_nowait(shim.Spare(pid, start, cmd, report, pidfd))
+            self._lost(f"bad message from the forker: {data!r}" if data else "the forker exited")
 
     def _lost(self, why: str) -> None:
         if not self._closed:
@@ -215,6 +206,19 @@ class Forker:
                 asyncio.get_running_loop().remove_reader(self._sock)
             self._sock.close()
             self._sock = None
+
+
+def _parse(data: bytes, fds: list[int]) -> shim.Spare | Usage | None:
+    """A forker message as a spare or a usage figure; None if it is neither."""
+    kind, *fields = data.split() or [b""]
+    try:
+        if kind == b"s" and len(fields) == 2 and len(fds) == 3:
+            return shim.Spare(int(fields[0]), int(fields[1]), *fds)
+        if kind == b"u" and len(fields) == 3 and not fds:
+            return Usage(float(fields[0]), float(fields[1]), int(fields[2]))
+    except ValueError:
+        pass
+    return None
 
 
 def _wait_exits(pidfds: list[int], timeout: float) -> None:

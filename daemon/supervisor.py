@@ -22,8 +22,8 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import signal
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -242,12 +242,10 @@ class Supervisor:
         """argv[0] -> executable: as given with a slash, else bin/ first, then PATH."""
         if "/" in cmd:
             return cmd
-        for d in (f"{app_dir}/bin", *path.split(os.pathsep)):
-            exe = f"{d or '.'}/{cmd}"
-            with contextlib.suppress(OSError, ValueError):
-                if stat.S_ISREG(os.stat(exe).st_mode) and os.access(exe, os.X_OK):
-                    return exe
-        raise SupervisorError(f"cannot execute {cmd!r}: {os.strerror(errno.ENOENT)}")
+        found = shutil.which(cmd, path=f"{app_dir}/bin{os.pathsep}{path}")
+        if found is None:
+            raise SupervisorError(f"cannot execute {cmd!r}: {os.strerror(errno.ENOENT)}")
+        return found
 
     def _new_launch_id(self) -> str:
         """Unique, sortable by start time, and safe as a file name."""

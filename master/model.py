@@ -212,22 +212,24 @@ class Cluster:
     def nodes(self) -> list[NodeView]:
         return [self.node(name) for name in sorted(self._nodes)]
 
-    def proc(self, key: str) -> ProcView | None:
+    def _find(self, key: str) -> tuple[str, _Node, ProcInfo] | None:
+        """``NODE:PID`` -> (node name, node, process); None if unknown."""
         node, _, pid = key.rpartition(":")
         n = self._nodes.get(node)
-        if n is None or not pid.isdigit() or int(pid) not in n.procs:
-            return None
-        return _view(node, n, n.procs[int(pid)])
+        p = n.procs.get(int(pid)) if n is not None and pid.isdigit() else None
+        return None if n is None or p is None else (node, n, p)
+
+    def proc(self, key: str) -> ProcView | None:
+        found = self._find(key)
+        return None if found is None else _view(*found)
 
     def proc_state(self, key: str) -> tuple[str, int | None] | None:
         """``key``'s raw state and exit code, without a snapshot; None if unknown.
 
         The state is the worker's: "lost" is a view's (see `proc`).
         """
-        node, _, pid = key.rpartition(":")
-        n = self._nodes.get(node)
-        p = n.procs.get(int(pid)) if n is not None and pid.isdigit() else None
-        return None if p is None else (p.state, p.exit_code)
+        found = self._find(key)
+        return None if found is None else (found[2].state, found[2].exit_code)
 
     def procs(self, node: str | None = None, include_ended: bool = True) -> list[ProcView]:
         out = []

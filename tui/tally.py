@@ -36,7 +36,7 @@ class Tally:
 
     def proc(self, key: str, state: str, exit_code: int | None) -> None:
         kinds = proc_kind(state, exit_code)
-        if self._procs.get(key) is kinds:
+        if self._procs.get(key) == kinds:
             return  # the common case under a feed: same bucket, nothing to count
         self.drop_proc(key)
         self._procs[key] = kinds

@@ -150,7 +150,7 @@ class Dashboard(Screen[None]):
         nodes = [cluster.node(n) for n in self._dirty_nodes if cluster.has_node(n)]
         changed, gone = [], set()
         tally, log_pane = self.tally, self.log_pane  # a DOM query: once, not once per process
-        followed = False
+        shown, followed = log_pane.key, False
         for key in self._dirty_procs | self._removed:
             state = cluster.proc_state(key)
             if state is None:
@@ -159,14 +159,14 @@ class Dashboard(Screen[None]):
             else:
                 changed.append(key)
                 tally.proc(key, *state)
-                followed |= key == log_pane.key
+                followed |= key == shown
         self._dirty_nodes, self._dirty_procs, self._removed = set(), set(), set()
         with self.app.batch_update():
             self.query_one(NodesTable).update_nodes(nodes)
             self.procs.refresh_keys(changed, gone)
             for n in nodes:
                 tally.node(n)
-            view = cluster.proc(log_pane.key) if followed and log_pane.key else None
+            view = cluster.proc(shown) if followed and shown is not None else None
             if view is not None:
                 log_pane.update_proc(view)
             self.query_one(ClusterHeader).counts = dict(tally.counts)

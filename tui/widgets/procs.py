@@ -102,6 +102,13 @@ class Snapshots(Mapping[str, ProcView]):
     def __len__(self) -> int:
         return len(self._views)
 
+    def add(self, key: str) -> bool:
+        """Pull ``key``, new to the table; False when the source no longer has it."""
+        view = self.source(key) if self.source is not None else None
+        if view is not None:
+            self.put(view)
+        return view is not None
+
     def put(self, view: ProcView) -> None:
         self._views[view.key] = view
         self._stale.discard(view.key)
@@ -188,10 +195,8 @@ class ProcsTable(LiveTable):
             if fresh is not None:
                 known.put(fresh[key])
             elif old is None:
-                view = known.source(key) if known.source is not None else None
-                if view is None:
+                if not known.add(key):
                     continue  # gone already: its removal is on its way
-                known.put(view)
             else:
                 known.invalidate(key)
             changed.append(key)
