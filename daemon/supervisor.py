@@ -177,6 +177,11 @@ class Supervisor:
         proc.info.state = procfs.state_of(letter)
         self.procs[rec.launch] = proc
         self._watch_fd(proc, spare.pidfd, self._shim_ended)
+        # A first sample of its memory once the reply is out: a program
+        # that ends before any heartbeat still has its own peak to report
+        # (its wait4 peak is the shim's, see _settle).
+        assert self._loop is not None
+        self._loop.call_soon(self.refresh, proc)
         return proc.info
 
     def _spec(self, app: str, argv: list[str], env: dict[str, str]) -> shim.Spec:

@@ -211,3 +211,18 @@ async def test_launches_go_on_when_the_forker_dies(master, spawn_worker):
 
 def _forkers(worker_pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(worker_pid).children() if p.name() == "corral-forker"]
+
+
+async def test_a_program_ending_before_any_heartbeat_has_its_own_max_rss(spawn_worker):
+    # Heartbeats far apart: only the sample taken right after the launch
+    # can know this program's memory (its wait4 peak is the shim's).
+    master = await FakeMaster(heartbeat=30.0).start()
+    try:
+        spawn_worker(master.port)
+        await master.connected()
+        pid = (await master.call(launch("brief", "sleep", "0.1"))).proc.pid
+        ended = await wait_for(lambda: master.ended(pid), what="exit")
+        assert ended.state == "exited"
+        assert 0 < ended.max_rss < 8 * 2**20
+    finally:
+        await master.close()
