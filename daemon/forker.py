@@ -15,8 +15,9 @@ pages stay its own.
 Protocol, over a ``SOCK_SEQPACKET`` socket pair::
 
     daemon -> forker   b"+"                       fork one more spare
-    forker -> daemon   b"s PID START" + 3 fds      cmd (write end),
-                                                   report (read end), pidfd
+    forker -> daemon   b"s PID START SEED START"  a shim and its seed, with
+                         + 3 fds                   cmd (write end), report
+                                                   (read end), the shim's pidfd
     daemon -> forker   b"u"                       your RUSAGE_CHILDREN, please
     forker -> daemon   b"u UTIME STIME MAXRSS"     seconds, seconds, KiB
 
@@ -42,7 +43,7 @@ from collections.abc import Callable
 from daemon import shim
 from daemon.shim import Usage
 
-_MSG = 64  # bytes: "PID START" fits with room to spare
+_MSG = 128  # bytes: "s PID START SEED START" fits with room to spare
 _FDS = 3
 
 
@@ -212,8 +213,9 @@ def _parse(data: bytes, fds: list[int]) -> shim.Spare | Usage | None:
     """A forker message as a spare or a usage figure; None if it is neither."""
     kind, *fields = data.split() or [b""]
     try:
-        if kind == b"s" and len(fields) == 2 and len(fds) == 3:
-            return shim.Spare(int(fields[0]), int(fields[1]), *fds)
+        if kind == b"s" and len(fields) == 4 and len(fds) == 3:
+            pid, start, seed, seed_start = (int(f) for f in fields)
+            return shim.Spare(pid, start, seed, seed_start, *fds)
         if kind == b"u" and len(fields) == 3 and not fds:
             return Usage(float(fields[0]), float(fields[1]), int(fields[2]))
     except ValueError:

@@ -1,31 +1,45 @@
-"""The shim: a forked child that starts one program and records its end.
+"""The shim and its seed: the two processes behind every program.
 
 Processes must survive the daemon, yet someone must ``wait4`` them to learn
-how they ended.  So the daemon keeps one shim forked ahead of time (by its
-forker, see `daemon.forker`; no exec) in its own session, waiting for a
-`Spec`.  Given one, the shim ``posix_spawn``s the program in another
-session with stdout and stderr on its log, reports the program's pid back
-over a pipe, writes the launch record, then waits for the program and
-writes the exit record.  Whoever reads ROOT/run later (this daemon or the
-next one) can re-adopt the program and learns the real reason it ended.
+how they ended.  So every program gets a shim, its parent, in a session of
+its own.  Forking is slow, so both are made ahead of time (by the forker,
+see `daemon.forker`; no exec): the shim forks the *seed*, a process that
+waits for its `Spec` and then becomes the program.
+
+Given a spec, the seed moves to the app's directory, puts stdout and
+stderr on the launch's log, passes the spec on to the shim and execs the
+program.  The pid the daemon reports is the seed's, known before the spec
+is even sent, so the launch reply does not wait for the exec: programs the
+exec would refuse (missing, not executable, not a program for this
+machine) are refused by the daemon first (see `daemon.exe`).  Should the
+exec still fail, the seed says so in the log and on its report pipe and
+exits 127 (not found) or 126, like a shell.
+
+The shim writes the launch record once the seed has execed, then waits for
+the program and writes the exit record.  Whoever reads ROOT/run later
+(this daemon or the next one) can re-adopt the program and learns the real
+reason it ended.
 
 The forked code touches only ``os``/``signal``/``time`` calls and always
 leaves with ``os._exit``.
 
 This module is also the forker's program (``python -m daemon.shim FD``,
 see `serve`): it imports nothing heavy, since every page the forker holds
-is shared with each spare, and each one a spare writes costs a fault.
+is shared with each shim and seed, and each one they write costs a fault.
 
-Report protocol (one line, then the shim closes the pipe)::
+Pipes, per spare::
 
-    ok PID START STATE  the program runs; START is its start time in ticks,
-                        STATE its /proc state letter right after the exec
-    err ERRNO           exec (or the setup before it) failed with ERRNO
+    cmd     daemon -> seed   the spec (JSON), then EOF; EOF alone: exit
+    report  seed -> daemon   EOF at the exec, or "err ERRNO" if it failed
+    info    seed -> shim     the spec again and "\n", then the seed's peak
+                             RSS just before the exec (see _own_hwm)
+    ack     shim -> forker   "SEED_PID SEED_START" once the seed is forked
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import json
 import os
@@ -86,33 +100,47 @@ class Spec:
 
 @dataclass(frozen=True)
 class Spare:
-    """A shim forked ahead of time, waiting on ``cmd`` for the `Spec` to run.
+    """A shim and its seed, forked ahead of time: the seed waits on ``cmd`` for a `Spec`.
 
     Forking costs a millisecond or more; doing it before the launch request
     arrives keeps it off the launch's critical path.
     """
 
-    pid: int
+    pid: int  # the shim
     start: int  # its start time in clock ticks
+    seed: int  # the program-to-be: the pid the launch reports
+    seed_start: int  # its start time in clock ticks (an exec keeps it)
     cmd: int  # write end: the daemon sends one spec, then closes it
-    report: int  # read end: the shim's one-line report
-    pidfd: int  # opened by the parent at the fork: surely this process
+    report: int  # read end: EOF once the seed has execed, or "err ERRNO"
+    pidfd: int  # the shim's, opened by its parent at the fork: surely this process
 
 
 def fork_spare() -> Spare:
-    """Fork a shim that waits for its spec (or exits at EOF on ``cmd``)."""
+    """Fork a shim and its seed; the seed waits for its spec (or exits at EOF on ``cmd``)."""
     cmd_r, cmd_w = os.pipe()
     rep_r, rep_w = os.pipe()
+    ack_r, ack_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _spare_main(cmd_r, rep_w)
+        os.close(cmd_w)
+        os.close(rep_r)
+        os.close(ack_r)
+        _shim_main(cmd_r, rep_w, ack_w)
     os.close(cmd_r)
     os.close(rep_w)
-    return Spare(pid, _start_ticks(pid), cmd_w, rep_r, os.pidfd_open(pid))
+    os.close(ack_w)
+    pidfd = os.pidfd_open(pid)
+    try:
+        seed, seed_start = (int(f) for f in _read_all(ack_r).split())
+    except ValueError:
+        for fd in (cmd_w, rep_r, pidfd):
+            os.close(fd)
+        raise OSError(errno.ECHILD, "the shim could not fork its seed") from None
+    return Spare(pid, _start_ticks(pid), seed, seed_start, cmd_w, rep_r, pidfd)
 
 
 def hand(spare: Spare, spec: Spec) -> None:
-    """Give ``spec`` to ``spare``; its report then arrives on ``spare.report``."""
+    """Give ``spec`` to ``spare``'s seed, which then execs it."""
     try:
         # vars(), not dataclasses.asdict: no deep copy of the environment.
         _write_all(spare.cmd, json.dumps(vars(spec)).encode())
@@ -121,79 +149,125 @@ def hand(spare: Spare, spec: Spec) -> None:
 
 
 def retire(spare: Spare) -> None:
-    """Let an unused spare go: EOF on its command pipe makes it exit."""
+    """Let an unused spare go: EOF on its command pipe makes the seed exit, then the shim."""
     os.close(spare.cmd)
     os.close(spare.report)
 
 
-def parse_report(data: bytes) -> tuple[int, int, str] | int:
-    """(pid, start ticks, state letter) on success, else the errno that stopped the exec."""
+def parse_report(data: bytes) -> int:
+    """The errno in a seed's report (``err ERRNO``); an exec that went through sends none."""
     parts = data.split()
-    if len(parts) == 4 and parts[0] == b"ok":
-        return int(parts[1]), int(parts[2]), parts[3].decode("ascii", "replace")
-    if len(parts) == 2 and parts[0] == b"err":
+    if len(parts) == 2 and parts[0] == b"err" and parts[1].isdigit():
         return int(parts[1])
-    raise ValueError(f"bad report from shim: {data[:80]!r}")
+    raise ValueError(f"bad report from a seed: {data[:80]!r}")
 
 
-# ---------------------------------------------------------------- child side
+# ---------------------------------------------------------------- the shim
 
 
-def _spare_main(cmd: int, report: int) -> NoReturn:
+def _shim_main(cmd: int, report: int, ack: int) -> NoReturn:
     try:
-        _detach(cmd, report)
-        _warm()
-        base_env = dict(os.environ)  # decoded now, not while the launch waits
-        data = _read_all(cmd)
-        if data:
-            _run(Spec(**json.loads(data)), base_env, report)
+        _detach(cmd, report, ack)
+        info_r, info_w = os.pipe()
+        seed = os.fork()
+        if seed == 0:
+            os.close(info_r)
+            os.close(ack)
+            _seed_main(cmd, report, info_w)
+        os.close(cmd)
+        os.close(report)
+        os.close(info_w)
+        seed_start = _start_ticks(seed)
+        _write_all(ack, f"{seed} {seed_start}".encode())
+        os.close(ack)
+        _shim_run(seed, seed_start, info_r)
     except BaseException:
         os._exit(1)
     os._exit(0)
 
 
-def _run(spec: Spec, base_env: dict[str, str], report: int) -> None:
-    """Start the program, report it, wait for it, record how it ended."""
-    try:
-        os.chdir(spec.cwd)
+def _shim_run(seed: int, seed_start: int, info: int) -> None:
+    """Record the launch the seed passes on (if any), wait for it, record its end."""
+    spec_json, base = _read_until(info, b"\n")
+    spec = Spec(**json.loads(spec_json)) if spec_json else None
+    if spec is not None:
+        # While the seed readies its exec: the record is on disk about as
+        # soon as the daemon's reply is on its way.
+        _write_launch(spec, seed, seed_start)
         setproctitle.setproctitle(f"corral-shim {spec.launch} {spec.exe}")
         setproctitle.setthreadtitle("corral-shim")  # the title call rewrote comm too
-        pid = os.posix_spawn(
-            spec.exe,
-            spec.argv,
-            {**base_env, **spec.env},
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, spec.log_path, _LOG_FLAGS, 0o644),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-            ],
-            setsid=True,
-            setsigdef=_APP_DEFAULTS,
-            setsigmask=(),
-        )
+        base += _read_all(info)  # EOF: the seed has execed (or died)
+    else:
+        os.close(info)
+    _, status, ru = os.wait4(seed, 0)
+    if spec is not None:
+        # No peak from the seed: it failed before the exec, so all of it is the seed's.
+        _write_exit(spec.exit_path, status, ru, int(base) if base else ru.ru_maxrss * 1024)
+
+
+# ---------------------------------------------------------------- the seed
+
+
+def _seed_main(cmd: int, report: int, info: int) -> NoReturn:
+    try:
+        os.setsid()  # the program's own session and group: pgid == pid
+        # A stop sent before the exec must still stop it.
+        for sig in _SHIM_IGNORES:
+            signal.signal(sig, signal.SIG_DFL)
+        setproctitle.setproctitle("corral-seed")
+        setproctitle.setthreadtitle("corral-seed")
+        _warm()
+        base_env = dict(os.environ)  # decoded now, not while the launch waits
+        data = _read_all(cmd)
+        if data:
+            _become(Spec(**json.loads(data)), data, base_env, report, info)
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
+
+
+def _become(spec: Spec, data: bytes, base_env: dict[str, str], report: int, info: int) -> NoReturn:
+    """Exec ``spec``'s program in this process; on failure say why and exit 127 or 126."""
+    try:
+        _tell(info, data + b"\n")  # first: the shim records even a failed launch
+        env = {**base_env, **spec.env}
+        os.chdir(spec.cwd)
+        log = os.open(spec.log_path, _LOG_FLAGS, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        # Last, after every allocation: the peak the exec hands on (see _own_hwm).
+        _tell(info, b"%d" % _own_hwm())
+        # After the last write to the shim: with SIGPIPE back to its default,
+        # a shim killed meanwhile would take the program down with it.
+        for sig in _APP_DEFAULTS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.execve(spec.exe, spec.argv, env)
     except OSError as e:
-        _write_all(report, f"err {e.errno or 0}\n".encode())
-        return
-    start, state = _stat_of(pid)
-    _write_all(report, f"ok {pid} {start} {state}\n".encode())
-    os.close(report)
-    # After the report, off the launch's critical path; before the wait, so
-    # the launch record is always on disk ahead of the exit record.
-    _write_launch(spec, pid, start)
-    # posix_spawn returns after the exec, and a peak only rises: this bounds
-    # what the program inherited from the shim's address space.
-    base = _own_hwm()
-    _, status, ru = os.wait4(pid, 0)
-    _write_exit(spec.exit_path, status, ru, base)
+        code = e.errno or errno.ENOEXEC
+        why = f"corral: cannot execute {spec.argv[0]!r}: {os.strerror(code)}\n"
+        with contextlib.suppress(OSError):
+            _write_all(2, why.encode())
+        with contextlib.suppress(OSError):
+            _write_all(report, f"err {code}\n".encode())
+        os._exit(127 if code == errno.ENOENT else 126)
+    raise AssertionError("unreachable")  # execve returns only by raising
+
+
+def _tell(info: int, data: bytes) -> None:
+    """Pass ``data`` on to the shim; a shim gone (killed?) must not stop the program."""
+    with contextlib.suppress(OSError):
+        _write_all(info, data)
 
 
 def _warm() -> None:
     """Walk the launch path once while idle.
 
-    A forked copy of the daemon pays a copy-on-write fault for every page it
-    first writes, and CPython writes to every object it touches (reference
+    A forked process pays a copy-on-write fault for every page it first
+    writes, and CPython writes to every object it touches (reference
     counts).  Paying those here, before any spec arrives, keeps them off
-    the launch's critical path.
+    the way to the exec.
     """
     Spec(
         **json.loads(
@@ -201,29 +275,25 @@ def _warm() -> None:
         )
     )
     _own_hwm()
-    _stat_of(os.getpid())
-    f"ok {os.getpid()} {0} R\n".encode()
 
 
 def _detach(*keep: int) -> None:
     """Own session, deaf to the daemon's signals, no inherited fds but ``keep``."""
-    gc.disable()  # no finalizers of the daemon's objects may run here
+    gc.disable()  # no finalizers of the forker's objects may run here
     os.setsid()
     for sig in _SHIM_IGNORES:
         signal.signal(sig, signal.SIG_IGN)
-    # The forker ignores SIGCHLD to have its shims reaped for it; a shim must
-    # not inherit that, or wait4 would never see its program's status.
+    # The forker has a SIGCHLD handler to reap its shims; a shim must not
+    # run it, or wait4 would never see its seed's status.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    # A fork keeps the daemon's command line: without a title of its own a
-    # shim reads as a second worker in `ps`.
+    # A fork keeps the forker's command line: without a title of its own a
+    # shim reads as a second forker in `ps`.
     setproctitle.setproctitle("corral-shim (spare)")
     setproctitle.setthreadtitle("corral-shim")
     null = os.open(os.devnull, os.O_RDWR)
     for std in (0, 1, 2):
         os.dup2(null, std)
-    # Holding the daemon's sockets would keep the master's connection open
-    # after the daemon dies.
     low = 3
     for fd in sorted(keep):
         os.closerange(low, fd)
@@ -235,9 +305,8 @@ def _own_hwm() -> int:
     """This process's peak RSS in bytes (VmHWM).
 
     At exec the kernel folds the old address space's peak into the new
-    program's ``ru_maxrss``; posix_spawn execs from the shim's address
-    space, so a program's wait4 peak at or below this figure is the shim's,
-    not the program's.
+    program's ``ru_maxrss``, so a program's wait4 peak at or below the
+    seed's last figure is the seed's, not the program's.
     """
     try:
         with open("/proc/self/status", "rb") as f:
@@ -247,6 +316,15 @@ def _own_hwm() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def _read_until(fd: int, end: bytes) -> tuple[bytes, bytes]:
+    """Read ``fd`` up to ``end`` or EOF: (what came before ``end``, what came after it)."""
+    data = b""
+    while end not in data and (chunk := os.read(fd, 65536)):
+        data += chunk
+    head, _, rest = data.partition(end)
+    return head, rest
 
 
 def _read_all(fd: int) -> bytes:
@@ -263,29 +341,24 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _start_ticks(pid: int) -> int:
-    return _stat_of(pid)[0]
-
-
-def _stat_of(pid: int) -> tuple[int, str]:
-    """``pid``'s start time in clock ticks and its state letter, from /proc/PID/stat."""
+    """``pid``'s start time in clock ticks, from /proc/PID/stat."""
     fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     data = os.read(fd, 4096)
     os.close(fd)
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19]), fields[0].decode("ascii", "replace")
+    return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
-def _write_launch(spec: Spec, pid: int, start: int) -> None:
+def _write_launch(spec: Spec, seed: int, seed_start: int) -> None:
     """The launch record, as `records.LaunchRecord` reads it; best effort."""
     rec = {
         "launch": spec.launch,
-        "pid": pid,
+        "pid": seed,
         "shim": os.getpid(),
         "shim_start": _start_ticks(os.getpid()),
         "app": spec.app,
         "argv": spec.argv,
         "started_at": spec.started_at,
-        "start": start,
+        "start": seed_start,
         "boot_id": spec.boot_id,
     }
     with contextlib.suppress(OSError):  # it runs all the same, just not adoptable
@@ -331,7 +404,8 @@ def serve(fd: int) -> None:
             spare = fork_spare()
             fds = [spare.cmd, spare.report, spare.pidfd]
             try:
-                socket.send_fds(sock, [f"s {spare.pid} {spare.start}".encode()], fds)
+                msg = f"s {spare.pid} {spare.start} {spare.seed} {spare.seed_start}"
+                socket.send_fds(sock, [msg.encode()], fds)
             finally:
                 retire(spare)  # the daemon holds the copies now
                 os.close(spare.pidfd)

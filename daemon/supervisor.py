@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon import exe as daemon_exe
 from daemon import procfs, records, shim
 from daemon.errors import Refusal
 from daemon.forker import Forker, ForkerGone
@@ -51,7 +52,10 @@ SIGNALS = {
         signal.SIGUSR2,
     )
 }
-REPORT_TIMEOUT = 10.0  # the shim answers within milliseconds unless the box is dying
+SPARE_TIMEOUT = 10.0  # a spare comes within milliseconds unless the box is dying
+# The kernel's RSS counters are per-CPU and approximate: the seed's peak as
+# wait4 folds it in can exceed the figure the seed read just before its exec.
+INHERITED_SLACK = 1 << 20  # bytes
 MAX_ENDED = 500  # ended processes remembered (records on disk) before the oldest go
 
 
@@ -70,6 +74,7 @@ class Proc:
     info: ProcInfo
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     pidfd: int | None = None
+    report: int | None = None  # a new launch's report pipe, until its seed has execed
 
 
 def signal_name(num: int) -> str:
@@ -131,6 +136,7 @@ class Supervisor:
         self._closed = True
         for proc in self.procs.values():
             self._unwatch(proc)
+            self._unwatch_report(proc)
         self._forker.close()
 
     def _adopt(self, rec: LaunchRecord) -> None:
@@ -150,42 +156,78 @@ class Supervisor:
     # ------------------------------------------------------------ launch
 
     async def launch(self, app: str, argv: list[str], env: dict[str, str]) -> ProcInfo:
-        """Start ``argv`` for ``app``; its info once it runs, else SupervisorError.
+        """Start ``argv`` for ``app``; its info at once, else SupervisorError.
 
-        The shim writes the launch record (after its report, off this path);
-        the state replied is the one the shim read right after the exec.
+        The reply does not wait for the exec: the pid is the seed's, which
+        becomes the program (see `daemon.shim`), and what the exec would
+        refuse is refused here first (see `daemon.exe`).
         """
         spec = self._spec(app, argv, env)
-        spare, report = await self._spawn(spec)
-        if isinstance(report, int):
+        spare = await self._take()
+        try:
+            shim.hand(spare, spec)
+        except OSError as e:
+            shim.retire(spare)
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
             os.close(spare.pidfd)
-            _drop_empty(Path(spec.log_path))
-            raise SupervisorError(f"cannot execute {argv[0]!r}: {os.strerror(report)}")
-        pid, start, letter = report
+            raise SupervisorError(f"launch failed: the spare shim is gone ({e.strerror})") from None
+        finally:
+            # After this launch's reply has gone out (the same loop step).
+            assert self._loop is not None
+            self._loop.call_soon(self._forker.refill)
         rec = LaunchRecord(
             spec.launch,
-            pid,
+            spare.seed,
             spare.pid,
             spare.start,
             app,
             spec.argv,
             spec.started_at,
-            start,
+            spare.seed_start,
             self.boot_id,
         )
-        proc = Proc(rec, new_info(rec))
-        proc.info.state = procfs.state_of(letter)
+        proc = Proc(rec, new_info(rec), report=spare.report)
+        proc.info.state = "running"  # it is on its way to the exec
         self.procs[rec.launch] = proc
         self._watch_fd(proc, spare.pidfd, self._shim_ended)
-        # A first sample of its memory once the reply is out: a program
-        # that ends before any heartbeat still has its own peak to report
-        # (its wait4 peak is the shim's, see _settle).
-        assert self._loop is not None
-        self._loop.call_soon(self.refresh, proc)
+        self._loop.add_reader(spare.report, self._exec_report, proc)
         return proc.info
 
+    async def _take(self) -> shim.Spare:
+        try:
+            return await self._forker.take(SPARE_TIMEOUT)
+        except (ForkerGone, OSError, TimeoutError) as e:
+            why = e or "timed out"
+            raise SupervisorError(f"launch failed: no shim to start it ({why})") from None
+
+    def _exec_report(self, proc: Proc) -> None:
+        """The seed's report pipe is readable: EOF means it execed, "err N" that it could not.
+
+        The report is one write of a few bytes, so one read takes it whole.
+        """
+        assert proc.report is not None
+        try:
+            data = os.read(proc.report, 256)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self._unwatch_report(proc)
+        if not data:
+            # A first sample of the program's own memory: one that ends
+            # before any heartbeat still has its peak to report (its wait4
+            # peak is the seed's, see _settle).
+            self.refresh(proc)
+            return
+        try:
+            why = os.strerror(shim.parse_report(data))
+        except ValueError as e:
+            why = str(e)
+        self.log(f"{proc.rec.launch}: cannot execute {proc.rec.argv[0]!r}: {why}")
+
     def _spec(self, app: str, argv: list[str], env: dict[str, str]) -> shim.Spec:
-        """Check the request and work out everything the shim will need.
+        """Check the request and work out everything the seed and the shim will need.
 
         On the launch's critical path: plain strings, no pathlib.
         """
@@ -194,12 +236,17 @@ class Supervisor:
         _check_command(argv, env)
         app_dir = str(self.store.ensure(app))
         env = self._env(app_dir, env)
+        exe = self._resolve(argv[0], app_dir, env.get("PATH") or _PATH)
+        try:
+            daemon_exe.check(exe if exe.startswith("/") else f"{app_dir}/{exe}")
+        except daemon_exe.NotExecutable as e:
+            raise SupervisorError(f"cannot execute {argv[0]!r}: {e}") from None
         launch = self._new_launch_id()
         run = self._run_prefix
         return shim.Spec(
             launch=launch,
             app=app,
-            exe=self._resolve(argv[0], app_dir, env.get("PATH") or _PATH),
+            exe=exe,
             argv=list(argv),
             env=env,
             cwd=app_dir,
@@ -209,27 +256,6 @@ class Supervisor:
             record_path=f"{run}{launch}.json",
             exit_path=f"{run}{launch}.exit",
         )
-
-    async def _spawn(self, spec: shim.Spec) -> tuple[shim.Spare, tuple[int, int, str] | int]:
-        """Hand ``spec`` to a spare shim; its report: (pid, start, state) or an errno."""
-        try:
-            spare = await self._forker.take(REPORT_TIMEOUT)
-        except (ForkerGone, OSError, TimeoutError) as e:
-            why = e or "timed out"
-            raise SupervisorError(f"launch failed: no shim to start it ({why})") from None
-        try:
-            shim.hand(spare, spec)
-            report = shim.parse_report(await _read_line(spare.report, REPORT_TIMEOUT))
-        except (OSError, TimeoutError, ValueError) as e:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
-            os.close(spare.pidfd)
-            raise SupervisorError(f"launch failed: {e or 'no report from shim'}") from None
-        finally:
-            # After this launch's reply has gone out (the same loop step).
-            assert self._loop is not None
-            self._loop.call_soon(self._forker.refill)
-        return spare, report
 
     @staticmethod
     def _env(app_dir: str, env: dict[str, str]) -> dict[str, str]:
@@ -288,6 +314,13 @@ class Supervisor:
         assert self._loop is not None
         self._loop.add_reader(fd, self._fired, proc, then)
 
+    def _unwatch_report(self, proc: Proc) -> None:
+        if proc.report is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(proc.report)
+            os.close(proc.report)
+            proc.report = None
+
     def _unwatch(self, proc: Proc) -> None:
         if proc.pidfd is not None:
             assert self._loop is not None
@@ -334,9 +367,9 @@ class Supervisor:
             info.exit_code = os.WEXITSTATUS(ex.status)
         info.ended_at = ex.ended_at
         info.cpu_user, info.cpu_sys = ex.utime, ex.stime
-        # A wait4 peak no higher than the shim's own is the shim's, inherited
+        # A wait4 peak no higher than the seed's own is the seed's, inherited
         # at exec (see shim._own_hwm): keep the peak sampled while it ran.
-        if ex.maxrss > ex.base:
+        if ex.maxrss > ex.base + INHERITED_SLACK:
             info.max_rss = ex.maxrss
         info.rss = 0
         self._ended(proc)
@@ -388,7 +421,8 @@ class Supervisor:
         if st is None or st.start != proc.rec.start:
             return info  # it just ended; the watch will say how
         info.state, info.cpu_user, info.cpu_sys = st.state, st.utime, st.stime
-        info.rss, info.max_rss = procfs.mem(info.pid)
+        if proc.report is None:  # before the exec, the memory is the seed's
+            info.rss, info.max_rss = procfs.mem(info.pid)
         return info
 
     def infos(self) -> list[ProcInfo]:
@@ -475,40 +509,3 @@ async def _all_ended(procs: list[Proc], timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-async def _read_line(fd: int, timeout: float) -> bytes:
-    """The first line written to pipe ``fd`` (or all of it, at EOF), without blocking the loop.
-
-    Not waiting for EOF spares a wake-up: the writer may close a moment
-    after its write.
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[bytes] = loop.create_future()
-    buf = bytearray()
-
-    def readable() -> None:
-        try:
-            chunk = os.read(fd, 256)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        buf.extend(chunk)
-        if (not chunk or b"\n" in chunk) and not done.done():
-            done.set_result(bytes(buf))
-
-    os.set_blocking(fd, False)
-    loop.add_reader(fd, readable)
-    try:
-        return await asyncio.wait_for(done, timeout)
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-def _drop_empty(path: Path) -> None:
-    """Remove a log the failed exec left empty: no trace of a phantom launch."""
-    with contextlib.suppress(OSError):
-        if path.stat().st_size == 0:
-            path.unlink()

@@ -211,6 +211,12 @@ def kill_programs(root: Path) -> list[int]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(rec.pid, signal.SIGKILL)
             killed.append(rec.pid)
+    # A launch replied to a moment ago may not have its record on disk yet.
+    for pid in LAUNCHED - set(killed):
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid:  # still a program leading its own group
+                os.killpg(pid, signal.SIGKILL)
+                killed.append(pid)
     return killed
 
 

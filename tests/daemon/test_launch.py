@@ -43,7 +43,8 @@ async def test_launch_sleep_runs_in_its_own_session(master, spawn_worker, root: 
     info = reply.proc
     assert info.state in ("running", "sleeping")
     proc = psutil.Process(info.pid)
-    assert proc.cmdline() == ["sleep", "30"]
+    # The reply comes as the seed starts its exec: the pid is already the program's.
+    await wait_for(lambda: proc.cmdline() == ["sleep", "30"], what="the exec")
     assert os.getpgid(info.pid) == info.pid and os.getsid(info.pid) == info.pid
     env = proc.environ()
     assert env["FOO"] == "bar"
@@ -51,7 +52,7 @@ async def test_launch_sleep_runs_in_its_own_session(master, spawn_worker, root: 
     assert "CORRAL_TOKEN" not in env
     assert proc.cwd() == str(root.resolve() / "apps/demo")
     assert (root / "apps/demo/logs" / f"{info.launch}.log").exists()
-    # The shim writes the launch record just after its report.
+    # The shim writes the launch record once the seed has execed.
     await wait_for((root / "run" / f"{info.launch}.json").exists, what="launch record")
     shim = psutil.Process(proc.ppid())
     assert shim.name() == "corral-shim"
@@ -127,7 +128,9 @@ async def test_missing_program_leaves_no_record(master, spawn_worker, root: Path
     assert status.procs == []
 
 
-async def test_exec_failure_relayed_by_shim(master, spawn_worker, root: Path):
+async def test_unexecutable_program_refused_before_anything_starts(
+    master, spawn_worker, root: Path
+):
     await start(master, spawn_worker)
     await master.call(lambda i: m.PrepareApp(id=i, app="demo"))
     bad = root / "apps/demo/bin/bad"
@@ -138,6 +141,19 @@ async def test_exec_failure_relayed_by_shim(master, spawn_worker, root: Path):
     assert list((root / "run").iterdir()) == []
     assert list((root / "apps/demo/logs").iterdir()) == []
     assert (await master.call(lambda i: m.Status(id=i))).procs == []
+
+
+async def test_exec_failing_after_the_reply_ends_with_its_reason(master, spawn_worker, root: Path):
+    # One argument over the kernel's 128 KiB limit: only the exec itself says E2BIG.
+    worker = spawn_worker(master.port)
+    await master.connected()
+    info = (await master.call(launch("demo", "true", "x" * 200_000))).proc
+    ended = await wait_for(lambda: master.ended(info.pid), what="the end of the failed exec")
+    assert (ended.state, ended.exit_code) == ("exited", 126)
+    log = (root / "apps/demo/logs" / f"{info.launch}.log").read_text()
+    assert log == "corral: cannot execute 'true': Argument list too long\n"
+    await wait_for(lambda: "Argument list too long" in worker.stderr(), what="the worker's log")
+    assert ended.max_rss == 0  # the seed's memory is not reported as the program's
 
 
 async def test_program_found_in_app_bin_first(master, spawn_worker, root: Path):

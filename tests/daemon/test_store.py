@@ -84,7 +84,7 @@ async def test_forced_remove_kills_what_ignores_sigint(master, spawn_worker, roo
     script = "trap '' INT; echo ready; while :; do sleep 0.05; done"
     info = (await master.call(lambda i: m.Launch(id=i, app="demo", argv=["sh", "-c", script]))).proc
     log = root / "apps/demo/logs" / f"{info.launch}.log"
-    await wait_for(lambda: log.read_text() == "ready\n", what="trap set")
+    await wait_for(lambda: log.exists() and log.read_text() == "ready\n", what="trap set")
     reply = await master.call(lambda i: m.Remove(id=i, app="demo", force=True, logs=True))
     assert reply.stopped == [info.pid]
     assert reply.removed[-1] == "apps/demo"
