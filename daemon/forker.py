@@ -106,8 +106,9 @@ class Forker:
     def refill(self) -> None:
         """Ask for a spare unless one is ready or coming for the next launch.
 
-        Call it once a launch's reply is on its way: a fork (and the new
-        spare's warm-up) running beside a launch slows the launch down.
+        Call it once a launch is done with the CPU (the supervisor waits
+        ``REFILL_AFTER``): a fork and the new spare's warm-up running beside
+        a launch slow the launch down.
         """
         if self._sock is not None and self._ready.qsize() + self._owed - self._waiting < 1:
             with contextlib.suppress(ForkerGone):
