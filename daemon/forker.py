@@ -16,8 +16,9 @@ Protocol, over a ``SOCK_SEQPACKET`` socket pair::
 
     daemon -> forker   b"+"                       fork one more spare
     forker -> daemon   b"s PID START SEED START"  a shim and its seed, with
-                         + 3 fds                   cmd (write end), report
-                                                   (read end), the shim's pidfd
+                         + 4 fds                   cmd and order (write ends),
+                                                   report (read end), the
+                                                   shim's pidfd
     daemon -> forker   b"u"                       your RUSAGE_CHILDREN, please
     forker -> daemon   b"u UTIME STIME MAXRSS"     seconds, seconds, KiB
 
@@ -44,7 +45,7 @@ from daemon import shim
 from daemon.shim import Usage
 
 _MSG = 128  # bytes: "s PID START SEED START" fits with room to spare
-_FDS = 3
+_FDS = 4
 
 
 class ForkerGone(Exception):
@@ -214,7 +215,7 @@ def _parse(data: bytes, fds: list[int]) -> shim.Spare | Usage | None:
     """A forker message as a spare or a usage figure; None if it is neither."""
     kind, *fields = data.split() or [b""]
     try:
-        if kind == b"s" and len(fields) == 4 and len(fds) == 3:
+        if kind == b"s" and len(fields) == 4 and len(fds) == _FDS:
             pid, start, seed, seed_start = (int(f) for f in fields)
             return shim.Spare(pid, start, seed, seed_start, *fds)
         if kind == b"u" and len(fields) == 3 and not fds:

@@ -7,21 +7,20 @@ see `daemon.forker`; no exec): the shim forks the *seed*, a process that
 waits for its `Spec` and then becomes the program.
 
 Given a spec, the seed moves to the app's directory, puts stdout and
-stderr on the launch's log, passes the spec on to the shim and execs the
-program.  The pid the daemon reports is the seed's, known before the spec
-is even sent, so the launch reply does not wait for the exec: programs the
-exec would refuse (missing, not executable, not a program for this
-machine) are refused by the daemon first (see `daemon.exe`).  Should the
-exec still fail, the seed says so in the log and on its report pipe and
-exits 127 (not found) or 126, like a shell.
+stderr on the launch's log and execs the program.  The pid the daemon
+reports is the seed's, known before the spec is even sent, so the launch
+reply does not wait for the exec: programs the exec would refuse
+(missing, not executable, not a program for this machine) are refused by
+the daemon first (see `daemon.exe`).  Should the exec still fail, the
+seed says so in the log and on its report pipe and exits 127 (not found)
+or 126, like a shell.
 
-The shim writes the launch record once the seed has execed, then waits for
-the program and writes the exit record.  Whoever reads ROOT/run later
-(this daemon or the next one) can re-adopt the program and learns the real
-reason it ended.
+The shim gets the same spec: it writes the launch record while the seed
+readies its exec, then waits for the program and writes the exit record.
+Whoever reads ROOT/run later (this daemon or the next one) can re-adopt
+the program and learns the real reason it ended.
 
-The forked code touches only ``os``/``signal``/``time`` calls and always
-leaves with ``os._exit``.
+The forked code always leaves with ``os._exit``.
 
 This module is also the forker's program (``python -m daemon.shim FD``,
 see `serve`): it imports nothing heavy, since every page the forker holds
@@ -30,9 +29,12 @@ is shared with each shim and seed, and each one they write costs a fault.
 Pipes, per spare::
 
     cmd     daemon -> seed   the spec (JSON), then EOF; EOF alone: exit
+    order   daemon -> shim   the same spec, then EOF; EOF alone: exit once
+                             the seed has (the shim records a launch even
+                             when its seed is killed before the exec)
     report  seed -> daemon   EOF at the exec, or "err ERRNO" if it failed
-    info    seed -> shim     the spec again and "\n", then the seed's peak
-                             RSS just before the exec (see _own_hwm)
+    info    seed -> shim     the seed's peak RSS just before the exec (see
+                             _own_hwm), then EOF
     ack     shim -> forker   "SEED_PID SEED_START" once the seed is forked
 """
 
@@ -111,6 +113,7 @@ class Spare:
     seed: int  # the program-to-be: the pid the launch reports
     seed_start: int  # its start time in clock ticks (an exec keeps it)
     cmd: int  # write end: the daemon sends one spec, then closes it
+    order: int  # write end: the same spec, for the shim
     report: int  # read end: EOF once the seed has execed, or "err ERRNO"
     pidfd: int  # the shim's, opened by its parent at the fork: surely this process
 
@@ -118,39 +121,42 @@ class Spare:
 def fork_spare() -> Spare:
     """Fork a shim and its seed; the seed waits for its spec (or exits at EOF on ``cmd``)."""
     cmd_r, cmd_w = os.pipe()
+    order_r, order_w = os.pipe()
     rep_r, rep_w = os.pipe()
     ack_r, ack_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(cmd_w)
-        os.close(rep_r)
-        os.close(ack_r)
-        _shim_main(cmd_r, rep_w, ack_w)
-    os.close(cmd_r)
-    os.close(rep_w)
-    os.close(ack_w)
+        for fd in (cmd_w, order_w, rep_r, ack_r):
+            os.close(fd)
+        _shim_main(cmd_r, order_r, rep_w, ack_w)
+    for fd in (cmd_r, order_r, rep_w, ack_w):
+        os.close(fd)
     pidfd = os.pidfd_open(pid)
     try:
         seed, seed_start = (int(f) for f in _read_all(ack_r).split())
     except ValueError:
-        for fd in (cmd_w, rep_r, pidfd):
+        for fd in (cmd_w, order_w, rep_r, pidfd):
             os.close(fd)
         raise OSError(errno.ECHILD, "the shim could not fork its seed") from None
-    return Spare(pid, _start_ticks(pid), seed, seed_start, cmd_w, rep_r, pidfd)
+    return Spare(pid, _start_ticks(pid), seed, seed_start, cmd_w, order_w, rep_r, pidfd)
 
 
 def hand(spare: Spare, spec: Spec) -> None:
-    """Give ``spec`` to ``spare``'s seed, which then execs it."""
+    """Give ``spec`` to ``spare``'s seed, which then execs it, and to its shim."""
+    # vars(), not dataclasses.asdict: no deep copy of the environment.
+    data = json.dumps(vars(spec)).encode()
     try:
-        # vars(), not dataclasses.asdict: no deep copy of the environment.
-        _write_all(spare.cmd, json.dumps(vars(spec)).encode())
+        _write_all(spare.cmd, data)
+        _write_all(spare.order, data)
     finally:
         os.close(spare.cmd)
+        os.close(spare.order)
 
 
 def retire(spare: Spare) -> None:
-    """Let an unused spare go: EOF on its command pipe makes the seed exit, then the shim."""
+    """Let an unused spare go: EOF on its pipes makes the seed exit, then the shim."""
     os.close(spare.cmd)
+    os.close(spare.order)
     os.close(spare.report)
 
 
@@ -165,38 +171,38 @@ def parse_report(data: bytes) -> int:
 # ---------------------------------------------------------------- the shim
 
 
-def _shim_main(cmd: int, report: int, ack: int) -> NoReturn:
+def _shim_main(cmd: int, order: int, report: int, ack: int) -> NoReturn:
     try:
-        _detach(cmd, report, ack)
+        _detach(cmd, order, report, ack)
         info_r, info_w = os.pipe()
         seed = os.fork()
         if seed == 0:
-            os.close(info_r)
-            os.close(ack)
+            for fd in (info_r, ack, order):
+                os.close(fd)
             _seed_main(cmd, report, info_w)
-        os.close(cmd)
-        os.close(report)
-        os.close(info_w)
+        for fd in (cmd, report, info_w):
+            os.close(fd)
         seed_start = _start_ticks(seed)
         _write_all(ack, f"{seed} {seed_start}".encode())
         os.close(ack)
-        _shim_run(seed, seed_start, info_r)
+        _shim_run(seed, seed_start, order, info_r)
     except BaseException:
         os._exit(1)
     os._exit(0)
 
 
-def _shim_run(seed: int, seed_start: int, info: int) -> None:
-    """Record the launch the seed passes on (if any), wait for it, record its end."""
-    spec_json, base = _read_until(info, b"\n")
-    spec = Spec(**json.loads(spec_json)) if spec_json else None
+def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
+    """Record the launch ordered (if any), wait for the seed, record its end."""
+    data = _read_all(order)
+    spec = Spec(**json.loads(data)) if data else None
+    base = b""
     if spec is not None:
         # While the seed readies its exec: the record is on disk about as
         # soon as the daemon's reply is on its way.
         _write_launch(spec, seed, seed_start)
         setproctitle.setproctitle(f"corral-shim {spec.launch} {spec.exe}")
         setproctitle.setthreadtitle("corral-shim")  # the title call rewrote comm too
-        base += _read_all(info)  # EOF: the seed has execed (or died)
+        base = _read_all(info)  # EOF: the seed has execed (or died)
     else:
         os.close(info)
     _, status, ru = os.wait4(seed, 0)
@@ -220,16 +226,15 @@ def _seed_main(cmd: int, report: int, info: int) -> NoReturn:
         base_env = dict(os.environ)  # decoded now, not while the launch waits
         data = _read_all(cmd)
         if data:
-            _become(Spec(**json.loads(data)), data, base_env, report, info)
+            _become(Spec(**json.loads(data)), base_env, report, info)
     except BaseException:
         os._exit(1)
     os._exit(0)
 
 
-def _become(spec: Spec, data: bytes, base_env: dict[str, str], report: int, info: int) -> NoReturn:
+def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoReturn:
     """Exec ``spec``'s program in this process; on failure say why and exit 127 or 126."""
     try:
-        _tell(info, data + b"\n")  # first: the shim records even a failed launch
         env = {**base_env, **spec.env}
         os.chdir(spec.cwd)
         log = os.open(spec.log_path, _LOG_FLAGS, 0o644)
@@ -318,15 +323,6 @@ def _own_hwm() -> int:
     return 0
 
 
-def _read_until(fd: int, end: bytes) -> tuple[bytes, bytes]:
-    """Read ``fd`` up to ``end`` or EOF: (what came before ``end``, what came after it)."""
-    data = b""
-    while end not in data and (chunk := os.read(fd, 65536)):
-        data += chunk
-    head, _, rest = data.partition(end)
-    return head, rest
-
-
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 65536):
@@ -402,7 +398,7 @@ def serve(fd: int) -> None:
             sock.send(f"u {u.utime!r} {u.stime!r} {u.maxrss}".encode())
         elif req == b"+":
             spare = fork_spare()
-            fds = [spare.cmd, spare.report, spare.pidfd]
+            fds = [spare.cmd, spare.order, spare.report, spare.pidfd]
             try:
                 msg = f"s {spare.pid} {spare.start} {spare.seed} {spare.seed_start}"
                 socket.send_fds(sock, [msg.encode()], fds)

@@ -172,7 +172,7 @@ class Supervisor:
         try:
             shim.hand(spare, spec)
         except OSError as e:
-            shim.retire(spare)
+            os.close(spare.report)  # hand() has closed the others
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
             os.close(spare.pidfd)

@@ -25,27 +25,28 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from aiohttp import web
 
 from master.control import VerbError
+from master.httpd import HttpServer, Request, Response, Stream, json_response
 
 if TYPE_CHECKING:
     from master.control import Master
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Route = Callable[[Request], Awaitable[Response | Stream]]
 
 _json = msgspec.json.Encoder()
+_TRUE = ("1", "true", "yes")
 
 
-def _reply(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_json.encode(body), status=status, content_type="application/json")
+def _reply(body: Any, status: int = 200) -> Response:
+    return json_response(body, status)
 
 
-def _error(message: str, status: int = 400) -> web.Response:
+def _error(message: str, status: int = 400) -> Response:
     return _reply({"error": message}, status)
 
 
@@ -56,50 +57,44 @@ def _proc_json(p: Any) -> dict[str, Any]:
 
 
 class ApiServer:
-    """aiohttp application bound to one `Master`."""
+    """The routes, bound to one `Master`, served by `master.httpd`."""
 
     def __init__(self, master: Master) -> None:
         self.master = master
-        self.app = web.Application(middlewares=[self._auth, self._errors])
-        r = self.app.router
-        r.add_get("/v1/nodes", self.nodes)
-        r.add_get("/v1/ps", self.ps)
-        r.add_post("/v1/launch", self.launch)
-        r.add_post("/v1/signal", self.signal)
-        r.add_get("/v1/logs", self.logs)
-        r.add_get("/v1/usage", self.usage)
-        r.add_post("/v1/rm", self.rm)
-        r.add_post("/v1/deploy", self.deploy)
-        r.add_get("/v1/events", self.events)
-        self._runner: web.AppRunner | None = None
+        self.routes: dict[tuple[str, str], Route] = {
+            ("GET", "/v1/nodes"): self.nodes,
+            ("GET", "/v1/ps"): self.ps,
+            ("POST", "/v1/launch"): self.launch,
+            ("POST", "/v1/signal"): self.signal,
+            ("GET", "/v1/logs"): self.logs,
+            ("GET", "/v1/usage"): self.usage,
+            ("POST", "/v1/rm"): self.rm,
+            ("POST", "/v1/deploy"): self.deploy,
+            ("GET", "/v1/events"): self.events,
+        }
+        self._paths = {path for _, path in self.routes}
+        self._http = HttpServer(self.handle)
 
     async def start(self, host: str, port: int) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        sock = server.sockets[0].getsockname()  # type: ignore[attr-defined]
-        return f"{sock[0]}:{sock[1]}"
+        bound_host, bound_port = await self._http.start(host, port)
+        return f"{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._http.stop()
 
-    # --- middleware ----------------------------------------------------------
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "")
+    async def handle(self, request: Request) -> Response | Stream:
+        """Check the token, find the route, turn refusals into JSON errors."""
+        given = request.headers.get("authorization", "")
         want = f"Bearer {self.master.token}"
         if not hmac.compare_digest(given.encode(), want.encode()):
             return _error("auth refused: bad or missing token", 401)
-        return await handler(request)
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = self.routes.get((request.method, request.path))
+        if route is None:
+            if request.path in self._paths:
+                return _error(f"method {request.method} not allowed on {request.path}", 405)
+            return _error(f"no such endpoint: {request.path}", 404)
         try:
-            return await handler(request)
+            return await route(request)
         except VerbError as e:
             return _error(str(e), 404 if str(e).startswith(("unknown", "no such")) else 400)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -107,24 +102,24 @@ class ApiServer:
         except ValueError as e:
             return _error(f"bad request: {e}")
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
-        body = msgspec.json.decode(await request.read(), type=dict[str, Any])
-        return body
+    @staticmethod
+    def _body(request: Request) -> dict[str, Any]:
+        return msgspec.json.decode(request.body, type=dict[str, Any])
 
     # --- routes ----------------------------------------------------------------
-    async def nodes(self, request: web.Request) -> web.Response:
+    async def nodes(self, request: Request) -> Response:
         return _reply({"nodes": self.master.cluster.nodes()})
 
-    async def ps(self, request: web.Request) -> web.Response:
+    async def ps(self, request: Request) -> Response:
         node = request.query.get("node") or None
         if node and not self.master.cluster.has_node(node):
             raise VerbError(f"unknown node: {node}")
-        ended = request.query.get("all") in ("1", "true", "yes")
+        ended = request.query.get("all") in _TRUE
         procs = self.master.cluster.procs(node, include_ended=ended)
         return _reply({"procs": [_proc_json(p) for p in procs]})
 
-    async def launch(self, request: web.Request) -> web.Response:
-        b = await self._body(request)
+    async def launch(self, request: Request) -> Response:
+        b = self._body(request)
         res = await self.master.launch(
             list(b.get("argv") or []),
             nodes=list(b.get("nodes") or []),
@@ -133,41 +128,29 @@ class ApiServer:
         )
         return _reply({"procs": [_proc_json(p) for p in res.procs], "errors": res.errors})
 
-    async def signal(self, request: web.Request) -> web.Response:
-        b = await self._body(request)
+    async def signal(self, request: Request) -> Response:
+        b = self._body(request)
         results = await self.master.signal(list(b.get("targets") or []), str(b.get("signal", "")))
         return _reply({"results": results})
 
-    async def logs(self, request: web.Request) -> web.StreamResponse:
+    async def logs(self, request: Request) -> Response | Stream:
         q = request.query
         target = q.get("target", "")
         tail = int(q.get("tail", "10"))
         offset = int(q["offset"]) if q.get("offset") else None
-        if q.get("follow") not in ("1", "true", "yes"):
+        if q.get("follow") not in _TRUE:
             piece = await self.master.logs(target, tail, offset)
             return _reply(_piece(piece))
         pieces = self.master.follow(target, tail, offset)
         first = await anext(pieces)  # errors (unknown process) still answer with a status
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
-        try:
-            await resp.write(_json.encode(_piece(first)) + b"\n")
-            async for piece in pieces:
-                await resp.write(_json.encode(_piece(piece)) + b"\n")
-        except VerbError as e:
-            await resp.write(_json.encode({"error": str(e)}) + b"\n")
-        except (ConnectionResetError, ConnectionError):
-            pass
-        finally:
-            await pieces.aclose()
-        return resp
+        return Stream(_ndjson(first, pieces))
 
-    async def usage(self, request: web.Request) -> web.Response:
+    async def usage(self, request: Request) -> Response:
         node = request.query.get("node") or None
         return _reply({"nodes": await self.master.usage(node)})
 
-    async def rm(self, request: web.Request) -> web.Response:
-        b = await self._body(request)
+    async def rm(self, request: Request) -> Response:
+        b = self._body(request)
         results = await self.master.remove(
             str(b.get("app", "")),
             nodes=list(b.get("nodes") or []),
@@ -177,8 +160,8 @@ class ApiServer:
         )
         return _reply({"results": results})
 
-    async def deploy(self, request: web.Request) -> web.Response:
-        b = await self._body(request)
+    async def deploy(self, request: Request) -> Response:
+        b = self._body(request)
         res = await self.master.deploy(
             str(b.get("file") or ""),
             app=b.get("app") or None,
@@ -190,10 +173,22 @@ class ApiServer:
         )
         return _reply(res)
 
-    async def events(self, request: web.Request) -> web.Response:
+    async def events(self, request: Request) -> Response:
         limit = int(request.query.get("limit", "100"))
         return _reply({"events": self.master.events.read(limit)})
 
 
 def _piece(piece: Any) -> dict[str, Any]:
     return {"offset": piece.offset, "data": base64.b64encode(piece.data).decode(), "eof": piece.eof}
+
+
+async def _ndjson(first: Any, pieces: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
+    """One JSON line per log piece; a failure mid-stream becomes an ``error`` line."""
+    try:
+        yield _json.encode(_piece(first)) + b"\n"
+        async for piece in pieces:
+            yield _json.encode(_piece(piece)) + b"\n"
+    except VerbError as e:
+        yield _json.encode({"error": str(e)}) + b"\n"
+    finally:
+        await pieces.aclose()

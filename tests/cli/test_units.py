@@ -92,7 +92,7 @@ def test_client_verbs_import_nothing_heavy() -> None:
         "import sys\n"
         "from corral.__main__ import main\n"
         "main(['ps', '--api', '127.0.0.1:1'])\n"
-        "heavy = ('asyncio', 'aiohttp', 'textual', 'paramiko', 'msgspec', 'master', 'daemon')\n"
+        "heavy = ('asyncio', 'textual', 'paramiko', 'msgspec', 'master', 'daemon')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     done = subprocess.run(

@@ -202,7 +202,13 @@ async def test_usage_of_live_process(master, spawn_worker):
     pid = (await master.call(launch("demo", "sleep", "30"))).proc.pid
     usage = await master.call(lambda i: m.Usage(id=i))
     (info,) = usage.procs
+    assert info.pid == pid
+    # Memory is the program's own only once the seed has execed: until then, none.
+    await wait_for(lambda: procfs.stat(pid) and psutil.Process(pid).name() == "sleep")
+    usage = await master.call(lambda i: m.Usage(id=i))
+    (info,) = usage.procs
     assert info.pid == pid and info.rss > 0 and info.max_rss >= info.rss
+    assert info.max_rss < 8 * 2**20  # sleep's, not the seed's Python
 
 
 async def test_launches_go_on_when_the_forker_dies(master, spawn_worker):
