@@ -15,8 +15,8 @@ the daemon first (see `daemon.exe`).  Should the exec still fail, the
 seed says so in the log and on its report pipe and exits 127 (not found)
 or 126, like a shell.
 
-The shim gets the same spec: it writes the launch record while the seed
-readies its exec, then waits for the program and writes the exit record.
+The shim gets the same spec: it writes the launch record once the seed
+has execed, then waits for the program and writes the exit record.
 Whoever reads ROOT/run later (this daemon or the next one) can re-adopt
 the program and learns the real reason it ended.
 
@@ -29,9 +29,10 @@ is shared with each shim and seed, and each one they write costs a fault.
 Pipes, per spare::
 
     cmd     daemon -> seed   the spec (JSON), then EOF; EOF alone: exit
-    order   daemon -> shim   the same spec, then EOF; EOF alone: exit once
-                             the seed has (the shim records a launch even
-                             when its seed is killed before the exec)
+    order   daemon -> shim   the same spec, then EOF (read once the seed
+                             has execed or died: the shim records a launch
+                             even when its seed is killed before the exec);
+                             EOF alone: exit once the seed has
     report  seed -> daemon   EOF at the exec, or "err ERRNO" if it failed
     info    seed -> shim     the seed's peak RSS just before the exec (see
                              _own_hwm), then EOF
@@ -147,10 +148,14 @@ def hand(spare: Spare, spec: Spec) -> None:
     data = json.dumps(vars(spec)).encode()
     try:
         _write_all(spare.cmd, data)
-        _write_all(spare.order, data)
     finally:
         os.close(spare.cmd)
-        os.close(spare.order)
+    # The seed has its orders: the program runs even if the shim is gone
+    # (the daemon then watches it alone).  A spec over the pipe's 64 KiB
+    # blocks here until the shim reads it, once the seed has execed.
+    with contextlib.suppress(OSError):
+        _write_all(spare.order, data)
+    os.close(spare.order)
 
 
 def retire(spare: Spare) -> None:
@@ -193,18 +198,16 @@ def _shim_main(cmd: int, order: int, report: int, ack: int) -> NoReturn:
 
 def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
     """Record the launch ordered (if any), wait for the seed, record its end."""
+    # The seed first: EOF once it has execed (or died).  Writing the record
+    # meanwhile would take a CPU from the launch's reply and exec, on their
+    # way at that moment; the spec waits in the pipe.
+    base = _read_all(info)
     data = _read_all(order)
     spec = Spec(**json.loads(data)) if data else None
-    base = b""
     if spec is not None:
-        # While the seed readies its exec: the record is on disk about as
-        # soon as the daemon's reply is on its way.
         _write_launch(spec, seed, seed_start)
         setproctitle.setproctitle(f"corral-shim {spec.launch} {spec.exe}")
         setproctitle.setthreadtitle("corral-shim")  # the title call rewrote comm too
-        base = _read_all(info)  # EOF: the seed has execed (or died)
-    else:
-        os.close(info)
     _, status, ru = os.wait4(seed, 0)
     if spec is not None:
         # No peak from the seed: it failed before the exec, so all of it is the seed's.
