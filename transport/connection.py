@@ -95,7 +95,8 @@ class Calls:
         self._pending[rid] = fut
         try:
             await conn.send(make(rid))
-            reply = await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):  # wakes the caller in one step, not three
+                reply = await fut
         except TimeoutError:
             raise CallError(f"no reply from {conn.peer} within {timeout:g}s") from None
         except ConnectionClosed as e:
