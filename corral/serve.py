@@ -62,13 +62,12 @@ def run_master(
 ) -> int:
     """Serve ``master`` under the dashboard, or headless; returns the exit status."""
     if dashboard is None:
-        import asyncio
-
         from master.headless import serve
+        from transport.loop import run as run_loop
 
         if announce is None:
-            return asyncio.run(serve(master, ready=on_ready))
-        return asyncio.run(serve(master, announce, ready=on_ready))
+            return run_loop(serve(master, ready=on_ready))
+        return run_loop(serve(master, announce, ready=on_ready))
     return int(dashboard(master, on_ready=on_ready) or 0)
 
 

@@ -27,6 +27,7 @@ from daemon.supervisor import Supervisor
 from transport import auth, handshake
 from transport.codec import FrameError
 from transport.connection import Connection, ConnectionClosed
+from transport.loop import run as run_loop
 from transport.messages import Goodbye
 
 DEFAULT_ROOT = "~/.local/share/corral/worker"
@@ -101,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"corral-worker: {e}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(Worker(config).run())
+        return run_loop(Worker(config).run())
     except KeyboardInterrupt:  # before the loop's own handler was installed
         return 0
     except OSError as e:
