@@ -176,7 +176,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
             os.close(spare.pidfd)
-            raise SupervisorError(f"launch failed: the spare shim is gone ({e.strerror})") from None
+            raise SupervisorError(f"launch failed: the spare seed is gone ({e.strerror})") from None
         finally:
             assert self._loop is not None
             self._loop.call_later(REFILL_AFTER, self._forker.refill)
