@@ -210,6 +210,19 @@ async def test_command_line_errors_show_in_one_line(running) -> None:
     assert hint.has_class("error")
 
 
+async def test_typing_a_command_does_not_filter_the_processes(running) -> None:
+    app, pilot = running
+    key = await launch(app, pilot, "sleep 30")
+    procs = app.dashboard.procs
+    await pilot.press("colon")
+    await type_text(pilot, "stop nosuch:123")
+    await pilot.press("enter")  # an error keeps the command line open
+    hint = app.dashboard.query_one("#command-hint")
+    await until(pilot, lambda: "unknown node" in str(hint.render()))
+    assert key in procs.views and procs.row_count >= 1
+    assert "filter" not in str(app.dashboard.query_one("#procs-pane").border_subtitle or "")
+
+
 async def test_launch_errors_stay_in_the_dialog(running) -> None:
     app, pilot = running
     await pilot.press("l")

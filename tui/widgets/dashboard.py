@@ -188,7 +188,7 @@ class Dashboard(Screen[None]):
         bar.display = True
         bar.focus()
 
-    @on(FilterBar.Changed)
+    @on(FilterBar.Changed, "#filter")  # FilterBar.Changed is every Input's Changed
     def _filter_changed(self, event: FilterBar.Changed) -> None:
         self.procs.set_query(event.value)
         self.query_one("#procs-pane").border_subtitle = (
