@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gc
 import json
 import os
@@ -61,6 +62,11 @@ _SHIM_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Python itself ignores SIGPIPE and SIGXFSZ.
 _APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+# The shim's pipe is made this large (the system's pipe-max-size permitting),
+# so that a spec up to this size never blocks the daemon; the kernel itself
+# takes at most a quarter of the stack limit (2 MiB by default) of
+# arguments and environment.
+ORDER_ROOM = 1 << 20  # bytes
 
 
 class Usage(NamedTuple):
@@ -123,6 +129,8 @@ def fork_spare() -> Spare:
     """Fork a shim and its seed; the seed waits for its spec (or exits at EOF on ``cmd``)."""
     cmd_r, cmd_w = os.pipe()
     order_r, order_w = os.pipe()
+    with contextlib.suppress(OSError):  # the most a spec may weigh: see hand()
+        fcntl.fcntl(order_w, fcntl.F_SETPIPE_SZ, ORDER_ROOM)
     rep_r, rep_w = os.pipe()
     ack_r, ack_w = os.pipe()
     pid = os.fork()
@@ -143,19 +151,32 @@ def fork_spare() -> Spare:
 
 
 def hand(spare: Spare, spec: Spec) -> None:
-    """Give ``spec`` to ``spare``'s seed, which then execs it, and to its shim."""
+    """Give ``spec`` to ``spare``'s seed, which then execs it, and to its shim.
+
+    `SpecTooLarge` (nothing written) if the spec would not fit in the
+    shim's pipe: the shim reads it only after the exec, so a write that
+    blocked would block the daemon until then.
+    """
     # vars(), not dataclasses.asdict: no deep copy of the environment.
     data = json.dumps(vars(spec)).encode()
+    room = fcntl.fcntl(spare.order, fcntl.F_GETPIPE_SZ)
+    if len(data) > room:
+        raise SpecTooLarge(
+            f"command line and environment too large: {len(data)} bytes, at most {room}"
+        )
     try:
         _write_all(spare.cmd, data)
     finally:
         os.close(spare.cmd)
     # The seed has its orders: the program runs even if the shim is gone
-    # (the daemon then watches it alone).  A spec over the pipe's 64 KiB
-    # blocks here until the shim reads it, once the seed has execed.
+    # (the daemon then watches it alone).
     with contextlib.suppress(OSError):
         _write_all(spare.order, data)
     os.close(spare.order)
+
+
+class SpecTooLarge(ValueError):
+    """The spec outweighs the pipe to the shim (see `hand`)."""
 
 
 def retire(spare: Spare) -> None:

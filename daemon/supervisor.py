@@ -171,6 +171,10 @@ class Supervisor:
         spare = await self._take()
         try:
             shim.hand(spare, spec)
+        except shim.SpecTooLarge as e:
+            shim.retire(spare)
+            os.close(spare.pidfd)
+            raise SupervisorError(str(e)) from None
         except OSError as e:
             os.close(spare.report)  # hand() has closed the others
             with contextlib.suppress(OSError):

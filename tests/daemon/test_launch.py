@@ -156,6 +156,19 @@ async def test_exec_failing_after_the_reply_ends_with_its_reason(master, spawn_w
     assert ended.max_rss == 0  # the seed's memory is not reported as the program's
 
 
+async def test_spec_too_large_for_the_shims_pipe_is_refused(master, spawn_worker, root: Path):
+    await start(master, spawn_worker)
+    big = {"BLOB": "x" * (1 << 20)}  # a frame may carry it; the shim's 1 MiB pipe may not
+    with pytest.raises(CallError, match="command line and environment too large"):
+        await master.call(lambda i: m.Launch(id=i, app="demo", argv=["true"], env=big))
+    assert (await master.call(lambda i: m.Status(id=i))).procs == []
+    assert list((root / "run").iterdir()) == []
+    # The refused launch cost a spare, not the next launch.
+    pid = (await master.call(launch("demo", "sh", "-c", "exit 5"))).proc.pid
+    ended = await wait_for(lambda: master.ended(pid), what="the next launch's end")
+    assert ended.reason == "exited 5"
+
+
 async def test_program_found_in_app_bin_first(master, spawn_worker, root: Path):
     await start(master, spawn_worker)
     await master.call(lambda i: m.PrepareApp(id=i, app="demo"))
