@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from master.control import Master
+from transport.loop import run as run_loop
 from tui.widgets.dashboard import Dashboard, help_sections
 
 
@@ -84,5 +85,5 @@ class CorralApp(App[None]):
 def run_dashboard(master: Master, on_ready: Callable[[str], None] | None = None) -> int:
     """Run the dashboard until the operator quits; the process exit code."""
     app = CorralApp(master, on_ready=on_ready)
-    app.run()
+    run_loop(app.run_async())  # App.run(), on the master's uvloop event loop
     return app.return_code or 0
