@@ -12,6 +12,7 @@ import pytest
 
 from daemon import procfs, records
 from tests.daemon.harness import exited_pid, wait_for
+from tests.procs import gone
 from transport import messages as m
 
 
@@ -136,7 +137,7 @@ async def test_shim_killed_program_watched_then_unknown(master, spawn_worker):
     shim = psutil.Process(pid).ppid()
     os.kill(shim, signal.SIGKILL)
     # The worker now watches the program itself: still alive.
-    await wait_for(lambda: not psutil.pid_exists(shim) or psutil.Process(shim).status() == "zombie")
+    await wait_for(lambda: gone(shim), what="the shim's end")
     status = await master.call(lambda i: m.Status(id=i))
     assert status.procs[0].state in ("running", "sleeping")  # maybe still starting up
     os.killpg(pid, signal.SIGKILL)

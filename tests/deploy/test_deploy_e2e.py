@@ -24,6 +24,7 @@ from bench.cluster import LocalCluster, wait_until
 from corral.__main__ import main as corral_main
 from tests.deploy.build import GREET_C, HELLO_C, hello_app, program, shared_lib
 from tests.deploy.sshd import Sshd
+from tests.procs import gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -320,7 +321,7 @@ def test_rm_refused_while_running_then_forced(
     forced = by_node(api.rm(app="doomed", force=True))
     assert forced["n1"]["stopped"] == [pid] and forced["n1"]["error"] == ""
     wait_until(
-        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+        lambda: gone(pid),
         10,
         "the forced app's process to be gone",
     )
@@ -331,8 +332,8 @@ def test_rm_refused_while_running_then_forced(
         assert "apps/doomed/bin" in " ".join(forced[node]["removed"])
     assert list((app_dir(cluster, "n1", "doomed") / "logs").glob("*.log"))  # logs kept
 
-    gone = by_node(api.rm(app="doomed", nodes=["n1"], logs=True))
-    assert gone["n1"]["error"] == ""
+    removed = by_node(api.rm(app="doomed", nodes=["n1"], logs=True))
+    assert removed["n1"]["error"] == ""
     assert not app_dir(cluster, "n1", "doomed").exists()
     assert cluster.proc(key) is None  # its record went with its log
     assert api.rm(app="doomed", nodes=["n1"])["results"][0]["error"] == "no such app: doomed"

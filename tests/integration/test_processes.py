@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from bench.cluster import LocalCluster, wait_until
+from tests.procs import gone
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,7 +60,7 @@ def test_signal_reason(cluster: LocalCluster, sig: str) -> None:
     p = cluster.wait_proc(key, ended)
     assert (p["state"], p["signal"]) == ("killed", sig)
     assert p["reason"].startswith(f"killed by {sig}")
-    assert not psutil.pid_exists(pid_of(key)) or psutil.Process(pid_of(key)).status() == "zombie"
+    assert gone(pid_of(key))
     again = cluster.signal(key, sig)
     assert again["delivered"] is False and "already" in again["message"]
 

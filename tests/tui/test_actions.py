@@ -11,6 +11,7 @@ from textual.pilot import Pilot
 
 from master.control import Master, MasterConfig
 from master.model import ProcView
+from tests.procs import gone
 from tests.tui.conftest import HEARTBEAT, Workers, until
 from tui.app import CorralApp
 from tui.widgets.confirm import ConfirmDialog
@@ -105,7 +106,7 @@ async def test_launch_runs_a_real_process_and_stop_ends_it_with_sigint(running) 
     text = await confirm(app, pilot, "s")
     assert "SIGINT" in text and key in text and "sleep 60" in text
     await ended(pilot, app, key, "killed by SIGINT")
-    assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie"
+    assert gone(int(pid))
 
     def marker() -> bool:
         """the end marker in the log pane"""
