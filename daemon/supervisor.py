@@ -323,18 +323,19 @@ class Supervisor:
         self._loop.add_reader(fd, self._fired, proc, then)
 
     def _unwatch_report(self, proc: Proc) -> None:
-        if proc.report is not None:
-            assert self._loop is not None
-            self._loop.remove_reader(proc.report)
-            os.close(proc.report)
-            proc.report = None
+        self._drop_reader(proc.report)
+        proc.report = None
 
     def _unwatch(self, proc: Proc) -> None:
-        if proc.pidfd is not None:
+        self._drop_reader(proc.pidfd)
+        proc.pidfd = None
+
+    def _drop_reader(self, fd: int | None) -> None:
+        """Stop watching ``fd`` and close it (None: nothing to do)."""
+        if fd is not None:
             assert self._loop is not None
-            self._loop.remove_reader(proc.pidfd)
-            os.close(proc.pidfd)
-            proc.pidfd = None
+            self._loop.remove_reader(fd)
+            os.close(fd)
 
     def _fired(self, proc: Proc, then: Callable[[Proc], None]) -> None:
         # Shims are the forker's children (it has them reaped), programs the

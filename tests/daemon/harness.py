@@ -30,7 +30,7 @@ from transport.connection import Calls, Connection, ConnectionClosed
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-" + "ab" * 16
-LAUNCHED: set[int] = set()  # pids of every program launched, for cleanup
+LAUNCHED: dict[int, int] = {}  # pid -> start ticks of every program launched, for cleanup
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
@@ -131,7 +131,9 @@ class FakeMaster:
         assert self.conn is not None, "no worker connected"
         reply = await self.calls.call(self.conn, make, timeout)
         if isinstance(reply, m.Launched):
-            LAUNCHED.add(reply.proc.pid)
+            st = procfs.stat(reply.proc.pid)
+            if st is not None:
+                LAUNCHED[reply.proc.pid] = st.start
         return reply
 
     async def send_raw(self, msg: m.Message) -> None:
@@ -212,11 +214,11 @@ def kill_programs(root: Path) -> list[int]:
                 os.killpg(rec.pid, signal.SIGKILL)
             killed.append(rec.pid)
     # A launch replied to a moment ago may not have its record on disk yet.
-    for pid in LAUNCHED - set(killed):
-        with contextlib.suppress(OSError):
-            if os.getpgid(pid) == pid:  # still a program leading its own group
+    for pid, start in LAUNCHED.items():
+        if pid not in killed and procfs.is_same(pid, start):  # pid and start: never a reused pid
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-                killed.append(pid)
+            killed.append(pid)
     return killed
 
 
@@ -229,7 +231,7 @@ def reap_orphans(root: Path, timeout: float = 5.0) -> None:
     """
     recs = records.launch_records(root / "run")
     shims = {rec.shim for rec in recs}
-    groups = {rec.pid for rec in recs} | LAUNCHED  # each program leads its own group
+    groups = {rec.pid for rec in recs} | set(LAUNCHED)  # each program leads its own group
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for child in psutil.Process().children():
