@@ -61,6 +61,7 @@ SPARE_TIMEOUT = 10.0  # a spare comes within milliseconds unless the box is dyin
 # The kernel's RSS counters are per-CPU and approximate: the seed's peak as
 # wait4 folds it in can exceed the figure the seed read just before its exec.
 INHERITED_SLACK = 1 << 20  # bytes
+FIRST_SAMPLE_AFTER = 0.005  # seconds after the exec: the loader has mapped the program
 MAX_ENDED = 500  # ended processes remembered (records on disk) before the oldest go
 
 
@@ -225,8 +226,10 @@ class Supervisor:
         if not data:
             # A first sample of the program's own memory: one that ends
             # before any heartbeat still has its peak to report (its wait4
-            # peak is the seed's, see _settle).
-            self.refresh(proc)
+            # peak is the seed's, see _settle).  Not at the exec itself: the
+            # loader has mapped nothing yet, and a shell read 12K.
+            assert self._loop is not None
+            self._loop.call_later(FIRST_SAMPLE_AFTER, self.refresh, proc)
             return
         try:
             why = os.strerror(shim.parse_report(data))
@@ -431,7 +434,8 @@ class Supervisor:
             return info  # it just ended; the watch will say how
         info.state, info.cpu_user, info.cpu_sys = st.state, st.utime, st.stime
         if proc.report is None:  # before the exec, the memory is the seed's
-            info.rss, info.max_rss = procfs.mem(info.pid)
+            info.rss, hwm = procfs.mem(info.pid)
+            info.max_rss = max(info.max_rss, hwm)  # a zombie reads 0: keep the peak seen
         return info
 
     def infos(self) -> list[ProcInfo]:
