@@ -8,7 +8,7 @@ import time
 
 from bench.report import machine
 
-BENCHES = ["heartbeat", "worker_idle", "launch", "tui_feed", "log_pane", "deploy"]
+BENCHES = ["heartbeat", "worker_idle", "launch", "heal", "tui_feed", "log_pane", "deploy"]
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from transport import handshake
-from transport.connection import Connection
+from transport.connection import Connection, ConnectionClosed
 from transport.messages import (
     Error,
     Heartbeat,
@@ -65,7 +65,12 @@ class SimWorker:
             while True:
                 if self.beating:
                     self.seq += 1
-                    self.conn.send_nowait(Heartbeat(seq=self.seq, metrics=Metrics(cpu_percent=1.0)))
+                    try:
+                        self.conn.send_nowait(
+                            Heartbeat(seq=self.seq, metrics=Metrics(cpu_percent=1.0))
+                        )
+                    except ConnectionClosed:
+                        return  # the master dropped us (a lost node): stop, as asked
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         finally:

@@ -191,6 +191,12 @@ def build_parser(worker_verb: bool = False) -> Parser:
     chosen.add_argument("--node", metavar="NAME", action="append", help="a node (repeatable)")
     chosen.add_argument("--all", action="store_true", help="every alive node")
     p.add_argument("--app", metavar="APP", help="the app to launch in ([A-Za-z0-9._-]{1,64})")
+    p.add_argument(
+        "--key",
+        metavar="KEY",
+        help="request key (default: a new one): a retry with the same KEY returns the "
+        "processes the first launch started and starts no more",
+    )
     p.add_argument("--json", action="store_true", help="print the launched processes as JSON")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
 

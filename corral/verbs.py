@@ -13,6 +13,7 @@ import base64
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -123,8 +124,21 @@ def launch(args: argparse.Namespace) -> int:
         raise CliError("nothing to launch: give a program after --, e.g. -- sleep 30", 2)
     if not args.node and not args.all:
         raise CliError("no node chosen: give --node NAME (repeatable) or --all", 2)
-    body = {"argv": program, "nodes": args.node or [], "all": bool(args.all), "app": args.app}
-    reply = _client(args).post("/v1/launch", body)
+    # One key per invocation: if the reply is lost, asking again with it
+    # returns the processes this launch started instead of starting more.
+    key = args.key or uuid.uuid4().hex
+    body = {
+        "argv": program,
+        "nodes": args.node or [],
+        "all": bool(args.all),
+        "app": args.app,
+        "key": key,
+    }
+    client = _client(args)
+    try:
+        reply = client.post("/v1/launch", body)
+    except Unreachable:
+        reply = client.post("/v1/launch", body)  # the same key: at most one launch happens
     errors: dict[str, str] = reply.get("errors") or {}
     if args.json:
         _print_json(reply)

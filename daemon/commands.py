@@ -3,7 +3,7 @@
 Each handler takes the request and returns its reply; a `Refusal` becomes
 an ``Error(id, message)``.  Wire format, master -> worker -> master::
 
-    Launch(id, app, argv, env)       -> Launched(id, proc)
+    Launch(id, app, argv, env, key)  -> Launched(id, proc)   (same key: the first proc)
     Status(id)                       -> StatusReply(id, procs)
     Signal(id, pid, signal)          -> Signalled(id, delivered, message, proc)
     Usage(id)                        -> UsageReply(id, procs, children_*)
@@ -21,6 +21,7 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from daemon.supervisor import Supervisor
 from transport import messages as m
 
 Log = Callable[[str], None]
+LAUNCH_KEYS = 4096  # request keys remembered for idempotent launches
 
 
 class Handlers:
@@ -43,11 +45,13 @@ class Handlers:
         store: AppStore,
         send: Callable[[m.Message], Awaitable[None]],
         log: Log,
+        launch_keys: OrderedDict[str, asyncio.Future[m.ProcInfo]] | None = None,
     ) -> None:
         self.sup = sup
         self.store = store
         self.send = send
         self.log = log
+        self.launch_keys = OrderedDict() if launch_keys is None else launch_keys
         self.streams = LogStreams(send)
         self._table: dict[type, Callable[[Any], Awaitable[m.Message | None]]] = {
             m.Launch: self.launch,
@@ -83,9 +87,37 @@ class Handlers:
     # ------------------------------------------------------------ processes
 
     async def launch(self, req: m.Launch) -> m.Message:
+        if req.key:
+            return m.Launched(id=req.id, proc=await self._launch_once(req))
+        return m.Launched(id=req.id, proc=await self._launch(req))
+
+    async def _launch(self, req: m.Launch) -> m.ProcInfo:
         info = await self.sup.launch(req.app, req.argv, req.env)
         self.log(f"launched {req.app}: {' '.join(req.argv)} as pid {info.pid}")
-        return m.Launched(id=req.id, proc=info)
+        return info
+
+    async def _launch_once(self, req: m.Launch) -> m.ProcInfo:
+        """The process launched under ``req.key``: started now, or the one started before."""
+        first = self.launch_keys.get(req.key)
+        if first is not None:
+            info = await asyncio.shield(first)
+            self.log(f"launch key {req.key} seen before: pid {info.pid}, nothing started")
+            proc = self.sup.procs.get(info.launch)
+            return info if proc is None else self.sup.refresh(proc)
+        fut: asyncio.Future[m.ProcInfo] = asyncio.get_running_loop().create_future()
+        self.launch_keys[req.key] = fut
+        while len(self.launch_keys) > LAUNCH_KEYS:
+            self.launch_keys.popitem(last=False)
+        try:
+            info = await self._launch(req)
+        except BaseException as e:
+            # Nothing started: a retry may try again, and whoever waits hears why.
+            del self.launch_keys[req.key]
+            fut.set_exception(e if isinstance(e, Exception) else Refusal("launch cancelled"))
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        fut.set_result(info)
+        return info
 
     async def status(self, req: m.Status) -> m.Message:
         return m.StatusReply(id=req.id, procs=self.sup.infos())

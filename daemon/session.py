@@ -1,8 +1,13 @@
 """One authenticated connection to the master: register, beat, serve requests.
 
 A session starts after the handshake and ends when the connection does
-(EOF, a bad frame, a failed send); the worker then reconnects and opens a
-new one, which registers the full state again.
+(EOF, a bad frame, a failed send, or 2H without a word from the master,
+who answers every beat); the worker then reconnects and opens a new one,
+which registers the full state again.
+
+A request that arrives after its deadline (the master's clock, read through
+the ``Welcome.now`` of this session's handshake) is dropped and logged:
+the master has reported it failed, so it must not happen now.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -38,6 +44,9 @@ class Node:
     sup: Supervisor
     store: AppStore
     log: Log
+    # Launches by the operator's request key, across sessions: a retry to a
+    # restarted master gets the first launch's process, not a second one.
+    launch_keys: OrderedDict[str, asyncio.Future[m.ProcInfo]] = field(default_factory=OrderedDict)
 
     def facts(self, ssh_host: str) -> m.NodeFacts:
         return m.NodeFacts(
@@ -68,12 +77,17 @@ class Node:
 class Session:
     """Serve the master over ``conn`` until the connection ends (then raise)."""
 
-    def __init__(self, node: Node, conn: Connection, heartbeat: float) -> None:
+    def __init__(
+        self, node: Node, conn: Connection, heartbeat: float, master_now: float = 0.0
+    ) -> None:
+        """``master_now``: the master's clock in the Welcome, received just now."""
         self.node = node
         self.conn = conn
         self.heartbeat = heartbeat
-        self.handlers = Handlers(node.sup, node.store, conn.send, node.log)
+        self.handlers = Handlers(node.sup, node.store, conn.send, node.log, node.launch_keys)
         self._requests: set[asyncio.Task[None]] = set()
+        # Master clock -> our loop clock, which no wall-clock step can move.
+        self._skew = asyncio.get_running_loop().time() - master_now if master_now else None
 
     async def run(self) -> None:
         """Register, then beat and serve; raises `ConnectionClosed`/`FrameError` at the end."""
@@ -102,14 +116,40 @@ class Session:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _receive(self) -> None:
+        silence = 2 * self.heartbeat  # the master answers every beat: this long is a dead link
         while True:
-            self._dispatch(await self.conn.recv())
+            try:
+                async with asyncio.timeout(silence):
+                    msg = await self.conn.recv()
+            except TimeoutError:
+                msg = await self._last_look(silence)
+            self._dispatch(msg)
+
+    async def _last_look(self, silence: float) -> m.Message:
+        """A frame that arrived as the silence timer fired, else the end of the session.
+
+        When this process was frozen (SIGSTOP, a stalled VM), the timer and
+        the bytes that queued meanwhile wake it together: those frames are
+        read, and late ones dropped with a log line, before it gives up.
+        """
+        try:
+            async with asyncio.timeout(min(0.1, self.heartbeat / 4)):
+                return await self.conn.recv()
+        except TimeoutError:
+            raise ConnectionClosed(f"no word from the master for {silence:g}s") from None
 
     def _dispatch(self, msg: m.Message) -> None:
+        if isinstance(msg, m.Pong):
+            return  # its arrival was the point
         if isinstance(msg, m.Goodbye):
             raise ConnectionClosed(f"master said goodbye: {msg.reason or 'no reason'}")
         if not hasattr(msg, "id"):
             self.node.log(f"ignoring unexpected {type(msg).__name__} from master")
+            return
+        late = self._lateness(msg.deadline) if isinstance(msg, m.Request) else 0.0
+        if late > 0:
+            what = f"{type(msg).__name__} {getattr(msg, 'id', '?')}"
+            self.node.log(f"dropped {what}: it arrived {late:.1f}s after its deadline")
             return
         # Each request runs in its own task: a slow one (rm --force, hashing)
         # must not hold up heartbeats or other requests.
@@ -122,6 +162,12 @@ class Session:
         if not task.cancelled() and isinstance(task.exception(), Exception):
             # Only a failed send gets here; the receive loop sees the same end.
             self.node.log(f"reply not sent: {task.exception()}")
+
+    def _lateness(self, deadline: float) -> float:
+        """Seconds past ``deadline`` (the master's clock) now; <= 0 while in time."""
+        if not deadline or self._skew is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - (deadline + self._skew)
 
     async def _beat(self) -> None:
         """A heartbeat every H, on a fixed schedule so beats do not drift."""

@@ -3,7 +3,9 @@
 ``corral worker`` (and ``python -m daemon``) call `add_arguments` and `main`.
 The daemon dials the master, authenticates, registers its full state and
 serves requests (`daemon.session`); whenever the master is away it retries
-with jittered exponential backoff while the programs keep running.  SIGTERM
+with jittered exponential backoff, capped at one heartbeat H, while the
+programs keep running.  A dial gets H/2: after a partition heals, the node
+is back within 2H.  SIGTERM
 or SIGINT: say goodbye, exit 0, leave the programs running.
 """
 
@@ -31,9 +33,8 @@ from transport.loop import run as run_loop
 from transport.messages import Goodbye
 
 DEFAULT_ROOT = "~/.local/share/corral/worker"
-DIAL_TIMEOUT = 5.0
 BACKOFF_START = 0.1
-BACKOFF_CAP = 3.0
+DEFAULT_HEARTBEAT = 1.0  # until a master has announced its own
 HEARTBEAT_RANGE = (0.05, 60.0)  # a hostile or broken Welcome cannot make us spin
 
 
@@ -125,10 +126,15 @@ def _clamp_heartbeat(seconds: float) -> float:
     return min(max(seconds, HEARTBEAT_RANGE[0]), HEARTBEAT_RANGE[1])
 
 
-def backoff(attempt: int) -> float:
-    """Jittered exponential delay before reconnect ``attempt`` (0-based)."""
-    delay = min(BACKOFF_CAP, BACKOFF_START * 2.0 ** min(attempt, 32))
+def backoff(attempt: int, cap: float = DEFAULT_HEARTBEAT) -> float:
+    """Jittered exponential delay before reconnect ``attempt`` (0-based), at most ``cap``."""
+    delay = min(cap, BACKOFF_START * 2.0 ** min(attempt, 32))
     return delay * random.uniform(0.5, 1.0)  # jitter: workers do not stampede back
+
+
+def dial_timeout(heartbeat: float) -> float:
+    """How long one connection attempt may take: half a beat, within [0.25 s, 5 s]."""
+    return min(max(heartbeat / 2, 0.25), 5.0)
 
 
 class Worker:
@@ -149,6 +155,7 @@ class Worker:
             log=self.log,
         )
         self._conn: Connection | None = None
+        self._heartbeat = DEFAULT_HEARTBEAT  # the last one a master announced
         self._attempt = 0
         self._last_failure = ""
 
@@ -191,7 +198,7 @@ class Worker:
                 self._failed(e)
             except Exception as e:  # whatever the master sends, the worker stays up
                 self._failed(e)
-            await asyncio.sleep(backoff(self._attempt))
+            await asyncio.sleep(backoff(self._attempt, self._heartbeat))
             self._attempt += 1
 
     def _failed(self, e: Exception) -> None:
@@ -214,16 +221,17 @@ class Worker:
     async def _connect_once(self) -> None:
         cfg = self.config
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(cfg.host, cfg.port), DIAL_TIMEOUT
+            asyncio.open_connection(cfg.host, cfg.port), dial_timeout(self._heartbeat)
         )
         conn = Connection(reader, writer)
         try:
             welcome = await handshake.connect(conn, cfg.token, cfg.name)
-            heartbeat = _clamp_heartbeat(welcome.heartbeat)
+            heartbeat = self._heartbeat = _clamp_heartbeat(welcome.heartbeat)
+            now = welcome.now if math.isfinite(welcome.now) and welcome.now > 0 else 0.0
             self.log(f"connected to {cfg.host}:{cfg.port} (heartbeat {heartbeat:g}s)")
             self._attempt, self._last_failure = 0, ""
             self._conn = conn
-            await Session(self.node, conn, heartbeat).run()
+            await Session(self.node, conn, heartbeat, now).run()
         finally:
             self._conn = None
             await conn.close()

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.master")
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL", "SIGSTOP", "SIGCONT", "SIGHUP", "SIGUSR1", "SIGUSR2")
+LAUNCH_KEYS = 4096  # launch results remembered by request key, for retries
 
 
 class VerbError(Exception):
@@ -153,6 +155,9 @@ class Master:
         self.api_address = ""
         self._api: object | None = None
         self._deployer: Deployer | None = None
+        self._launch_keys: OrderedDict[
+            str, tuple[tuple[object, ...], asyncio.Future[LaunchResult]]
+        ] = OrderedDict()
         self.started_at = time.time()
 
     # --- lifecycle -------------------------------------------------------
@@ -200,15 +205,34 @@ class Master:
 
     # --- helpers -----------------------------------------------------------
     def _link(self, node: str) -> WorkerLink:
+        """The connection to ``node``; VerbError at once if it is unknown, lost or gone."""
         if not self.cluster.has_node(node):
             raise VerbError(f"unknown node: {node}")
         if self.server is None:
             raise VerbError("the master is not running")
         link = self.server.links.get(node)
-        if link is None:
-            state = self.cluster.node_state(node)
-            raise VerbError(f"node {node} is {state}: not connected")
+        if link is None or link.closed:
+            raise VerbError(self.unreachable(node))
         return link
+
+    def unreachable(self, node: str) -> str:
+        """Why no command can go to ``node`` now ("node2 is lost (no heartbeat for 2.3 s)")."""
+        state = self.cluster.node_state(node)
+        if state == "left":
+            return f"{node} has left (its worker said goodbye)"
+        age = time.monotonic() - self.cluster.last_beat_mono(node)
+        return f"{node} is {state} (no heartbeat for {age:.1f} s)"
+
+    def _links(self, nodes: Sequence[str]) -> tuple[dict[str, WorkerLink], dict[str, str]]:
+        """The connections to ``nodes``, and why each of the others cannot be reached."""
+        links: dict[str, WorkerLink] = {}
+        errors: dict[str, str] = {}
+        for n in nodes:
+            try:
+                links[n] = self._link(n)
+            except VerbError as e:
+                errors[n] = str(e)
+        return links, errors
 
     def select_nodes(self, nodes: Sequence[str] = (), all_nodes: bool = False) -> list[str]:
         """The nodes a verb acts on: the named ones (all must exist) or every alive one."""
@@ -226,13 +250,19 @@ class Master:
             raise VerbError(f"unknown node: {', '.join(unknown)}")
         return list(dict.fromkeys(nodes))
 
-    def _proc_for(self, target: str) -> tuple[WorkerLink, ProcView]:
+    def _proc(self, target: str) -> ProcView:
+        """The process ``NODE:PID`` names; VerbError if the name or either part is unknown."""
         node, pid = parse_target(target)
-        link = self._link(node)
+        if not self.cluster.has_node(node):
+            raise VerbError(f"unknown node: {node}")
         proc = self.cluster.proc(f"{node}:{pid}")
         if proc is None:
             raise VerbError(f"no such process: {target}")
-        return link, proc
+        return proc
+
+    def _proc_for(self, target: str) -> tuple[WorkerLink, ProcView]:
+        proc = self._proc(target)
+        return self._link(proc.node), proc
 
     # --- verbs -------------------------------------------------------------
     async def launch(
@@ -241,19 +271,42 @@ class Master:
         nodes: Sequence[str] = (),
         all_nodes: bool = False,
         app: str | None = None,
+        key: str | None = None,
     ) -> LaunchResult:
-        """Start ``argv`` inside ``app`` on each chosen node, in parallel."""
+        """Start ``argv`` inside ``app`` on each chosen node, in parallel.
+
+        A node that is lost or gone is that node's error, at once; the others
+        still launch.  ``key`` is the operator's request key: a launch
+        repeated with it (here, or to a restarted master, which asks the
+        workers) returns the first result and starts nothing more.
+        """
         if not argv or not argv[0]:
             raise VerbError("nothing to launch: give a program")
         app = app or os.path.basename(argv[0])
         if not valid_app_name(app):
             raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
+        if key is not None and not 0 < len(key) <= 128:
+            raise VerbError("bad request key: give 1-128 characters")
         picked = self.select_nodes(nodes, all_nodes)
-        links = {n: self._link(n) for n in picked}
-        args = list(argv)
+        if not key:
+            return await self._launch(list(argv), picked, app, "")
+        ask = (tuple(argv), tuple(picked), app)
+        first = self._launch_keys.get(key)
+        if first is not None:
+            if first[0] != ask:
+                raise VerbError(f"request key {key} was used for another launch")
+            return await asyncio.shield(first[1])
+        task = asyncio.ensure_future(self._launch(list(argv), picked, app, key))
+        self._launch_keys[key] = (ask, task)
+        while len(self._launch_keys) > LAUNCH_KEYS:
+            self._launch_keys.popitem(last=False)
+        return await asyncio.shield(task)
+
+    async def _launch(self, args: list[str], picked: list[str], app: str, key: str) -> LaunchResult:
+        links, errors = self._links(picked)
 
         async def one(link: WorkerLink) -> ProcView:
-            reply = await link.call(lambda i: Launch(id=i, app=app, argv=args))
+            reply = await link.call(lambda i: Launch(id=i, app=app, argv=args, key=key))
             assert isinstance(reply, Launched)
             self.cluster.update_proc(link.name, reply.proc)
             view = self.cluster.proc(f"{link.name}:{reply.proc.pid}")
@@ -262,13 +315,12 @@ class Master:
 
         results = await asyncio.gather(*(one(lk) for lk in links.values()), return_exceptions=True)
         procs: list[ProcView] = []
-        errors: dict[str, str] = {}
         for name, res in zip(links, results, strict=True):
             if isinstance(res, ProcView):
                 procs.append(res)
             else:
                 errors[name] = str(res)
-        return LaunchResult(procs=procs, errors=errors)
+        return LaunchResult(procs=procs, errors={n: errors[n] for n in picked if n in errors})
 
     async def signal(self, targets: Sequence[str], signal: str) -> list[SignalResult]:
         """Send ``signal`` to each target's process group; every target is checked first."""
@@ -278,19 +330,20 @@ class Master:
         sig = sig if sig.startswith("SIG") else "SIG" + sig
         if sig not in SIGNALS:
             raise VerbError(f"unknown signal {signal!r}")
-        resolved = [self._proc_for(t) for t in targets]  # all valid, or nothing is sent
+        resolved = [self._proc(t) for t in targets]  # all known, or nothing is sent
 
-        async def one(link: WorkerLink, proc: ProcView) -> SignalResult:
+        async def one(proc: ProcView) -> SignalResult:
             try:
+                link = self._link(proc.node)  # a lost node is this target's failure
                 reply = await link.call(lambda i: Signal(id=i, pid=proc.pid, signal=sig))
-            except CallError as e:
+            except (CallError, VerbError) as e:
                 return SignalResult(proc.key, False, str(e))
             assert isinstance(reply, Signalled)
             if reply.proc is not None:
                 self.cluster.update_proc(link.name, reply.proc)
             return SignalResult(proc.key, reply.delivered, reply.message)
 
-        return list(await asyncio.gather(*(one(lk, p) for lk, p in resolved)))
+        return list(await asyncio.gather(*(one(p) for p in resolved)))
 
     async def stop_procs(self, targets: Sequence[str]) -> list[SignalResult]:
         """Graceful stop: SIGINT to each process group."""
@@ -384,7 +437,7 @@ class Master:
             raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
         named = bool(nodes)
         picked = self.select_nodes(nodes, all_nodes or not nodes)
-        links = [self._link(n) for n in picked]
+        links, unreachable = self._links(picked)
         if not force:
             running = {
                 n: [p.key for p in self.cluster.procs(n) if p.app == app and p.alive]
@@ -420,7 +473,8 @@ class Master:
                 self.cluster.forget_procs(link.name, [*ended, *reply.stopped])
             return RemoveResult(node=link.name, removed=reply.removed, stopped=reply.stopped)
 
-        results = list(await asyncio.gather(*(one(lk) for lk in links)))
+        done = {r.node: r for r in await asyncio.gather(*(one(lk) for lk in links.values()))}
+        results = [done.get(n) or RemoveResult(node=n, error=unreachable[n]) for n in picked]
         if named:
             return results
         missing = f"no such app: {app}"

@@ -16,6 +16,7 @@ Node states (an explicit machine; every edge is in `_NODE_EDGES`)::
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -252,7 +253,7 @@ class Cluster:
         name = facts.name
         old = self._nodes.get(name)
         node = _Node(facts, address, now)
-        node.procs = {p.pid: p for p in procs}
+        node.procs = {p.pid: _sane_proc(p) for p in procs}
         if old is not None:
             node.history = old.history
             kind, what = (
@@ -294,13 +295,15 @@ class Cluster:
             return
         n.last_beat = time.time()
         n.last_beat_mono = time.monotonic()
-        n.metrics = metrics
+        n.metrics = metrics = _sane(metrics)
         n.history.append(metrics.cpu_percent)
         changed = set()
         for s in samples:
             info = n.procs.get(s.pid)
             if info is None or info.state not in ALIVE_STATES:
                 continue
+            if not (math.isfinite(s.cpu_user) and math.isfinite(s.cpu_sys)):
+                continue  # a broken sample: keep the last good figures
             if (info.state, info.rss, info.cpu_user, info.cpu_sys) != (
                 s.state,
                 s.rss,
@@ -325,6 +328,7 @@ class Cluster:
         n = self._nodes.get(name)
         if n is None:
             return
+        info = _sane_proc(info)
         old = n.procs.get(info.pid)
         if old is not None and _stale(old, info):
             return
@@ -351,6 +355,42 @@ class Cluster:
     def note(self, kind: str, node: str, message: str) -> None:
         """Log an event that changes no row (a refused worker, say)."""
         self._publish(Change(events=(self._event(kind, node, message),)))
+
+
+def _finite(x: float, top: float) -> float:
+    """``x`` clamped into [0, top]; NaN is 0."""
+    return 0.0 if math.isnan(x) else min(max(x, 0.0), top)
+
+
+def _sane(m: Metrics) -> Metrics:
+    """``m`` with every figure a worker could get wrong (NaN, inf, negative) clamped."""
+    fields = (m.cpu_percent, m.load1, m.mem_used, m.mem_total, m.apps, m.procs_alive)
+    if all(math.isfinite(f) and f >= 0 for f in fields) and m.cpu_percent <= 100.0:
+        return m
+    return Metrics(
+        cpu_percent=_finite(m.cpu_percent, 100.0),
+        mem_used=max(m.mem_used, 0),
+        mem_total=max(m.mem_total, 0),
+        load1=_finite(m.load1, 1e6),
+        apps=max(m.apps, 0),
+        procs_alive=max(m.procs_alive, 0),
+    )
+
+
+def _sane_proc(p: ProcInfo) -> ProcInfo:
+    """``p`` with non-finite or negative times clamped (a worker's word is not trusted)."""
+    times = (p.started_at, p.cpu_user, p.cpu_sys, p.ended_at or 0.0)
+    if all(math.isfinite(t) and t >= 0 for t in times) and p.rss >= 0 and p.max_rss >= 0:
+        return p
+    return msgspec.structs.replace(
+        p,
+        started_at=_finite(p.started_at, 1e12),
+        ended_at=None if p.ended_at is None else _finite(p.ended_at, 1e12),
+        cpu_user=_finite(p.cpu_user, 1e12),
+        cpu_sys=_finite(p.cpu_sys, 1e12),
+        rss=max(p.rss, 0),
+        max_rss=max(p.max_rss, 0),
+    )
 
 
 def _stale(old: ProcInfo, new: ProcInfo) -> bool:

@@ -4,6 +4,14 @@ Each connection runs the handshake, takes the worker's full state, then
 routes what arrives: replies to their waiters, heartbeats and events into
 the `Cluster`.  A bad frame or a failed handshake closes that one
 connection with a logged reason; the master keeps serving everyone else.
+
+A peer that has not authenticated gets little: frames of a few KiB, a few
+seconds, and a place among at most `MAX_UNAUTHENTICATED` such connections
+(`MAX_UNAUTHENTICATED_PER_HOST` from one address).  Every heartbeat is
+answered with a `Pong`.  A node that misses two beats is lost: its
+connection is dropped, with whatever was still queued for it, and every
+call waiting on it fails once its deadline has passed.  A connection that
+closes makes its node lost at once.
 """
 
 from __future__ import annotations
@@ -12,18 +20,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from master.model import Cluster
 from transport import handshake
 from transport.auth import AuthError
 from transport.codec import FrameError
-from transport.connection import Calls, Connection, ConnectionClosed
+from transport.connection import DEADLINE_GRACE, Calls, Connection, ConnectionClosed
 from transport.messages import (
     Goodbye,
     Heartbeat,
     LogChunk,
     Message,
+    Pong,
     ProcEvent,
     Register,
 )
@@ -31,22 +41,39 @@ from transport.messages import (
 log = logging.getLogger("corral.master")
 
 REGISTER_TIMEOUT = 10.0
+MAX_UNAUTHENTICATED = 64
+MAX_UNAUTHENTICATED_PER_HOST = 8
+READ_LIMIT = 64 * 1024  # stream buffer: what a peer can park in the master per connection
 
 
 class WorkerLink:
-    """The live connection to one registered worker."""
+    """The live connection to one registered worker.
 
-    def __init__(self, name: str, conn: Connection) -> None:
+    ``window()`` says how long a request may take to reach the worker:
+    two beats while its node is alive, one while it is suspect.
+    """
+
+    def __init__(
+        self, name: str, conn: Connection, window: Callable[[], float], grace: float
+    ) -> None:
         self.name = name
         self.conn = conn
-        self.calls = Calls()
+        self.calls = Calls(grace)
+        self.window = window
         # Follow streams: request id -> queue of LogChunk (None = stream closed).
         self.streams: dict[int, asyncio.Queue[LogChunk | None]] = {}
         self.closed = False
 
     async def call(self, make: Callable[[int], Message], timeout: float = 10.0) -> Message:
-        result: Message = await self.calls.call(self.conn, make, timeout)
+        result: Message = await self.calls.call(self.conn, make, timeout, self.window())
         return result
+
+    def drop(self, reason: str) -> None:
+        """Stop talking to this worker: abort the connection, fail its calls and streams."""
+        self.closed = True
+        self.conn.abort()
+        self.calls.fail_all(reason)
+        self.close_streams()
 
     def close_streams(self) -> None:
         for q in self.streams.values():
@@ -65,10 +92,11 @@ class WorkerServer:
         self._server: asyncio.Server | None = None
         self._clock: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unauthenticated: Counter[str] = Counter()  # source host -> handshakes under way
         self.address = ""
 
     async def start(self, host: str, port: int) -> str:
-        self._server = await asyncio.start_server(self._accept, host, port, limit=2**20)
+        self._server = await asyncio.start_server(self._accept, host, port, limit=READ_LIMIT)
         sock = self._server.sockets[0].getsockname()
         self.address = f"{sock[0]}:{sock[1]}"
         self._clock = asyncio.create_task(self._liveness())
@@ -96,32 +124,70 @@ class WorkerServer:
     def _admit(self, name: str) -> str | None:
         if not name or len(name) > 64 or any(c.isspace() or c == ":" for c in name):
             return f"invalid worker name {name!r}"
-        if name in self.links and self.cluster.node_state(name) != "lost":
+        if name in self.links and self.cluster.node_state(name) == "alive":
             return f"a worker named {name!r} is already connected"
-        return None  # a lost node's name may be taken over (its link is half-open)
+        return None  # a suspect or lost node's name may be taken over (its link is stale)
+
+    def _window(self, name: str) -> float:
+        """How long a request to ``name`` may take to arrive: 2H alive, H suspect."""
+        suspect = self.cluster.node_state(name) == "suspect"
+        return self.heartbeat if suspect else 2 * self.heartbeat
+
+    def _crowded(self, host: str) -> str:
+        """Why a new unauthenticated connection from ``host`` is turned away, or ""."""
+        if self._unauthenticated.total() >= MAX_UNAUTHENTICATED:
+            return f"{MAX_UNAUTHENTICATED} handshakes already under way"
+        if self._unauthenticated[host] >= MAX_UNAUTHENTICATED_PER_HOST:
+            return f"{MAX_UNAUTHENTICATED_PER_HOST} handshakes from {host} already under way"
+        return ""
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
         conn = Connection(reader, writer)
+        host = conn.peer.rpartition(":")[0]
+        crowded = self._crowded(host)
+        if crowded:
+            conn.abort()
+            self._refused(conn.peer, crowded)
+            return
+        self._tasks.add(task)
+        self._unauthenticated[host] += 1
+        counted = [True]  # still among the unauthenticated
+
+        def authenticated() -> None:
+            if counted[0]:
+                counted[0] = False
+                self._unauthenticated[host] -= 1
+                if self._unauthenticated[host] <= 0:
+                    del self._unauthenticated[host]
+
         try:
-            await self._serve(conn)
+            await self._serve(conn, authenticated)
         except (AuthError, FrameError) as e:
-            log.warning("worker connection from %s closed: %s", conn.peer, e)
-            self.cluster.note("node.refused", "", f"connection from {conn.peer} refused: {e}")
-        except ConnectionClosed:
+            self._refused(conn.peer, str(e))
+        except (ConnectionClosed, TimeoutError):
             pass
         except asyncio.CancelledError:
             pass
         except Exception:  # a peer must never take the master down
             log.exception("worker connection from %s failed", conn.peer)
         finally:
+            authenticated()
             self._tasks.discard(task)
             await conn.close()
 
-    async def _serve(self, conn: Connection) -> None:
+    def _refused(self, peer: str, why: str) -> None:
+        log.warning("worker connection from %s refused: %s", peer, why)
+        self.cluster.note("node.refused", "", f"connection from {peer} refused: {why}")
+
+    async def _serve(self, conn: Connection, authenticated: Callable[[], None]) -> None:
+        began = time.monotonic()
         name = await handshake.accept(conn, self.token, self.heartbeat, self._admit)
+        authenticated()
+        # The handshake took at least a round trip: the worker's reading of our
+        # clock is off by less than that, so a deadline gets that much grace.
+        grace = DEADLINE_GRACE + (time.monotonic() - began)
         msg = await asyncio.wait_for(conn.recv(), REGISTER_TIMEOUT)
         if not isinstance(msg, Register):
             raise FrameError(f"expected Register, got {type(msg).__name__}")
@@ -132,18 +198,26 @@ class WorkerServer:
             raise AuthError(reason)
         stale = self.links.get(name)
         if stale is not None:
-            log.warning("node %s: replacing its lost connection from %s", name, stale.conn.peer)
-            stale.conn.writer.close()  # its pump ends; this link is already in its place
-        link = WorkerLink(name, conn)
+            log.warning("node %s: replacing its stale connection from %s", name, stale.conn.peer)
+            stale.drop(f"node {name} reconnected")
+        link = WorkerLink(name, conn, lambda: self._window(name), grace)
         self.links[name] = link
+        why = "closed by the worker"
         try:
             self.cluster.register(msg.facts, conn.peer, msg.procs)
             await self._pump(link)
+        except ConnectionClosed as e:
+            why = f"ended: {e}"
+            raise
+        except FrameError as e:
+            why = f"bad frame: {e}"
+            raise
         finally:
             if self.links.get(name) is link:
                 del self.links[name]
-            link.calls.fail_all(f"node {name} disconnected")
-            link.close_streams()
+                # Not alive for the seconds until beats are missed: lost now.
+                self.cluster.set_node_state(name, "lost", f"{name} is lost (connection {why})")
+            link.drop(f"node {name} disconnected")
 
     async def _pump(self, link: WorkerLink) -> None:
         """Route every frame from one worker until it goes away."""
@@ -152,6 +226,7 @@ class WorkerServer:
             if self.links.get(link.name) is not link:
                 return  # replaced by a newer connection: its frames speak for the node
             if isinstance(msg, Heartbeat):
+                link.conn.send_nowait(Pong(seq=msg.seq))
                 self.cluster.beat(link.name, msg.metrics, msg.procs)
             elif isinstance(msg, ProcEvent):
                 self.cluster.update_proc(link.name, msg.proc)
@@ -182,9 +257,11 @@ class WorkerServer:
                     continue
                 age = now - self.cluster.last_beat_mono(name)
                 if age >= 2 * h:
-                    self.cluster.set_node_state(
-                        name, "lost", f"{name} lost: no heartbeat for {age:.1f}s"
-                    )
+                    why = f"{name} is lost (no heartbeat for {age:.1f} s)"
+                    self.cluster.set_node_state(name, "lost", why)
+                    link = self.links.pop(name, None)
+                    if link is not None:  # stop writing to it: nothing queued goes out late
+                        link.drop(why)
                 elif age >= 1.5 * h and state == "alive":
                     self.cluster.set_node_state(
                         name, "suspect", f"{name} suspect: no heartbeat for {age:.1f}s"

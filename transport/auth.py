@@ -48,8 +48,14 @@ def new_token() -> str:
 
 
 def ensure_token(state_dir: Path) -> str:
-    """The cluster token in ``state_dir/token``, created (mode 0600) if absent."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """The cluster token in ``state_dir/token``, created (mode 0600) if absent.
+
+    The directory is made 0700 (and an existing one tightened to it): it
+    holds the token and an event log of every command line.
+    """
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if state_dir.stat().st_mode & 0o077:
+        state_dir.chmod(0o700)
     path = state_dir / "token"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

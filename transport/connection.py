@@ -9,10 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from typing import Any
 
 from transport.codec import HEADER_SIZE, FrameError, body_length, decode_body, encode
-from transport.messages import MAX_FRAME, REPLIES, Message
+from transport.messages import MAX_FRAME, REPLIES, Message, Request
+
+# Added to a request's deadline before the master calls it failed: covers the
+# error in the worker's reading of the master's clock (at most the one-way
+# latency of the Welcome it learned it from) and the reply's trip back.
+DEADLINE_GRACE = 0.25
 
 
 class ConnectionClosed(Exception):
@@ -50,6 +56,10 @@ class Connection:
             raise ConnectionClosed(str(e)) from None
         return decode_body(body)
 
+    def abort(self) -> None:
+        """Drop the connection now, discarding whatever is still queued to send."""
+        self.writer.transport.abort()
+
     def send_nowait(self, msg: Message) -> None:
         """Queue ``msg`` without waiting for the socket buffer to drain."""
         if self.writer.is_closing():
@@ -75,37 +85,64 @@ class CallError(Exception):
 
 
 class Calls:
-    """Pending requests on one connection, keyed by id."""
+    """Pending requests on one connection, keyed by id.
 
-    def __init__(self) -> None:
+    Every request goes out with a deadline (`Request.deadline`, this
+    process's wall clock) after which the worker discards it.  A call is
+    reported failed only once that deadline and `grace` have passed, so a
+    command reported as failed is never carried out afterwards.
+    """
+
+    def __init__(self, grace: float = DEADLINE_GRACE) -> None:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.grace = grace
 
     def next_id(self) -> int:
         return next(self._ids)
 
-    async def call(self, conn: Connection, make: Any, timeout: float = 10.0) -> Any:
-        """Send ``make(id)`` and wait for the reply with that id.
+    async def call(
+        self, conn: Connection, make: Any, timeout: float = 10.0, deliver_within: float = 0.0
+    ) -> Any:
+        """Send ``make(id)`` and wait up to ``timeout`` for the reply with that id.
 
-        ``make`` is a request class or any callable taking the id.  An `Error`
-        reply raises `CallError` with the worker's message.
+        ``make`` is a request class or any callable taking the id.  The
+        request must reach the worker within ``deliver_within`` seconds
+        (default and at most: ``timeout``).  An `Error` reply raises
+        `CallError` with the worker's message.
         """
         rid = self.next_id()
+        msg = make(rid)
+        window = min(deliver_within or timeout, timeout)
+        expires = time.time() + window
+        if isinstance(msg, Request):
+            msg.deadline = expires
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
-            await conn.send(make(rid))
+            await conn.send(msg)
             async with asyncio.timeout(timeout):  # wakes the caller in one step, not three
                 reply = await fut
         except TimeoutError:
+            await self._expire(expires)
             raise CallError(f"no reply from {conn.peer} within {timeout:g}s") from None
         except ConnectionClosed as e:
+            await self._expire(expires)
             raise CallError(f"connection to {conn.peer} lost: {e}") from None
+        except CallError:
+            await self._expire(expires)
+            raise
         finally:
             self._pending.pop(rid, None)
         if type(reply).__name__ == "Error":
             raise CallError(reply.message)
         return reply
+
+    async def _expire(self, expires: float) -> None:
+        """Wait until a request sent with deadline ``expires`` can no longer be acted on."""
+        left = expires + self.grace - time.time()
+        if left > 0:
+            await asyncio.sleep(left)
 
     def resolve(self, msg: Message) -> bool:
         """Hand a reply to its waiter; False if ``msg`` is not an awaited reply."""

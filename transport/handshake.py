@@ -2,18 +2,23 @@
 
 Neither side acts on anything before it completes; every failure sends the
 peer a `Refused` with the reason and raises `AuthError` with the same words.
+Until it completes a peer may send frames of at most `MAX_HANDSHAKE_FRAME`
+bytes, and the whole exchange must be over within `HANDSHAKE_TIMEOUT`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 from transport import auth
 from transport.codec import FrameError
 from transport.connection import Connection, ConnectionClosed
 from transport.messages import (
+    MAX_FRAME,
+    MAX_HANDSHAKE_FRAME,
     PROTOCOL_VERSION,
     Auth,
     Challenge,
@@ -23,18 +28,20 @@ from transport.messages import (
     Welcome,
 )
 
-HANDSHAKE_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 5.0  # for the whole exchange, not per frame
 
 
 def version_mismatch(master: int, worker: int) -> str:
     return f"protocol version mismatch: master speaks {master}, worker speaks {worker}"
 
 
-async def _recv(conn: Connection, timeout: float) -> Message:
+async def _recv(conn: Connection, until: float) -> Message:
+    """The next handshake frame, which must arrive before loop time ``until``."""
     try:
-        return await asyncio.wait_for(conn.recv(), timeout)
+        async with asyncio.timeout_at(until):
+            return await conn.recv()
     except TimeoutError:
-        raise auth.AuthError(f"handshake timed out after {timeout:g}s") from None
+        raise auth.AuthError("handshake timed out") from None
 
 
 async def _refuse(conn: Connection, reason: str) -> auth.AuthError:
@@ -56,7 +63,9 @@ async def accept(
     ``admit(name)`` returns a reason to refuse the name, or None.
     """
     key = token.encode()
-    hello = await _recv(conn, timeout)
+    until = asyncio.get_running_loop().time() + timeout
+    conn.limit = MAX_HANDSHAKE_FRAME
+    hello = await _recv(conn, until)
     if not isinstance(hello, Hello):
         raise await _refuse(conn, f"expected Hello, got {type(hello).__name__}")
     if hello.version != version:
@@ -65,7 +74,7 @@ async def accept(
     await conn.send(
         Challenge(version=version, nonce=nonce, proof=auth.master_proof(key, hello.nonce, nonce))
     )
-    answer = await _recv(conn, timeout)
+    answer = await _recv(conn, until)
     if isinstance(answer, Refused):
         raise auth.AuthError(f"worker refused: {answer.reason}")
     if not isinstance(answer, Auth):
@@ -75,7 +84,8 @@ async def accept(
     reason = admit(hello.name)
     if reason:
         raise await _refuse(conn, reason)
-    await conn.send(Welcome(heartbeat=heartbeat))
+    await conn.send(Welcome(heartbeat=heartbeat, now=time.time()))
+    conn.limit = MAX_FRAME
     return hello.name
 
 
@@ -88,9 +98,11 @@ async def connect(
 ) -> Welcome:
     """Worker side: authenticate to the master and learn the heartbeat interval."""
     key = token.encode()
+    until = asyncio.get_running_loop().time() + timeout
+    conn.limit = MAX_HANDSHAKE_FRAME
     nonce = auth.new_nonce()
     await conn.send(Hello(version=version, name=name, nonce=nonce))
-    msg = await _recv(conn, timeout)
+    msg = await _recv(conn, until)
     if isinstance(msg, Refused):
         raise auth.AuthError(f"master refused: {msg.reason}")
     if not isinstance(msg, Challenge):
@@ -100,9 +112,10 @@ async def connect(
     if not auth.check(auth.master_proof(key, nonce, msg.nonce), msg.proof):
         raise await _refuse(conn, "master failed authentication: wrong cluster token")
     await conn.send(Auth(proof=auth.worker_proof(key, nonce, msg.nonce)))
-    msg = await _recv(conn, timeout)
+    msg = await _recv(conn, until)
     if isinstance(msg, Refused):
         raise auth.AuthError(f"master refused: {msg.reason}")
     if not isinstance(msg, Welcome):
         raise await _refuse(conn, f"expected Welcome, got {type(msg).__name__}")
+    conn.limit = MAX_FRAME
     return msg

@@ -9,10 +9,17 @@ Handshake, in order (see ``transport.auth``)::
     worker -> master   Hello(version, name, nonce)
     master -> worker   Challenge(version, nonce, proof)      or Refused
     worker -> master   Auth(proof)
-    master -> worker   Welcome(heartbeat)                    or Refused
+    master -> worker   Welcome(heartbeat, now)               or Refused
     worker -> master   Register(facts, procs, apps)          full state
 
-after which heartbeats, requests, replies and events flow.
+after which heartbeats, requests, replies and events flow.  The master
+answers every ``Heartbeat`` with a ``Pong``, so each side hears the other at
+least once a beat and treats 2H of silence as a dead connection.
+
+Every request carries a ``deadline`` in the master's clock (Unix seconds;
+0 means none).  The worker maps it onto its own monotonic clock with the
+master's ``Welcome.now`` and discards a request that arrives later: a
+command the master has reported as failed is never carried out afterwards.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from typing import Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME = 16 * 1024 * 1024
+MAX_HANDSHAKE_FRAME = 4 * 1024  # what a peer may send before it has authenticated
 APP_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # Process states (DESIGN.md "Process states and reasons").
@@ -161,8 +169,11 @@ class Auth(Base):
 
 
 class Welcome(Base):
+    """``now``: the master's clock (Unix seconds) as it sent this, for request deadlines."""
+
     heartbeat: float
     master: str = ""
+    now: float = 0.0
 
 
 class Refused(Base):
@@ -194,6 +205,12 @@ class Heartbeat(Base):
     procs: list[ProcSample] = []
 
 
+class Pong(Base):
+    """The master's answer to heartbeat ``seq``: proof for the worker that it is heard."""
+
+    seq: int
+
+
 class ProcEvent(Base):
     """A process was launched, changed or ended (unsolicited)."""
 
@@ -203,30 +220,42 @@ class ProcEvent(Base):
 # Requests: master -> worker.  Each has ``id``; the reply echoes it.
 
 
-class Launch(Base):
+class Request(Base, kw_only=True):
+    """Common head of every request: its id and its delivery deadline.
+
+    ``deadline`` is the master's clock (Unix seconds) after which the
+    worker must not act on it; 0 means no deadline.
+    """
+
     id: int
+    deadline: float = 0.0
+
+
+class Launch(Request):
+    """``key``: the operator's request key; a second Launch with it returns the first result."""
+
     app: str
     argv: list[str]
     env: dict[str, str] = {}
+    key: str = ""
 
 
-class Status(Base):
-    id: int
+class Status(Request):
+    pass
 
 
-class Signal(Base):
+class Signal(Request):
     """Send ``signal`` ("SIGINT", "SIGKILL", ...) to the process group of ``pid``."""
 
-    id: int
     pid: int
     signal: str
 
 
-class Usage(Base):
-    id: int
+class Usage(Request):
+    pass
 
 
-class Logs(Base):
+class Logs(Request):
     """Read a process's log.
 
     With ``offset`` None the reply carries the last ``tail`` lines; with an
@@ -235,44 +264,38 @@ class Logs(Base):
     process has ended and its log is drained (final chunk has ``eof``).
     """
 
-    id: int
     pid: int
     tail: int = 10
     offset: int | None = None
     follow: bool = False
 
 
-class Unfollow(Base):
-    id: int
+class Unfollow(Request):
     stream: int
 
 
-class Files(Base):
+class Files(Request):
     """List apps and their files (with cached sha256); ``app`` narrows it."""
 
-    id: int
     app: str | None = None
 
 
-class Hashes(Base):
+class Hashes(Request):
     """sha256 of the given paths (relative to the app dir); missing -> absent."""
 
-    id: int
     app: str
     paths: list[str]
 
 
-class Remove(Base):
-    id: int
+class Remove(Request):
     app: str
     force: bool = False
     logs: bool = False
 
 
-class PrepareApp(Base):
+class PrepareApp(Request):
     """Create the app's directories so a deploy can write into them."""
 
-    id: int
     app: str
 
 
@@ -358,6 +381,7 @@ Message = (
     | Register
     | Goodbye
     | Heartbeat
+    | Pong
     | ProcEvent
     | Launch
     | Status

@@ -135,6 +135,7 @@ class Cluster:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api: str = ""
     listen: str = ""
+    heartbeat: float = 0.5
 
     @property
     def state(self) -> Path:
@@ -164,7 +165,7 @@ class Cluster:
                     "--state-dir",
                     str(self.state),
                     "--heartbeat",
-                    "0.5",
+                    str(self.heartbeat),
                 ),
                 env=base_env(),
                 cwd=REPO,

@@ -17,7 +17,7 @@ from transport import handshake
 from transport.auth import AuthError
 from transport.codec import encode
 from transport.connection import Connection, ConnectionClosed
-from transport.messages import Hello, Register
+from transport.messages import PROTOCOL_VERSION, Hello, Register
 
 pytestmark = pytest.mark.timeout(30)
 H = 0.3
@@ -80,7 +80,7 @@ async def test_wrong_token_refused_and_others_served(master: Master) -> None:
 
 async def test_version_mismatch_names_both_versions(master: Master) -> None:
     conn = await raw(master)
-    with pytest.raises(AuthError, match="master speaks 1, worker speaks 99"):
+    with pytest.raises(AuthError, match=f"master speaks {PROTOCOL_VERSION}, worker speaks 99"):
         await handshake.connect(conn, master.token, "future", version=99)
     await conn.close()
 
@@ -115,7 +115,7 @@ async def test_bad_frames_close_only_that_connection(master: Master, payload: by
 
 async def test_hello_then_silence_times_out_cleanly(master: Master) -> None:
     conn = await raw(master)
-    await conn.send(Hello(version=1, name="mute", nonce=b"n" * 32))
+    await conn.send(Hello(version=PROTOCOL_VERSION, name="mute", nonce=b"n" * 32))
     challenge = await conn.recv()
     assert type(challenge).__name__ == "Challenge"
     await conn.close()  # vanish mid-handshake
@@ -147,11 +147,16 @@ async def test_suspect_lost_and_back(master: Master) -> None:
     lost = next(e for e in master.cluster.events if e.kind == "node.lost")
     # The contract: lost is reported no later than 2H + 10% after the last beat.
     assert lost.ts - master.cluster.node("flaky").last_beat <= 2 * H * 1.1
-    w.beating = True
-    await wait_for(lambda: master.cluster.node_state("flaky") == "alive", 3)
+    # Lost: the master stopped writing to it and dropped the connection.
+    assert w.conn is not None
+    await wait_for(w.conn.reader.at_eof, 3)
+    assert "flaky" not in master.server.links  # type: ignore[union-attr]
+    back = await good_worker(master, "flaky")  # the worker reconnects, as a real one does
+    assert master.cluster.node_state("flaky") == "alive"
     kinds = [e.kind for e in master.cluster.events if e.node == "flaky"]
     assert kinds == ["node.joined", "node.suspect", "node.lost", "node.back"]
     await w.close()
+    await back.close()
 
 
 async def test_events_are_kept_in_state_dir(master: Master) -> None:

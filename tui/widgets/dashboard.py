@@ -13,6 +13,7 @@ import asyncio
 import gc
 import math
 import time
+import uuid
 from collections.abc import Callable
 
 from textual import on, work
@@ -401,7 +402,10 @@ class Dashboard(Screen[None]):
         """Run one parsed command; close the command line when it succeeded."""
         m = self.master
         if cmd.verb == "launch":
-            result = await m.launch(cmd.argv, nodes=cmd.nodes, all_nodes=cmd.all_nodes, app=cmd.app)
+            key = uuid.uuid4().hex  # one per operator action: a retry never starts a second copy
+            result = await m.launch(
+                cmd.argv, nodes=cmd.nodes, all_nodes=cmd.all_nodes, app=cmd.app, key=key
+            )
             if not result.procs:
                 raise VerbError("; ".join(f"{n}: {why}" for n, why in result.errors.items()))
             self._launched(result)
