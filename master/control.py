@@ -23,9 +23,9 @@ import msgspec
 from master.config import SshConfig
 from master.events import EventLog
 from master.model import Cluster, ProcView
-from master.server import WorkerLink, WorkerServer
+from master.server import Follow, WorkerLink, WorkerServer
 from transport.auth import ensure_token
-from transport.connection import CallError
+from transport.connection import CallError, ConnectionClosed
 from transport.messages import (
     Error,
     Launch,
@@ -397,25 +397,47 @@ class Master:
         """Yield a process's log as it grows, until it ends and is drained.
 
         Pieces carry byte offsets: a reader that comes back asks again from
-        its last offset and misses nothing, duplicates nothing.
+        its last offset and misses nothing, duplicates nothing.  A reader
+        slower than the log is not buffered without end: its stream pauses
+        (`master.server.Follow`) and resumes from its offset once it has
+        caught up.
         """
         link, proc = self._proc_for(target)
-        queue: asyncio.Queue[LogChunk | None] = asyncio.Queue()
-        rid = link.calls.next_id()
-        link.streams[rid] = queue
+        rid, stream = self._open_follow(link, proc.pid, tail, offset)
         try:
-            await link.conn.send(Logs(id=rid, pid=proc.pid, tail=tail, offset=offset, follow=True))
             while True:
-                chunk = await queue.get()
+                chunk = await stream.get()
                 if chunk is None:
                     raise VerbError(f"node {link.name} disconnected")
                 yield LogPiece(chunk.offset, chunk.data, chunk.eof)
                 if chunk.eof:
                     return
+                if stream.paused and stream.queue.empty():
+                    rid, stream = self._open_follow(
+                        link, proc.pid, 0, chunk.offset + len(chunk.data)
+                    )
         finally:
             if link.streams.pop(rid, None) is not None and not link.conn.writer.is_closing():
                 with contextlib.suppress(Exception):
                     link.conn.send_nowait(Unfollow(id=link.calls.next_id(), stream=rid))
+
+    @staticmethod
+    def _open_follow(
+        link: WorkerLink, pid: int, tail: int, offset: int | None
+    ) -> tuple[int, Follow]:
+        """Ask ``link``'s worker to stream ``pid``'s log; the stream's id and queue."""
+        if link.closed:
+            raise VerbError(f"node {link.name} disconnected")
+        rid, stream = link.calls.next_id(), Follow()
+        link.streams[rid] = stream
+        deadline = time.time() + link.window()
+        ask = Logs(id=rid, deadline=deadline, pid=pid, tail=tail, offset=offset, follow=True)
+        try:
+            link.conn.send_nowait(ask)
+        except ConnectionClosed:
+            link.streams.pop(rid, None)
+            raise VerbError(f"node {link.name} disconnected") from None
+        return rid, stream
 
     async def remove(
         self,

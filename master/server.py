@@ -36,6 +36,7 @@ from transport.messages import (
     Pong,
     ProcEvent,
     Register,
+    Unfollow,
 )
 
 log = logging.getLogger("corral.master")
@@ -44,6 +45,40 @@ REGISTER_TIMEOUT = 10.0
 MAX_UNAUTHENTICATED = 64
 MAX_UNAUTHENTICATED_PER_HOST = 8
 READ_LIMIT = 64 * 1024  # stream buffer: what a peer can park in the master per connection
+FOLLOW_BUDGET = 1024 * 1024  # log bytes queued for one follower before its stream is paused
+
+
+class Follow:
+    """One log follow stream on a worker link: chunks queued up to a byte budget.
+
+    A follower that stops reading (``corral logs -f X | less``) must not make
+    the master buffer the whole log.  Past `FOLLOW_BUDGET` the stream is
+    *paused*: the worker is told to stop it, and the follower, once it has
+    caught up, asks again from its offset, missing nothing.
+    """
+
+    def __init__(self, budget: int = FOLLOW_BUDGET) -> None:
+        self.queue: asyncio.Queue[LogChunk | None] = asyncio.Queue()
+        self.queued = 0
+        self.budget = budget
+        self.paused = False
+
+    def feed(self, chunk: LogChunk) -> bool:
+        """Queue ``chunk``; False when the stream must stop (paused, or at its end)."""
+        self.queue.put_nowait(chunk)
+        self.queued += len(chunk.data)
+        if self.queued > self.budget and not chunk.eof:
+            self.paused = True
+        return not (self.paused or chunk.eof)
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def get(self) -> LogChunk | None:
+        chunk = await self.queue.get()
+        if chunk is not None:
+            self.queued -= len(chunk.data)
+        return chunk
 
 
 class WorkerLink:
@@ -60,8 +95,7 @@ class WorkerLink:
         self.conn = conn
         self.calls = Calls(grace)
         self.window = window
-        # Follow streams: request id -> queue of LogChunk (None = stream closed).
-        self.streams: dict[int, asyncio.Queue[LogChunk | None]] = {}
+        self.streams: dict[int, Follow] = {}  # by the id of the Logs request that opened it
         self.closed = False
 
     async def call(self, make: Callable[[int], Message], timeout: float = 10.0) -> Message:
@@ -76,8 +110,8 @@ class WorkerLink:
         self.close_streams()
 
     def close_streams(self) -> None:
-        for q in self.streams.values():
-            q.put_nowait(None)
+        for stream in self.streams.values():
+            stream.close()
         self.streams.clear()
 
 
@@ -231,9 +265,10 @@ class WorkerServer:
             elif isinstance(msg, ProcEvent):
                 self.cluster.update_proc(link.name, msg.proc)
             elif isinstance(msg, LogChunk) and msg.id in link.streams:
-                link.streams[msg.id].put_nowait(msg)
-                if msg.eof:
-                    link.streams.pop(msg.id, None)
+                if not link.streams[msg.id].feed(msg):
+                    del link.streams[msg.id]
+                    if not msg.eof:  # paused: the follower resumes from its offset
+                        link.conn.send_nowait(Unfollow(id=link.calls.next_id(), stream=msg.id))
             elif isinstance(msg, Goodbye):
                 why = f"{link.name} left" + (f": {msg.reason}" if msg.reason else "")
                 self.cluster.set_node_state(link.name, "left", why)
