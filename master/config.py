@@ -1,7 +1,15 @@
 """The master's config file: ``STATE_DIR/config.toml``, read with tomllib.
 
-Only the ``[ssh]`` table is defined so far; it says how deploys reach the
-workers' sshd::
+The ``[history]`` table says how many ended processes are remembered, per
+node, and for how long.  The master announces it to every worker at the
+handshake, so the master's view and each worker's records keep the same
+ones, and the view after a worker restart is the view before it::
+
+    [history]
+    keep = 500                          # ended processes per node (newest kept)
+    max_age = "7d"                      # and none older: seconds, or "90s" "30m" "12h" "7d"
+
+The ``[ssh]`` table says how deploys reach the workers' sshd::
 
     [ssh]
     user = "root"                       # default: the user running the master
@@ -24,6 +32,8 @@ from typing import Any
 
 CONFIG_NAME = "config.toml"
 _SSH_KEYS = ("user", "key", "port", "known_hosts", "trust_unknown_host_keys")
+_HISTORY_KEYS = ("keep", "max_age")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ConfigError(Exception):
@@ -45,22 +55,74 @@ class SshConfig:
     trust_unknown_host_keys: bool = False
 
 
+@dataclass(frozen=True)
+class History:
+    """Ended processes remembered per node: the newest ``keep``, none older than ``max_age`` s."""
+
+    keep: int = 500
+    max_age: float = 7 * 86400.0
+
+
+def _read(state_dir: Path) -> tuple[Path, dict[str, Any]]:
+    path = state_dir / CONFIG_NAME
+    try:
+        with path.open("rb") as f:
+            return path, tomllib.load(f)
+    except FileNotFoundError:
+        return path, {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def load_history(state_dir: Path) -> History:
+    """The ``[history]`` settings of ``STATE_DIR/config.toml`` (defaults when absent)."""
+    path, data = _read(state_dir)
+    table = data.get("history", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: history: expected a table [history]")
+    unknown = sorted(set(table) - set(_HISTORY_KEYS))
+    if unknown:
+        known = ", ".join(_HISTORY_KEYS)
+        raise ConfigError(f"{path}: history.{unknown[0]}: unknown key (known: {known})")
+    history = History()
+    keep, max_age = history.keep, history.max_age
+    if "keep" in table:
+        keep = table["keep"]
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= 1_000_000:
+            raise ConfigError(f"{path}: history.keep: expected 0-1000000, got {keep!r}")
+    if "max_age" in table:
+        max_age = _duration(table["max_age"])
+        if max_age is None:
+            raise ConfigError(
+                f"{path}: history.max_age: expected seconds or 90s/30m/12h/7d, "
+                f"got {table['max_age']!r}"
+            )
+    return History(keep, max_age)
+
+
+def _duration(value: object) -> float | None:
+    """Seconds in ``value`` (a positive number, or text like "12h"); None if not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if 0 < value < float("inf") else None
+    if not isinstance(value, str) or len(value) < 2 or value[-1] not in _UNITS:
+        return None
+    number = value[:-1].strip()
+    if not number.isascii() or not number.isdigit() or int(number) == 0:
+        return None
+    return float(int(number) * _UNITS[value[-1]])
+
+
 def default_ssh(state_dir: Path) -> SshConfig:
     return SshConfig(user=getpass.getuser(), known_hosts=state_dir / "known_hosts")
 
 
 def load_ssh(state_dir: Path) -> SshConfig:
     """The ``[ssh]`` settings of ``STATE_DIR/config.toml`` (defaults when absent)."""
-    path = state_dir / CONFIG_NAME
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        return default_ssh(state_dir)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    path, data = _read(state_dir)
     ssh = data.get("ssh", {})
     if not isinstance(ssh, dict):
         raise ConfigError(f"{path}: ssh: expected a table [ssh]")

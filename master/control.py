@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from master.config import SshConfig
+from master.config import ConfigError, SshConfig, load_history
 from master.events import EventLog
 from master.model import Cluster, ProcView
 from master.server import Follow, WorkerLink, WorkerServer
@@ -171,6 +171,11 @@ class Master:
             self.token = ensure_token(state)
         except OSError as e:
             raise StartError(f"cannot use state directory {state}: {_why(e)}") from None
+        try:
+            history = load_history(state)
+        except ConfigError as e:
+            raise StartError(str(e)) from None
+        self.cluster.keep_ended, self.cluster.keep_ended_for = history.keep, history.max_age
         self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat)
         host, port = split_hostport(self.config.listen, 7070)
         try:

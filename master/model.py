@@ -153,7 +153,16 @@ class _Node:
 class Cluster:
     """Nodes and processes, changed only through methods that publish."""
 
-    def __init__(self, event_sink: Callable[[Event], None] | None = None) -> None:
+    def __init__(
+        self,
+        event_sink: Callable[[Event], None] | None = None,
+        keep_ended: int = 500,
+        keep_ended_for: float = 7 * 86400.0,
+    ) -> None:
+        # The history rule: ended processes kept per node, newest first, none
+        # older than keep_ended_for seconds.  Workers are told the same rule.
+        self.keep_ended = keep_ended
+        self.keep_ended_for = keep_ended_for
         self._nodes: dict[str, _Node] = {}
         self._listeners: list[Listener] = []
         self._event_sink = event_sink
@@ -268,6 +277,7 @@ class Cluster:
         else:
             kind, what, gone = "node.joined", "joined", set()
         self._nodes[name] = node
+        gone |= self._prune(name, node)
         ev = self._event(kind, name, f"{name} {what} from {address}")
         keys = frozenset(f"{name}:{pid}" for pid in node.procs)
         self._publish(
@@ -338,10 +348,39 @@ class Cluster:
         cmd = " ".join(info.argv)
         if old is None or old.launch != info.launch:
             events = (self._event("proc.launched", name, f"{key} launched: {cmd}", info.pid),)
+        gone: frozenset[str] = frozenset()
         if info.state not in ALIVE_STATES and (old is None or old.state in ALIVE_STATES):
             ended = self._event("proc.ended", name, f"{key} {info.reason}: {cmd}", info.pid)
             events = (*events, ended)
-        self._publish(Change(procs=frozenset({key}), nodes=frozenset({name}), events=events))
+            gone = frozenset(self._prune(name, n))
+        self._publish(
+            Change(
+                procs=frozenset({key}) - gone,
+                nodes=frozenset({name}),
+                events=events,
+                removed_procs=gone,
+            )
+        )
+
+    def _prune(self, name: str, n: _Node) -> set[str]:
+        """Apply the history rule to ``n``'s ended processes; the keys dropped."""
+        ended = [p for p in n.procs.values() if p.state not in ALIVE_STATES]
+        if not ended:
+            return set()
+        ended.sort(key=_end_order)
+        cutoff = time.time() - self.keep_ended_for
+        excess = max(0, len(ended) - self.keep_ended)
+        drop = [p for i, p in enumerate(ended) if i < excess or (p.ended_at or 0.0) < cutoff]
+        for p in drop:
+            del n.procs[p.pid]
+        return {f"{name}:{p.pid}" for p in drop}
+
+    def expire(self) -> None:
+        """Drop ended processes past the age of the history rule (call now and then)."""
+        for name, n in self._nodes.items():
+            gone = self._prune(name, n)
+            if gone:
+                self._publish(Change(nodes=frozenset({name}), removed_procs=frozenset(gone)))
 
     def forget_procs(self, name: str, pids: Iterable[int]) -> None:
         """Drop ended processes (their app was removed)."""
@@ -391,6 +430,11 @@ def _sane_proc(p: ProcInfo) -> ProcInfo:
         rss=max(p.rss, 0),
         max_rss=max(p.max_rss, 0),
     )
+
+
+def _end_order(p: ProcInfo) -> tuple[float, str]:
+    """Oldest end first; the worker orders its records the same way."""
+    return (p.ended_at or 0.0, p.launch)
 
 
 def _stale(old: ProcInfo, new: ProcInfo) -> bool:

@@ -45,6 +45,7 @@ REGISTER_TIMEOUT = 10.0
 MAX_UNAUTHENTICATED = 64
 MAX_UNAUTHENTICATED_PER_HOST = 8
 READ_LIMIT = 64 * 1024  # stream buffer: what a peer can park in the master per connection
+EXPIRE_EVERY = 60.0  # seconds between sweeps for ended processes past the history's age
 FOLLOW_BUDGET = 1024 * 1024  # log bytes queued for one follower before its stream is paused
 
 
@@ -217,7 +218,10 @@ class WorkerServer:
 
     async def _serve(self, conn: Connection, authenticated: Callable[[], None]) -> None:
         began = time.monotonic()
-        name = await handshake.accept(conn, self.token, self.heartbeat, self._admit)
+        history = (self.cluster.keep_ended, self.cluster.keep_ended_for)
+        name = await handshake.accept(
+            conn, self.token, self.heartbeat, self._admit, history=history
+        )
         authenticated()
         # The handshake took at least a round trip: the worker's reading of our
         # clock is off by less than that, so a deadline gets that much grace.
@@ -283,9 +287,13 @@ class WorkerServer:
         Ticks at H/10, so a lost node is reported no later than 2H + 10%.
         """
         h = self.heartbeat
+        expired = time.monotonic()
         while True:
             await asyncio.sleep(h / 10)
             now = time.monotonic()
+            if now - expired >= EXPIRE_EVERY:
+                expired = now
+                self.cluster.expire()
             for name in self.cluster.node_names():
                 state = self.cluster.node_state(name)
                 if state not in ("alive", "suspect"):

@@ -57,10 +57,12 @@ async def accept(
     admit: Callable[[str], str | None],
     timeout: float = HANDSHAKE_TIMEOUT,
     version: int = PROTOCOL_VERSION,
+    history: tuple[int, float] = (500, 7 * 86400.0),
 ) -> str:
     """Master side: authenticate a worker; return the name it registers under.
 
     ``admit(name)`` returns a reason to refuse the name, or None.
+    ``history``: the ended processes a worker keeps (count, seconds).
     """
     key = token.encode()
     until = asyncio.get_running_loop().time() + timeout
@@ -84,7 +86,10 @@ async def accept(
     reason = admit(hello.name)
     if reason:
         raise await _refuse(conn, reason)
-    await conn.send(Welcome(heartbeat=heartbeat, now=time.time()))
+    keep, keep_for = history
+    await conn.send(
+        Welcome(heartbeat=heartbeat, now=time.time(), keep_ended=keep, keep_ended_for=keep_for)
+    )
     conn.limit = MAX_FRAME
     return hello.name
 

@@ -169,11 +169,17 @@ class Auth(Base):
 
 
 class Welcome(Base):
-    """``now``: the master's clock (Unix seconds) as it sent this, for request deadlines."""
+    """``now``: the master's clock (Unix seconds) as it sent this, for request deadlines.
+
+    ``keep_ended`` and ``keep_ended_for`` (seconds): the history rule, the
+    ended processes a worker keeps records of, the same that the master keeps.
+    """
 
     heartbeat: float
     master: str = ""
     now: float = 0.0
+    keep_ended: int = 500
+    keep_ended_for: float = 7 * 86400.0
 
 
 class Refused(Base):

@@ -182,3 +182,76 @@ async def test_a_lost_nodes_name_can_be_taken_over(master: Master) -> None:
     assert kinds[-1] == "node.back"
     await old.close()
     await new.close()
+
+
+# --- before the handshake: little memory, few places, short time ---------------
+
+
+async def test_an_unauthenticated_peer_cannot_announce_a_big_frame(master: Master) -> None:
+    reader, writer = await asyncio.open_connection(*addr(master))
+    writer.write(struct.pack(">I", 16 * 1024 * 1024) + b"\x81" * 1024)  # a "16 MiB hello"
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) is not None  # closed without waiting
+    assert reader.at_eof()
+    writer.close()
+    await writer.wait_closed()
+    await wait_for(lambda: any("exceeds the 4096-byte" in e.message for e in master.cluster.events))
+    ok = await good_worker(master, "after-big")  # and a real worker is served
+    await ok.close()
+
+
+async def test_handshakes_under_way_are_capped_per_address(master: Master) -> None:
+    from master.server import MAX_UNAUTHENTICATED_PER_HOST
+
+    silent = [
+        await asyncio.open_connection(*addr(master)) for _ in range(MAX_UNAUTHENTICATED_PER_HOST)
+    ]
+    assert master.server is not None
+    await wait_for(lambda: master.server._unauthenticated["127.0.0.1"] == len(silent))  # type: ignore[union-attr]
+    reader, writer = await asyncio.open_connection(*addr(master))
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # turned away at once
+    writer.close()
+    await writer.wait_closed()
+    assert all(not r.at_eof() for r, _ in silent)  # the others still wait their turn
+    for _, w in silent:
+        w.close()
+        await w.wait_closed()
+    await wait_for(lambda: not master.server._unauthenticated)  # type: ignore[union-attr]
+    ok = await good_worker(master, "after-crowd")
+    await ok.close()
+
+
+async def test_a_silent_peer_is_closed_after_the_handshake_deadline(master: Master) -> None:
+    reader, writer = await asyncio.open_connection(*addr(master))
+    began = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), handshake.HANDSHAKE_TIMEOUT + 5) == b""
+    assert time.monotonic() - began >= handshake.HANDSHAKE_TIMEOUT * 0.9
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_beat_with_nan_or_infinite_metrics_is_clamped(master: Master) -> None:
+    from transport.messages import Heartbeat, Metrics
+
+    w = await good_worker(master, "odd")
+    w.beating = False
+    assert w.conn is not None
+    bad = Metrics(cpu_percent=float("nan"), load1=float("inf"), mem_used=-5, mem_total=100)
+    await w.conn.send(Heartbeat(seq=99, metrics=bad))
+    await wait_for(lambda: master.cluster.node("odd").mem_total == 100)
+    view = master.cluster.node("odd")
+    assert (view.cpu_percent, view.load1, view.mem_used) == (0.0, 1e6, 0)
+    assert msgspec.json.decode(msgspec.json.encode(view))["cpu_percent"] == 0.0
+    await w.close()
+
+
+async def test_every_beat_is_answered(master: Master) -> None:
+    from transport.messages import Heartbeat, Metrics, Pong
+
+    w = SimWorker(*addr(master), master.token, "pinged")
+    await w.connect()
+    assert w.conn is not None
+    await w.conn.send(Heartbeat(seq=7, metrics=Metrics()))
+    reply = await asyncio.wait_for(w.conn.recv(), 5)
+    assert reply == Pong(seq=7)
+    await w.close()
