@@ -93,12 +93,13 @@ def load_history(state_dir: Path) -> History:
         if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= 1_000_000:
             raise ConfigError(f"{path}: history.keep: expected 0-1000000, got {keep!r}")
     if "max_age" in table:
-        max_age = _duration(table["max_age"])
-        if max_age is None:
+        seconds = _duration(table["max_age"])
+        if seconds is None:
             raise ConfigError(
                 f"{path}: history.max_age: expected seconds or 90s/30m/12h/7d, "
                 f"got {table['max_age']!r}"
             )
+        max_age = seconds
     return History(keep, max_age)
 
 
