@@ -241,7 +241,7 @@ class Deployer:
         if not valid_app_name(app):
             raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
         picked = self.master.select_nodes(nodes, all_nodes)
-        links = {n: self.master._link(n) for n in picked}
+        links, unreachable = self.master._links(picked)  # a lost node is its own failure
         ssh = self.ssh_config()
         lib_paths = [Path(p).expanduser().absolute() for p in libs]
         plan, files = await asyncio.to_thread(_resolve, path, lib_paths)
@@ -262,7 +262,9 @@ class Deployer:
             dry_run,
             trust_host_key or ssh.trust_unknown_host_keys,
             progress,
-            ThreadPoolExecutor(min(MAX_PARALLEL, len(links)), thread_name_prefix="corral-deploy"),
+            ThreadPoolExecutor(
+                max(1, min(MAX_PARALLEL, len(links))), thread_name_prefix="corral-deploy"
+            ),
         )
         try:
             outcomes = await asyncio.gather(*(run.node(n, lk) for n, lk in links.items()))
@@ -270,7 +272,8 @@ class Deployer:
             run.pool.shutdown(wait=False)
             # Every file hashed before returning: the next deploy finds the cache warm.
             await asyncio.gather(*hashing.values(), return_exceptions=True)
-        results = [r for r, _ in outcomes]
+        done = {r.node: r for r, _ in outcomes}
+        results = [done.get(n) or NodeDeploy(node=n, error=unreachable[n]) for n in picked]
         plans = [p for _, p in outcomes if p is not None]
         if not dry_run:
             for r in results:
