@@ -50,7 +50,7 @@ def run() -> list[str]:
                 busy = cpu_share(master, WINDOW)
                 nodes = cluster.nodes().values()
                 alive = sum(1 for n in nodes if n["state"] == "alive")
-                events = cluster.call("GET", "/v1/events?limit=100000")["events"]
+                events = cluster.call("GET", "/v1/events?limit=10000")["events"]
                 suspect = sum(1 for e in events if e["kind"] in ("node.suspect", "node.lost"))
             finally:
                 sim.terminate()

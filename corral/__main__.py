@@ -70,7 +70,7 @@ def _positive(text: str) -> float:
 
 
 def _workers(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 64:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"expected 1 to 64, got {text!r}")
     return int(text)
 

@@ -72,7 +72,7 @@ def split_address(text: str) -> tuple[str, int]:
     if not sep:
         host, port = text, "7071"
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
         raise CliError(f"bad API address {text!r}: expected HOST:PORT", 2)
     return host, int(port)
 

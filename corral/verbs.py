@@ -39,7 +39,7 @@ def _warn(line: str) -> None:
 
 def _check_target(target: str) -> str:
     node, sep, pid = target.rpartition(":")
-    if not sep or not node or not pid.isdigit():
+    if not sep or not node or not (pid.isascii() and pid.isdigit()):
         raise CliError(f"bad process name {target!r}: expected NODE:PID", 2)
     return target
 
@@ -188,7 +188,7 @@ def logs(args: argparse.Namespace) -> int:
     target = _check_target(args.target)
     tail: str = args.tail
     every = tail == "all"
-    if not every and not (tail.isdigit()):
+    if not every and not (tail.isascii() and tail.isdigit()):
         raise CliError(f"bad --tail {tail!r}: expected a number of lines or 'all'", 2)
     client = _client(args)
     if args.follow:

@@ -1,24 +1,33 @@
 """The control API: HTTP + JSON, bearer token, for `corral` verbs and scripts.
 
 Every request needs ``Authorization: Bearer <token>`` (the token in the
-master's state dir).  Errors answer with a 4xx/5xx status and
-``{"error": "<one line>"}``.
+master's state dir); it is checked from the headers before any body byte is
+read, and a request without it gets 401 and a closed connection.  Errors
+answer with a 4xx/5xx status and ``{"error": "<one line>"}``.
+
+Bodies are JSON objects decoded into the Structs below: a missing required
+field, an unknown field or a wrong type is a 400 naming the field, e.g.
+``bad request body: Expected `bool`, got `str` - at `$.all```.  Query
+parameters are checked the same way (``bad query: ... - at `$.tail```);
+booleans are ``1``/``0``/``true``/``false``, an empty value counts as absent.
 
     GET  /v1/nodes                       -> {"nodes": [NodeView]}
     GET  /v1/ps?node=N&all=1             -> {"procs": [ProcView + "key"]}  (all: ended too)
-    POST /v1/launch {argv, nodes, all, app}
+    POST /v1/launch {argv, nodes?, all?, app?, key?}          (LaunchRequest)
                                          -> {"procs": [...], "errors": {node: msg}}
+         ``key``: the operator's request key; a retry with the same key
+         returns the first result and starts nothing new
     POST /v1/signal {targets, signal}    -> {"results": [{target, delivered, message}]}
     GET  /v1/logs?target=N:P&tail=10&offset=K&follow=1
                                          -> NDJSON lines {"offset", "data" (base64), "eof"}
     GET  /v1/usage?node=N                -> {"nodes": [NodeUsage]}
-    POST /v1/rm {app, nodes, all, force, logs}
+    POST /v1/rm {app, nodes?, all?, force?, logs?}            (RmRequest)
                                          -> {"results": [{node, removed, stopped, error}]}
-    POST /v1/deploy {file, app, nodes, all, libs, dry_run, trust_host_key}
+    POST /v1/deploy {file, app?, nodes?, all?, libs?, dry_run?, trust_host_key?}
                                          -> {"results": [NodeDeploy], "plan": text, ...}
-         ``file`` and ``libs`` are paths on the master's machine; NodeDeploy is
+         ``file`` and ``libs`` are absolute paths on the master's machine; NodeDeploy is
          {node, to_send, unchanged, sent, bytes, seconds, error}
-    GET  /v1/events?limit=N              -> {"events": [Event]}
+    GET  /v1/events?limit=N              -> {"events": [Event]}  (the last N, at most 10,000)
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
+from msgspec import Meta
 
 from master.control import VerbError
 from master.httpd import HttpServer, Request, Response, Stream, json_response
@@ -37,9 +47,76 @@ if TYPE_CHECKING:
     from master.control import Master
 
 Route = Callable[[Request], Awaitable[Response | Stream]]
+S = TypeVar("S", bound=msgspec.Struct)
 
 _json = msgspec.json.Encoder()
-_TRUE = ("1", "true", "yes")
+
+MAX_EVENTS = 10_000  # /v1/events?limit= is capped here
+MAX_ITEMS = 10_000  # nodes, targets or libraries named in one request
+MAX_ARGS = 4096  # argv elements
+_NO_NUL = r"^[^\x00]*\Z"  # NUL cannot travel in an argv or a path
+
+Text = Annotated[str, Meta(max_length=4096)]
+Arg = Annotated[str, Meta(max_length=128 * 1024, pattern=_NO_NUL)]  # Linux's MAX_ARG_STRLEN
+FilePath = Annotated[str, Meta(max_length=4096, pattern=r"^/[^\x00]*\Z")]  # absolute
+Names = Annotated[list[Text], Meta(max_length=MAX_ITEMS)]
+Key = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*\Z")]
+
+
+# Request bodies and queries: unknown fields are errors, never silently ignored.
+class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    argv: Annotated[list[Arg], Meta(max_length=MAX_ARGS)]
+    nodes: Names = []
+    all: bool = False
+    app: Text | None = None
+    key: Key | None = None
+
+
+class SignalRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    targets: Names
+    signal: Annotated[str, Meta(max_length=32)]
+
+
+class RmRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    app: Text
+    nodes: Names = []
+    all: bool = False
+    force: bool = False
+    logs: bool = False
+
+
+class DeployRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    file: FilePath
+    app: Text | None = None
+    nodes: Names = []
+    all: bool = False
+    libs: Annotated[list[FilePath], Meta(max_length=MAX_ITEMS)] = []
+    dry_run: bool = False
+    trust_host_key: bool = False
+
+
+class NoQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class NodeQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    node: Text | None = None
+
+
+class PsQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    node: Text | None = None
+    all: bool = False
+
+
+class LogsQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    target: Text = ""
+    tail: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 10
+    offset: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    follow: bool = False
+
+
+class EventsQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    limit: Annotated[int, Meta(ge=0)] = 100
 
 
 def _reply(body: Any, status: int = 200) -> Response:
@@ -54,6 +131,33 @@ def _proc_json(p: Any) -> dict[str, Any]:
     d: dict[str, Any] = msgspec.to_builtins(p)
     d["key"] = p.key
     return d
+
+
+class BadInput(Exception):
+    """A body or query that does not fit its Struct; the message names the field."""
+
+
+def body(request: Request, kind: type[S]) -> S:
+    """``request``'s JSON body as a ``kind``; BadInput if it is not one."""
+    try:
+        return msgspec.json.decode(request.body, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise BadInput(_one_line(f"bad request body: {e}")) from None
+
+
+def query(request: Request, kind: type[S]) -> S:
+    """``request``'s query parameters as a ``kind`` (strings converted); BadInput if not."""
+    given = {k: v for k, v in request.query.items() if v != ""}
+    try:
+        return msgspec.convert(given, kind, strict=False)
+    except msgspec.ValidationError as e:
+        raise BadInput(_one_line(f"bad query: {e}")) from None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line and not too long (it may quote a client's field name)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ApiServer:
@@ -73,21 +177,28 @@ class ApiServer:
             ("GET", "/v1/events"): self.events,
         }
         self._paths = {path for _, path in self.routes}
-        self._http = HttpServer(self.handle)
+        self.http = HttpServer(self.handle, gate=self.refusal)
 
     async def start(self, host: str, port: int) -> str:
-        bound_host, bound_port = await self._http.start(host, port)
+        bound_host, bound_port = await self.http.start(host, port)
         return f"{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
-        await self._http.stop()
+        await self.http.stop()
+
+    def refusal(self, request: Request) -> Response | None:
+        """401 unless the headers carry the token; None lets the request in."""
+        given = request.headers.get("authorization", "")
+        want = f"Bearer {self.master.token}"
+        if hmac.compare_digest(given.encode(), want.encode()):
+            return None
+        return _error("auth refused: bad or missing token", 401)
 
     async def handle(self, request: Request) -> Response | Stream:
         """Check the token, find the route, turn refusals into JSON errors."""
-        given = request.headers.get("authorization", "")
-        want = f"Bearer {self.master.token}"
-        if not hmac.compare_digest(given.encode(), want.encode()):
-            return _error("auth refused: bad or missing token", 401)
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
         route = self.routes.get((request.method, request.path))
         if route is None:
             if request.path in self._paths:
@@ -95,87 +206,73 @@ class ApiServer:
             return _error(f"no such endpoint: {request.path}", 404)
         try:
             return await route(request)
+        except BadInput as e:
+            return _error(str(e))
         except VerbError as e:
-            return _error(str(e), 404 if str(e).startswith(("unknown", "no such")) else 400)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            return _error(f"bad request body: {e}")
+            missing = str(e).startswith(("unknown node", "no such"))  # not "unknown signal"
+            return _error(str(e), 404 if missing else 400)
         except ValueError as e:
             return _error(f"bad request: {e}")
 
-    @staticmethod
-    def _body(request: Request) -> dict[str, Any]:
-        return msgspec.json.decode(request.body, type=dict[str, Any])
-
     # --- routes ----------------------------------------------------------------
     async def nodes(self, request: Request) -> Response:
+        query(request, NoQuery)
         return _reply({"nodes": self.master.cluster.nodes()})
 
     async def ps(self, request: Request) -> Response:
-        node = request.query.get("node") or None
-        if node and not self.master.cluster.has_node(node):
-            raise VerbError(f"unknown node: {node}")
-        ended = request.query.get("all") in _TRUE
-        procs = self.master.cluster.procs(node, include_ended=ended)
+        q = query(request, PsQuery)
+        if q.node and not self.master.cluster.has_node(q.node):
+            raise VerbError(f"unknown node: {q.node}")
+        procs = self.master.cluster.procs(q.node or None, include_ended=q.all)
         return _reply({"procs": [_proc_json(p) for p in procs]})
 
     async def launch(self, request: Request) -> Response:
-        b = self._body(request)
+        b = body(request, LaunchRequest)
         res = await self.master.launch(
-            list(b.get("argv") or []),
-            nodes=list(b.get("nodes") or []),
-            all_nodes=bool(b.get("all")),
-            app=b.get("app") or None,
+            b.argv, nodes=b.nodes, all_nodes=b.all, app=b.app or None, key=b.key
         )
         return _reply({"procs": [_proc_json(p) for p in res.procs], "errors": res.errors})
 
     async def signal(self, request: Request) -> Response:
-        b = self._body(request)
-        results = await self.master.signal(list(b.get("targets") or []), str(b.get("signal", "")))
-        return _reply({"results": results})
+        b = body(request, SignalRequest)
+        return _reply({"results": await self.master.signal(b.targets, b.signal)})
 
     async def logs(self, request: Request) -> Response | Stream:
-        q = request.query
-        target = q.get("target", "")
-        tail = int(q.get("tail", "10"))
-        offset = int(q["offset"]) if q.get("offset") else None
-        if q.get("follow") not in _TRUE:
-            piece = await self.master.logs(target, tail, offset)
+        q = query(request, LogsQuery)
+        if not q.follow:
+            piece = await self.master.logs(q.target, q.tail, q.offset)
             return _reply(_piece(piece))
-        pieces = self.master.follow(target, tail, offset)
+        pieces = self.master.follow(q.target, q.tail, q.offset)
         first = await anext(pieces)  # errors (unknown process) still answer with a status
         return Stream(_ndjson(first, pieces))
 
     async def usage(self, request: Request) -> Response:
-        node = request.query.get("node") or None
-        return _reply({"nodes": await self.master.usage(node)})
+        q = query(request, NodeQuery)
+        return _reply({"nodes": await self.master.usage(q.node or None)})
 
     async def rm(self, request: Request) -> Response:
-        b = self._body(request)
+        b = body(request, RmRequest)
         results = await self.master.remove(
-            str(b.get("app", "")),
-            nodes=list(b.get("nodes") or []),
-            all_nodes=bool(b.get("all")),
-            force=bool(b.get("force")),
-            logs=bool(b.get("logs")),
+            b.app, nodes=b.nodes, all_nodes=b.all, force=b.force, logs=b.logs
         )
         return _reply({"results": results})
 
     async def deploy(self, request: Request) -> Response:
-        b = self._body(request)
+        b = body(request, DeployRequest)
         res = await self.master.deploy(
-            str(b.get("file") or ""),
-            app=b.get("app") or None,
-            nodes=list(b.get("nodes") or []),
-            all_nodes=bool(b.get("all")),
-            libs=[str(p) for p in b.get("libs") or []],
-            dry_run=bool(b.get("dry_run")),
-            trust_host_key=bool(b.get("trust_host_key")),
+            b.file,
+            app=b.app or None,
+            nodes=b.nodes,
+            all_nodes=b.all,
+            libs=b.libs,
+            dry_run=b.dry_run,
+            trust_host_key=b.trust_host_key,
         )
         return _reply(res)
 
     async def events(self, request: Request) -> Response:
-        limit = int(request.query.get("limit", "100"))
-        return _reply({"events": self.master.events.read(limit)})
+        q = query(request, EventsQuery)
+        return _reply({"events": self.master.events.read(min(q.limit, MAX_EVENTS))})
 
 
 def _piece(piece: Any) -> dict[str, Any]:

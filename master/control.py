@@ -82,7 +82,7 @@ def split_hostport(text: str, default_port: int) -> tuple[str, int]:
     if not sep:
         host, port = text, str(default_port)
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"bad address {text!r}: expected HOST:PORT")
     return host, int(port)
 
@@ -137,7 +137,7 @@ class LogPiece(msgspec.Struct, frozen=True):
 def parse_target(target: str) -> tuple[str, int]:
     """``NODE:PID`` into its parts; VerbError if malformed."""
     node, sep, pid = target.rpartition(":")
-    if not sep or not node or not pid.isdigit():
+    if not sep or not node or not (pid.isascii() and pid.isdigit()):
         raise VerbError(f"bad process name {target!r}: expected NODE:PID")
     return node, int(pid)
 

@@ -226,7 +226,7 @@ class Cluster:
         """``NODE:PID`` -> (node name, node, process); None if unknown."""
         node, _, pid = key.rpartition(":")
         n = self._nodes.get(node)
-        p = n.procs.get(int(pid)) if n is not None and pid.isdigit() else None
+        p = n.procs.get(int(pid)) if n is not None and pid.isascii() and pid.isdigit() else None
         return None if n is None or p is None else (node, n, p)
 
     def proc(self, key: str) -> ProcView | None:
@@ -370,7 +370,7 @@ class Cluster:
         ended.sort(key=_end_order)
         cutoff = time.time() - self.keep_ended_for
         excess = max(0, len(ended) - self.keep_ended)
-        drop = [p for i, p in enumerate(ended) if i < excess or (p.ended_at or 0.0) < cutoff]
+        drop = [p for i, p in enumerate(ended) if i < excess or _ended_before(p, cutoff)]
         for p in drop:
             del n.procs[p.pid]
         return {f"{name}:{p.pid}" for p in drop}
@@ -430,6 +430,11 @@ def _sane_proc(p: ProcInfo) -> ProcInfo:
         rss=max(p.rss, 0),
         max_rss=max(p.max_rss, 0),
     )
+
+
+def _ended_before(p: ProcInfo, cutoff: float) -> bool:
+    """True when ``p`` ended before ``cutoff``; an unknown end time is not old."""
+    return p.ended_at is not None and p.ended_at < cutoff
 
 
 def _end_order(p: ProcInfo) -> tuple[float, str]:

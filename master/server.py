@@ -23,11 +23,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from master.events import RateLimiter
 from master.model import Cluster
 from transport import handshake
 from transport.auth import AuthError
 from transport.codec import FrameError
 from transport.connection import DEADLINE_GRACE, Calls, Connection, ConnectionClosed
+from transport.limits import FdBudget, GuardedServer, raise_nofile_limit, start_server
 from transport.messages import (
     Goodbye,
     Heartbeat,
@@ -42,6 +44,7 @@ from transport.messages import (
 log = logging.getLogger("corral.master")
 
 REGISTER_TIMEOUT = 10.0
+FD_RESERVE = 64  # descriptors kept free under a flood of worker-port connections
 MAX_UNAUTHENTICATED = 64
 MAX_UNAUTHENTICATED_PER_HOST = 8
 READ_LIMIT = 64 * 1024  # stream buffer: what a peer can park in the master per connection
@@ -124,14 +127,20 @@ class WorkerServer:
         self.token = token
         self.heartbeat = heartbeat
         self.links: dict[str, WorkerLink] = {}
-        self._server: asyncio.Server | None = None
+        self._server: GuardedServer | None = None
+        self._refusals = RateLimiter()
         self._clock: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unauthenticated: Counter[str] = Counter()  # source host -> handshakes under way
         self.address = ""
 
     async def start(self, host: str, port: int) -> str:
-        self._server = await asyncio.start_server(self._accept, host, port, limit=READ_LIMIT)
+        raise_nofile_limit()
+        # A flood of connections here stops FD_RESERVE short of the limit: the
+        # API (which keeps a smaller reserve) and the links we have still work.
+        self._server = await start_server(
+            self._accept, host, port, budget=FdBudget(reserve=FD_RESERVE), limit=READ_LIMIT
+        )
         sock = self._server.sockets[0].getsockname()
         self.address = f"{sock[0]}:{sock[1]}"
         self._clock = asyncio.create_task(self._liveness())
@@ -213,8 +222,11 @@ class WorkerServer:
             await conn.close()
 
     def _refused(self, peer: str, why: str) -> None:
-        log.warning("worker connection from %s refused: %s", peer, why)
-        self.cluster.note("node.refused", "", f"connection from {peer} refused: {why}")
+        """One short line per refusal, at most one per source address every 10 s."""
+        line = self._refusals.admit(peer.rpartition(":")[0], f"{peer} refused: {why[:160]}")
+        if line is not None:
+            log.warning("worker connection from %s", line)
+            self.cluster.note("node.refused", "", f"connection from {line}")
 
     async def _serve(self, conn: Connection, authenticated: Callable[[], None]) -> None:
         began = time.monotonic()

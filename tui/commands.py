@@ -81,7 +81,7 @@ def parse(line: str) -> Command:
 
 def _check_target(target: str) -> str:
     node, sep, pid = target.rpartition(":")
-    if not sep or not node or not pid.isdigit():
+    if not sep or not node or not (pid.isascii() and pid.isdigit()):
         raise CommandError(f"bad process name {target!r}: expected NODE:PID")
     return target
 
