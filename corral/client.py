@@ -45,7 +45,14 @@ class ApiError(CliError):
 
 
 class Unreachable(CliError):
-    """No HTTP conversation with the master happened (or it broke off)."""
+    """No HTTP conversation with the master happened (or it broke off).
+
+    ``connected``: the connection was made, so the request may have reached it.
+    """
+
+    def __init__(self, message: str, connected: bool = False) -> None:
+        super().__init__(message)
+        self.connected = connected
 
 
 def default_state_dir() -> Path:
@@ -146,9 +153,9 @@ class Client:
         return cls(address, token)
 
     # --- plumbing -----------------------------------------------------------
-    def _unreachable(self, e: BaseException) -> Unreachable:
+    def _unreachable(self, e: BaseException, connected: bool = False) -> Unreachable:
         hint = " (is `corral master` running?)" if isinstance(e, ConnectionRefusedError) else ""
-        return Unreachable(f"cannot reach the master at {self.api}: {_why(e)}{hint}")
+        return Unreachable(f"cannot reach the master at {self.api}: {_why(e)}{hint}", connected)
 
     def _open(
         self, method: str, path: str, body: Any = None, timeout: float | None = None
@@ -172,8 +179,9 @@ class Client:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
+            connected = conn.sock is not None
             conn.close()
-            raise self._unreachable(e) from None
+            raise self._unreachable(e, connected) from None
         if resp.status >= 400:
             try:
                 raw = resp.read()
@@ -204,7 +212,7 @@ class Client:
         try:
             raw = resp.read()
         except (OSError, http.client.HTTPException) as e:
-            raise self._unreachable(e) from None
+            raise self._unreachable(e, connected=True) from None
         finally:
             conn.close()
         try:

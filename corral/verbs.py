@@ -136,9 +136,18 @@ def launch(args: argparse.Namespace) -> int:
     }
     client = _client(args)
     try:
-        reply = client.post("/v1/launch", body)
-    except Unreachable:
-        reply = client.post("/v1/launch", body)  # the same key: at most one launch happens
+        try:
+            reply = client.post("/v1/launch", body)
+        except Unreachable:
+            reply = client.post("/v1/launch", body)  # the same key: at most one launch happens
+    except Unreachable as e:
+        if not e.connected:
+            raise
+        # It may have started before the master went away: say how to find out safely.
+        raise Unreachable(
+            f"{e}; the launch may have started: rerun with --key {key} to get its "
+            "processes without starting more"
+        ) from None
     errors: dict[str, str] = reply.get("errors") or {}
     if args.json:
         _print_json(reply)
