@@ -210,3 +210,51 @@ def test_a_frozen_master_is_noticed_and_the_worker_comes_back(tmp_path: Path) ->
         if c.master is not None and c.master.poll() is None:
             os.kill(c.master.pid, signal.SIGCONT)
         c.close()
+
+
+def test_launches_in_flight_when_the_master_dies_start_once_each(tmp_path: Path) -> None:
+    """60 launches race a kill -9 of the master; retried by key, each ran exactly once."""
+    import concurrent.futures
+    import http.client
+    import json
+
+    c = Cluster(tmp_path)
+    try:
+        c.start_master()
+        c.start_worker("w1")
+        c.wait_alive("w1")
+        token = (c.state / "token").read_text().strip()
+        argv = ["sleep", "306"]
+
+        def post(key: str) -> int | None:
+            host, port = c.api.rsplit(":", 1)
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            body = json.dumps({"argv": argv, "nodes": ["w1"], "key": key})
+            headers = {"Authorization": f"Bearer {token}"}
+            try:
+                conn.request("POST", "/v1/launch", body=body, headers=headers)
+                reply = json.loads(conn.getresponse().read())
+                return int(reply["procs"][0]["pid"]) if reply.get("procs") else None
+            except (OSError, http.client.HTTPException, ValueError):
+                return None  # told it failed, or told nothing
+            finally:
+                conn.close()
+
+        keys = [f"race-{i}" for i in range(60)]
+        assert c.master is not None
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            futures = [pool.submit(post, k) for k in keys]
+            wait_for(lambda: processes_running(argv), "the first launches to start")
+            c.master.kill()
+            first = [f.result() for f in futures]
+        c.master.wait()
+        c.start_master()
+        c.wait_alive("w1")
+        retried = [post(k) for k in keys]
+        assert None not in retried
+        for got, again in zip(first, retried, strict=True):
+            assert got is None or got == again  # a reported pid is the one the retry names
+        running = sorted(processes_running(argv))
+        assert running == sorted(retried)  # one process per key, none without one
+    finally:
+        c.close()
