@@ -37,19 +37,44 @@ def check(path: str) -> None:
     if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
         raise NotExecutable(os.strerror(errno.EACCES))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return  # execute-only: the kernel may read what we cannot
     try:
-        head = os.read(fd, _HEAD)
-        if head.startswith(_ELF):
-            _check_elf(fd, head)
-        elif head.startswith(b"#!"):
-            _check_script(head)
-        elif not _other_formats():
-            raise NotExecutable(os.strerror(errno.ENOEXEC))
+        _check_head(fd)
     finally:
         os.close(fd)
+
+
+def check_fd(fd: int) -> bool:
+    """Like `check`, for a file already open (for reading, or ``O_PATH``); True for a script.
+
+    What is checked is exactly the file behind ``fd``: no path is looked up
+    again (see `daemon.beneath`).
+    """
+    st = os.fstat(fd)
+    # The magic link names exactly this file, whatever its path has become.
+    if not stat.S_ISREG(st.st_mode) or not os.access(f"/proc/self/fd/{fd}", os.X_OK):
+        raise NotExecutable(os.strerror(errno.EACCES))
+    try:
+        return _check_head(fd)
+    except OSError as e:
+        if e.errno == errno.EBADF:
+            return False  # an O_PATH fd of an execute-only file: the kernel may read it
+        raise
+
+
+def _check_head(fd: int) -> bool:
+    """Check the format from the file's first bytes; True for a ``#!`` script."""
+    head = os.pread(fd, _HEAD, 0)
+    if head.startswith(_ELF):
+        _check_elf(fd, head)
+    elif head.startswith(b"#!"):
+        _check_script(head)
+        return True
+    elif not _other_formats():
+        raise NotExecutable(os.strerror(errno.ENOEXEC))
+    return False
 
 
 def _check_elf(fd: int, head: bytes) -> None:

@@ -1,7 +1,9 @@
 """The forker: a small process that forks spare shims so the daemon never forks.
 
 This module is the daemon's side; the forker's own program is
-`daemon.shim.serve` (``python -m daemon.shim FD``).
+`daemon.shim.serve` (``python -m daemon.shim FD ROOT_FD``): it inherits
+the daemon's fd of ROOT, from which its shims and seeds walk to every path
+they use (see `daemon.beneath`).
 
 A fork shares every page of the parent with the child until one of them
 writes it.  CPython writes to every object it touches (reference counts),
@@ -64,15 +66,23 @@ class Forker:
         self._owed = 0  # spares asked for and not yet received
         self._waiting = 0  # launches waiting in take()
         self._closed = False
+        self._root = -1  # ROOT's fd, the daemon's: the forker gets a copy
 
-    def start(self) -> None:
-        """Start the forker and ask for the first spare (call inside the loop)."""
+    def start(self, root_fd: int | None = None) -> None:
+        """Start the forker and ask for the first spare (call inside the loop).
+
+        ``root_fd`` is ROOT, open (kept for later restarts).
+        """
+        if root_fd is not None:
+            self._root = root_fd
+        if self._root < 0:
+            raise ForkerGone("the forker needs ROOT's fd")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.shim", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
+                [sys.executable, "-m", "daemon.shim", str(theirs.fileno()), str(self._root)],
+                pass_fds=[theirs.fileno(), self._root],
                 stdin=subprocess.DEVNULL,
                 env=env,
             )

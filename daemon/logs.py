@@ -3,6 +3,11 @@
 Every chunk names the byte offset it starts at, so a reader that lost its
 connection asks again from its last offset and neither misses nor repeats
 a byte.  No read loads more than `CHUNK` bytes.
+
+A log is named by a `daemon.beneath.Beneath` (see `AppStore.log_path`),
+walked from ROOT at every open: a log, or a directory on its way, swapped
+for a symlink is refused with a `StoreError` naming it, never read
+through.  A stream that is following keeps the fd it opened.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from daemon.watch import Growth
+from daemon.beneath import Beneath, StoreError
+from daemon.watch import POLL, Growth
 from transport.messages import LogChunk, Message
 
 CHUNK = 256 * 1024
@@ -22,14 +28,15 @@ BLOCK = 64 * 1024
 Send = Callable[[Message], Awaitable[None]]
 
 
-def _open(path: Path) -> int | None:
+def _open(path: Beneath) -> int | None:
+    """The log open for reading; None if it is missing or unreadable, StoreError if refused."""
     try:
-        return os.open(path, os.O_RDONLY)
+        return path.open_regular()
     except OSError:
         return None
 
 
-def tail(path: Path, lines: int, cap: int = CHUNK) -> tuple[int, bytes]:
+def tail(path: Beneath, lines: int, cap: int = CHUNK) -> tuple[int, bytes]:
     """(offset, bytes) of the last ``lines`` lines, at most ``cap`` bytes."""
     fd = _open(path)
     if fd is None:
@@ -61,7 +68,7 @@ def _tail_start(fd: int, size: int, lines: int, lowest: int) -> int:
     return lowest
 
 
-def read_at(path: Path, offset: int, cap: int = CHUNK) -> tuple[bytes, int]:
+def read_at(path: Beneath, offset: int, cap: int = CHUNK) -> tuple[bytes, int]:
     """(up to ``cap`` bytes from ``offset``, the file's size now)."""
     fd = _open(path)
     if fd is None:
@@ -72,11 +79,14 @@ def read_at(path: Path, offset: int, cap: int = CHUNK) -> tuple[bytes, int]:
         os.close(fd)
 
 
-def log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
+def log_size(path: Beneath) -> int:
+    fd = _open(path)
+    if fd is None:
         return 0
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 class LogStreams:
@@ -86,7 +96,7 @@ class LogStreams:
         self._send = send
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
-    def open(self, sid: int, path: Path, offset: int, ended: asyncio.Event) -> None:
+    def open(self, sid: int, path: Beneath, offset: int, ended: asyncio.Event) -> None:
         """Send what is appended to ``path`` from ``offset`` until the end."""
         self.close(sid)
         task = asyncio.create_task(self._follow(sid, path, offset, ended))
@@ -115,12 +125,17 @@ class LogStreams:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def _follow(self, sid: int, path: Path, offset: int, ended: asyncio.Event) -> None:
+    async def _follow(self, sid: int, path: Beneath, offset: int, ended: asyncio.Event) -> None:
         fd: int | None = None
-        growth = Growth(path)
+        growth: Growth | None = None
         try:
             while True:
-                fd = fd if fd is not None else _open(path)
+                if fd is None:
+                    with contextlib.suppress(StoreError):  # refused: as good as missing
+                        fd = _open(path)
+                    if fd is not None:
+                        # Watched through the fd: exactly the file we read.
+                        growth = Growth(Path(f"/proc/self/fd/{fd}"))
                 # Looked at before reading: whatever the program wrote before
                 # it ended is then in the file when we read.
                 done = ended.is_set()
@@ -133,9 +148,10 @@ class LogStreams:
                 if last:
                     return
                 if len(data) < CHUNK:
-                    await growth.wait()
+                    await (growth.wait() if growth is not None else asyncio.sleep(POLL))
         finally:
-            growth.close()
+            if growth is not None:
+                growth.close()
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -1,17 +1,28 @@
 """The on-disk records in ROOT/run that let processes outlive the daemon.
 
-``<launch>.json`` is written by the daemon when it launches a program;
-``<launch>.exit`` by the program's shim when it has reaped it.  Both are
-written atomically (temporary file, then rename), so a reader sees a whole
-record or none.
+``<launch>.json`` is written by the program's shim once the program is
+execed (and by the daemon when it marks it unknown); ``<launch>.exit`` by
+the shim when it has reaped it.  Both are written atomically (temporary
+file, then rename), so a reader sees a whole record or none; both are
+created 0600, and reached from ROOT's fd without following a symlink (see
+`daemon.beneath`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
+
+from daemon import beneath
+
+T = TypeVar("T")
+MAX_RECORD = 4 << 20  # bytes: argv included, a record stays far below
 
 
 class LaunchRecord(msgspec.Struct, omit_defaults=True):
@@ -40,16 +51,46 @@ class ExitRecord(msgspec.Struct):
     base: int = 0  # the shim's own peak RSS: a maxrss at or below it is inherited
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers never see a partial file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+class RunDir:
+    """``ROOT/run``, walked from ROOT's fd at every use (see `daemon.beneath`).
+
+    Never held open: a ``run`` swapped for a symlink (or moved out of
+    ROOT) is refused, or missed, at the next use, never written through.
+    """
+
+    def __init__(self, root_fd: int, path: Path) -> None:
+        self.root_fd = root_fd
+        self.path = path  # for messages
+
+    def create(self) -> None:
+        """Make ``ROOT/run`` (mode 0700) if missing; StoreError if it is a symlink."""
+        os.close(self.open(create=True))
+
+    def open(self, create: bool = False) -> int:
+        """A new fd for it: StoreError if it is a symlink, FileNotFoundError if missing."""
+        return beneath.open_dir(self.root_fd, [beneath.RUN], create=create, mode=0o700)
 
 
-def save_launch(run_dir: Path, rec: LaunchRecord) -> None:
-    write_atomic(run_dir / f"{rec.launch}.json", msgspec.json.encode(rec))
+Run = RunDir | Path  # a Path (tests, tools) is opened as it is, symlinks and all
+
+
+@contextlib.contextmanager
+def _opened(run: Run, create: bool = False) -> Iterator[int]:
+    """An fd for the run directory; ``create`` makes a RunDir that went missing again."""
+    if isinstance(run, RunDir):
+        fd = run.open(create)
+    else:
+        fd = os.open(run, beneath.DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def save_launch(run: Run, rec: LaunchRecord) -> None:
+    """Write ``<launch>.json`` (mode 0600)."""
+    with _opened(run, create=True) as fd:
+        beneath.write_atomic(fd, f"{rec.launch}.json", msgspec.json.encode(rec))
 
 
 def load_launch(path: Path) -> LaunchRecord | None:
@@ -60,22 +101,70 @@ def load_launch(path: Path) -> LaunchRecord | None:
         return None
 
 
-def load_exit(run_dir: Path, launch: str) -> ExitRecord | None:
-    """The shim's exit record for ``launch``, if it wrote one."""
+def _read(dir_fd: int, name: str) -> bytes | None:
+    """A regular file's bytes (never through a symlink); None if there is none."""
     try:
-        data = (run_dir / f"{launch}.exit").read_bytes()
-        return msgspec.json.decode(data, type=ExitRecord)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        fd = os.open(name, beneath.READ_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD:
+            return None
+        return os.pread(fd, st.st_size, 0)  # replaced whole, never rewritten
+    finally:
+        os.close(fd)
+
+
+def _decode(data: bytes | None, kind: type[T]) -> T | None:
+    if data is None:
+        return None
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 
 
-def launch_records(run_dir: Path) -> list[LaunchRecord]:
-    """Every readable launch record, oldest launch first."""
-    recs = (load_launch(p) for p in sorted(run_dir.glob("*.json")))
-    return [r for r in recs if r is not None]
+def load_exit(run: Run, launch: str) -> ExitRecord | None:
+    """The shim's exit record for ``launch``, if it wrote one."""
+    try:
+        with _opened(run) as fd:
+            return _decode(_read(fd, f"{launch}.exit"), ExitRecord)
+    except (OSError, beneath.StoreError):
+        return None
 
 
-def forget(run_dir: Path, launch: str) -> None:
-    """Delete both records of ``launch``."""
-    for suffix in (".json", ".exit"):
-        (run_dir / f"{launch}{suffix}").unlink(missing_ok=True)
+def exists(run: Run, launch: str) -> bool:
+    """Whether ``<launch>.json`` is there (a symlink counts: the name is taken).
+
+    Asked before each launch: a ``run`` gone missing is made again, one
+    that is a symlink is a StoreError (the launch is refused).
+    """
+    with _opened(run, create=True) as fd:
+        try:
+            os.lstat(f"{launch}.json", dir_fd=fd)
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def launch_records(run: Run) -> list[LaunchRecord]:
+    """Every readable launch record, oldest launch first.
+
+    A missing ``run`` has none; one that is a symlink is a StoreError.
+    """
+    try:
+        with _opened(run) as fd:
+            names = sorted(n for n in os.listdir(fd) if n.endswith(".json"))
+            recs = (_decode(_read(fd, n), LaunchRecord) for n in names)
+            return [r for r in recs if r is not None]
+    except FileNotFoundError:
+        return []
+
+
+def forget(run: Run, launch: str) -> None:
+    """Delete both records of ``launch``; best effort (a ``run`` refused has none of ours)."""
+    with contextlib.suppress(OSError, beneath.StoreError), _opened(run) as fd:
+        for suffix in (".json", ".exit"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{launch}{suffix}", dir_fd=fd)

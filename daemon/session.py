@@ -178,6 +178,8 @@ class Session:
             due = max(due + self.heartbeat, loop.time())  # after a stall: no burst
             await asyncio.sleep(max(0.0, due - loop.time()))
             seq += 1
+            if seq % 64 == 0:
+                self.node.sup.prune()  # ended processes past the history's age
             beat = m.Heartbeat(seq=seq, metrics=self.node.metrics(), procs=self.node.sup.samples())
             await self.conn.send(beat)
 

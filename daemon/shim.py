@@ -7,7 +7,12 @@ see `daemon.forker`; no exec): the shim forks the *seed*, a process that
 waits for its `Spec` and then becomes the program.
 
 Given a spec, the seed moves to the app's directory, puts stdout and
-stderr on the launch's log and execs the program.  The pid the daemon
+stderr on the launch's log and execs the program.  Every one of those
+paths is under ROOT, where a program may have put a symlink since the
+daemon looked: the seed walks to each from ROOT's fd (inherited from the
+forker) without following any (see `daemon.beneath`), creates the log
+0600, and execs a program inside ROOT by ``execveat`` from the fd of its
+directory, never through a symlink.  The pid the daemon
 reports is the seed's, known before the spec is even sent, so the launch
 reply does not wait for the exec: programs the exec would refuse
 (missing, not executable, not a program for this machine) are refused by
@@ -16,13 +21,14 @@ seed says so in the log and on its report pipe and exits 127 (not found)
 or 126, like a shell.
 
 The shim gets the same spec: it writes the launch record once the seed
-has execed, then waits for the program and writes the exit record.
+has execed, then waits for the program and writes the exit record (both
+0600, in ROOT/run reached the same way).
 Whoever reads ROOT/run later (this daemon or the next one) can re-adopt
 the program and learns the real reason it ended.
 
 The forked code always leaves with ``os._exit``.
 
-This module is also the forker's program (``python -m daemon.shim FD``,
+This module is also the forker's program (``python -m daemon.shim FD ROOT_FD``,
 see `serve`): it imports nothing heavy, since every page the forker holds
 is shared with each shim and seed, and each one they write costs a fault.
 
@@ -42,6 +48,7 @@ Pipes, per spare::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import gc
@@ -50,18 +57,25 @@ import os
 import resource
 import signal
 import socket
+import struct
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import setproctitle
+
+from daemon import beneath
+from daemon.beneath import APPS, LOGS, RUN
 
 _SHIM_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The app gets default dispositions back: ignored signals survive exec, and
 # Python itself ignores SIGPIPE and SIGXFSZ.
 _APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
-_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_PRIVATE = 0o600  # logs and records: other users read no command line nor output
+_AT_SYMLINK_NOFOLLOW = 0x100
 # The shim's pipe is made this large (the system's pipe-max-size permitting),
 # so that a spec up to this size never blocks the daemon; the kernel itself
 # takes at most a quarter of the stack limit (2 MiB by default) of
@@ -92,19 +106,23 @@ def own_children_usage() -> Usage:
 
 @dataclass(frozen=True)
 class Spec:
-    """Everything the shim needs, computed by the daemon before the fork."""
+    """Everything the shim needs, computed by the daemon before the fork.
+
+    Paths under ROOT are not in it as paths: the seed and the shim walk to
+    ``apps/APP`` (the working directory), ``apps/APP/logs/LAUNCH.log`` and
+    ``run/LAUNCH.{json,exit}`` (`records.LaunchRecord`, `records.ExitRecord`)
+    from ROOT's fd.
+    """
 
     launch: str
     app: str
-    exe: str
+    exe: str  # the program's path: exec'd by it when ``beneath`` is empty
+    beneath: list[str]  # inside ROOT: its place (directories, then its name)
+    script: bool  # exec'd from beneath ROOT, a script needs its directory's fd open
     argv: list[str]
     env: dict[str, str]  # on top of the shim's own (the daemon's, less its secrets)
-    cwd: str
-    log_path: str
     started_at: float  # wall clock, as the daemon reports it
     boot_id: str
-    record_path: str  # ROOT/run/<launch>.json, a `records.LaunchRecord`
-    exit_path: str  # ROOT/run/<launch>.exit, a `records.ExitRecord`
 
 
 @dataclass(frozen=True)
@@ -199,7 +217,7 @@ def parse_report(data: bytes) -> int:
 
 def _shim_main(cmd: int, order: int, report: int, ack: int) -> NoReturn:
     try:
-        _detach(cmd, order, report, ack)
+        _detach(cmd, order, report, ack, _ROOT)
         info_r, info_w = os.pipe()
         seed = os.fork()
         if seed == 0:
@@ -232,7 +250,7 @@ def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
     _, status, ru = os.wait4(seed, 0)
     if spec is not None:
         # No peak from the seed: it failed before the exec, so all of it is the seed's.
-        _write_exit(spec.exit_path, status, ru, int(base) if base else ru.ru_maxrss * 1024)
+        _write_exit(spec.launch, status, ru, int(base) if base else ru.ru_maxrss * 1024)
 
 
 # ---------------------------------------------------------------- the seed
@@ -248,6 +266,7 @@ def _seed_main(cmd: int, report: int, info: int) -> NoReturn:
         setproctitle.setthreadtitle("corral-seed")
         _warm()
         base_env = dict(os.environ)  # decoded now, not while the launch waits
+        _c_vector(f"{k}={v}" for k, v in base_env.items())  # see _warm
         data = _read_all(cmd)
         if data:
             _become(Spec(**json.loads(data)), base_env, report, info)
@@ -260,11 +279,20 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
     """Exec ``spec``'s program in this process; on failure say why and exit 127 or 126."""
     try:
         env = {**base_env, **spec.env}
-        os.chdir(spec.cwd)
-        log = os.open(spec.log_path, _LOG_FLAGS, 0o644)
+        app = beneath.walk(_ROOT, (APPS, spec.app))
+        os.fchdir(app)
+        logs = beneath.walk(app, (LOGS,))
+        try:
+            log = os.open(f"{spec.launch}.log", _LOG_FLAGS, _PRIVATE, dir_fd=logs)
+        finally:
+            os.close(logs)
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
+        at = _program_dir(spec, app) if spec.beneath else None
+        os.close(app)
+        if at is not None:
+            argv, envp = _c_vector(spec.argv), _c_vector(f"{k}={v}" for k, v in env.items())
         # Last, after every allocation: the peak the exec hands on (see _own_hwm).
         _tell(info, b"%d" % _own_hwm())
         # After the last write to the shim: with SIGPIPE back to its default,
@@ -272,7 +300,10 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
         for sig in _APP_DEFAULTS:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.execve(spec.exe, spec.argv, env)
+        if at is None:
+            os.execve(spec.exe, spec.argv, env)
+        else:
+            _execveat(at, spec.beneath[-1], argv, envp, spec, env)
     except OSError as e:
         code = e.errno or errno.ENOEXEC
         why = f"corral: cannot execute {spec.argv[0]!r}: {os.strerror(code)}\n"
@@ -282,6 +313,85 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
             _write_all(report, f"err {code}\n".encode())
         os._exit(127 if code == errno.ENOENT else 126)
     raise AssertionError("unreachable")  # execve returns only by raising
+
+
+def _program_dir(spec: Spec, app: int) -> int:
+    """A new fd for the directory of ``spec``'s program inside ROOT, walked to without symlinks.
+
+    The app's own bin/ (the usual place) is one step from the app's fd.
+    """
+    dirs = spec.beneath[:-1]
+    mine = dirs[:2] == [APPS, spec.app]
+    fd = beneath.walk(app, dirs[2:]) if mine else beneath.walk(_ROOT, dirs)
+    if spec.script:  # its interpreter opens /dev/fd/N/NAME after the exec
+        os.set_inheritable(fd, True)
+    return fd
+
+
+def _c_vector(items: Iterable[str]) -> tuple[bytes, bytes]:
+    """A NULL-terminated ``char *[]`` of ``items``, encoded as `os.execve` would.
+
+    As (the strings, NUL-separated; the pointers into them): both must be
+    kept alive until the exec.  No ctypes array type is made (making one
+    costs a fresh seed some hundred microseconds).
+    """
+    encoded = [os.fsencode(s) for s in items]
+    blob = b"\0".join(encoded) + b"\0"
+    at = id(blob) + _BYTES_DATA
+    pointers = []
+    for item in encoded:
+        pointers.append(at)
+        at += len(item) + 1
+    return blob, struct.pack(f"{len(pointers) + 1}P", *pointers, 0)
+
+
+def _execveat(
+    dir_fd: int,
+    name: str,
+    argv: tuple[bytes, bytes],
+    envp: tuple[bytes, bytes],
+    spec: Spec,
+    env: dict[str, str],
+) -> None:
+    """Exec ``name`` in the directory ``dir_fd``, refusing a symlink; returns only by raising.
+
+    ``execveat`` names the program by its own name (as ``ps`` shows it),
+    and its directory as ``/dev/fd/N``, which a script's interpreter opens.
+    Without it (an old libc), the program is opened with ``O_NOFOLLOW`` and
+    execed through that fd (``fexecve``).
+    """
+    if _EXECVEAT is not None:
+        _EXECVEAT(dir_fd, os.fsencode(name), argv[1], envp[1], _AT_SYMLINK_NOFOLLOW)
+        code = ctypes.get_errno()
+        if code != errno.ENOSYS:
+            raise OSError(code, os.strerror(code))
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dir_fd)
+    os.set_inheritable(fd, spec.script)  # a script's interpreter opens /dev/fd/N
+    os.execve(fd, spec.argv, env)
+
+
+def _load_execveat() -> Any:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).execveat
+    except (OSError, AttributeError):
+        return None
+    # argv and envp: packed pointers (see _c_vector), passed as the bytes' buffers.
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    func.restype = ctypes.c_int
+    return func
+
+
+def _bytes_data() -> int:
+    """Where a bytes object's data starts, from its address (``id``), as measured here."""
+    probe = b"corral"
+    return (ctypes.cast(ctypes.c_char_p(probe), ctypes.c_void_p).value or 0) - id(probe)
+
+
+_EXECVEAT = _load_execveat()
+_BYTES_DATA = _bytes_data()
+# ROOT, opened by the daemon and passed down to the forker (see `serve`):
+# every path under it is walked from this fd.
+_ROOT = -1
 
 
 def _tell(info: int, data: bytes) -> None:
@@ -303,6 +413,8 @@ def _warm() -> None:
             json.dumps({f: "" for f in Spec.__dataclass_fields__} | {"argv": [], "env": {}})
         )
     )
+    if _ROOT >= 0:
+        os.close(beneath.walk(_ROOT, ()))
     _own_hwm()
 
 
@@ -324,7 +436,7 @@ def _detach(*keep: int) -> None:
     for std in (0, 1, 2):
         os.dup2(null, std)
     low = 3
-    for fd in sorted(keep):
+    for fd in sorted(k for k in keep if k >= low):
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
@@ -382,33 +494,38 @@ def _write_launch(spec: Spec, seed: int, seed_start: int) -> None:
         "boot_id": spec.boot_id,
     }
     with contextlib.suppress(OSError):  # it runs all the same, just not adoptable
-        _write_atomic(spec.record_path, json.dumps(rec).encode())
+        _write_record(f"{spec.launch}.json", json.dumps(rec).encode())
 
 
-def _write_exit(path: str, status: int, ru: resource.struct_rusage, base: int) -> None:
+def _write_exit(launch: str, status: int, ru: resource.struct_rusage, base: int) -> None:
     utime, stime, maxrss = float(ru.ru_utime), float(ru.ru_stime), int(ru.ru_maxrss) * 1024
     rec = (
         f'{{"status":{status},"utime":{utime!r},"stime":{stime!r},'
         f'"maxrss":{maxrss},"base":{base},"ended_at":{time.time()!r}}}'
     )
-    _write_atomic(path, rec.encode())
+    _write_record(f"{launch}.exit", rec.encode())
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _write_record(name: str, data: bytes) -> None:
+    """Write ROOT/run/NAME atomically, 0600, walking from ROOT (a ``run`` symlink fails)."""
+    run = beneath.walk(_ROOT, (RUN,))
     try:
-        _write_all(fd, data)
+        beneath.write_atomic(run, name, data, _PRIVATE)
     finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        os.close(run)
 
 
 # ---------------------------------------------------------------- the forker
 
 
-def serve(fd: int) -> None:
-    """Be the forker (see `daemon.forker`): answer requests on socket ``fd`` until EOF."""
+def serve(fd: int, root_fd: int) -> None:
+    """Be the forker (see `daemon.forker`): answer requests on socket ``fd`` until EOF.
+
+    ``root_fd`` is ROOT, open: every shim and seed walks from it.
+    """
+    global _ROOT
+    _ROOT = root_fd
+    os.set_inheritable(root_fd, False)  # seeds keep it until their exec, programs never
     setproctitle.setproctitle("corral-forker")
     # A shim resets this at once (see _detach): it must wait4 its own.
     signal.signal(signal.SIGCHLD, lambda *_: _reap())
@@ -440,4 +557,4 @@ def _reap() -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        serve(int(sys.argv[1]))
+        serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,42 +1,65 @@
-"""The app store: ROOT/apps/APP/{bin,lib,logs}, file listings, hashes, removal.
+"""The app store: ROOT/apps/APP/{bin,lib,logs}, file listings, hashes, removal, programs.
 
-Every path read, written or removed here resolves inside ROOT: app names are
-validated, and a symlink where a directory is expected is never followed
-(it is refused, or unlinked on removal).  Blocking methods (`files`,
-`hashes`, `remove`) are meant to run in a thread (``asyncio.to_thread``).
+Every path read, written, executed or removed here resolves beneath ROOT at
+the moment it is used (see `daemon.beneath`): app names are validated, each
+walk starts from ROOT's fd, and a symlink where a directory is expected is
+refused (or unlinked on removal), never followed.  Nothing is checked once
+and trusted later: a directory swapped for a symlink after its first use is
+refused at the next.  Blocking methods (`files`, `hashes`, `remove`) are
+meant to run in a thread (``asyncio.to_thread``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.errors import Refusal
+from daemon import beneath
+from daemon import exe as daemon_exe
+from daemon.beneath import APPS, LOGS, Beneath, StoreError
 from transport.messages import FileInfo, valid_app_name
 
-SUBDIRS = ("bin", "lib", "logs")
+__all__ = ["AppStore", "Program", "StoreError"]
+
+SUBDIRS = ("bin", "lib", LOGS)
 LISTED = ("bin", "lib")  # the deployed part of an app
+DIR_MODES = {LOGS: 0o700}  # made so when new; 0755 otherwise
 MAX_CACHE = 10_000
 
 HashKey = tuple[int, int, int, int]
 
 
-class StoreError(Refusal):
-    """A store request that cannot be done; the message goes to the master."""
+@dataclass(frozen=True)
+class Program:
+    """A launch's program, found and checked executable (see `AppStore.program`)."""
+
+    path: str  # where it is; exec'd by this path when it is outside ROOT
+    beneath: tuple[str, ...]  # inside ROOT: its place, symlinks resolved; () outside
+    script: bool  # a "#!" script (exec'd beneath ROOT, it needs its directory's fd)
 
 
 class AppStore:
-    """The apps under ``ROOT/apps`` and a sha256 cache of their files."""
+    """The apps under ``ROOT/apps`` and a sha256 cache of their files.
+
+    Holds ROOT open (``fd``) for the daemon's life: every walk starts there.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.apps_dir = root / "apps"
-        self._ensured: set[str] = set()  # apps whose directories are known good
+        self.apps_dir = root / APPS
+        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._hashes: dict[HashKey, str] = {}
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     # ------------------------------------------------------------ layout
 
@@ -46,116 +69,198 @@ class AppStore:
             raise StoreError(f"invalid app name {app!r}")
         return self.apps_dir / app
 
-    def log_path(self, app: str, launch: str) -> Path:
-        return self.app_dir(app) / "logs" / f"{launch}.log"
+    def log_path(self, app: str, launch: str) -> Beneath:
+        """The launch's log, ``ROOT/apps/APP/logs/<launch>.log``: opened by a walk at each use."""
+        self.app_dir(app)
+        name = f"{launch}.log"
+        if not beneath.valid_name(name):
+            raise StoreError(f"bad launch id {launch!r}")
+        return Beneath(self.fd, (APPS, app, LOGS, name))
 
     def ensure(self, app: str) -> Path:
-        """Create the app's directories (none of them may be a symlink)."""
-        app_dir = self.app_dir(app)
-        if app in self._ensured:
-            return app_dir  # checked once; `remove` forgets it
-        for path in (self.apps_dir, app_dir, *(app_dir / s for s in SUBDIRS)):
-            self._mkdir(path)
-        self._ensured.add(app)
-        return app_dir
+        """Create the app's directories, none of which may be a symlink (checked at every call)."""
+        os.close(self._open_app(app, create=True))
+        return self.app_dir(app)
 
-    def _mkdir(self, path: Path) -> None:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o755)
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
-            raise StoreError(f"refusing {self._rel(path)}: it is {kind}")
-
-    def _rel(self, path: Path) -> str:
-        return str(path.relative_to(self.root))
+    def _open_app(self, app: str, create: bool = False) -> int:
+        """A new fd for ``ROOT/apps/APP``; ``create`` makes sure of it and its subdirectories."""
+        if not valid_app_name(app):
+            raise StoreError(f"invalid app name {app!r}")
+        fd = beneath.open_dir(self.fd, (APPS, app), create=create)
+        if create:
+            try:
+                for sub in SUBDIRS:
+                    beneath.ensure_dir(fd, sub, (APPS, app), DIR_MODES.get(sub, 0o755))
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
 
     def existing(self, app: str) -> Path:
         """The app dir, which must exist as a real directory."""
-        app_dir = self.app_dir(app)
+        os.close(self._existing(app))
+        return self.app_dir(app)
+
+    def _existing(self, app: str) -> int:
+        self.app_dir(app)
         try:
-            st = os.lstat(app_dir)
+            return beneath.open_dir(self.fd, (APPS, app))
         except FileNotFoundError:
             raise StoreError(f"no such app: {app}") from None
-        if stat.S_ISLNK(st.st_mode):
-            raise StoreError(f"refusing {self._rel(app_dir)}: it is a symlink")
-        if not stat.S_ISDIR(st.st_mode):
-            raise StoreError(f"no such app: {app}")
-        return app_dir
 
     def apps(self) -> list[str]:
         """Names of the apps present (real directories with valid names)."""
         try:
-            entries = list(os.scandir(self.apps_dir))
+            fd = beneath.open_dir(self.fd, (APPS,))
+        except (OSError, StoreError):
+            return []
+        try:
+            with os.scandir(fd) as entries:
+                names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
         except OSError:
             return []
-        names = (e.name for e in entries if e.is_dir(follow_symlinks=False))
+        finally:
+            os.close(fd)
         return sorted(n for n in names if valid_app_name(n))
+
+    # ------------------------------------------------------------ programs
+
+    def program(self, app: str, cmd: str, search: str) -> Program:
+        """Make sure of the app's directories (as `ensure`), then find ``cmd`` and check it.
+
+        With a slash, ``cmd`` is taken as given (relative: to the app dir);
+        else it is looked up in the app's ``bin/`` first, then on ``search``
+        (a PATH).  A program inside ROOT is opened by a walk (see
+        `daemon.beneath`) and checked through that fd; the seed walks to it
+        again when it execs it.  `daemon.exe.NotExecutable` says why it
+        cannot run, StoreError why it may not.
+        """
+        app_fd = self._open_app(app, create=True)
+        try:
+            if cmd.startswith("/"):
+                return self._absolute(cmd)
+            if "/" in cmd:
+                found = self._inside(app_fd, cmd, (APPS, app))
+                if found is None:
+                    raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
+                return found
+            if beneath.valid_name(cmd) and _present(app_fd, f"bin/{cmd}"):
+                found = self._inside(app_fd, f"bin/{cmd}", (APPS, app), lookup=True)
+                if found is not None:
+                    return found
+        finally:
+            os.close(app_fd)
+        path = shutil.which(cmd, path=search)
+        if path is None:
+            raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
+        return self._absolute(path)
+
+    def _absolute(self, path: str) -> Program:
+        prefix = f"{self.root}/"
+        if path.startswith(prefix):  # named by its full path, yet inside ROOT all the same
+            found = self._inside(self.fd, path[len(prefix) :], ())
+            if found is None:
+                raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
+            return found
+        daemon_exe.check(path)
+        return Program(path, (), False)
+
+    def _inside(
+        self, base: int, path: str, where: Sequence[str], lookup: bool = False
+    ) -> Program | None:
+        """The program at ``path`` beneath ``base`` (at ``where`` under ROOT); None if missing.
+
+        A ``lookup`` (the way PATH is searched) also passes over what is
+        not an executable file, as the shell would.
+        """
+        try:
+            try:
+                fd, walked = beneath.open_beneath(base, path, beneath.READ_FLAGS, where=where)
+            except PermissionError:  # execute-only: open it for the exec alone
+                fd, walked = beneath.open_beneath(base, path, os.O_PATH, where=where)
+        except FileNotFoundError:
+            return None
+        except OSError as e:  # a loop of links, say
+            raise daemon_exe.NotExecutable(os.strerror(e.errno or errno.EACCES)) from None
+        try:
+            if lookup and not _runnable(fd):
+                return None
+            script = daemon_exe.check_fd(fd)
+        finally:
+            os.close(fd)
+        place = (*where, *walked)
+        return Program(f"{self.root}/{beneath.rel(*place)}", place, script)
 
     # ------------------------------------------------------------ files and hashes
 
     def files(self, app: str) -> list[FileInfo]:
-        """Every file under the app's bin/ and lib/, with its sha256."""
-        app_dir = self.existing(app)
+        """Every file under the app's bin/ and lib/, with its sha256.
+
+        A symlink counts when it leads to a file inside the app.
+        """
+        app_fd = self._existing(app)
         out: list[FileInfo] = []
-        for sub in LISTED:
-            top = app_dir / sub
-            if not top.is_dir() or top.is_symlink():
-                continue
-            for dirpath, _dirs, names in os.walk(top):  # never descends into links
-                for name in sorted(names):
-                    info = self._file_info(app_dir, Path(dirpath) / name)
-                    if info:
-                        out.append(info)
+        try:
+            for sub in LISTED:
+                try:
+                    sub_fd = beneath.open_dir(app_fd, (sub,))
+                except (OSError, StoreError):
+                    continue  # missing, or a symlink: nothing deployed there
+                try:
+                    # By fds, never descending into a symlink.
+                    for dirpath, _dirs, names, _fd in os.fwalk(".", dir_fd=sub_fd):
+                        for name in names:
+                            path = os.path.normpath(os.path.join(sub, dirpath, name))
+                            info = self._file_info(app_fd, path)
+                            if info:
+                                out.append(info)
+                finally:
+                    os.close(sub_fd)
+        finally:
+            os.close(app_fd)
         return sorted(out, key=lambda f: f.path)
 
-    def _file_info(self, app_dir: Path, path: Path) -> FileInfo | None:
-        real = self._inside(app_dir, path)
-        if real is None:
-            return None
+    def _file_info(self, app_fd: int, path: str) -> FileInfo | None:
+        """``path`` (relative to the app dir) if it is a regular file inside the app."""
         try:
-            st = os.stat(real)
-            sha = self._sha256(real, st)
+            fd, _ = beneath.open_beneath(app_fd, path)
+        except (OSError, StoreError):
+            return None  # missing, unreadable, or leading out of the app
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            sha = self._sha256(fd, st)
         except OSError:
-            return None  # removed or replaced while listing
-        rel = str(path.relative_to(app_dir))
-        return FileInfo(rel, st.st_size, sha, stat.S_IMODE(st.st_mode))
+            return None
+        finally:
+            os.close(fd)
+        return FileInfo(path, st.st_size, sha, stat.S_IMODE(st.st_mode))
 
     def hashes(self, app: str, paths: list[str]) -> dict[str, str]:
         """sha256 of each regular file in ``paths`` (relative to the app dir)."""
-        app_dir = self.existing(app)
+        app_fd = self._existing(app)
         out: dict[str, str] = {}
-        for rel in paths:
-            if not rel or "\0" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
-                continue
-            real = self._inside(app_dir, app_dir / rel)
-            if real is not None:
-                with contextlib.suppress(OSError):  # gone meanwhile: absent
-                    out[rel] = self._sha256(real, os.stat(real))
+        try:
+            for rel in paths:
+                if not rel or "\0" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+                    continue
+                info = self._file_info(app_fd, rel)
+                if info is not None:
+                    out[rel] = info.sha256
+        finally:
+            os.close(app_fd)
         return out
 
-    @staticmethod
-    def _inside(app_dir: Path, path: Path) -> Path | None:
-        """The resolved regular file at ``path`` if it stays inside ``app_dir``."""
-        real = Path(os.path.realpath(path))
-        base = os.path.realpath(app_dir)
-        if not str(real).startswith(base + os.sep):
-            return None
-        try:
-            return real if stat.S_ISREG(os.stat(real).st_mode) else None
-        except OSError:
-            return None
-
-    def _sha256(self, path: Path, st: os.stat_result) -> str:
-        """Hash ``path``, cached by (device, inode, size, mtime)."""
+    def _sha256(self, fd: int, st: os.stat_result) -> str:
+        """Hash the file open at ``fd``, cached by (device, inode, size, mtime)."""
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         cached = self._hashes.get(key)
         if cached:
             return cached
         h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
+        while block := os.read(fd, 1 << 20):
+            h.update(block)
         if len(self._hashes) >= MAX_CACHE:
             self._hashes.clear()  # rare; a cold cache only costs a re-hash
         self._hashes[key] = h.hexdigest()
@@ -164,33 +269,54 @@ class AppStore:
     # ------------------------------------------------------------ removal
 
     def remove(self, app: str, logs: bool) -> list[str]:
-        self._ensured.discard(app)
-        return self._remove(app, logs)
-
-    def _remove(self, app: str, logs: bool) -> list[str]:
         """Remove bin/ and lib/ (and logs/ and the app dir with ``logs``).
 
-        Returns the removed paths relative to ROOT.  A symlink is unlinked,
-        never followed; ``shutil.rmtree`` does not follow links inside.
+        Returns the removed paths relative to ROOT.  Everything is removed
+        by directory fds (see `daemon.beneath.remove`): a symlink is
+        unlinked, never followed, and a symlinked ``apps`` or app dir is
+        refused.
         """
-        app_dir = self.existing(app)
-        removed: list[str] = []
-        for sub in SUBDIRS if logs else LISTED:
-            if self._remove_entry(app_dir / sub):
-                removed.append(self._rel(app_dir / sub))
-        if logs:
-            shutil.rmtree(app_dir)
-            removed.append(self._rel(app_dir))
+        self.app_dir(app)
+        try:
+            apps_fd = beneath.open_dir(self.fd, (APPS,))
+        except FileNotFoundError:
+            raise StoreError(f"no such app: {app}") from None
+        try:
+            try:
+                app_fd = beneath.open_dir(apps_fd, (app,), where=(APPS,))
+            except FileNotFoundError:
+                raise StoreError(f"no such app: {app}") from None
+            removed: list[str] = []
+            try:
+                for sub in SUBDIRS if logs else LISTED:
+                    if beneath.remove(app_fd, sub):
+                        removed.append(beneath.rel(APPS, app, sub))
+            finally:
+                os.close(app_fd)
+            if logs:
+                beneath.remove(apps_fd, app)
+                removed.append(beneath.rel(APPS, app))
+        finally:
+            os.close(apps_fd)
         return removed
 
-    @staticmethod
-    def _remove_entry(path: Path) -> bool:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-        return True
+
+def _present(dir_fd: int, path: str) -> bool:
+    """Whether anything is at ``path``: a probe (one ``fstatat``) before the walk that opens it.
+
+    It opens nothing and only says whether to look further: a program
+    missing from bin/, the common case, costs one system call.
+    """
+    try:
+        os.lstat(path, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True
+
+
+def _runnable(fd: int) -> bool:
+    """A regular file we may execute (what a PATH search takes)."""
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.access(f"/proc/self/fd/{fd}", os.X_OK)
+    except OSError:
+        return False

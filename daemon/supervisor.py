@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from pathlib import Path
 
 from daemon import exe as daemon_exe
 from daemon import procfs, records, shim
+from daemon.beneath import StoreError
 from daemon.errors import Refusal
 from daemon.forker import Forker, ForkerGone
 from daemon.records import ExitRecord, LaunchRecord
@@ -62,7 +61,10 @@ SPARE_TIMEOUT = 10.0  # a spare comes within milliseconds unless the box is dyin
 # wait4 folds it in can exceed the figure the seed read just before its exec.
 INHERITED_SLACK = 1 << 20  # bytes
 FIRST_SAMPLE_AFTER = 0.005  # seconds after the exec: the loader has mapped the program
-MAX_ENDED = 500  # ended processes remembered (records on disk) before the oldest go
+# The history rule until a master announces its own (Welcome.keep_ended*):
+# ended processes remembered (records on disk), newest first, none older.
+KEEP_ENDED = 500
+KEEP_ENDED_FOR = 7 * 86400.0
 
 
 _PATH = os.environ.get("PATH") or os.defpath
@@ -113,13 +115,13 @@ class Supervisor:
     ) -> None:
         self.root = root
         self.log = log
-        self.run_dir = root / "run"
-        self._run_prefix = f"{self.run_dir}/"
+        self.run_dir = records.RunDir(store.fd, root / "run")  # walked from ROOT at each use
         self.store = store
         self.name = name
         self.boot_id = procfs.boot_id()
         self.procs: dict[str, Proc] = {}  # by launch id, oldest first
         self.on_change: Callable[[ProcInfo], None] | None = None
+        self.keep_ended, self.keep_ended_for = KEEP_ENDED, KEEP_ENDED_FOR
         self._loop: asyncio.AbstractEventLoop | None = None
         self._forker = Forker(log)
         self._closed = False
@@ -127,13 +129,20 @@ class Supervisor:
     # ------------------------------------------------------------ start and stop
 
     def start(self) -> None:
-        """Load ROOT/run and re-adopt what still runs (call inside the loop)."""
+        """Load ROOT/run and re-adopt what still runs (call inside the loop).
+
+        OSError, one line, if ROOT/run cannot be used (a symlink, say).
+        """
         self._loop = asyncio.get_running_loop()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for rec in records.launch_records(self.run_dir):
+        try:
+            self.run_dir.create()
+            recs = records.launch_records(self.run_dir)
+        except StoreError as e:
+            raise OSError(str(e)) from None
+        for rec in recs:
             self._adopt(rec)
         try:
-            self._forker.start()
+            self._forker.start(self.store.fd)
         except OSError as e:  # launches will try again
             self.log(f"cannot start the forker: {e}")
 
@@ -245,27 +254,22 @@ class Supervisor:
         if not valid_app_name(app):
             raise SupervisorError(f"invalid app name {app!r}")
         _check_command(argv, env)
-        app_dir = str(self.store.ensure(app))
+        app_dir = f"{self.store.apps_dir}/{app}"
         env = self._env(app_dir, env)
-        exe = self._resolve(argv[0], app_dir, env.get("PATH") or _PATH)
-        try:
-            daemon_exe.check(exe if exe.startswith("/") else f"{app_dir}/{exe}")
+        try:  # finds it, walking beneath ROOT (see daemon.beneath); makes the app's dirs
+            prog = self.store.program(app, argv[0], env.get("PATH") or _PATH)
         except daemon_exe.NotExecutable as e:
             raise SupervisorError(f"cannot execute {argv[0]!r}: {e}") from None
-        launch = self._new_launch_id()
-        run = self._run_prefix
         return shim.Spec(
-            launch=launch,
+            launch=self._new_launch_id(),
             app=app,
-            exe=exe,
+            exe=prog.path,
+            beneath=list(prog.beneath),
+            script=prog.script,
             argv=list(argv),
             env=env,
-            cwd=app_dir,
-            log_path=f"{app_dir}/logs/{launch}.log",
             started_at=time.time(),
             boot_id=self.boot_id,
-            record_path=f"{run}{launch}.json",
-            exit_path=f"{run}{launch}.exit",
         )
 
     @staticmethod
@@ -279,23 +283,13 @@ class Supervisor:
         lib = f"{app_dir}/lib"
         return {**env, "LD_LIBRARY_PATH": f"{lib}:{old}" if old else lib}
 
-    @staticmethod
-    def _resolve(cmd: str, app_dir: str, path: str) -> str:
-        """argv[0] -> executable: as given with a slash, else bin/ first, then PATH."""
-        if "/" in cmd:
-            return cmd
-        found = shutil.which(cmd, path=f"{app_dir}/bin{os.pathsep}{path}")
-        if found is None:
-            raise SupervisorError(f"cannot execute {cmd!r}: {os.strerror(errno.ENOENT)}")
-        return found
-
     def _new_launch_id(self) -> str:
         """Unique, sortable by start time, and safe as a file name."""
         now = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
         while True:
             launch = f"{stamp}-{secrets.token_hex(2)}"
-            if launch not in self.procs and not os.path.lexists(f"{self._run_prefix}{launch}.json"):
+            if launch not in self.procs and not records.exists(self.run_dir, launch):
                 return launch
 
     # ------------------------------------------------------------ watching
@@ -389,7 +383,7 @@ class Supervisor:
     def _mark_unknown(self, proc: Proc) -> None:
         """Ended with nobody to record how; persisted so a restart agrees."""
         proc.rec.unknown_at = time.time()
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, StoreError):
             records.save_launch(self.run_dir, proc.rec)
         self._set_unknown(proc, proc.rec.unknown_at)
 
@@ -401,15 +395,27 @@ class Supervisor:
 
     def _ended(self, proc: Proc) -> None:
         proc.ended.set()
-        self._prune()
+        self.prune()
         if self.on_change is not None:
             self.on_change(proc.info)
 
-    def _prune(self) -> None:
+    def set_history(self, keep: int, keep_for: float) -> None:
+        """Adopt the master's history rule (sane values only) and apply it."""
+        if 0 <= keep <= 1_000_000 and 0 < keep_for < float("inf"):
+            self.keep_ended, self.keep_ended_for = keep, keep_for
+        self.prune()
+
+    def prune(self) -> None:
+        """Forget ended processes past the history rule, oldest end first, as the master does."""
         ended = [p for p in self.procs.values() if not p.info.alive]
-        for proc in ended[: max(0, len(ended) - MAX_ENDED)]:
-            del self.procs[proc.rec.launch]
-            records.forget(self.run_dir, proc.rec.launch)
+        ended.sort(key=lambda p: (p.info.ended_at or 0.0, p.rec.launch))
+        cutoff = time.time() - self.keep_ended_for
+        excess = max(0, len(ended) - self.keep_ended)
+        for i, proc in enumerate(ended):
+            ended_at = proc.info.ended_at
+            if i < excess or (ended_at is not None and ended_at < cutoff):
+                del self.procs[proc.rec.launch]
+                records.forget(self.run_dir, proc.rec.launch)
 
     # ------------------------------------------------------------ queries
 

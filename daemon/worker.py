@@ -69,7 +69,7 @@ def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (or ``[V6]:PORT``) -> (host, port); ConfigError if malformed."""
     host, sep, port = text.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"bad --master {text!r}: expected HOST:PORT")
     return host, int(port)
 
@@ -230,6 +230,7 @@ class Worker:
             now = welcome.now if math.isfinite(welcome.now) and welcome.now > 0 else 0.0
             self.log(f"connected to {cfg.host}:{cfg.port} (heartbeat {heartbeat:g}s)")
             self._attempt, self._last_failure = 0, ""
+            self.sup.set_history(welcome.keep_ended, welcome.keep_ended_for)
             self._conn = conn
             await Session(self.node, conn, heartbeat, now).run()
         finally:

@@ -60,6 +60,7 @@ class FakeMaster:
         self.refusals: list[str] = []
         self.others: list[m.Message] = []
         self.admit: Callable[[str], str | None] = lambda name: None
+        self.pong = True  # answer beats (a worker that hears nothing for 2H reconnects)
         self.conn: Connection | None = None
         self.calls = Calls()
         self._server: asyncio.Server | None = None
@@ -94,7 +95,10 @@ class FakeMaster:
             await handshake.accept(conn, self.token, self.heartbeat, self.admit)
             self.conn = conn
             while True:
-                self._record(await conn.recv())
+                msg = await conn.recv()
+                if isinstance(msg, m.Heartbeat) and self.pong:
+                    conn.send_nowait(m.Pong(seq=msg.seq))  # as the master does
+                self._record(msg)
         except (auth.AuthError, FrameError, ConnectionClosed) as e:
             if isinstance(e, auth.AuthError):
                 self.refusals.append(str(e))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemon import logs
+from daemon.beneath import Beneath
 from tests.daemon.harness import FakeMaster, wait_for
 from transport import messages as m
 from transport.connection import CallError
@@ -95,21 +98,30 @@ async def test_logs_of_unknown_pid(master, spawn_worker):
         await master.call(lambda i: m.Logs(id=i, pid=4242424))
 
 
-def test_tail_reads_backwards(tmp_path: Path):
+@pytest.fixture
+def tmp_fd(tmp_path: Path) -> Iterator[int]:
+    """``tmp_path``, open: logs are opened by a walk from a directory fd."""
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+def test_tail_reads_backwards(tmp_path: Path, tmp_fd: int):
     path = tmp_path / "x.log"
+    log = Beneath(tmp_fd, ("x.log",))
     lines = [f"line {i}\n".encode() for i in range(100_000)]
     path.write_bytes(b"".join(lines))
-    offset, data = logs.tail(path, 3)
+    offset, data = logs.tail(log, 3)
     assert data == b"".join(lines[-3:])
     assert offset == path.stat().st_size - len(data)
     path.write_bytes(b"a\nb\nc")  # no final newline: "c" is the last line
-    assert logs.tail(path, 2) == (2, b"b\nc")
-    assert logs.tail(path, 10) == (0, b"a\nb\nc")
-    assert logs.tail(path, 0) == (5, b"")
-    assert logs.tail(tmp_path / "missing.log", 5) == (0, b"")
+    assert logs.tail(log, 2) == (2, b"b\nc")
+    assert logs.tail(log, 10) == (0, b"a\nb\nc")
+    assert logs.tail(log, 0) == (5, b"")
+    assert logs.tail(Beneath(tmp_fd, ("missing.log",)), 5) == (0, b"")
 
 
-async def test_follow_waits_for_a_slow_reader(tmp_path: Path):
+async def test_follow_waits_for_a_slow_reader(tmp_path: Path, tmp_fd: int):
     """Back-pressure: while a send is pending, nothing more is read or queued."""
     path = tmp_path / "x.log"
     path.write_bytes(b"x" * (3 * logs.CHUNK + 10))
@@ -123,7 +135,7 @@ async def test_follow_waits_for_a_slow_reader(tmp_path: Path):
 
     streams = logs.LogStreams(slow_send)
     ended = asyncio.Event()
-    streams.open(7, path, 0, ended)
+    streams.open(7, Beneath(tmp_fd, ("x.log",)), 0, ended)
     await wait_for(lambda: sent, what="first chunk")
     for _ in range(50):
         await asyncio.sleep(0)  # give the stream every chance to run ahead
