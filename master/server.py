@@ -222,8 +222,10 @@ class WorkerServer:
             await conn.close()
 
     def _refused(self, peer: str, why: str) -> None:
-        """One short line per refusal, at most one per source address every 10 s."""
-        line = self._refusals.admit(peer.rpartition(":")[0], f"{peer} refused: {why[:160]}")
+        """One short line per refusal, at most one per address and kind every 10 s."""
+        kind = "".join(c for c in why[:40] if not c.isdigit())  # "frame length N exceeds..."
+        key = f"{peer.rpartition(':')[0]} {kind}"
+        line = self._refusals.admit(key, f"{peer} refused: {why[:160]}")
         if line is not None:
             log.warning("worker connection from %s", line)
             self.cluster.note("node.refused", "", f"connection from {line}")

@@ -257,13 +257,14 @@ class GuardedServer:
             transport.close()
 
     def close(self) -> None:
-        """Stop listening; connections already accepted carry on."""
+        """Stop listening (again is harmless); connections already accepted carry on."""
         self._closed = True
         if self._paused is not None:
             self._paused.cancel()
         for sock in self.sockets:
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
+            if sock.fileno() >= 0:
+                self._loop.remove_reader(sock.fileno())
+                sock.close()
 
     async def wait_closed(self) -> None:
         """Wait until every accepted connection's callback has returned."""
