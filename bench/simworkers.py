@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import time
 import uuid
 from typing import Any
 
+from master.server import MAX_UNAUTHENTICATED_PER_HOST
 from transport import handshake
 from transport.connection import Connection, ConnectionClosed
 from transport.messages import (
@@ -95,16 +97,23 @@ class SimWorker:
 async def run_many(host: str, port: int, token: str, count: int, seconds: float) -> int:
     """Connect ``count`` workers, beat for ``seconds``; return how many connected."""
     workers = [SimWorker(host, port, token, f"sim{i:05d}") for i in range(count)]
-    sem = asyncio.Semaphore(100)
+    sem = asyncio.Semaphore(MAX_UNAUTHENTICATED_PER_HOST)
 
     async def up(w: SimWorker) -> bool:
-        async with sem:
-            try:
-                await w.connect()
-            except Exception:
-                return False
-        w.start_beating()
-        return True
+        # As real workers do: a refused dial (the master admits a few
+        # handshakes per address at once) is tried again after a pause.
+        for attempt in range(50):
+            async with sem:
+                try:
+                    await w.connect()
+                except Exception:
+                    if w.conn is not None:
+                        await w.conn.close()
+                    await asyncio.sleep(0.05 * random.uniform(1, 2) * min(attempt + 1, 10))
+                    continue
+            w.start_beating()
+            return True
+        return False
 
     ok = sum(await asyncio.gather(*(up(w) for w in workers)))
     print(f"connected {ok}", flush=True)
