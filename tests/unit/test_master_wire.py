@@ -64,6 +64,26 @@ async def test_token_file_is_private(master: Master) -> None:
     assert mode == 0o600
 
 
+async def test_the_state_dir_is_private_even_when_it_was_not(tmp_path: Path) -> None:
+    state = tmp_path / "open"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)  # as an older corral left it
+    m = Master(MasterConfig(listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=state))
+    await m.start()
+    try:
+        assert state.stat().st_mode & 0o777 == 0o700
+        fresh = tmp_path / "fresh" / "state"
+        assert not fresh.exists()
+    finally:
+        await m.stop()
+    m2 = Master(MasterConfig(listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=fresh))
+    await m2.start()
+    try:
+        assert fresh.stat().st_mode & 0o777 == 0o700
+    finally:
+        await m2.stop()
+
+
 async def test_wrong_token_refused_and_others_served(master: Master) -> None:
     ok = await good_worker(master, "good")
     bad = SimWorker(*addr(master), "not-the-token", "intruder")
