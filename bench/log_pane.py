@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.report import line, pct
 from bench.tui_feed import FrameTimer, GcTimer
-from master.control import Master, MasterConfig
+from corral.master.control import Master, MasterConfig
 
 RATE = 50_000
 SECONDS = 5.0
@@ -107,7 +107,7 @@ def _spawn_worker(base: Path, address: str, token: str) -> subprocess.Popen[byte
 
 
 async def _follow(base: Path) -> dict[str, Any]:
-    from tui.app import CorralApp
+    from corral.tui.app import CorralApp
 
     master = Master(
         MasterConfig(state_dir=base / "master", listen="127.0.0.1:0", api="127.0.0.1:0")

@@ -14,10 +14,10 @@ import time
 import uuid
 from typing import Any
 
-from master.server import MAX_UNAUTHENTICATED_PER_HOST
-from transport import handshake
-from transport.connection import Connection, ConnectionClosed
-from transport.messages import (
+from corral.master.server import MAX_UNAUTHENTICATED_PER_HOST
+from corral.transport import handshake
+from corral.transport.connection import Connection, ConnectionClosed
+from corral.transport.messages import (
     Error,
     Heartbeat,
     Metrics,

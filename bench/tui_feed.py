@@ -42,9 +42,9 @@ from textual.screen import Screen
 from bench.cluster import wait_until
 from bench.heartbeat import cpu_share
 from bench.report import line, pct
-from master.control import Master, MasterConfig
-from master.model import Cluster
-from transport.messages import Metrics, NodeFacts, ProcInfo, ProcSample
+from corral.master.control import Master, MasterConfig
+from corral.master.model import Cluster
+from corral.transport.messages import Metrics, NodeFacts, ProcInfo, ProcSample
 
 NODES = 1000
 PER_NODE = 10
@@ -207,9 +207,9 @@ async def _drive(master: Master, pace: float) -> None:
 
 
 async def _ui_run(tmp: Path) -> dict[str, list[float]]:
-    from tui.app import CorralApp
-    from tui.widgets.nodes import NodesTable
-    from tui.widgets.procs import ProcsTable
+    from corral.tui.app import CorralApp
+    from corral.tui.widgets.nodes import NodesTable
+    from corral.tui.widgets.procs import ProcsTable
 
     master = Master(MasterConfig(state_dir=tmp / "state"))
     _register(master.cluster, time.time())

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from corral.client import DEFAULT_API
 
 if TYPE_CHECKING:
-    from master.control import Master
+    from corral.master.control import Master
 
 STOP_DEADLINE = 5.0  # seconds a worker gets to exit after SIGTERM
 
@@ -229,8 +229,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from corral.master.control import Master, MasterConfig
     from corral.serve import load_dashboard, log_to, run_master
-    from master.control import Master, MasterConfig
 
     dashboard = None if args.headless else load_dashboard()
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from corral.client import CliError, state_dir
 
 if TYPE_CHECKING:
-    from master.control import Master, MasterConfig
+    from corral.master.control import Master, MasterConfig
 
 Dashboard = Callable[..., Any]
 
@@ -23,7 +23,7 @@ def _note(line: str) -> None:
 
 
 def check_address(flag: str, text: str, default_port: int) -> None:
-    from master.control import split_hostport
+    from corral.master.control import split_hostport
 
     try:
         split_hostport(text, default_port)
@@ -37,7 +37,7 @@ def load_dashboard() -> Dashboard | None:
         _note("not a terminal: running headless")
         return None
     try:
-        from tui.app import run_dashboard
+        from corral.tui.app import run_dashboard
     except ImportError as e:
         _note(f"the dashboard is not available ({e}): running headless")
         return None
@@ -62,8 +62,8 @@ def run_master(
 ) -> int:
     """Serve ``master`` under the dashboard, or headless; returns the exit status."""
     if dashboard is None:
-        from master.headless import serve
-        from transport.loop import run as run_loop
+        from corral.master.headless import serve
+        from corral.transport.loop import run as run_loop
 
         if announce is None:
             return run_loop(serve(master, ready=on_ready))
@@ -72,7 +72,7 @@ def run_master(
 
 
 def master_config(args: argparse.Namespace) -> MasterConfig:
-    from master.control import MasterConfig
+    from corral.master.control import MasterConfig
 
     check_address("--listen", args.listen, 7070)
     check_address("--api", args.api, 7071)
@@ -85,7 +85,7 @@ def master_config(args: argparse.Namespace) -> MasterConfig:
 
 
 def master(args: argparse.Namespace) -> int:
-    from master.control import Master
+    from corral.master.control import Master
 
     config = master_config(args)
     dashboard = None if args.headless else load_dashboard()
@@ -97,7 +97,7 @@ def master(args: argparse.Namespace) -> int:
 def worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker daemon's own flags, or the documented ones if it is not installed."""
     try:
-        daemon_worker = importlib.import_module("daemon.worker")
+        daemon_worker = importlib.import_module("corral.daemon.worker")
     except ImportError as e:
         parser.set_defaults(worker_missing=str(e))
         parser.add_argument("--master", metavar="HOST:PORT", required=True)
@@ -112,7 +112,7 @@ def worker_arguments(parser: argparse.ArgumentParser) -> None:
 def worker(args: argparse.Namespace) -> int:
     run = getattr(args, "worker_main", None)
     if run is None:
-        why = getattr(args, "worker_missing", "daemon.worker not found")
+        why = getattr(args, "worker_missing", "corral.daemon.worker not found")
         raise CliError(f"the worker daemon is not available here ({why})")
     status = run(args)
     return int(status or 0)

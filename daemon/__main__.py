@@ -1,11 +1,11 @@
-"""``python -m daemon --master HOST:PORT ...``: run the worker daemon."""
+"""``python -m corral.daemon --master HOST:PORT ...``: run the worker daemon."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from daemon import worker
+from corral.daemon import worker
 
 
 def run() -> int:

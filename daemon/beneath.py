@@ -22,7 +22,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from daemon.errors import Refusal
+from corral.daemon.errors import Refusal
 
 # The parts of ROOT (see DESIGN.md, "The worker's disk").
 APPS = "apps"

@@ -25,12 +25,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from daemon import logs
-from daemon.errors import Refusal
-from daemon.logs import LogStreams
-from daemon.store import AppStore, StoreError
-from daemon.supervisor import Supervisor
-from transport import messages as m
+from corral.daemon import logs
+from corral.daemon.errors import Refusal
+from corral.daemon.logs import LogStreams
+from corral.daemon.store import AppStore, StoreError
+from corral.daemon.supervisor import Supervisor
+from corral.transport import messages as m
 
 Log = Callable[[str], None]
 LAUNCH_KEYS = 4096  # request keys remembered for idempotent launches

@@ -1,7 +1,7 @@
 """The forker: a small process that forks spare shims so the daemon never forks.
 
 This module is the daemon's side; the forker's own program is
-`daemon.shim.serve` (``python -m daemon.shim FD ROOT_FD``): it inherits
+`corral.daemon.shim.serve` (``python -m corral.daemon.shim FD ROOT_FD``): it inherits
 the daemon's fd of ROOT, from which its shims and seeds walk to every path
 they use (see `daemon.beneath`).
 
@@ -43,8 +43,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from daemon import shim
-from daemon.shim import Usage
+from corral.daemon import shim
+from corral.daemon.shim import Usage
 
 _MSG = 128  # bytes: "s PID START SEED START" fits with room to spare
 _FDS = 4
@@ -81,7 +81,7 @@ class Forker:
         env = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.shim", str(theirs.fileno()), str(self._root)],
+                [sys.executable, "-m", "corral.daemon.shim", str(theirs.fileno()), str(self._root)],
                 pass_fds=[theirs.fileno(), self._root],
                 stdin=subprocess.DEVNULL,
                 env=env,

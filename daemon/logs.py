@@ -18,9 +18,9 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from daemon.beneath import Beneath, StoreError
-from daemon.watch import POLL, Growth
-from transport.messages import LogChunk, Message
+from corral.daemon.beneath import Beneath, StoreError
+from corral.daemon.watch import POLL, Growth
+from corral.transport.messages import LogChunk, Message
 
 CHUNK = 256 * 1024
 BLOCK = 64 * 1024

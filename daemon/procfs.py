@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from transport.messages import ProcState
+from corral.transport.messages import ProcState
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import msgspec
 
-from daemon import beneath
+from corral.daemon import beneath
 
 T = TypeVar("T")
 MAX_RECORD = 4 << 20  # bytes: argv included, a record stays far below

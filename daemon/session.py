@@ -23,11 +23,11 @@ from pathlib import Path
 
 import psutil
 
-from daemon.commands import Handlers
-from daemon.store import AppStore
-from daemon.supervisor import Supervisor
-from transport import messages as m
-from transport.connection import Connection, ConnectionClosed
+from corral.daemon.commands import Handlers
+from corral.daemon.store import AppStore
+from corral.daemon.supervisor import Supervisor
+from corral.transport import messages as m
+from corral.transport.connection import Connection, ConnectionClosed
 
 Log = Callable[[str], None]
 

@@ -28,7 +28,7 @@ the program and learns the real reason it ended.
 
 The forked code always leaves with ``os._exit``.
 
-This module is also the forker's program (``python -m daemon.shim FD ROOT_FD``,
+This module is also the forker's program (``python -m corral.daemon.shim FD ROOT_FD``,
 see `serve`): it imports nothing heavy, since every page the forker holds
 is shared with each shim and seed, and each one they write costs a fault.
 
@@ -66,8 +66,8 @@ from typing import Any, NamedTuple, NoReturn
 
 import setproctitle
 
-from daemon import beneath
-from daemon.beneath import APPS, LOGS, RUN
+from corral.daemon import beneath
+from corral.daemon.beneath import APPS, LOGS, RUN
 
 _SHIM_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The app gets default dispositions back: ignored signals survive exec, and

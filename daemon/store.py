@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon import beneath
-from daemon import exe as daemon_exe
-from daemon.beneath import APPS, LOGS, Beneath, StoreError
-from transport.messages import FileInfo, valid_app_name
+from corral.daemon import beneath
+from corral.daemon import exe as daemon_exe
+from corral.daemon.beneath import APPS, LOGS, Beneath, StoreError
+from corral.transport.messages import FileInfo, valid_app_name
 
 __all__ = ["AppStore", "Program", "StoreError"]
 

@@ -27,15 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon import exe as daemon_exe
-from daemon import procfs, records, shim
-from daemon.beneath import StoreError
-from daemon.errors import Refusal
-from daemon.forker import Forker, ForkerGone
-from daemon.records import ExitRecord, LaunchRecord
-from daemon.shim import Usage, own_children_usage
-from daemon.store import AppStore
-from transport.messages import ProcInfo, ProcSample, valid_app_name
+from corral.daemon import exe as daemon_exe
+from corral.daemon import procfs, records, shim
+from corral.daemon.beneath import StoreError
+from corral.daemon.errors import Refusal
+from corral.daemon.forker import Forker, ForkerGone
+from corral.daemon.records import ExitRecord, LaunchRecord
+from corral.daemon.shim import Usage, own_children_usage
+from corral.daemon.store import AppStore
+from corral.transport.messages import ProcInfo, ProcSample, valid_app_name
 
 SIGNALS = {
     s.name: s

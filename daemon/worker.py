@@ -1,6 +1,6 @@
 """The worker daemon's entry point: configuration, the reconnect loop, shutdown.
 
-``corral worker`` (and ``python -m daemon``) call `add_arguments` and `main`.
+``corral worker`` (and ``python -m corral.daemon``) call `add_arguments` and `main`.
 The daemon dials the master, authenticates, registers its full state and
 serves requests (`daemon.session`); whenever the master is away it retries
 with jittered exponential backoff, capped at one heartbeat H, while the
@@ -23,14 +23,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.session import Node, Session
-from daemon.store import AppStore
-from daemon.supervisor import Supervisor
-from transport import auth, handshake
-from transport.codec import FrameError
-from transport.connection import Connection, ConnectionClosed
-from transport.loop import run as run_loop
-from transport.messages import Goodbye
+from corral.daemon.session import Node, Session
+from corral.daemon.store import AppStore
+from corral.daemon.supervisor import Supervisor
+from corral.transport import auth, handshake
+from corral.transport.codec import FrameError
+from corral.transport.connection import Connection, ConnectionClosed
+from corral.transport.loop import run as run_loop
+from corral.transport.messages import Goodbye
 
 DEFAULT_ROOT = "~/.local/share/corral/worker"
 BACKOFF_START = 0.1

@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import msgspec
 from msgspec import Meta
 
-from master.control import VerbError
-from master.httpd import HttpServer, Request, Response, Stream, json_response
+from corral.master.control import VerbError
+from corral.master.httpd import HttpServer, Request, Response, Stream, json_response
 
 if TYPE_CHECKING:
-    from master.control import Master
+    from corral.master.control import Master
 
 Route = Callable[[Request], Awaitable[Response | Stream]]
 S = TypeVar("S", bound=msgspec.Struct)

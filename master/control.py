@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from master.config import ConfigError, SshConfig, load_history
-from master.events import EventLog
-from master.model import Cluster, ProcView
-from master.server import Follow, WorkerLink, WorkerServer
-from transport.auth import ensure_token
-from transport.connection import CallError, ConnectionClosed
-from transport.messages import (
+from corral.master.config import ConfigError, SshConfig, load_history
+from corral.master.events import EventLog
+from corral.master.model import Cluster, ProcView
+from corral.master.server import Follow, WorkerLink, WorkerServer
+from corral.transport.auth import ensure_token
+from corral.transport.connection import CallError, ConnectionClosed
+from corral.transport.messages import (
     Error,
     Launch,
     Launched,
@@ -43,7 +43,7 @@ from transport.messages import (
 )
 
 if TYPE_CHECKING:
-    from master.deployer import Deployer, DeployProgress, DeployResult
+    from corral.master.deployer import Deployer, DeployProgress, DeployResult
 
 log = logging.getLogger("corral.master")
 
@@ -184,7 +184,7 @@ class Master:
             raise StartError(f"cannot listen for workers on {host}:{port}: {_why(e)}") from None
         _write_address(state / "listen", self.listen_address)
         if api:
-            from master.api import ApiServer
+            from corral.master.api import ApiServer
 
             server = ApiServer(self)
             ahost, aport = split_hostport(self.config.api, 7071)
@@ -200,7 +200,7 @@ class Master:
         log.info("listening for workers on %s, API on %s", self.listen_address, self.api_address)
 
     async def stop(self) -> None:
-        from master.api import ApiServer
+        from corral.master.api import ApiServer
 
         if isinstance(self._api, ApiServer):
             await self._api.stop()
@@ -526,7 +526,7 @@ class Master:
         nodes in parallel; ``progress(node, sent_bytes, total_bytes)`` is
         called on the loop as bytes go.  See `master.deployer`.
         """
-        from master.deployer import Deployer
+        from corral.master.deployer import Deployer
 
         if self._deployer is None:
             self._deployer = Deployer(self)

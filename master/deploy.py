@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from master.elf import DeployPlan
-from transport.sftp import PushReport, Upload
+from corral.master.elf import DeployPlan
+from corral.transport.sftp import PushReport, Upload
 
 _HASH_CHUNK = 1024 * 1024
 

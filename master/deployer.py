@@ -43,17 +43,17 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from master import deploy, elf
-from master.config import ConfigError, SshConfig, load_ssh
-from master.control import VerbError
-from master.deploy import LocalFile, NodePlan, PlanError
-from master.server import WorkerLink
-from transport import sftp
-from transport.connection import CallError
-from transport.messages import AppReady, Hashes, HashesReply, PrepareApp, valid_app_name
+from corral.master import deploy, elf
+from corral.master.config import ConfigError, SshConfig, load_ssh
+from corral.master.control import VerbError
+from corral.master.deploy import LocalFile, NodePlan, PlanError
+from corral.master.server import WorkerLink
+from corral.transport import sftp
+from corral.transport.connection import CallError
+from corral.transport.messages import AppReady, Hashes, HashesReply, PrepareApp, valid_app_name
 
 if TYPE_CHECKING:
-    from master.control import Master
+    from corral.master.control import Master
 
 log = logging.getLogger("corral.master")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from master.model import Event
+from corral.master.model import Event
 
 log = logging.getLogger("corral.master")
 

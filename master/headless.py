@@ -8,8 +8,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from master.control import Master
-from master.model import Change
+from corral.master.control import Master
+from corral.master.model import Change
 
 Announce = Callable[[str], None]
 

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from transport.limits import FdBudget, GuardedServer, raise_nofile_limit, start_server
+from corral.transport.limits import FdBudget, GuardedServer, raise_nofile_limit, start_server
 
 log = logging.getLogger("corral.api")
 

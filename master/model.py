@@ -24,7 +24,7 @@ from typing import Literal
 
 import msgspec
 
-from transport.messages import (
+from corral.transport.messages import (
     ALIVE_STATES,
     Metrics,
     NodeFacts,

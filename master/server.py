@@ -23,14 +23,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from master.events import RateLimiter
-from master.model import Cluster
-from transport import handshake
-from transport.auth import AuthError
-from transport.codec import FrameError
-from transport.connection import DEADLINE_GRACE, Calls, Connection, ConnectionClosed
-from transport.limits import FdBudget, GuardedServer, raise_nofile_limit, start_server
-from transport.messages import (
+from corral.master.events import RateLimiter
+from corral.master.model import Cluster
+from corral.transport import handshake
+from corral.transport.auth import AuthError
+from corral.transport.codec import FrameError
+from corral.transport.connection import DEADLINE_GRACE, Calls, Connection, ConnectionClosed
+from corral.transport.limits import FdBudget, GuardedServer, raise_nofile_limit, start_server
+from corral.transport.messages import (
     Goodbye,
     Heartbeat,
     LogChunk,

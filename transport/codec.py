@@ -10,7 +10,7 @@ import struct
 
 import msgspec
 
-from transport.messages import MAX_FRAME, Message
+from corral.transport.messages import MAX_FRAME, Message
 
 _HEADER = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size

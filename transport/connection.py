@@ -12,8 +12,8 @@ import itertools
 import time
 from typing import Any
 
-from transport.codec import HEADER_SIZE, FrameError, body_length, decode_body, encode
-from transport.messages import MAX_FRAME, REPLIES, Message, Request
+from corral.transport.codec import HEADER_SIZE, FrameError, body_length, decode_body, encode
+from corral.transport.messages import MAX_FRAME, REPLIES, Message, Request
 
 # Added to a request's deadline before the master calls it failed: covers the
 # error in the worker's reading of the master's clock (at most the one-way

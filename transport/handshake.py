@@ -13,10 +13,10 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from transport import auth
-from transport.codec import FrameError
-from transport.connection import Connection, ConnectionClosed
-from transport.messages import (
+from corral.transport import auth
+from corral.transport.codec import FrameError
+from corral.transport.connection import Connection, ConnectionClosed
+from corral.transport.messages import (
     MAX_FRAME,
     MAX_HANDSHAKE_FRAME,
     PROTOCOL_VERSION,

@@ -14,9 +14,9 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from master.control import Master
-from transport.loop import run as run_loop
-from tui.widgets.dashboard import Dashboard, help_sections
+from corral.master.control import Master
+from corral.transport.loop import run as run_loop
+from corral.tui.widgets.dashboard import Dashboard, help_sections
 
 
 class CorralApp(App[None]):

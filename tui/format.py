@@ -10,7 +10,7 @@ import time
 
 from rich.text import Text
 
-from master.model import NodeView, ProcView
+from corral.master.model import NodeView, ProcView
 
 NODE_SYMBOLS = {"alive": "●", "suspect": "◐", "lost": "✕", "left": "○"}
 NODE_STYLES = {"alive": "green", "suspect": "bold yellow", "lost": "bold red", "left": "dim"}

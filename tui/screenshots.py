@@ -1,4 +1,4 @@
-"""``python -m tui.screenshots DIR``: pictures of the real dashboard on a demo cluster.
+"""``python -m corral.tui.screenshots DIR``: pictures of the real dashboard on a demo cluster.
 
 Starts a real master and three real worker daemons in a temporary directory,
 launches a few programs, saves SVG screenshots (main screen, launch dialog,
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from master.control import Master, MasterConfig
-from tui.app import CorralApp
-from tui.widgets.deploy import DeployDialog
+from corral.master.control import Master, MasterConfig
+from corral.tui.app import CorralApp
+from corral.tui.widgets.deploy import DeployDialog
 
 NODES = ("node1", "node2", "node3")
 SIZE = (120, 40)
@@ -62,7 +62,7 @@ class Demo:
             with log:
                 self.workers.append(
                     await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "daemon", "--master", address,
+                        sys.executable, "-m", "corral.daemon", "--master", address,
                         "--root", str(root), "--name", name,
                         env=env, stdout=log, stderr=log,
                     )

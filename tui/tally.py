@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from master.model import NodeView
-from transport.messages import ALIVE_STATES
+from corral.master.model import NodeView
+from corral.transport.messages import ALIVE_STATES
 
 _RUNNING, _ENDED, _FAILED = ("running",), ("ended",), ("ended", "failed")
 

@@ -45,7 +45,7 @@ def test_render_aligns_columns() -> None:
 
 
 def test_default_state_dir_matches_the_master(monkeypatch: pytest.MonkeyPatch) -> None:
-    from master.control import default_state_dir
+    from corral.master.control import default_state_dir
 
     monkeypatch.setenv("XDG_STATE_HOME", "/somewhere")
     assert client.default_state_dir() == default_state_dir() == Path("/somewhere/corral")

@@ -3,7 +3,7 @@
 `FakeMaster` is an asyncio TCP server on 127.0.0.1 port 0 that runs the real
 handshake, records what the worker sends (Register, Heartbeat, ProcEvent,
 follow LogChunks, Goodbye) and lets a test send requests with `call`.
-`WorkerProcess` runs ``python -m daemon`` as a real child process.
+`WorkerProcess` runs ``python -m corral.daemon`` as a real child process.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 
 import psutil
 
-from daemon import procfs, records
-from transport import auth, handshake
-from transport import messages as m
-from transport.codec import FrameError
-from transport.connection import Calls, Connection, ConnectionClosed
+from corral.daemon import procfs, records
+from corral.transport import auth, handshake
+from corral.transport import messages as m
+from corral.transport.codec import FrameError
+from corral.transport.connection import Calls, Connection, ConnectionClosed
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-" + "ab" * 16
@@ -153,7 +153,7 @@ class FakeMaster:
 
 
 class WorkerProcess:
-    """``python -m daemon`` as a real process, its stderr in a file."""
+    """``python -m corral.daemon`` as a real process, its stderr in a file."""
 
     def __init__(self, port: int, root: Path, name: str = "w1", token: str = TOKEN) -> None:
         self.port = port
@@ -167,7 +167,7 @@ class WorkerProcess:
         return [
             sys.executable,
             "-m",
-            "daemon",
+            "corral.daemon",
             "--master",
             f"127.0.0.1:{self.port}",
             "--root",

@@ -10,10 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from daemon import procfs, records
+from corral.daemon import procfs, records
+from corral.transport import messages as m
 from tests.daemon.harness import exited_pid, wait_for
 from tests.procs import gone
-from transport import messages as m
 
 
 def launch(app: str, *argv: str):

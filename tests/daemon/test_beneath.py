@@ -21,15 +21,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from daemon import beneath, records, shim
-from daemon.beneath import StoreError
-from daemon.forker import Forker
-from daemon.store import AppStore
-from daemon.supervisor import Supervisor
+from corral.daemon import beneath, records, shim
+from corral.daemon.beneath import StoreError
+from corral.daemon.forker import Forker
+from corral.daemon.store import AppStore
+from corral.daemon.supervisor import Supervisor
+from corral.transport import messages as m
+from corral.transport.connection import CallError
 from tests.daemon.harness import FakeMaster, wait_for
 from tests.procs import gone
-from transport import messages as m
-from transport.connection import CallError
 
 SECRET = b"root:$6$not-for-the-master\n"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import exe
+from corral.daemon import exe
 
 LOADER = b"/lib64/ld-linux-x86-64.so.2"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from daemon import procfs
+from corral.daemon import procfs
+from corral.transport import messages as m
+from corral.transport.connection import CallError
 from tests.daemon.harness import FakeMaster, wait_for
-from transport import messages as m
-from transport.connection import CallError
 
 
 def launch(app: str, *argv: str, **env: str):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon import logs
-from daemon.beneath import Beneath
+from corral.daemon import logs
+from corral.daemon.beneath import Beneath
+from corral.transport import messages as m
+from corral.transport.connection import CallError
 from tests.daemon.harness import FakeMaster, wait_for
-from transport import messages as m
-from transport.connection import CallError
 
 # Prints 20 lines, then waits for a file named "go" in its app dir.
 WAITER = "seq 1 20; while [ ! -e go ]; do sleep 0.02; done; echo after"

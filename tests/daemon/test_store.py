@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from corral.transport import messages as m
+from corral.transport.connection import CallError
 from tests.daemon.harness import FakeMaster, wait_for
-from transport import messages as m
-from transport.connection import CallError
 
 
 def sha(data: bytes) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.watch import Growth
+from corral.daemon.watch import Growth
 from tests.daemon.harness import wait_for
 
 

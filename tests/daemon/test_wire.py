@@ -11,9 +11,9 @@ from pathlib import Path
 
 import msgspec
 
+from corral.transport import messages as m
+from corral.transport.codec import encode
 from tests.daemon.harness import REPO, TOKEN, FakeMaster, WorkerProcess, wait_for
-from transport import messages as m
-from transport.codec import encode
 
 
 async def test_wrong_token_is_refused_and_retried(master, spawn_worker, root: Path):
@@ -106,7 +106,7 @@ async def test_worker_waits_for_a_late_master(spawn_worker):
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "corral.daemon", *args],
         cwd=REPO,
         env={**base, **(env or {})},
         capture_output=True,

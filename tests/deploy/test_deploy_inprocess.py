@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from master.config import SshConfig
-from master.control import Master, MasterConfig, VerbError
+from corral.master.config import SshConfig
+from corral.master.control import Master, MasterConfig, VerbError
 from tests.deploy.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(60)
@@ -111,8 +111,8 @@ async def test_input_errors_raise_before_any_node_is_asked(master: Master, tmp_p
 async def test_a_copy_that_arrived_different_is_reported_and_sent_again(
     master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from master import deployer
-    from transport import sftp
+    from corral.master import deployer
+    from corral.transport import sftp
 
     real_push = sftp.push
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from master.elf import DependencyError, read_ld_so_cache, read_ld_so_conf, resolve
+from corral.master.elf import DependencyError, read_ld_so_cache, read_ld_so_conf, resolve
 from tests.deploy.build import (
     GREET_C,
     GREET_VIA_INNER_C,

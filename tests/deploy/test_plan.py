@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from master.deploy import (
+from corral.master.deploy import (
     LocalFile,
     NodePlan,
     PlanError,
@@ -21,10 +21,10 @@ from master.deploy import (
     rel_paths,
     uploads,
 )
-from master.elf import DeployPlan, resolve
+from corral.master.elf import DeployPlan, resolve
+from corral.transport.sftp import SshTarget, push
 from tests.deploy.build import GREET_C, hello_app, shared_lib
 from tests.deploy.sshd import Sshd
-from transport.sftp import SshTarget, push
 
 
 def node_hashes(app_dir: Path, paths: list[str]) -> dict[str, str]:

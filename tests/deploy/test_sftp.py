@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from corral.transport.sftp import TMP_MARK, HostKeyError, PushError, SshTarget, Upload, push
 from tests.deploy.sshd import Sshd
-from transport.sftp import TMP_MARK, HostKeyError, PushError, SshTarget, Upload, push
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from master.control import Master, MasterConfig
-from transport.messages import Metrics, NodeFacts, ProcInfo
+from corral.master.control import Master, MasterConfig
+from corral.transport.messages import Metrics, NodeFacts, ProcInfo
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: "now" for every snapshot
 GiB = 1024**3

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from daemon import procfs, records
+from corral.daemon import procfs, records
 
 HEARTBEAT = 0.5
 
@@ -33,7 +33,16 @@ class Workers:
         for name in names:
             root = self.base / name
             self.roots.append(root)
-            cmd = [sys.executable, "-m", "daemon", "--master", address, "--root", str(root), *args]
+            cmd = [
+                sys.executable,
+                "-m",
+                "corral.daemon",
+                "--master",
+                address,
+                "--root",
+                str(root),
+                *args,
+            ]
             log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115
             with log:
                 self.procs.append(

@@ -9,15 +9,15 @@ import psutil
 import pytest
 from textual.pilot import Pilot
 
-from master.control import Master, MasterConfig
-from master.model import ProcView
+from corral.master.control import Master, MasterConfig
+from corral.master.model import ProcView
+from corral.tui.app import CorralApp
+from corral.tui.widgets.confirm import ConfirmDialog
+from corral.tui.widgets.launch import LaunchDialog
+from corral.tui.widgets.log_pane import LogPane
+from corral.tui.widgets.nodes import NodesTable
 from tests.procs import gone
 from tests.tui.conftest import HEARTBEAT, Workers, until
-from tui.app import CorralApp
-from tui.widgets.confirm import ConfirmDialog
-from tui.widgets.launch import LaunchDialog
-from tui.widgets.log_pane import LogPane
-from tui.widgets.nodes import NodesTable
 
 NODES = ("n1", "n2")
 

@@ -16,15 +16,15 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, ProgressBar, Static
 
-from master.config import SshConfig
-from master.control import Master, MasterConfig
+from corral.master.config import SshConfig
+from corral.master.control import Master, MasterConfig
+from corral.tui.app import CorralApp
+from corral.tui.widgets.deploy import DeployDialog, NodeProgress
+from corral.tui.widgets.nodes import NodesTable
+from corral.tui.widgets.remove import RemoveDialog
 from tests.deploy.build import hello_app
 from tests.deploy.sshd import SSHD, Sshd, sshd_available, start_sshd
 from tests.tui.conftest import HEARTBEAT, Workers, until
-from tui.app import CorralApp
-from tui.widgets.deploy import DeployDialog, NodeProgress
-from tui.widgets.nodes import NodesTable
-from tui.widgets.remove import RemoveDialog
 
 NODES = ("n1", "n2")
 
@@ -223,7 +223,7 @@ async def test_progress_feed_coalesces_and_survives_a_foreign_context() -> None:
 
     from textual.app import App
 
-    from tui.widgets.deploy import ProgressFeed
+    from corral.tui.widgets.deploy import ProgressFeed
 
     flushed: list[dict[str, tuple[int, int]]] = []
     app: App[None] = App()

@@ -18,10 +18,10 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
-from master.model import NodeView, ProcView
-from tui.widgets.live_table import ROWS_PER_FRAME, LiveTable
-from tui.widgets.nodes import FLUSH, NodesTable
-from tui.widgets.procs import ProcsTable
+from corral.master.model import NodeView, ProcView
+from corral.tui.widgets.live_table import ROWS_PER_FRAME, LiveTable
+from corral.tui.widgets.nodes import FLUSH, NodesTable
+from corral.tui.widgets.procs import ProcsTable
 
 SIZE = (80, 12)  # a header and 11 rows: 30 rows need scrolling
 COLUMNS = (("name", 6), ("a", 8), ("b", 8))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from master.model import ProcView
-from tui import format as fmt
-from tui.commands import Command, CommandError, complete, parse
-from tui.tally import Tally
-from tui.widgets.procs import Snapshots, matches
+from corral.master.model import ProcView
+from corral.tui import format as fmt
+from corral.tui.commands import Command, CommandError, complete, parse
+from corral.tui.tally import Tally
+from corral.tui.widgets.procs import Snapshots, matches
 
 
 def view(state: str = "running", **kw: object) -> ProcView:

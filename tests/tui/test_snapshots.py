@@ -14,10 +14,10 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from master.control import LogPiece
-from master.deployer import DeployResult
+from corral.master.control import LogPiece
+from corral.master.deployer import DeployResult
+from corral.tui.app import CorralApp
 from tests.tui.cluster import MiB, build_master, clock
-from tui.app import CorralApp
 
 SIZE = (120, 40)
 

@@ -11,14 +11,14 @@ import pytest
 from textual.binding import Binding
 from textual.keys import format_key
 
-from master.control import LogPiece, Master
+from corral.master.control import LogPiece, Master
+from corral.tui.app import CorralApp
+from corral.tui.widgets.command_line import CommandLine
+from corral.tui.widgets.dashboard import Dashboard
+from corral.tui.widgets.help import HelpScreen, key_rows
+from corral.tui.widgets.procs import ProcsTable
 from tests.tui.cluster import NODES, build_master, clock
 from tests.tui.conftest import until
-from tui.app import CorralApp
-from tui.widgets.command_line import CommandLine
-from tui.widgets.dashboard import Dashboard
-from tui.widgets.help import HelpScreen, key_rows
-from tui.widgets.procs import ProcsTable
 
 SIZE = (120, 40)
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from bench.simworkers import SimWorker
-from master.api import MAX_EVENTS, ApiServer
-from master.control import Master, MasterConfig
-from master.httpd import MAX_BODY
-from master.model import Event
-from transport.messages import Error, Launch
+from corral.master.api import MAX_EVENTS, ApiServer
+from corral.master.control import Master, MasterConfig
+from corral.master.httpd import MAX_BODY
+from corral.master.model import Event
+from corral.transport.messages import Error, Launch
 
 pytestmark = pytest.mark.timeout(30)
 

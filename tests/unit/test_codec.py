@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transport import messages as m
-from transport.codec import FrameDecoder, FrameError, body_length, decode_body, encode
+from corral.transport import messages as m
+from corral.transport.codec import FrameDecoder, FrameError, body_length, decode_body, encode
 
 MESSAGE_TYPES = typing.get_args(m.Message)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import msgspec
 
-from master.events import EventLog, RateLimiter, tail_lines
-from master.model import Event
+from corral.master.events import EventLog, RateLimiter, tail_lines
+from corral.master.model import Event
 
 
 def ev(i: int, message: str = "") -> Event:

@@ -19,11 +19,11 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from master import api
-from master.control import Master, MasterConfig
-from master.httpd import Request
-from transport import messages as m
-from transport.codec import FrameDecoder, FrameError, decode_body
+from corral.master import api
+from corral.master.control import Master, MasterConfig
+from corral.master.httpd import Request
+from corral.transport import messages as m
+from corral.transport.codec import FrameDecoder, FrameError, decode_body
 
 BODIES = [api.LaunchRequest, api.SignalRequest, api.RmRequest, api.DeployRequest]
 QUERIES = [api.NoQuery, api.NodeQuery, api.PsQuery, api.LogsQuery, api.EventsQuery]

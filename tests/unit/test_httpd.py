@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from master.httpd import MAX_BODY, MAX_HEAD, HttpServer, Request, Response, Stream, json_response
+from corral.master.httpd import (
+    MAX_BODY,
+    MAX_HEAD,
+    HttpServer,
+    Request,
+    Response,
+    Stream,
+    json_response,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -345,7 +353,7 @@ async def test_connections_over_the_cap_get_503_and_are_closed_at_once() -> None
 # opens a file (as serving a request may need to), /count says how many are open.
 _FD_SERVER = """
 import asyncio, os, resource, sys
-from master.httpd import HttpServer, json_response, Response, Request
+from corral.master.httpd import HttpServer, json_response, Response, Request
 soft, hard = int(sys.argv[1]), int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from transport.limits import (
+from corral.transport.limits import (
     FdBudget,
     fd_headroom,
     nofile_limit,
@@ -104,7 +104,7 @@ def test_a_budget_does_not_count_more_often_than_its_cost_allows() -> None:
 def test_a_budget_under_a_real_low_limit_stops_before_emfile(soft: int) -> None:
     code = f"""
 import json, os
-from transport.limits import FdBudget
+from corral.transport.limits import FdBudget
 budget = FdBudget(reserve=16)
 held = []
 while True:  # as a server does: accept (here, open), then ask

@@ -12,12 +12,12 @@ import msgspec
 import pytest
 
 from bench.simworkers import SimWorker, facts
-from master.control import Master, MasterConfig
-from transport import handshake
-from transport.auth import AuthError
-from transport.codec import encode
-from transport.connection import Connection, ConnectionClosed
-from transport.messages import PROTOCOL_VERSION, Hello, Register
+from corral.master.control import Master, MasterConfig
+from corral.transport import handshake
+from corral.transport.auth import AuthError
+from corral.transport.codec import encode
+from corral.transport.connection import Connection, ConnectionClosed
+from corral.transport.messages import PROTOCOL_VERSION, Hello, Register
 
 pytestmark = pytest.mark.timeout(30)
 H = 0.3
@@ -221,7 +221,7 @@ async def test_an_unauthenticated_peer_cannot_announce_a_big_frame(master: Maste
 
 
 async def test_handshakes_under_way_are_capped_per_address(master: Master) -> None:
-    from master.server import MAX_UNAUTHENTICATED_PER_HOST
+    from corral.master.server import MAX_UNAUTHENTICATED_PER_HOST
 
     silent = [
         await asyncio.open_connection(*addr(master)) for _ in range(MAX_UNAUTHENTICATED_PER_HOST)
@@ -251,7 +251,7 @@ async def test_a_silent_peer_is_closed_after_the_handshake_deadline(master: Mast
 
 
 async def test_a_beat_with_nan_or_infinite_metrics_is_clamped(master: Master) -> None:
-    from transport.messages import Heartbeat, Metrics
+    from corral.transport.messages import Heartbeat, Metrics
 
     w = await good_worker(master, "odd")
     w.beating = False
@@ -266,7 +266,7 @@ async def test_a_beat_with_nan_or_infinite_metrics_is_clamped(master: Master) ->
 
 
 async def test_every_beat_is_answered(master: Master) -> None:
-    from transport.messages import Heartbeat, Metrics, Pong
+    from corral.transport.messages import Heartbeat, Metrics, Pong
 
     w = SimWorker(*addr(master), master.token, "pinged")
     await w.connect()

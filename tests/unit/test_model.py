@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from master.model import Change, Cluster
-from transport.messages import Metrics, NodeFacts, ProcInfo
+from corral.master.model import Change, Cluster
+from corral.transport.messages import Metrics, NodeFacts, ProcInfo
 
 
 def facts(name: str = "n1") -> NodeFacts:
@@ -80,7 +80,7 @@ def test_reregistering_resyncs_without_relaunch_events() -> None:
 
 
 def test_beat_updates_only_changed_samples() -> None:
-    from transport.messages import ProcSample
+    from corral.transport.messages import ProcSample
 
     c = Cluster()
     c.register(facts(), "a", [proc(1), proc(2, launch="L2")])

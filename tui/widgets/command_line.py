@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Input
 
-from tui.commands import complete
+from corral.tui.commands import complete
 
 Names = Callable[[], tuple[list[str], list[str], list[str]]]
 

@@ -25,22 +25,22 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from master.control import Master, RemoveResult, VerbError
-from master.model import Change
-from tui.commands import Command, CommandError, parse
-from tui.tally import Tally
-from tui.widgets.command_line import CommandLine
-from tui.widgets.confirm import ConfirmDialog
-from tui.widgets.deploy import DeployDialog, DeployRequest, ProgressFeed, run_deploy, summary
-from tui.widgets.filter_bar import FilterBar
-from tui.widgets.header import ClusterHeader
-from tui.widgets.help import HelpScreen
-from tui.widgets.launch import LaunchDialog
-from tui.widgets.log_pane import LogPane
-from tui.widgets.node_picker import USABLE, preselected
-from tui.widgets.nodes import NodesTable
-from tui.widgets.procs import ProcsTable
-from tui.widgets.remove import RemoveDialog
+from corral.master.control import Master, RemoveResult, VerbError
+from corral.master.model import Change
+from corral.tui.commands import Command, CommandError, parse
+from corral.tui.tally import Tally
+from corral.tui.widgets.command_line import CommandLine
+from corral.tui.widgets.confirm import ConfirmDialog
+from corral.tui.widgets.deploy import DeployDialog, DeployRequest, ProgressFeed, run_deploy, summary
+from corral.tui.widgets.filter_bar import FilterBar
+from corral.tui.widgets.header import ClusterHeader
+from corral.tui.widgets.help import HelpScreen
+from corral.tui.widgets.launch import LaunchDialog
+from corral.tui.widgets.log_pane import LogPane
+from corral.tui.widgets.node_picker import USABLE, preselected
+from corral.tui.widgets.nodes import NodesTable
+from corral.tui.widgets.procs import ProcsTable
+from corral.tui.widgets.remove import RemoveDialog
 
 REFRESH = 0.1  # at most one repaint of changed rows per this many seconds
 SIGNALS = {

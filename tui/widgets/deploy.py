@@ -26,11 +26,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Static
 
 from corral.deploy_verb import format_node, format_plan
+from corral.master.control import VerbError
+from corral.master.deployer import DeployResult, NodeDeploy
+from corral.master.model import NodeView
 from corral.table import human_bytes  # the report is the CLI's: the same units throughout
-from master.control import VerbError
-from master.deployer import DeployResult, NodeDeploy
-from master.model import NodeView
-from tui.widgets.node_picker import NodePicker
+from corral.tui.widgets.node_picker import NodePicker
 
 PROGRESS_REFRESH = 0.1  # seconds: bars repaint at most 10 times a second
 

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from tui.format import NODE_STYLES, NODE_SYMBOLS
+from corral.tui.format import NODE_STYLES, NODE_SYMBOLS
 
 
 class ClusterHeader(Static):

@@ -13,7 +13,7 @@ from textual.keys import format_key
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from tui.commands import USAGE
+from corral.tui.commands import USAGE
 
 # Keys that come from Textual itself or the mouse, not from our BINDINGS.
 BUILTIN = [

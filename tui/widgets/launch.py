@@ -12,9 +12,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from master.control import LaunchResult
-from master.model import NodeView
-from tui.widgets.node_picker import NodePicker
+from corral.master.control import LaunchResult
+from corral.master.model import NodeView
+from corral.tui.widgets.node_picker import NodePicker
 
 Launcher = Callable[..., Awaitable[LaunchResult]]
 

@@ -21,8 +21,8 @@ from textual import work
 from textual.binding import Binding
 from textual.widgets import Log
 
-from master.control import LogPiece
-from master.model import ProcView
+from corral.master.control import LogPiece
+from corral.master.model import ProcView
 
 FollowSource = Callable[..., AsyncIterator[LogPiece]]
 TICK = 0.05

@@ -14,8 +14,8 @@ from textual.containers import Vertical
 from textual.widgets import Checkbox, Label, SelectionList
 from textual.widgets.selection_list import Selection
 
-from master.model import NodeView
-from tui.format import NODE_SYMBOLS
+from corral.master.model import NodeView
+from corral.tui.format import NODE_SYMBOLS
 
 USABLE = ("alive", "suspect")
 

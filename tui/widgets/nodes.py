@@ -15,9 +15,9 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from master.model import NodeView
-from tui import format as fmt
-from tui.widgets.live_table import LiveTable
+from corral.master.model import NodeView
+from corral.tui import format as fmt
+from corral.tui.widgets.live_table import LiveTable
 
 FLUSH = 0.25  # seconds: figures of beating nodes are redrawn at most this often
 

@@ -20,9 +20,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from master.model import ProcView
-from tui import format as fmt
-from tui.widgets.live_table import LiveTable
+from corral.master.model import ProcView
+from corral.tui import format as fmt
+from corral.tui.widgets.live_table import LiveTable
 
 COLUMNS = (
     ("key", "  NODE:PID", 15),  # two columns of it show the mark

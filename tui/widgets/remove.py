@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from master.control import RemoveResult
+from corral.master.control import RemoveResult
 
 Remover = Callable[..., Awaitable[list[RemoveResult]]]
 Running = Callable[[str], dict[str, list[str]]]  # app -> {node: its live NODE:PIDs}
