@@ -27,7 +27,6 @@ from corral.master.server import Follow, WorkerLink, WorkerServer
 from corral.transport.auth import ensure_token
 from corral.transport.connection import CallError, ConnectionClosed
 from corral.transport.messages import (
-    Error,
     Launch,
     Launched,
     LogChunk,
@@ -311,8 +310,7 @@ class Master:
         links, errors = self._links(picked)
 
         async def one(link: WorkerLink) -> ProcView:
-            reply = await link.call(lambda i: Launch(id=i, app=app, argv=args, key=key))
-            assert isinstance(reply, Launched)
+            reply = await link.call(lambda i: Launch(id=i, app=app, argv=args, key=key), Launched)
             self.cluster.update_proc(link.name, reply.proc)
             view = self.cluster.proc(f"{link.name}:{reply.proc.pid}")
             assert view is not None
@@ -340,10 +338,9 @@ class Master:
         async def one(proc: ProcView) -> SignalResult:
             try:
                 link = self._link(proc.node)  # a lost node is this target's failure
-                reply = await link.call(lambda i: Signal(id=i, pid=proc.pid, signal=sig))
+                reply = await link.call(lambda i: Signal(id=i, pid=proc.pid, signal=sig), Signalled)
             except (CallError, VerbError) as e:
                 return SignalResult(proc.key, False, str(e))
-            assert isinstance(reply, Signalled)
             if reply.proc is not None:
                 self.cluster.update_proc(link.name, reply.proc)
             return SignalResult(proc.key, reply.delivered, reply.message)
@@ -369,10 +366,9 @@ class Master:
             if link is None:
                 continue
             try:
-                reply = await link.call(lambda i: Usage(id=i))
+                reply = await link.call(lambda i: Usage(id=i), UsageReply)
             except CallError:
                 continue
-            assert isinstance(reply, UsageReply)
             for p in reply.procs:
                 self.cluster.update_proc(name, p)
             views = [v for p in reply.procs if (v := self.cluster.proc(f"{name}:{p.pid}"))]
@@ -392,8 +388,12 @@ class Master:
     async def logs(self, target: str, tail: int = 10, offset: int | None = None) -> LogPiece:
         """The last ``tail`` lines of a process's log (or the bytes from ``offset``)."""
         link, proc = self._proc_for(target)
-        reply = await self._call(link, lambda i: Logs(id=i, pid=proc.pid, tail=tail, offset=offset))
-        assert isinstance(reply, LogChunk)
+        try:
+            reply = await link.call(
+                lambda i: Logs(id=i, pid=proc.pid, tail=tail, offset=offset), LogChunk
+            )
+        except CallError as e:
+            raise VerbError(str(e)) from None
         return LogPiece(reply.offset, reply.data, reply.eof)
 
     async def follow(
@@ -490,11 +490,10 @@ class Master:
         async def one(link: WorkerLink) -> RemoveResult:
             try:
                 reply = await link.call(
-                    lambda i: Remove(id=i, app=app, force=force, logs=logs), timeout=30
+                    lambda i: Remove(id=i, app=app, force=force, logs=logs), Removed, timeout=30
                 )
             except CallError as e:
                 return RemoveResult(node=link.name, error=str(e))
-            assert isinstance(reply, Removed)
             if logs:  # the worker forgot the app's ended processes with their logs
                 ended = [p.pid for p in self.cluster.procs(link.name) if p.app == app]
                 self.cluster.forget_procs(link.name, [*ended, *reply.stopped])
@@ -533,12 +532,3 @@ class Master:
         return await self._deployer.deploy(
             file, app, nodes, all_nodes, libs, dry_run, trust_host_key, progress
         )
-
-    async def _call(self, link: WorkerLink, make: object, timeout: float = 10.0) -> object:
-        try:
-            reply = await link.call(make, timeout)  # type: ignore[arg-type]
-        except CallError as e:
-            raise VerbError(str(e)) from None
-        if isinstance(reply, Error):
-            raise VerbError(reply.message)
-        return reply

@@ -328,8 +328,9 @@ class Deployer:
         async def check() -> None:
             paths = [f.rel for f in sent]
             try:
-                reply = await link.call(lambda i: Hashes(id=i, app=app, paths=paths), timeout)
-                assert isinstance(reply, HashesReply)
+                reply = await link.call(
+                    lambda i: Hashes(id=i, app=app, paths=paths), HashesReply, timeout
+                )
                 for f in sent:
                     got, want = reply.hashes.get(f.rel), await hashing[f.rel]
                     if got != want:
@@ -418,16 +419,16 @@ class _Run:
         timeout = max(SETTLE_TIMEOUT_MIN, sum(f.size for f in self.files) / MiB * SETTLE_PER_MIB)
         app_dir = ""
         if not self.dry_run:  # a dry run changes nothing, not even an empty dir
-            ready = await link.call(lambda i: PrepareApp(id=i, app=self.app))
-            assert isinstance(ready, AppReady)
+            ready = await link.call(lambda i: PrepareApp(id=i, app=self.app), AppReady)
             app_dir = ready.path
         try:
-            reply = await link.call(lambda i: Hashes(id=i, app=self.app, paths=paths), timeout)
+            reply = await link.call(
+                lambda i: Hashes(id=i, app=self.app, paths=paths), HashesReply, timeout
+            )
         except CallError as e:
             if self.dry_run and str(e).startswith("no such app"):
                 return app_dir, {}
             raise
-        assert isinstance(reply, HashesReply)
         return app_dir, dict(reply.hashes)
 
     async def _plan(self, name: str, remote: dict[str, str]) -> NodePlan:

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 from corral.master.events import RateLimiter
 from corral.master.model import Cluster
@@ -34,12 +35,14 @@ from corral.transport.messages import (
     Goodbye,
     Heartbeat,
     LogChunk,
-    Message,
     Pong,
     ProcEvent,
     Register,
+    Request,
     Unfollow,
 )
+
+R = TypeVar("R")
 
 log = logging.getLogger("corral.master")
 
@@ -102,9 +105,11 @@ class WorkerLink:
         self.streams: dict[int, Follow] = {}  # by the id of the Logs request that opened it
         self.closed = False
 
-    async def call(self, make: Callable[[int], Message], timeout: float = 10.0) -> Message:
-        result: Message = await self.calls.call(self.conn, make, timeout, self.window())
-        return result
+    async def call(
+        self, make: Callable[[int], Request], expect: type[R], timeout: float = 10.0
+    ) -> R:
+        """Send ``make(id)``; its reply, which must be an ``expect`` (else `CallError`)."""
+        return await self.calls.call(self.conn, make, expect, timeout, self.window())
 
     def drop(self, reason: str) -> None:
         """Stop talking to this worker: abort the connection, fail its calls and streams."""

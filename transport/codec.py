@@ -10,7 +10,7 @@ import struct
 
 import msgspec
 
-from corral.transport.messages import MAX_FRAME, Message
+from corral.transport.messages import MAX_FRAME, Message, Request
 
 _HEADER = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
@@ -23,7 +23,7 @@ class FrameError(Exception):
     """A frame that cannot be accepted; the connection carrying it must close."""
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Message | Request) -> bytes:
     """One complete frame (header and body) for ``msg``."""
     body = _encoder.encode(msg)
     if len(body) > MAX_FRAME:
@@ -57,7 +57,7 @@ class FrameDecoder:
 
     def __init__(self, limit: int = MAX_FRAME) -> None:
         self._buf = bytearray()
-        self._limit = limit
+        self.limit = limit  # the largest body accepted; may change between feeds
         self._need: int | None = None
 
     def feed(self, data: bytes) -> list[Message]:
@@ -68,7 +68,7 @@ class FrameDecoder:
             if self._need is None:
                 if len(self._buf) < HEADER_SIZE:
                     return out
-                self._need = body_length(bytes(self._buf[:HEADER_SIZE]), self._limit)
+                self._need = body_length(bytes(self._buf[:HEADER_SIZE]), self.limit)
                 del self._buf[:HEADER_SIZE]
             if len(self._buf) < self._need:
                 return out

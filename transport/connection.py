@@ -1,7 +1,9 @@
 """The connection object: moves whole frames over an asyncio stream.
 
-It knows framing, not meaning.  `Calls` pairs requests with the replies that
-echo their ids.
+It knows framing, not meaning: what arrives is fed to the codec's
+`FrameDecoder` (the same push decoder the fuzz tests drive), what leaves is
+`encode`d.  `Calls` pairs requests with the replies that echo their ids, typed
+by the reply each request expects.
 """
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ import asyncio
 import contextlib
 import itertools
 import time
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
 
-from corral.transport.codec import HEADER_SIZE, FrameError, body_length, decode_body, encode
-from corral.transport.messages import MAX_FRAME, REPLIES, Message, Request
+from corral.transport.codec import FrameDecoder, FrameError, encode
+from corral.transport.messages import MAX_FRAME, REPLIES, Error, Message, Request
+
+R = TypeVar("R")
+READ_CHUNK = 256 * 1024  # bytes asked of the stream at a time
 
 # Added to a request's deadline before the master calls it failed: covers the
 # error in the worker's reading of the master's clock (at most the one-way
@@ -33,40 +40,45 @@ class Connection:
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.limit = limit
+        self._decoder = FrameDecoder(limit)
+        self._ready: deque[Message] = deque()
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
+    @property
+    def limit(self) -> int:
+        """The largest frame body accepted now (small until the handshake is done)."""
+        return self._decoder.limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._decoder.limit = value
+
     async def recv(self) -> Message:
         """The next message; `ConnectionClosed` at EOF, `FrameError` on a bad frame."""
-        try:
-            header = await self.reader.readexactly(HEADER_SIZE)
-        except asyncio.IncompleteReadError as e:
-            if e.partial:
-                raise FrameError(f"truncated header: {len(e.partial)} bytes then EOF") from None
-            raise ConnectionClosed("peer closed the connection") from None
-        except (ConnectionError, OSError) as e:
-            raise ConnectionClosed(str(e)) from None
-        n = body_length(header, self.limit)
-        try:
-            body = await self.reader.readexactly(n)
-        except asyncio.IncompleteReadError as e:
-            raise FrameError(f"truncated frame: {len(e.partial)} of {n} bytes then EOF") from None
-        except (ConnectionError, OSError) as e:
-            raise ConnectionClosed(str(e)) from None
-        return decode_body(body)
+        while not self._ready:
+            try:
+                data = await self.reader.read(READ_CHUNK)
+            except (ConnectionError, OSError) as e:
+                raise ConnectionClosed(str(e)) from None
+            if not data:
+                if self._decoder.pending:
+                    raise FrameError(f"truncated frame: {self._decoder.pending} bytes then EOF")
+                raise ConnectionClosed("peer closed the connection")
+            self._ready.extend(self._decoder.feed(data))
+        return self._ready.popleft()
 
     def abort(self) -> None:
         """Drop the connection now, discarding whatever is still queued to send."""
         self.writer.transport.abort()
 
-    def send_nowait(self, msg: Message) -> None:
+    def send_nowait(self, msg: Message | Request) -> None:
         """Queue ``msg`` without waiting for the socket buffer to drain."""
         if self.writer.is_closing():
             raise ConnectionClosed("connection is closing")
         self.writer.write(encode(msg))
 
-    async def send(self, msg: Message) -> None:
+    async def send(self, msg: Message | Request) -> None:
         self.send_nowait(msg)
         try:
             await self.writer.drain()
@@ -95,29 +107,33 @@ class Calls:
 
     def __init__(self, grace: float = DEADLINE_GRACE) -> None:
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending: dict[int, asyncio.Future[Message]] = {}
         self.grace = grace
 
     def next_id(self) -> int:
         return next(self._ids)
 
     async def call(
-        self, conn: Connection, make: Any, timeout: float = 10.0, deliver_within: float = 0.0
-    ) -> Any:
-        """Send ``make(id)`` and wait up to ``timeout`` for the reply with that id.
+        self,
+        conn: Connection,
+        make: Callable[[int], Request],
+        expect: type[R],
+        timeout: float = 10.0,
+        deliver_within: float = 0.0,
+    ) -> R:
+        """Send ``make(id)`` and wait up to ``timeout`` for its reply, an ``expect``.
 
-        ``make`` is a request class or any callable taking the id.  The
-        request must reach the worker within ``deliver_within`` seconds
+        The request must reach the worker within ``deliver_within`` seconds
         (default and at most: ``timeout``).  An `Error` reply raises
-        `CallError` with the worker's message.
+        `CallError` with the worker's message, and so does a reply of
+        another type.
         """
         rid = self.next_id()
         msg = make(rid)
         window = min(deliver_within or timeout, timeout)
         expires = time.time() + window
-        if isinstance(msg, Request):
-            msg.deadline = expires
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        msg.deadline = expires
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
             await conn.send(msg)
@@ -134,9 +150,11 @@ class Calls:
             raise
         finally:
             self._pending.pop(rid, None)
-        if type(reply).__name__ == "Error":
+        if isinstance(reply, Error):
             raise CallError(reply.message)
-        return reply
+        if isinstance(reply, expect):
+            return reply
+        raise CallError(f"{conn.peer} answered {type(msg).__name__} with {type(reply).__name__}")
 
     async def _expire(self, expires: float) -> None:
         """Wait until a request sent with deadline ``expires`` can no longer be acted on."""

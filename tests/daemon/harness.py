@@ -133,7 +133,7 @@ class FakeMaster:
     async def call(self, make: Any, timeout: float = 10.0) -> Any:
         """Send a request built by ``make(id)``; its reply (CallError on Error)."""
         assert self.conn is not None, "no worker connected"
-        reply = await self.calls.call(self.conn, make, timeout)
+        reply = await self.calls.call(self.conn, make, object, timeout)  # any reply type
         if isinstance(reply, m.Launched):
             st = procfs.stat(reply.proc.pid)
             if st is not None:
