@@ -8,7 +8,12 @@ WORKERS ?= 3
 .PHONY: demo test check bench screenshots install clean
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || true
+	@# A venv made where ensurepip is missing has no pip, and every later make
+	@# would fail on it: remove it and say what to install instead.
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); \
+	  echo "make: '$(PY) -m venv' made no working venv with pip; install python3-venv" \
+	       "(Debian/Ubuntu: apt-get install python3-venv), then run make again" >&2; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
