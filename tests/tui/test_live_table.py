@@ -1,10 +1,10 @@
 """What a `LiveTable` draws stays right: new values show, rows move, nothing stale.
 
-`LiveTable` overrides DataTable's row order, line map and render caches, and
-writes cells only for rows on screen.  These tests read what is actually on
-the screen (the compositor's lines, as the terminal would get them) and hold
-it against a plain `DataTable` given the same operations: the plain one is
-the reference for what should be drawn.
+`LiveTable` draws with the Line API from a strip cached per row on screen,
+and asks for the cells of a row only while it is on screen.  These tests
+read what is actually on the screen (the compositor's lines, as the terminal
+would get them) and hold it against a plain `DataTable` given the same
+operations: the plain one is the reference for what should be drawn.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from rich.style import Style
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from corral.master.model import NodeView, ProcView
+from corral.tui.widgets import live_table
 from corral.tui.widgets.live_table import ROWS_PER_FRAME, LiveTable
 from corral.tui.widgets.nodes import FLUSH, NodesTable
 from corral.tui.widgets.procs import ProcsTable
@@ -31,14 +34,14 @@ Cells = tuple[Any, ...]
 class Grid(LiveTable):
     """The smallest live table: a row shows what ``views`` holds for it.
 
-    Used the way the processes pane uses `LiveTable`: a row is added with its
-    key cell only, and only rows on screen are brought up to date.
+    Used the way the panes use `LiveTable`: a row is added by its key, and
+    only rows on screen are brought up to date.  Columns ``a`` and ``b`` sort
+    by the values held (numbers stay numbers), ``name`` does not sort.
     """
 
-    def __init__(self, widths: tuple[int | None, ...] = (6, 8, 8), whole: bool = False) -> None:
-        super().__init__([key for key, _ in COLUMNS], cursor_type="row")
+    def __init__(self, widths: tuple[int | None, ...] = (6, 8, 8)) -> None:
+        super().__init__()
         self.widths = widths
-        self.whole = whole  # add rows with all their cells, as the nodes pane does
         self.views: dict[str, Cells] = {}
 
     def on_mount(self) -> None:
@@ -49,14 +52,20 @@ class Grid(LiveTable):
         return 0.0
 
     def row_cells(self, key: str, now: float) -> Cells:
-        return self.views[key]
+        return tuple(v if isinstance(v, Text) else str(v) for v in self.views[key])
+
+    def sort_key(self, column: str) -> Callable[[str], Any] | None:
+        if column == "a":  # as `Plain.order` sorts
+            return lambda key: (str(self.views[key][1]), key)
+        if column == "b":
+            return lambda key: (self.views[key][2], key)
+        return None
 
     def put(self, key: str, *cells: Any) -> None:
         new = key not in self.views
         self.views[key] = (key, *cells)
         if new:
-            self.add_live_row(key, *(self.views[key] if self.whole else (key,)))
-            self.draw_visible(0.0)
+            self.add_live_row(key)
         else:
             self.draw_changed([key], 0.0)
 
@@ -66,10 +75,8 @@ class Grid(LiveTable):
         self.draw_visible(0.0)
 
     def order(self, reverse: bool = False) -> None:
-        """Sort by column ``a`` (read from ``views``: off-screen cells may be blank)."""
-        by = self.views
-        self.sort("name", key=lambda name: (str(by[str(name)][1]), str(name)), reverse=reverse)
-        self.draw_visible(0.0)
+        """Sort by column ``a``, the cursor staying on its row."""
+        self.sort_by("a", reverse)
 
     def wipe(self) -> None:
         self.views.clear()
@@ -102,8 +109,13 @@ class Plain(DataTable[Any]):
         self.remove_row(key)
 
     def order(self, reverse: bool = False) -> None:
+        """As `Grid.order`: the cursor stays on its row, the header shows the order."""
+        keep = self.coordinate_to_cell_key(self.cursor_coordinate).row_key if self.rows else None
+        self.columns[ColumnKey("a")].label = Text("a" + ("▼" if reverse else "▲"))
         by = self.views
         self.sort("name", key=lambda name: (str(by[str(name)][1]), str(name)), reverse=reverse)
+        if keep is not None:
+            self.move_cursor(row=self.get_row_index(keep))
 
     def wipe(self) -> None:
         self.views.clear()
@@ -111,18 +123,38 @@ class Plain(DataTable[Any]):
 
 
 class One(App[None]):
-    def __init__(self, table: DataTable[Any]) -> None:
+    CSS = "DataTable { scrollbar-size-vertical: 1; }"  # as a LiveTable's, as the app's
+
+    def __init__(self, table: LiveTable | DataTable[Any]) -> None:
         super().__init__()
         self.table = table
+        self.messages: list[tuple[str, str, int]] = []  # what the table told the app
 
     def compose(self) -> ComposeResult:
         yield self.table
 
+    def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
+        self.messages.append(("highlighted", event.row_key, event.cursor_row))
+
+    def on_live_table_row_selected(self, event: LiveTable.RowSelected) -> None:
+        self.messages.append(("selected", event.row_key, event.cursor_row))
+
 
 def styled(app: App[Any]) -> list[list[tuple[str, Style | None]]]:
-    """The screen as the terminal gets it: each line's segments with their styles."""
+    """The screen as the terminal gets it: each line's characters with their styles.
+
+    One entry per character, so how the text is split into segments does not
+    count; nor does the metadata DataTable hides in its styles for the mouse.
+    """
     strips = app.screen._compositor.render_strips()
-    return [[(seg.text, seg.style) for seg in strip] for strip in strips]
+    return [
+        [
+            (char, None if seg.style is None else seg.style.clear_meta_and_links())
+            for seg in strip
+            for char in seg.text
+        ]
+        for strip in strips
+    ]
 
 
 def lines(app: App[Any]) -> list[str]:
@@ -135,9 +167,9 @@ def rows(app: App[Any]) -> list[list[str]]:
     return [line.split() for line in lines(app)[1:] if line.strip()]
 
 
-def highlighted(app: App[Any], table: DataTable[Any]) -> list[str]:
+def highlighted(app: App[Any], table: LiveTable) -> list[str]:
     """The lines drawn in the cursor's colours."""
-    cursor = table.get_component_rich_style("datatable--cursor").bgcolor
+    cursor = table.get_component_rich_style("live-table--cursor").bgcolor
     return [
         "".join(text for text, _ in line)[:40].rstrip()
         for line in styled(app)
@@ -148,7 +180,7 @@ def highlighted(app: App[Any], table: DataTable[Any]) -> list[str]:
 Script = Callable[[Any, Callable[[], Awaitable[None]]], Awaitable[None]]
 
 
-async def screens(table: DataTable[Any], script: Script) -> list[Any]:
+async def screens(table: LiveTable | DataTable[Any], script: Script) -> list[Any]:
     """Run ``script`` on ``table``; every ``look()`` in it records the styled screen."""
     seen: list[Any] = []
     app = One(table)
@@ -163,11 +195,9 @@ async def screens(table: DataTable[Any], script: Script) -> list[Any]:
     return seen
 
 
-async def same_as_plain(
-    script: Script, widths: tuple[int | None, ...] = (6, 8, 8), whole: bool = False
-) -> list[Any]:
+async def same_as_plain(script: Script, widths: tuple[int | None, ...] = (6, 8, 8)) -> list[Any]:
     """The screens of ``script`` on a `Grid`, checked equal to a plain DataTable's."""
-    live = await screens(Grid(widths, whole), script)
+    live = await screens(Grid(widths), script)
     plain = await screens(Plain(widths), script)
     assert len(live) == len(plain)
     for step, (got, want) in enumerate(zip(live, plain, strict=True)):
@@ -321,6 +351,118 @@ async def test_clearing_empties_the_screen_and_new_rows_draw_fresh() -> None:
         assert rows(app) == [["r05", "again", "b"], ["r00", "a0", "fresh"]]
 
 
+# --- sorting by value, the mouse, the keys, the strip cache ---------------------------
+
+
+async def test_a_header_click_sorts_by_the_values_and_a_second_click_reverses() -> None:
+    """Column ``b`` holds numbers: 9 sorts before 10, though "10" < "9" as text."""
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        for name, b in (("r00", 10), ("r01", 9), ("r02", 100), ("r03", 2)):
+            grid.put(name, "a", b)
+        await pilot.pause()
+        grid.move_cursor(row=1)
+        await pilot.click(Grid, offset=(20, 0))  # b's header: the columns are 8, 10, 10 wide
+        await pilot.pause()
+        assert lines(app)[0].split() == ["name", "a", "b▲"]
+        assert [row[0] for row in rows(app)] == ["r03", "r01", "r00", "r02"]
+        assert grid.selected == "r01"  # the cursor stays on its row
+        await pilot.click(Grid, offset=(20, 0))
+        await pilot.pause()
+        assert lines(app)[0].split() == ["name", "a", "b▼"]
+        assert [row[0] for row in rows(app)] == ["r02", "r00", "r01", "r03"]
+        await pilot.click(Grid, offset=(2, 0))  # ``name`` does not sort: nothing moves
+        await pilot.pause()
+        assert (grid.sort_column, grid.sort_reverse) == ("b", True)
+        assert [row[0] for row in rows(app)] == ["r02", "r00", "r01", "r03"]
+
+
+async def test_a_click_on_a_row_moves_the_cursor_and_a_second_click_selects_it() -> None:
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 5)
+        await pilot.pause()
+        await pilot.click(Grid, offset=(3, 3))  # the third row, below the header
+        await pilot.pause()
+        assert grid.selected == "r02"
+        assert [line.split() for line in highlighted(app, grid)] == [["r02", "a2", "b2"]]
+        await pilot.click(Grid, offset=(3, 3))
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.messages == [
+            ("highlighted", "r02", 2),
+            ("selected", "r02", 2),
+            ("highlighted", "r03", 3),
+            ("selected", "r03", 3),
+        ]
+
+
+async def test_keys_move_the_cursor_by_rows_and_pages_and_to_either_end() -> None:
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 30)
+        await pilot.pause()
+        seen = []
+        for key in (
+            "down",
+            "down",
+            "up",
+            "pagedown",
+            "pagedown",
+            "ctrl+end",
+            "pageup",
+            "ctrl+home",
+        ):
+            await pilot.press(key)
+            seen.append(grid.cursor_row)
+        assert seen == [1, 2, 1, 12, 23, 29, 18, 0]
+        assert grid.scroll_y == 0
+        await pilot.press("up")  # nothing above the first row
+        assert grid.cursor_row == 0
+
+
+async def test_a_change_renders_only_the_cells_that_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows on screen keep their strip: a change renders just the cells that differ;
+    moving the cursor renders nothing; a scroll renders only the row that came in."""
+    rendered: list[str] = []
+    real = live_table.render_cell
+
+    def counting(cell: Any, width: int, console: Any) -> Any:
+        rendered.append(str(cell))
+        return real(cell, width, console)
+
+    monkeypatch.setattr(live_table, "render_cell", counting)
+    app = One(Grid())
+    async with app.run_test(size=SIZE) as pilot:
+        grid = app.table
+        assert isinstance(grid, Grid)
+        fill(grid, 30)
+        await pilot.pause()
+        assert sorted(rendered) == sorted(
+            ["name", "a", "b", *(c for row in rows(app) for c in row)]
+        )
+        rendered.clear()
+        grid.put("r02", "a2", "new")
+        await pilot.pause()
+        assert rendered == ["new"]
+        rendered.clear()
+        grid.move_cursor(row=5)  # the cursor's colours go over the cells as rendered
+        grid.put("r25", "a25", "late")  # off screen: nothing to render
+        await pilot.pause()
+        assert rendered == []
+        grid.scroll_to(y=1, animate=False)
+        await pilot.pause()
+        assert rendered == ["r11", "a11", "b11"]
+
+
 # --- a Grid against a plain DataTable: the same screens, styles and all ------------
 
 
@@ -332,7 +474,7 @@ async def test_same_screens_as_a_plain_table_through_adds_updates_removals_sorts
         await look()
         t.move_cursor(row=5)
         await look()
-        t.order(reverse=True)  # the cursor stays at index 5, as DataTable does
+        t.order(reverse=True)  # the cursor stays on r05, now at index 2
         await look()
         t.put("r03", "zz", "changed")
         t.order()
@@ -366,8 +508,8 @@ async def test_a_style_change_alone_is_drawn() -> None:
 
 
 async def test_text_cells_of_every_shape_draw_as_a_plain_table_draws_them() -> None:
-    """One-line Text cells take LiveTable's own renderer: justify, overflow, spans,
-    wide characters, too long, several lines, empty; under the cursor and not."""
+    """Text cells draw as DataTable draws them: justify, overflow, spans, wide
+    characters, too long, several lines, empty, a tab; under the cursor and not."""
     shapes = [
         Text("left"),
         Text("right", justify="right", style="bold"),
@@ -395,14 +537,13 @@ async def test_text_cells_of_every_shape_draw_as_a_plain_table_draws_them() -> N
         await look()
 
     await same_as_plain(script)
-    await same_as_plain(script, whole=True)
 
 
 async def test_auto_width_columns_widen_for_every_row() -> None:
     """A wide new row widens its column; rows drawn before must be redrawn to match.
 
-    Only rows added whole can size a column (`draw_row` leaves widths alone):
-    the panes give every column a fixed width.
+    A column without a width grows to the widest cell drawn so far (the
+    panes give every column a fixed width).
     """
 
     async def script(t: Any, look: Callable[[], Awaitable[None]]) -> None:
@@ -411,9 +552,29 @@ async def test_auto_width_columns_widen_for_every_row() -> None:
         t.put("r03", "a-much-wider-value", "b3")
         await look()
 
-    live = await same_as_plain(script, widths=(None, None, None), whole=True)
+    live = await same_as_plain(script, widths=(None, None, None))
     assert text_of(live[1])[0].split() == ["name", "a", "b"]
     assert text_of(live[0])[1] != text_of(live[1])[1]  # r00's line did change
+
+
+async def test_a_table_wider_than_the_screen_scrolls_sideways_focused_or_not() -> None:
+    """The header scrolls sideways with the rows; the blurred cursor has its own colours."""
+
+    async def script(t: Any, look: Callable[[], Awaitable[None]]) -> None:
+        fill(t, 20)
+        t.move_cursor(row=3)
+        await look()
+        t.scroll_to(x=13, animate=False, immediate=True)
+        await look()
+        t.scroll_to(y=4, animate=False, immediate=True)
+        await look()
+        t.blur()
+        await look()
+
+    shown = await same_as_plain(script, widths=(30, 30, 30))
+    assert text_of(shown[0])[0] != text_of(shown[1])[0]  # the header moved sideways
+    assert text_of(shown[1])[1] != text_of(shown[2])[1]  # the rows moved up
+    assert text_of(shown[2]) == text_of(shown[3]) and shown[2] != shown[3]  # colours only
 
 
 async def test_random_operations_draw_what_a_plain_table_draws() -> None:
@@ -536,6 +697,19 @@ async def test_procs_cursor_highlight_follows_the_selected_row_through_sorts() -
         assert [line.split()[:3] for line in highlighted(app, table)] == [["n1:3", "dd", "moved"]]
 
 
+async def test_procs_sort_by_memory_uses_the_bytes_not_the_text() -> None:
+    """9.0M sorts below 10M and 100M, though as text "100M" < "10M" < "9.0M"."""
+    app = procs_app()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.table
+        assert isinstance(table, ProcsTable)
+        table.update_procs([proc(1, rss=10 << 20), proc(2, rss=9 << 20), proc(3, rss=100 << 20)])
+        while table.sort_column != "rss":
+            table.action_sort_next()
+        await pilot.pause()
+        assert [row[0] for row in proc_rows(app)] == ["n1:2", "n1:1", "n1:3"]
+
+
 async def test_procs_show_an_app_and_command_as_typed_never_as_markup() -> None:
     app = procs_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -566,9 +740,9 @@ async def test_a_screenful_of_changed_rows_is_drawn_over_a_few_frames() -> None:
     assert all(line.split()[-1] == "new" for line in text_of(shown[1])[1:12])
 
 
-def node(state: str = "alive", cpu: float = 1.0) -> NodeView:
+def node(state: str = "alive", cpu: float = 1.0, name: str = "n1") -> NodeView:
     return NodeView(
-        name="n1", address="10.0.0.1:7070", state=state, hostname="n1", cpus=2,  # type: ignore[arg-type]
+        name=name, address="10.0.0.1:7070", state=state, hostname=name, cpus=2,  # type: ignore[arg-type]
         mem_total=1 << 30, mem_used=1 << 29, cpu_percent=cpu, load1=0.0, last_beat=200.0,
         procs_running=0, procs_total=0, ssh_host="", ssh_port=22, boot_id="b", root="/r",
     )  # fmt: skip
@@ -593,3 +767,28 @@ async def test_nodes_figures_wait_for_the_flush_but_a_new_state_shows_at_once() 
 
 def full_lines(app: App[Any]) -> list[str]:
     return ["".join(text for text, _ in line) for line in styled(app)]
+
+
+async def test_nodes_sort_by_name_and_a_click_on_its_header_reverses() -> None:
+    table = NodesTable(clock=lambda: 200.0)
+    app = One(table)
+    async with app.run_test(size=SIZE) as pilot:
+
+        def names() -> list[str]:
+            return [w for line in full_lines(app)[1:] for w in line.split() if w in NAMES]
+
+        table.update_nodes([node(name="n2"), node(name="n1"), node(name="n3")])
+        await pilot.pause()
+        assert names() == ["n1", "n2", "n3"]
+        assert "Node▲" in full_lines(app)[0]
+        assert table.selected == "n1"  # as nodes join, the cursor stays on the top row
+        await pilot.click(NodesTable, offset=(14, 0))  # Node: the State column is 12 wide
+        await pilot.pause()
+        assert names() == ["n3", "n2", "n1"]
+        assert "Node▼" in full_lines(app)[0]
+        await pilot.click(NodesTable, offset=(30, 0))  # Address does not sort
+        await pilot.pause()
+        assert names() == ["n3", "n2", "n1"]
+
+
+NAMES = {"n1", "n2", "n3"}

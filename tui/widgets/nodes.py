@@ -47,11 +47,10 @@ class NodesTable(LiveTable):
             self.node = node
 
     def __init__(self, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
-        super().__init__(
-            [key for key, _, _ in COLUMNS], cursor_type="row", zebra_stripes=False, **kwargs
-        )
+        super().__init__(**kwargs)
         self.clock = clock
         self.views: dict[str, NodeView] = {}
+        self.sort_column = "name"
         self._pending: set[str] = set()  # rows whose figures moved, for the next flush
         self._flush_due = False
 
@@ -67,8 +66,7 @@ class NodesTable(LiveTable):
         for view in views:
             old = self.views.get(view.name)
             if old is None:
-                # Whole rows: nodes come rarely, and the sort below reads the name cell.
-                self.add_live_row(view.name, *self._cells(view, now))
+                self.add_live_row(view.name)
                 added = True
             self.views[view.name] = view
             if old is None or old.state != view.state:
@@ -76,8 +74,7 @@ class NodesTable(LiveTable):
             else:
                 self._pending.add(view.name)
         if added:
-            self.sort("name", key=lambda cell: str(cell))
-            self.draw_visible(now)
+            self.resort(keep_cursor=False)  # as nodes join, the cursor stays on the top row
         elif urgent:
             self.draw_changed(urgent, now)
         if self._pending and not self._flush_due:
@@ -97,11 +94,8 @@ class NodesTable(LiveTable):
     def row_cells(self, key: str, now: float) -> tuple[Text | str, ...]:
         return self._cells(self.views[key], now)
 
-    @property
-    def selected(self) -> str | None:
-        if not self.row_count:
-            return None
-        return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+    def sort_key(self, column: str) -> Callable[[str], str] | None:
+        return (lambda key: self.views[key].name) if column == "name" else None
 
     def action_filter_node(self) -> None:
         if self.selected:

@@ -18,7 +18,6 @@ from typing import Any
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import DataTable
 
 from corral.master.model import ProcView
 from corral.tui import format as fmt
@@ -149,20 +148,19 @@ class ProcsTable(LiveTable):
         source: Callable[[str], ProcView | None] | None = None,
         **kwargs: object,
     ) -> None:
-        super().__init__([key for key, _, _ in COLUMNS], cursor_type="row", **kwargs)
+        super().__init__(**kwargs)
         self.clock = clock
         self.views = Snapshots(source)
         self.marked: set[str] = set()
         self.countdowns: dict[str, int] = {}
         self.query_text = ""
-        self.sort_column = "key"
+        self.sort_column: str = "key"  # always one: the pane is always sorted
         self.sort_reverse = False
         self._shown_key: str | None = None
 
     def on_mount(self) -> None:
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
-        self._label_sort()
         self.start_ticking()  # run times grow with the clock
 
     # --- rows ------------------------------------------------------------
@@ -203,14 +201,14 @@ class ProcsTable(LiveTable):
             if query and not matches(known[key], query):
                 moved |= self._hide(key)
             elif key not in rows:
-                self.add_live_row(key, self._key_cell(key))
+                self.add_live_row(key)
                 resort = True
             elif sort_key is not None and (
                 old is None or sort_key(old, now) != sort_key(known[key], now)
             ):
                 resort = True
         if resort:
-            self._sort()
+            self.resort()
         elif moved:
             self.draw_visible(now)
         else:
@@ -224,9 +222,8 @@ class ProcsTable(LiveTable):
             if not matches(view, text):
                 self._hide(key)
             elif key not in self.rows:
-                self.add_live_row(key, self._key_cell(key))
-        self._sort()
-        self.draw_visible(self.clock())
+                self.add_live_row(key)
+        self.resort()
         self._announce()
 
     def set_countdown(self, key: str, seconds: int | None) -> None:
@@ -239,12 +236,6 @@ class ProcsTable(LiveTable):
             self.draw_row(key, self.clock())
 
     # --- selection -------------------------------------------------------
-    @property
-    def selected(self) -> str | None:
-        if not self.row_count:
-            return None
-        return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
-
     def targets(self) -> list[str]:
         """The marked processes, or else the selected one."""
         if self.marked:
@@ -259,17 +250,9 @@ class ProcsTable(LiveTable):
         self._announce()
         return True
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
         event.stop()
         self._announce()
-
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        event.stop()
-        column = str(event.column_key.value)
-        if column in SORT_KEYS:
-            self.sort_reverse = not self.sort_reverse if column == self.sort_column else False
-            self.sort_column = column
-            self._sort()
 
     # --- actions -----------------------------------------------------------
     def action_toggle_mark(self) -> None:
@@ -289,11 +272,11 @@ class ProcsTable(LiveTable):
     def action_sort_next(self) -> None:
         i = SORTABLE.index(self.sort_column)
         self.sort_column, self.sort_reverse = SORTABLE[(i + 1) % len(SORTABLE)], False
-        self._sort()
+        self.resort()
 
     def action_sort_reverse(self) -> None:
         self.sort_reverse = not self.sort_reverse
-        self._sort()
+        self.resort()
 
     # --- internals ---------------------------------------------------------
     def _hide(self, key: str) -> bool:
@@ -302,27 +285,9 @@ class ProcsTable(LiveTable):
         self.drop_live_row(key)
         return shown
 
-    def _sort(self) -> None:
-        """Reorder rows by the sort column, keeping the cursor on its process."""
-        keep = self.selected
-        now, by = self.clock(), SORT_KEYS[self.sort_column]
-        # The key cell is "✓ NODE:PID" or "  NODE:PID": the process is what follows the mark.
-        self.sort(
-            "key", key=lambda cell: by(self.views[str(cell)[2:]], now), reverse=self.sort_reverse
-        )
-        self._label_sort()
-        if keep is not None and keep in self.rows:
-            self.move_cursor(row=self.get_row_index(keep), animate=False)
-        self.draw_visible(now)
-
-    def _label_sort(self) -> None:
-        for key, label, _ in COLUMNS:
-            arrow = ("▼" if self.sort_reverse else "▲") if key == self.sort_column else ""
-            self.columns[self._column_key(key)].label = Text(label + arrow)
-        self.refresh()
-
-    def _column_key(self, key: str) -> Any:
-        return next(k for k in self.columns if k.value == key)
+    def sort_key(self, column: str) -> Callable[[str], Any] | None:
+        by, views, now = SORT_KEYS.get(column), self.views, self.clock()
+        return None if by is None else lambda key: by(views[key], now)
 
     def _announce(self) -> None:
         """Tell the app when the selected process changes (not on every repaint)."""
