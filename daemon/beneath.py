@@ -180,8 +180,7 @@ def open_beneath(
     no ``..`` above ``base``), as ``openat2(RESOLVE_BENEATH)`` would; one
     that leaves it (absolute, or above) is a `StoreError`.  Returns the fd
     (``flags``, the file itself never a symlink) and the names of the
-    directories and file actually walked through, relative to ``base``:
-    a path without symlinks to the same file.
+    directories and file walked through: a path to it without symlinks.
     """
     shown = rel(*where, *(p for p in path.split("/") if p != "."))
     outside = f"it leads out of {rel(*where) or 'ROOT'}"
@@ -206,21 +205,29 @@ def open_beneath(
             if fd >= 0:
                 stack.append((fd, name))
                 continue
-            # A symlink (or a file where a directory should be).
-            try:
-                target = os.readlink(name, dir_fd=here)
-            except OSError:
-                raise StoreError(f"refusing {shown}: {name} is not a directory") from None
-            links += 1
-            if links > MAX_LINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), shown)
-            if target.startswith("/"):
-                raise StoreError(f"refusing {shown}: {outside} (a symlink to {target})")
-            todo.extend(target.split("/")[::-1])
+            links += 1  # a symlink (or a file where a directory should be)
+            todo.extend(_link(here, name, links, shown, outside))
         raise StoreError(f"refusing {shown}: not a file")
     finally:
         for fd, _ in stack:
             os.close(fd)
+
+
+def _link(dir_fd: int, name: str, links: int, shown: str, outside: str) -> list[str]:
+    """The components of symlink ``name`` (the ``links``-th followed), the next one last.
+
+    StoreError if it is no symlink (a file where a directory should be)
+    or leads out (absolute); ELOOP past `MAX_LINKS`.
+    """
+    try:
+        target = os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        raise StoreError(f"refusing {shown}: {name} is not a directory") from None
+    if links > MAX_LINKS:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), shown)
+    if target.startswith("/"):
+        raise StoreError(f"refusing {shown}: {outside} (a symlink to {target})")
+    return target.split("/")[::-1]
 
 
 def _open_step(dir_fd: int, name: str, flags: int, last: bool) -> int:

@@ -2,14 +2,18 @@
 
 Every reader returns None when the process is gone, so callers never have
 to tell a race (the process ended between two reads) from an absent pid.
+
+The forker imports this module (see `daemon.shim`), and every shim and
+seed shares its pages: nothing heavier than `os` here.
 """
 
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from corral.transport.messages import ProcState
+if TYPE_CHECKING:
+    from corral.transport.messages import ProcState
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -91,15 +95,23 @@ def is_same(pid: int, start: int) -> bool:
 
 
 def mem(pid: int) -> Mem:
-    """VmRSS and VmHWM in bytes (0 when absent, e.g. for a zombie)."""
+    """VmRSS and VmHWM in bytes (0 when absent, e.g. for a zombie).
+
+    A seed reads its own just before its exec (see `daemon.shim`): at exec
+    the kernel folds the old address space's peak into the program's
+    ``ru_maxrss``, so a wait4 peak at or below the seed's is the seed's.
+    """
     data = _read(f"/proc/{pid}/status") or b""
-    rss = hwm = 0
-    for line in data.splitlines():
-        if line.startswith(b"VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-        elif line.startswith(b"VmHWM:"):
-            hwm = int(line.split()[1]) * 1024
-    return Mem(rss, hwm)
+    return Mem(_kib(data, b"\nVmRSS:"), _kib(data, b"\nVmHWM:"))
+
+
+def _kib(data: bytes, key: bytes) -> int:
+    """The figure on the line starting ``key`` ("\\nVmRSS:": kB) in bytes; 0 if there is none."""
+    at = data.find(key)
+    if at < 0:
+        return 0
+    end = data.find(b"\n", at + 1)
+    return int(data[at + len(key) : end if end >= 0 else len(data)].split()[0]) * 1024
 
 
 def boot_id() -> str:

@@ -1,31 +1,41 @@
 """The on-disk records in ROOT/run that let processes outlive the daemon.
 
-``<launch>.json`` is written by the program's shim once the program is
-execed (and by the daemon when it marks it unknown); ``<launch>.exit`` by
-the shim when it has reaped it.  Both are written atomically (temporary
-file, then rename), so a reader sees a whole record or none; both are
-created 0600, and reached from ROOT's fd without following a symlink (see
-`daemon.beneath`).
+``<launch>.json`` (`LaunchRecord`) is written by the program's shim once
+the program is execed (and by the daemon when it marks it unknown);
+``<launch>.exit`` (`ExitRecord`) by the shim when it has reaped it.  Both
+sides build them here and write them with `save_launch` and `save_exit`:
+atomically (temporary file, then rename, see `beneath.write_atomic`), so a
+reader sees a whole record or none; created 0600, and reached from ROOT's
+fd without following a symlink (see `daemon.beneath`).
+
+The shim imports this module, and the forker with it (see `daemon.shim`):
+nothing heavier than `json` at the top.  Reading validates with msgspec,
+imported by the readers, which only the daemon calls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TypeVar
-
-import msgspec
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from corral.daemon import beneath
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from corral.daemon.shim import Spec
 
 T = TypeVar("T")
 MAX_RECORD = 4 << 20  # bytes: argv included, a record stays far below
 
 
-class LaunchRecord(msgspec.Struct, omit_defaults=True):
+@dataclass
+class LaunchRecord:
     """What the daemon knows about one launch, enough to re-adopt it."""
 
     launch: str
@@ -40,8 +50,9 @@ class LaunchRecord(msgspec.Struct, omit_defaults=True):
     unknown_at: float | None = None  # set once the end was found unrecorded
 
 
-class ExitRecord(msgspec.Struct):
-    """What the shim learnt from wait4 (written by `daemon.shim`, by hand)."""
+@dataclass
+class ExitRecord:
+    """What the shim learnt from wait4."""
 
     status: int
     utime: float
@@ -51,6 +62,30 @@ class ExitRecord(msgspec.Struct):
     base: int = 0  # the shim's own peak RSS: a maxrss at or below it is inherited
 
 
+def launch_record(spec: Spec, shim: tuple[int, int], seed: tuple[int, int]) -> LaunchRecord:
+    """The record of ``spec`` launched by ``shim`` as ``seed`` (each: pid, start ticks).
+
+    The daemon makes it when it hands the spec over, the shim when it
+    writes it: the same record either way.
+    """
+    return LaunchRecord(
+        launch=spec.launch,
+        pid=seed[0],
+        shim=shim[0],
+        shim_start=shim[1],
+        app=spec.app,
+        argv=spec.argv,
+        started_at=spec.started_at,
+        start=seed[1],
+        boot_id=spec.boot_id,
+    )
+
+
+def encode(rec: LaunchRecord | ExitRecord) -> bytes:
+    """A record as its file holds it: JSON, fields that are None left out."""
+    return json.dumps({k: v for k, v in vars(rec).items() if v is not None}).encode()
+
+
 class RunDir:
     """``ROOT/run``, walked from ROOT's fd at every use (see `daemon.beneath`).
 
@@ -58,9 +93,8 @@ class RunDir:
     ROOT) is refused, or missed, at the next use, never written through.
     """
 
-    def __init__(self, root_fd: int, path: Path) -> None:
+    def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
-        self.path = path  # for messages
 
     def create(self) -> None:
         """Make ``ROOT/run`` (mode 0700) if missing; StoreError if it is a symlink."""
@@ -71,7 +105,8 @@ class RunDir:
         return beneath.open_dir(self.root_fd, [beneath.RUN], create=create, mode=0o700)
 
 
-Run = RunDir | Path  # a Path (tests, tools) is opened as it is, symlinks and all
+if TYPE_CHECKING:
+    Run = RunDir | Path  # a Path (tests, tools) is opened as it is, symlinks and all
 
 
 @contextlib.contextmanager
@@ -90,15 +125,22 @@ def _opened(run: Run, create: bool = False) -> Iterator[int]:
 def save_launch(run: Run, rec: LaunchRecord) -> None:
     """Write ``<launch>.json`` (mode 0600)."""
     with _opened(run, create=True) as fd:
-        beneath.write_atomic(fd, f"{rec.launch}.json", msgspec.json.encode(rec))
+        beneath.write_atomic(fd, f"{rec.launch}.json", encode(rec))
+
+
+def save_exit(run: Run, launch: str, ex: ExitRecord) -> None:
+    """Write ``<launch>.exit`` (mode 0600)."""
+    with _opened(run, create=True) as fd:
+        beneath.write_atomic(fd, f"{launch}.exit", encode(ex))
 
 
 def load_launch(path: Path) -> LaunchRecord | None:
     """The record at ``path``; None when it is missing or unreadable."""
     try:
-        return msgspec.json.decode(path.read_bytes(), type=LaunchRecord)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        data = path.read_bytes()
+    except OSError:
         return None
+    return _decode(data, LaunchRecord)
 
 
 def _read(dir_fd: int, name: str) -> bytes | None:
@@ -117,6 +159,9 @@ def _read(dir_fd: int, name: str) -> bytes | None:
 
 
 def _decode(data: bytes | None, kind: type[T]) -> T | None:
+    """``data`` as a ``kind``, its fields' types checked; None if it is not one."""
+    import msgspec  # not at the top: the forker imports this module
+
     if data is None:
         return None
     try:

@@ -22,7 +22,8 @@ or 126, like a shell.
 
 The shim gets the same spec: it writes the launch record once the seed
 has execed, then waits for the program and writes the exit record (both
-0600, in ROOT/run reached the same way).
+made and written by `daemon.records`: 0600, in ROOT/run reached the same
+way).
 Whoever reads ROOT/run later (this daemon or the next one) can re-adopt
 the program and learns the real reason it ended.
 
@@ -41,7 +42,7 @@ Pipes, per spare::
                              EOF alone: exit once the seed has
     report  seed -> daemon   EOF at the exec, or "err ERRNO" if it failed
     info    seed -> shim     the seed's peak RSS just before the exec (see
-                             _own_hwm), then EOF
+                             procfs.mem), then EOF
     ack     shim -> forker   "SEED_PID SEED_START" once the seed is forked
 """
 
@@ -66,15 +67,15 @@ from typing import Any, NamedTuple, NoReturn
 
 import setproctitle
 
-from corral.daemon import beneath
-from corral.daemon.beneath import APPS, LOGS, RUN
+from corral.daemon import beneath, procfs, records
+from corral.daemon.beneath import APPS, LOGS
 
 _SHIM_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The app gets default dispositions back: ignored signals survive exec, and
 # Python itself ignores SIGPIPE and SIGXFSZ.
 _APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-_PRIVATE = 0o600  # logs and records: other users read no command line nor output
+_PRIVATE = 0o600  # logs: other users read no output (records are 0600 too: daemon.records)
 _AT_SYMLINK_NOFOLLOW = 0x100
 # The shim's pipe is made this large (the system's pipe-max-size permitting),
 # so that a spec up to this size never blocks the daemon; the kernel itself
@@ -165,7 +166,7 @@ def fork_spare() -> Spare:
         for fd in (cmd_w, order_w, rep_r, pidfd):
             os.close(fd)
         raise OSError(errno.ECHILD, "the shim could not fork its seed") from None
-    return Spare(pid, _start_ticks(pid), seed, seed_start, cmd_w, order_w, rep_r, pidfd)
+    return Spare(pid, _start_of(pid), seed, seed_start, cmd_w, order_w, rep_r, pidfd)
 
 
 def hand(spare: Spare, spec: Spec) -> None:
@@ -219,14 +220,19 @@ def _shim_main(cmd: int, order: int, report: int, ack: int) -> NoReturn:
     try:
         _detach(cmd, order, report, ack, _ROOT)
         info_r, info_w = os.pipe()
+        # Blocked across the fork: ignored, a signal would be lost, and the
+        # daemon may signal the seed (its pid is the launch's) before it has
+        # run a line.  Blocked, it waits until the seed unblocks it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SHIM_IGNORES)
         seed = os.fork()
         if seed == 0:
             for fd in (info_r, ack, order):
                 os.close(fd)
             _seed_main(cmd, report, info_w)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHIM_IGNORES)
         for fd in (cmd, report, info_w):
             os.close(fd)
-        seed_start = _start_ticks(seed)
+        seed_start = _start_of(seed)
         _write_all(ack, f"{seed} {seed_start}".encode())
         os.close(ack)
         _shim_run(seed, seed_start, order, info_r)
@@ -259,9 +265,11 @@ def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
 def _seed_main(cmd: int, report: int, info: int) -> NoReturn:
     try:
         os.setsid()  # the program's own session and group: pgid == pid
-        # A stop sent before the exec must still stop it.
+        # A stop sent before the exec must still stop it, and one sent
+        # before this line (pending: see _shim_main) stops it here.
         for sig in _SHIM_IGNORES:
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHIM_IGNORES)
         setproctitle.setproctitle("corral-seed")
         setproctitle.setthreadtitle("corral-seed")
         _warm()
@@ -293,8 +301,8 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
         os.close(app)
         if at is not None:
             argv, envp = _c_vector(spec.argv), _c_vector(f"{k}={v}" for k, v in env.items())
-        # Last, after every allocation: the peak the exec hands on (see _own_hwm).
-        _tell(info, b"%d" % _own_hwm())
+        # Last, after every allocation: the peak the exec hands on (see procfs.mem).
+        _tell(info, b"%d" % procfs.mem(os.getpid()).max_rss)
         # After the last write to the shim: with SIGPIPE back to its default,
         # a shim killed meanwhile would take the program down with it.
         for sig in _APP_DEFAULTS:
@@ -415,7 +423,7 @@ def _warm() -> None:
     )
     if _ROOT >= 0:
         os.close(beneath.walk(_ROOT, ()))
-    _own_hwm()
+    procfs.mem(os.getpid())
 
 
 def _detach(*keep: int) -> None:
@@ -442,23 +450,6 @@ def _detach(*keep: int) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _own_hwm() -> int:
-    """This process's peak RSS in bytes (VmHWM).
-
-    At exec the kernel folds the old address space's peak into the new
-    program's ``ru_maxrss``, so a program's wait4 peak at or below the
-    seed's last figure is the seed's, not the program's.
-    """
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 65536):
@@ -472,47 +463,33 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data) :]
 
 
-def _start_ticks(pid: int) -> int:
-    """``pid``'s start time in clock ticks, from /proc/PID/stat."""
-    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    data = os.read(fd, 4096)
-    os.close(fd)
-    return int(data[data.rindex(b")") + 2 :].split()[19])
+def _start_of(pid: int) -> int:
+    """The start time of ``pid``, this process or a child not yet reaped: always there."""
+    start = procfs.start_ticks(pid)
+    if start is None:
+        raise OSError(errno.ESRCH, f"cannot read /proc/{pid}/stat")
+    return start
 
 
 def _write_launch(spec: Spec, seed: int, seed_start: int) -> None:
-    """The launch record, as `records.LaunchRecord` reads it; best effort."""
-    rec = {
-        "launch": spec.launch,
-        "pid": seed,
-        "shim": os.getpid(),
-        "shim_start": _start_ticks(os.getpid()),
-        "app": spec.app,
-        "argv": spec.argv,
-        "started_at": spec.started_at,
-        "start": seed_start,
-        "boot_id": spec.boot_id,
-    }
-    with contextlib.suppress(OSError):  # it runs all the same, just not adoptable
-        _write_record(f"{spec.launch}.json", json.dumps(rec).encode())
+    """The launch record (see `records.launch_record`); best effort."""
+    me = os.getpid()
+    # It runs all the same, just not adoptable; a ``run`` that is a symlink is refused.
+    with contextlib.suppress(OSError, beneath.StoreError):
+        rec = records.launch_record(spec, (me, _start_of(me)), (seed, seed_start))
+        records.save_launch(records.RunDir(_ROOT), rec)
 
 
 def _write_exit(launch: str, status: int, ru: resource.struct_rusage, base: int) -> None:
-    utime, stime, maxrss = float(ru.ru_utime), float(ru.ru_stime), int(ru.ru_maxrss) * 1024
-    rec = (
-        f'{{"status":{status},"utime":{utime!r},"stime":{stime!r},'
-        f'"maxrss":{maxrss},"base":{base},"ended_at":{time.time()!r}}}'
+    ex = records.ExitRecord(
+        status=status,
+        utime=float(ru.ru_utime),
+        stime=float(ru.ru_stime),
+        maxrss=int(ru.ru_maxrss) * 1024,
+        ended_at=time.time(),
+        base=base,
     )
-    _write_record(f"{launch}.exit", rec.encode())
-
-
-def _write_record(name: str, data: bytes) -> None:
-    """Write ROOT/run/NAME atomically, 0600, walking from ROOT (a ``run`` symlink fails)."""
-    run = beneath.walk(_ROOT, (RUN,))
-    try:
-        beneath.write_atomic(run, name, data, _PRIVATE)
-    finally:
-        os.close(run)
+    records.save_exit(records.RunDir(_ROOT), launch, ex)
 
 
 # ---------------------------------------------------------------- the forker

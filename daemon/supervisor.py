@@ -1,13 +1,18 @@
 """The process supervisor: launch, watch, record, re-adopt and signal programs.
 
-A process's life, as the supervisor sees it (every edge is one method)::
+A process's life, as the supervisor sees it (the states and every edge
+between them are in `daemon.states`; each change goes through
+`states.transition`)::
 
-    launch --------------------------> alive (running/sleeping/stopped/zombie)
+    launch --------------------------> running (on its way to the exec)
+    alive  -- /proc read ------------> running/sleeping/stopped/zombie  refresh
     alive  -- shim's exit record ----> exited | killed          _settle
     alive  -- ended, no record ------> unknown                  _mark_unknown
     (restart) record + exit record --> exited | killed          adopt
     (restart) same boot, same start -> alive again, watched     adopt
     (restart) otherwise -------------> unknown (persisted)      adopt
+
+Launch requests are checked and made into specs by `daemon.spec`.
 
 Processes are watched through pidfds on the event loop; the shim (see
 `daemon.shim`) is watched rather than the program, because only it can
@@ -20,22 +25,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.daemon import exe as daemon_exe
-from corral.daemon import procfs, records, shim
+from corral.daemon import procfs, records, shim, states
 from corral.daemon.beneath import StoreError
 from corral.daemon.errors import Refusal
 from corral.daemon.forker import Forker, ForkerGone
 from corral.daemon.records import ExitRecord, LaunchRecord
 from corral.daemon.shim import Usage, own_children_usage
+from corral.daemon.spec import make_spec
 from corral.daemon.store import AppStore
-from corral.transport.messages import ProcInfo, ProcSample, valid_app_name
+from corral.transport.messages import ProcInfo, ProcSample
 
 SIGNALS = {
     s.name: s
@@ -67,9 +71,6 @@ KEEP_ENDED = 500
 KEEP_ENDED_FOR = 7 * 86400.0
 
 
-_PATH = os.environ.get("PATH") or os.defpath
-
-
 class SupervisorError(Refusal):
     """A request the supervisor refuses; the message goes to the master."""
 
@@ -79,7 +80,7 @@ class Proc:
     """One launched process: its record, its public info, and its watch."""
 
     rec: LaunchRecord
-    info: ProcInfo
+    info: ProcInfo  # its state moves by states.transition only
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     pidfd: int | None = None
     report: int | None = None  # a new launch's report pipe, until its seed has execed
@@ -93,12 +94,13 @@ def signal_name(num: int) -> str:
 
 
 def new_info(rec: LaunchRecord) -> ProcInfo:
+    """A new process's info, in the state every process is born in (`states.BORN`)."""
     return ProcInfo(
         launch=rec.launch,
         pid=rec.pid,
         app=rec.app,
         argv=list(rec.argv),
-        state="sleeping",
+        state=states.BORN,
         started_at=rec.started_at,
     )
 
@@ -115,7 +117,7 @@ class Supervisor:
     ) -> None:
         self.root = root
         self.log = log
-        self.run_dir = records.RunDir(store.fd, root / "run")  # walked from ROOT at each use
+        self.run_dir = records.RunDir(store.fd)  # ROOT/run, walked from ROOT at each use
         self.store = store
         self.name = name
         self.boot_id = procfs.boot_id()
@@ -155,6 +157,7 @@ class Supervisor:
         self._forker.close()
 
     def _adopt(self, rec: LaunchRecord) -> None:
+        """A record found at start: the process is born, then moved on by what is found."""
         proc = Proc(rec, new_info(rec))
         self.procs[rec.launch] = proc
         ex = records.load_exit(self.run_dir, rec.launch)
@@ -171,14 +174,33 @@ class Supervisor:
     # ------------------------------------------------------------ launch
 
     async def launch(self, app: str, argv: list[str], env: dict[str, str]) -> ProcInfo:
-        """Start ``argv`` for ``app``; its info at once, else SupervisorError.
+        """Start ``argv`` for ``app``; its info at once, else a Refusal saying why.
 
         The reply does not wait for the exec: the pid is the seed's, which
         becomes the program (see `daemon.shim`), and what the exec would
-        refuse is refused here first (see `daemon.exe`).
+        refuse is refused here first (see `daemon.spec`).
         """
-        spec = self._spec(app, argv, env)
+        spec = make_spec(self.store, app, argv, env, self.boot_id, self._taken)
         spare = await self._take()
+        try:
+            self._hand(spare, spec)
+        finally:
+            assert self._loop is not None
+            self._loop.call_later(REFILL_AFTER, self._forker.refill)
+        rec = records.launch_record(spec, (spare.pid, spare.start), (spare.seed, spare.seed_start))
+        proc = Proc(rec, new_info(rec), report=spare.report)
+        self.procs[rec.launch] = proc
+        self._watch_fd(proc, spare.pidfd, self._shim_ended)
+        self._loop.add_reader(spare.report, self._exec_report, proc)
+        return proc.info
+
+    def _taken(self, launch: str) -> bool:
+        """Whether the launch id is in use: by a process here, or by a record in ROOT/run."""
+        return launch in self.procs or records.exists(self.run_dir, launch)
+
+    @staticmethod
+    def _hand(spare: shim.Spare, spec: shim.Spec) -> None:
+        """Give ``spec`` to ``spare``; if it cannot take it, let the spare go and say why."""
         try:
             shim.hand(spare, spec)
         except shim.SpecTooLarge as e:
@@ -191,26 +213,6 @@ class Supervisor:
                 signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
             os.close(spare.pidfd)
             raise SupervisorError(f"launch failed: the spare seed is gone ({e.strerror})") from None
-        finally:
-            assert self._loop is not None
-            self._loop.call_later(REFILL_AFTER, self._forker.refill)
-        rec = LaunchRecord(
-            spec.launch,
-            spare.seed,
-            spare.pid,
-            spare.start,
-            app,
-            spec.argv,
-            spec.started_at,
-            spare.seed_start,
-            self.boot_id,
-        )
-        proc = Proc(rec, new_info(rec), report=spare.report)
-        proc.info.state = "running"  # it is on its way to the exec
-        self.procs[rec.launch] = proc
-        self._watch_fd(proc, spare.pidfd, self._shim_ended)
-        self._loop.add_reader(spare.report, self._exec_report, proc)
-        return proc.info
 
     async def _take(self) -> shim.Spare:
         try:
@@ -245,52 +247,6 @@ class Supervisor:
         except ValueError as e:
             why = str(e)
         self.log(f"{proc.rec.launch}: cannot execute {proc.rec.argv[0]!r}: {why}")
-
-    def _spec(self, app: str, argv: list[str], env: dict[str, str]) -> shim.Spec:
-        """Check the request and work out everything the seed and the shim will need.
-
-        On the launch's critical path: plain strings, no pathlib.
-        """
-        if not valid_app_name(app):
-            raise SupervisorError(f"invalid app name {app!r}")
-        _check_command(argv, env)
-        app_dir = f"{self.store.apps_dir}/{app}"
-        env = self._env(app_dir, env)
-        try:  # finds it, walking beneath ROOT (see daemon.beneath); makes the app's dirs
-            prog = self.store.program(app, argv[0], env.get("PATH") or _PATH)
-        except daemon_exe.NotExecutable as e:
-            raise SupervisorError(f"cannot execute {argv[0]!r}: {e}") from None
-        return shim.Spec(
-            launch=self._new_launch_id(),
-            app=app,
-            exe=prog.path,
-            beneath=list(prog.beneath),
-            script=prog.script,
-            argv=list(argv),
-            env=env,
-            started_at=time.time(),
-            boot_id=self.boot_id,
-        )
-
-    @staticmethod
-    def _env(app_dir: str, env: dict[str, str]) -> dict[str, str]:
-        """The request's variables plus the app's lib/ first on LD_LIBRARY_PATH.
-
-        The shim lays them over its own environment: the daemon's, less the
-        cluster token (see `daemon.forker`).
-        """
-        old = env.get("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH"))
-        lib = f"{app_dir}/lib"
-        return {**env, "LD_LIBRARY_PATH": f"{lib}:{old}" if old else lib}
-
-    def _new_launch_id(self) -> str:
-        """Unique, sortable by start time, and safe as a file name."""
-        now = time.time()
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
-        while True:
-            launch = f"{stamp}-{secrets.token_hex(2)}"
-            if launch not in self.procs and not records.exists(self.run_dir, launch):
-                return launch
 
     # ------------------------------------------------------------ watching
 
@@ -364,17 +320,18 @@ class Supervisor:
     def _settle(self, proc: Proc, ex: ExitRecord) -> None:
         """The shim recorded the end: take the real reason and rusage."""
         info = proc.info
-        if os.WIFSIGNALED(ex.status):
-            info.state = "killed"
+        killed = os.WIFSIGNALED(ex.status)
+        if not states.transition(info, "killed" if killed else "exited", self.log):
+            return  # it had ended already: its end is told once
+        if killed:
             info.signal = signal_name(os.WTERMSIG(ex.status))
             info.core_dumped = os.WCOREDUMP(ex.status)
         else:
-            info.state = "exited"
             info.exit_code = os.WEXITSTATUS(ex.status)
         info.ended_at = ex.ended_at
         info.cpu_user, info.cpu_sys = ex.utime, ex.stime
         # A wait4 peak no higher than the seed's own is the seed's, inherited
-        # at exec (see shim._own_hwm): keep the peak sampled while it ran.
+        # at exec (see procfs.mem): keep the peak sampled while it ran.
         if ex.maxrss > ex.base + INHERITED_SLACK:
             info.max_rss = ex.maxrss
         info.rss = 0
@@ -382,13 +339,15 @@ class Supervisor:
 
     def _mark_unknown(self, proc: Proc) -> None:
         """Ended with nobody to record how; persisted so a restart agrees."""
-        proc.rec.unknown_at = time.time()
-        with contextlib.suppress(OSError, StoreError):
-            records.save_launch(self.run_dir, proc.rec)
-        self._set_unknown(proc, proc.rec.unknown_at)
+        self._set_unknown(proc, time.time(), persist=True)
 
-    def _set_unknown(self, proc: Proc, when: float) -> None:
-        proc.info.state = "unknown"
+    def _set_unknown(self, proc: Proc, when: float, persist: bool = False) -> None:
+        if not states.transition(proc.info, "unknown", self.log):
+            return  # it had ended already: its end is told once
+        if persist:  # before _ended, whose pruning may forget the record
+            proc.rec.unknown_at = when
+            with contextlib.suppress(OSError, StoreError):
+                records.save_launch(self.run_dir, proc.rec)
         proc.info.ended_at = when
         proc.info.rss = 0
         self._ended(proc)
@@ -438,7 +397,8 @@ class Supervisor:
         st = procfs.stat(info.pid)
         if st is None or st.start != proc.rec.start:
             return info  # it just ended; the watch will say how
-        info.state, info.cpu_user, info.cpu_sys = st.state, st.utime, st.stime
+        states.transition(info, st.state, self.log)
+        info.cpu_user, info.cpu_sys = st.utime, st.stime
         if proc.report is None:  # before the exec, the memory is the seed's
             info.rss, hwm = procfs.mem(info.pid)
             info.max_rss = max(info.max_rss, hwm)  # a zombie reads 0: keep the peak seen
@@ -509,17 +469,6 @@ class Supervisor:
             if proc.rec.app == app and not proc.info.alive:
                 del self.procs[proc.rec.launch]
                 records.forget(self.run_dir, proc.rec.launch)
-
-
-def _check_command(argv: list[str], env: dict[str, str]) -> None:
-    """Refuse what exec cannot take, before forking anything."""
-    if not argv or not argv[0]:
-        raise SupervisorError("empty command line")
-    if any("\0" in a for a in argv):
-        raise SupervisorError("command line contains a NUL byte")
-    for key, value in env.items():
-        if not key or "=" in key or "\0" in key or "\0" in value:
-            raise SupervisorError(f"bad environment variable {key!r}")
 
 
 async def _all_ended(procs: list[Proc], timeout: float) -> bool:

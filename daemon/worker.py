@@ -27,6 +27,7 @@ from corral.daemon.session import Node, Session
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
 from corral.transport import auth, handshake
+from corral.transport.addresses import split_hostport
 from corral.transport.codec import FrameError
 from corral.transport.connection import Connection, ConnectionClosed
 from corral.transport.loop import run as run_loop
@@ -67,11 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (or ``[V6]:PORT``) -> (host, port); ConfigError if malformed."""
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ConfigError(f"bad --master {text!r}: expected HOST:PORT")
-    return host, int(port)
+    try:
+        return split_hostport(text, None, what="--master", port_zero=False, default_host=None)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -1,4 +1,4 @@
-"""Fixtures: a fake master, real workers, and cleanup of every process started."""
+"""Fixtures: a fake master, real workers, in-process supervisors; every process cleaned up."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.harness import FakeMaster, WorkerProcess, kill_programs, reap_orphans
+from corral.daemon import states
+from corral.daemon.store import AppStore
+from corral.daemon.supervisor import Supervisor
+from tests.daemon.harness import ILLEGAL, FakeMaster, WorkerProcess, kill_programs, reap_orphans
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -39,7 +42,10 @@ async def master() -> AsyncIterator[FakeMaster]:
 
 @pytest.fixture
 def spawn_worker(root: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start workers (``spawn_worker(port, **kw)``); all stopped and cleaned up after."""
+    """Start workers (``spawn_worker(port, **kw)``); all stopped and cleaned up after.
+
+    A worker that logged an illegal process state change fails the test.
+    """
     started: list[WorkerProcess] = []
 
     def spawn(port: int, **kw: object) -> WorkerProcess:
@@ -56,3 +62,41 @@ def spawn_worker(root: Path) -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
     for r in roots:
         reap_orphans(r)
+    for worker in started:
+        assert ILLEGAL not in worker.stderr(), worker.stderr()
+
+
+@pytest.fixture
+def store(root: Path) -> Iterator[AppStore]:
+    root.mkdir()
+    s = AppStore(root)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+async def supervisors(
+    root: Path, store: AppStore, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Callable[[], Supervisor]]:
+    """Start a `Supervisor` on ROOT in the test's loop; each call closes the last (a restart).
+
+    Strict (an illegal state change raises); one logged fails the test.
+    """
+    monkeypatch.setattr(states, "STRICT", True)
+    started: list[Supervisor] = []
+    lines: list[str] = []
+
+    def start() -> Supervisor:
+        for old in started:
+            old.close()
+        sup = Supervisor(root, store, "t", log=lines.append)
+        sup.start()
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        sup.close()
+    kill_programs(root)
+    reap_orphans(root)
+    assert not [line for line in lines if ILLEGAL in line], lines

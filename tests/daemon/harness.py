@@ -23,12 +23,14 @@ from typing import Any
 import psutil
 
 from corral.daemon import procfs, records
+from corral.daemon.supervisor import Proc, Supervisor
 from corral.transport import auth, handshake
 from corral.transport import messages as m
 from corral.transport.codec import FrameError
 from corral.transport.connection import Calls, Connection, ConnectionClosed
 
 REPO = Path(__file__).resolve().parents[2]
+ILLEGAL = "illegal process state change"  # what daemon.states logs for an edge it refuses
 TOKEN = "test-token-" + "ab" * 16
 LAUNCHED: dict[int, int] = {}  # pid -> start ticks of every program launched, for cleanup
 
@@ -177,7 +179,14 @@ class WorkerProcess:
         ]
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, "CORRAL_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        # Strict: an illegal process state change raises in the worker, and
+        # its log line fails the test (see conftest's spawn_worker).
+        env = {
+            **os.environ,
+            "CORRAL_TOKEN": self.token,
+            "PYTHONUNBUFFERED": "1",
+            "CORRAL_STRICT_STATES": "1",
+        }
         with open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.argv(), cwd=REPO, env=env, stdin=subprocess.DEVNULL, stderr=err
@@ -213,7 +222,8 @@ def kill_programs(root: Path) -> list[int]:
     """SIGKILL the process group of every still-running program under ``root``."""
     killed = []
     for rec in records.launch_records(root / "run"):
-        if procfs.is_same(rec.pid, rec.start):
+        # Some tests write records naming this very process: never our own group.
+        if rec.pid != os.getpid() and procfs.is_same(rec.pid, rec.start):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(rec.pid, signal.SIGKILL)
             killed.append(rec.pid)
@@ -236,6 +246,7 @@ def reap_orphans(root: Path, timeout: float = 5.0) -> None:
     recs = records.launch_records(root / "run")
     shims = {rec.shim for rec in recs}
     groups = {rec.pid for rec in recs} | set(LAUNCHED)  # each program leads its own group
+    groups.discard(os.getpid())  # a record naming this process (see kill_programs)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for child in psutil.Process().children():
@@ -263,6 +274,21 @@ def _is_child(pid: int) -> bool:
         return psutil.Process(pid).ppid() == os.getpid()
     except psutil.Error:
         return False
+
+
+async def launch_in(sup: Supervisor, *argv: str, app: str = "demo") -> Proc:
+    """Launch ``argv`` with an in-process supervisor; its process once it has execed."""
+    launch = (await sup.launch(app, list(argv), {})).launch
+    proc = sup.procs[launch]
+    LAUNCHED[proc.rec.pid] = proc.rec.start  # killed at teardown
+    await wait_for(lambda: proc.report is None, what="the exec")
+    return proc
+
+
+async def ended(proc: Proc, timeout: float = 10.0) -> m.ProcInfo:
+    """``proc``'s info once the supervisor has seen it end."""
+    await asyncio.wait_for(proc.ended.wait(), timeout)
+    return proc.info
 
 
 def exited_pid() -> int:

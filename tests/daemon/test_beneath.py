@@ -214,7 +214,9 @@ async def test_programs_inside_the_app_run_by_name(master, spawn_worker, root: P
     assert proc.name() == "napper-1.2"
     assert proc.cwd() == str(root.resolve() / "apps/demo")
     # stdin, and the log twice: no fd of corral's (ROOT's, a directory's) is left open.
-    assert sorted(int(fd) for fd in os.listdir(f"/proc/{info.pid}/fd")) == [0, 1, 2]
+    # (Waited for: just after the exec, the loader may hold a library open.)
+    fds = f"/proc/{info.pid}/fd"
+    await wait_for(lambda: sorted(int(fd) for fd in os.listdir(fds)) == [0, 1, 2], what=fds)
     # A script finds its own directory through $0.
     (bin_dir / "data").write_text("beside me\n")
     script = bin_dir / "show"
@@ -310,7 +312,7 @@ async def forker_root(tmp_path: Path) -> Iterator[tuple[Forker, AppStore]]:
     root = tmp_path / "root"
     root.mkdir()
     store = AppStore(root)
-    records.RunDir(store.fd, root / "run").create()
+    records.RunDir(store.fd).create()
     store.ensure("demo")
     forker = Forker(log=lambda _: None)
     forker.start(store.fd)

@@ -1,0 +1,90 @@
+"""A launch request, checked and worked out into the `shim.Spec` its seed and shim run.
+
+On the launch's critical path: plain strings, no pathlib.  What the exec
+would refuse is refused here, before any spare is taken (see `daemon.exe`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+
+from corral.daemon import exe as daemon_exe
+from corral.daemon.errors import Refusal
+from corral.daemon.shim import Spec
+from corral.daemon.store import AppStore
+from corral.transport.messages import valid_app_name
+
+_PATH = os.environ.get("PATH") or os.defpath
+
+
+class SpecError(Refusal):
+    """A launch request refused before anything is forked; the message goes to the master."""
+
+
+def make_spec(
+    store: AppStore,
+    app: str,
+    argv: list[str],
+    env: dict[str, str],
+    boot_id: str,
+    taken: Callable[[str], bool],
+) -> Spec:
+    """Check the request and work out everything the seed and the shim will need.
+
+    ``taken(launch)`` says whether a launch id is in use already.
+    SpecError (or StoreError) says why it cannot run.
+    """
+    if not valid_app_name(app):
+        raise SpecError(f"invalid app name {app!r}")
+    check_command(argv, env)
+    env = launch_env(f"{store.apps_dir}/{app}", env)
+    try:  # finds it, walking beneath ROOT (see daemon.beneath); makes the app's dirs
+        prog = store.program(app, argv[0], env.get("PATH") or _PATH)
+    except daemon_exe.NotExecutable as e:
+        raise SpecError(f"cannot execute {argv[0]!r}: {e}") from None
+    return Spec(
+        launch=new_launch_id(taken),
+        app=app,
+        exe=prog.path,
+        beneath=list(prog.beneath),
+        script=prog.script,
+        argv=list(argv),
+        env=env,
+        started_at=time.time(),
+        boot_id=boot_id,
+    )
+
+
+def check_command(argv: list[str], env: dict[str, str]) -> None:
+    """Refuse what exec cannot take, before forking anything."""
+    if not argv or not argv[0]:
+        raise SpecError("empty command line")
+    if any("\0" in a for a in argv):
+        raise SpecError("command line contains a NUL byte")
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise SpecError(f"bad environment variable {key!r}")
+
+
+def launch_env(app_dir: str, env: dict[str, str]) -> dict[str, str]:
+    """The request's variables plus the app's lib/ first on LD_LIBRARY_PATH.
+
+    The shim lays them over its own environment: the daemon's, less the
+    cluster token (see `daemon.forker`).
+    """
+    old = env.get("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH"))
+    lib = f"{app_dir}/lib"
+    return {**env, "LD_LIBRARY_PATH": f"{lib}:{old}" if old else lib}
+
+
+def new_launch_id(taken: Callable[[str], bool]) -> str:
+    """Unique (``taken`` says which are not), sortable by start time, and safe as a file name."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
+    while True:
+        launch = f"{stamp}-{secrets.token_hex(2)}"
+        if not taken(launch):
+            return launch
