@@ -104,15 +104,17 @@ class LocalCluster:
                 proc.wait()
 
     def kill_programs(self, name: str) -> None:
-        """SIGKILL every live program launched under ``name``'s root (by its records)."""
-        for rec in (self.worker_root(name) / "run").glob("*.json"):
-            try:
-                pid = int(json.loads(rec.read_text()).get("pid", 0))
-            except (OSError, ValueError):
-                continue
-            if pid > 0 and _is_under(pid, self.worker_root(name)):
+        """SIGKILL every live program launched under ``name``'s root.
+
+        Found by working directory (every program starts in its app's
+        directory), not only by run record: the last launch's record may
+        not be written yet.
+        """
+        root = self.worker_root(name)
+        for proc in psutil.process_iter():
+            if proc.pid != os.getpid() and _is_under(proc.pid, root):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+                    os.kill(proc.pid, signal.SIGKILL)
 
     # --- API ----------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, timeout: float = 15) -> Any:

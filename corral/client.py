@@ -5,8 +5,10 @@ Where the master is, in order: ``--api HOST:PORT``, ``$CORRAL_API``, the
 The bearer token: ``$CORRAL_TOKEN``, then ``STATE_DIR/token``.  STATE_DIR:
 ``--state-dir``, ``$CORRAL_STATE_DIR``, then the master's default.
 
-Every failure is raised as `CliError` carrying the one line to print and
-the exit status, so no expected failure ever shows a traceback.
+Every failure is raised as a `CommandError` (`ApiError`, `Unreachable`)
+carrying the one line to print and the exit status, so no expected failure
+ever shows a traceback.  `Client` is the `master.verbs.base.Api` the verbs
+run against.
 """
 
 from __future__ import annotations
@@ -21,48 +23,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from corral.master.state import default_state_dir
+from corral.master.verbs.base import ApiError, CommandError, Unreachable, UsageError
+from corral.transport.addresses import split_hostport
+
 DEFAULT_API = "127.0.0.1:7071"
 API_ENV = "CORRAL_API"
 TOKEN_ENV = "CORRAL_TOKEN"
 STATE_ENV = "CORRAL_STATE_DIR"
 TIMEOUT = 30.0  # a verb that waits on workers (launch, rm) answers within this
-
-
-class CliError(Exception):
-    """An expected failure: ``str(self)`` is the one line for stderr."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ApiError(CliError):
-    """The master answered with an error status."""
-
-    def __init__(self, message: str, http_status: int) -> None:
-        super().__init__(message, 1)
-        self.http_status = http_status
-
-
-class Unreachable(CliError):
-    """No HTTP conversation with the master happened (or it broke off).
-
-    ``connected``: the connection was made, so the request may have reached it.
-    """
-
-    def __init__(self, message: str, connected: bool = False) -> None:
-        super().__init__(message)
-        self.connected = connected
-
-
-def default_state_dir() -> Path:
-    """Same place as `master.control.default_state_dir` (kept in step by a test).
-
-    Repeated here so the client verbs need not import the master (and
-    asyncio) just to find a file.
-    """
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "corral"
 
 
 def state_dir(given: str | None) -> Path:
@@ -73,15 +42,12 @@ def state_dir(given: str | None) -> Path:
 
 
 def split_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``http://`` allowed) into a pair; CliError (status 2) if malformed."""
+    """``HOST:PORT`` (``http://`` allowed) into a pair; `UsageError` if malformed."""
     text = text.strip().removeprefix("http://").rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, "7071"
-    host = host.strip("[]") or "127.0.0.1"
-    if not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
-        raise CliError(f"bad API address {text!r}: expected HOST:PORT", 2)
-    return host, int(port)
+    try:
+        return split_hostport(text, 7071, what="API address", port_zero=False)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _read_first_line(path: Path) -> str:
@@ -106,13 +72,13 @@ def find_token(state: Path) -> str:
     try:
         token = path.read_text().strip()
     except FileNotFoundError:
-        raise CliError(
+        raise CommandError(
             f"no token: {path} does not exist (set {TOKEN_ENV} or --state-dir to the master's)"
         ) from None
     except OSError as e:
-        raise CliError(f"cannot read token {path}: {e.strerror}") from None
+        raise CommandError(f"cannot read token {path}: {e.strerror}") from None
     if not token:
-        raise CliError(f"token file {path} is empty")
+        raise CommandError(f"token file {path} is empty")
     return token
 
 
@@ -133,10 +99,16 @@ def _why(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def _query(params: dict[str, Any]) -> str:
+    """Query parameters, None left out, booleans as ``1`` and ``0``."""
+    given = {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
+    return urlencode({k: v for k, v in given.items() if v not in (None, "")})
+
+
 class Client:
     """One master's control API: JSON requests and an NDJSON stream reader."""
 
-    def __init__(self, api: str, token: str | CliError, timeout: float = TIMEOUT) -> None:
+    def __init__(self, api: str, token: str | CommandError, timeout: float = TIMEOUT) -> None:
         self.api = api
         self.host, self.port = split_address(api)
         self.token = token  # or why there is none: reported once the master is reachable
@@ -147,8 +119,8 @@ class Client:
         sd = state_dir(state)
         address = find_api(api, sd)
         try:
-            token: str | CliError = find_token(sd)
-        except CliError as e:
+            token: str | CommandError = find_token(sd)
+        except CommandError as e:
             token = e
         return cls(address, token)
 
@@ -161,7 +133,7 @@ class Client:
         self, method: str, path: str, body: Any = None, timeout: float | None = None
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
-        if isinstance(self.token, CliError):
+        if isinstance(self.token, CommandError):
             # No token: if there is no master either, that is the news.
             try:
                 conn.connect()
@@ -207,7 +179,7 @@ class Client:
     def request(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         """One JSON round trip; returns the decoded body."""
         if query:
-            path += "?" + urlencode({k: v for k, v in query.items() if v not in (None, "")})
+            path += "?" + _query(query)
         conn, resp = self._open(method, path, body)
         try:
             raw = resp.read()
@@ -218,7 +190,7 @@ class Client:
         try:
             return json.loads(raw)
         except ValueError:
-            raise CliError(f"the master at {self.api} sent a reply that is not JSON") from None
+            raise CommandError(f"the master at {self.api} sent a reply that is not JSON") from None
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, **query)
@@ -232,7 +204,7 @@ class Client:
         Waits as long as it takes between lines (a quiet process is no
         error); a broken connection raises `Unreachable`.
         """
-        path += "?" + urlencode({k: v for k, v in query.items() if v not in (None, "")})
+        path += "?" + _query(query)
         conn, resp = self._open("GET", path, timeout=connect_timeout)
         try:
             if conn.sock is not None:

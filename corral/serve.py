@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from corral.client import CliError, state_dir
+from corral.client import state_dir
+from corral.master.verbs.base import CommandError, UsageError
+from corral.transport.addresses import split_hostport
 
 if TYPE_CHECKING:
     from corral.master.control import Master, MasterConfig
@@ -23,12 +25,10 @@ def _note(line: str) -> None:
 
 
 def check_address(flag: str, text: str, default_port: int) -> None:
-    from corral.master.control import split_hostport
-
     try:
         split_hostport(text, default_port)
     except ValueError as e:
-        raise CliError(f"{flag}: {e}", 2) from None
+        raise UsageError(f"{flag}: {e}") from None
 
 
 def load_dashboard() -> Dashboard | None:
@@ -113,6 +113,6 @@ def worker(args: argparse.Namespace) -> int:
     run = getattr(args, "worker_main", None)
     if run is None:
         why = getattr(args, "worker_missing", "corral.daemon.worker not found")
-        raise CliError(f"the worker daemon is not available here ({why})")
+        raise CommandError(f"the worker daemon is not available here ({why})")
     status = run(args)
     return int(status or 0)

@@ -3,6 +3,11 @@
 The TUI, the HTTP API and tests all act through these async verbs; they
 raise `VerbError` with a one-line message that says what was wrong, and
 change nothing when the input is bad.
+
+The master knows nothing of its front ends: the HTTP API (`master.api`)
+and the deployer (`master.deployer`) are built on it by whoever runs it
+(`master.headless`, the dashboard), and import this module, never the
+other way round.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from corral.master.config import ConfigError, SshConfig, load_history
 from corral.master.events import EventLog
 from corral.master.model import Cluster, ProcView
+from corral.master.names import BadName, parse_target, signal_name
 from corral.master.server import Follow, WorkerLink, WorkerServer
+from corral.master.state import default_state_dir, write_atomic
+from corral.transport.addresses import split_hostport
 from corral.transport.auth import ensure_token
 from corral.transport.connection import CallError, ConnectionClosed
 from corral.transport.messages import (
@@ -41,12 +48,8 @@ from corral.transport.messages import (
     valid_app_name,
 )
 
-if TYPE_CHECKING:
-    from corral.master.deployer import Deployer, DeployProgress, DeployResult
-
 log = logging.getLogger("corral.master")
 
-SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL", "SIGSTOP", "SIGCONT", "SIGHUP", "SIGUSR1", "SIGUSR2")
 LAUNCH_KEYS = 4096  # launch results remembered by request key, for retries
 
 
@@ -58,32 +61,9 @@ class StartError(OSError):
     """The master could not start; the message names what and why."""
 
 
-def _why(e: OSError) -> str:
+def why(e: OSError) -> str:
     """The plain reason of ``e`` ("Address already in use"), whoever wrapped it."""
     return os.strerror(e.errno) if e.errno else str(e)
-
-
-def _write_address(path: Path, address: str) -> None:
-    """Publish an address for clients, atomically: they may be polling for it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(address + "\n")
-    tmp.replace(path)
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "corral"
-
-
-def split_hostport(text: str, default_port: int) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``HOST`` / ``:PORT``) into a pair; ValueError if malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(default_port)
-    host = host.strip("[]") or "127.0.0.1"
-    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
-        raise ValueError(f"bad address {text!r}: expected HOST:PORT")
-    return host, int(port)
 
 
 @dataclass
@@ -133,14 +113,6 @@ class LogPiece(msgspec.Struct, frozen=True):
     eof: bool = False
 
 
-def parse_target(target: str) -> tuple[str, int]:
-    """``NODE:PID`` into its parts; VerbError if malformed."""
-    node, sep, pid = target.rpartition(":")
-    if not sep or not node or not (pid.isascii() and pid.isdigit()):
-        raise VerbError(f"bad process name {target!r}: expected NODE:PID")
-    return node, int(pid)
-
-
 class Master:
     """The control plane: cluster model, worker listener, event log, verbs."""
 
@@ -151,17 +123,14 @@ class Master:
         self.token = ""
         self.server: WorkerServer | None = None
         self.listen_address = ""
-        self.api_address = ""
-        self._api: object | None = None
-        self._deployer: Deployer | None = None
         self._launch_keys: OrderedDict[
             str, tuple[tuple[object, ...], asyncio.Future[LaunchResult]]
         ] = OrderedDict()
         self.started_at = time.time()
 
     # --- lifecycle -------------------------------------------------------
-    async def start(self, api: bool = True) -> None:
-        """Bind the worker port (and the HTTP API) and start serving.
+    async def start(self) -> None:
+        """Bind the worker port and start serving; publish it in ``STATE_DIR/listen``.
 
         Raises `StartError` (an OSError) naming the step that failed.
         """
@@ -169,7 +138,7 @@ class Master:
         try:
             self.token = ensure_token(state)
         except OSError as e:
-            raise StartError(f"cannot use state directory {state}: {_why(e)}") from None
+            raise StartError(f"cannot use state directory {state}: {why(e)}") from None
         try:
             history = load_history(state)
         except ConfigError as e:
@@ -180,35 +149,17 @@ class Master:
         try:
             self.listen_address = await self.server.start(host, port)
         except OSError as e:
-            raise StartError(f"cannot listen for workers on {host}:{port}: {_why(e)}") from None
-        _write_address(state / "listen", self.listen_address)
-        if api:
-            from corral.master.api import ApiServer
-
-            server = ApiServer(self)
-            ahost, aport = split_hostport(self.config.api, 7071)
-            try:
-                self.api_address = await server.start(ahost, aport)
-            except OSError as e:
-                await self.server.stop()
-                raise StartError(
-                    f"cannot listen for the API on {ahost}:{aport}: {_why(e)}"
-                ) from None
-            self._api = server
-            _write_address(state / "api", self.api_address)
-        log.info("listening for workers on %s, API on %s", self.listen_address, self.api_address)
+            raise StartError(f"cannot listen for workers on {host}:{port}: {why(e)}") from None
+        write_atomic(state / "listen", self.listen_address + "\n")
+        log.info("listening for workers on %s", self.listen_address)
 
     async def stop(self) -> None:
-        from corral.master.api import ApiServer
-
-        if isinstance(self._api, ApiServer):
-            await self._api.stop()
         if self.server is not None:
             await self.server.stop()
         self.events.close()
 
     # --- helpers -----------------------------------------------------------
-    def _link(self, node: str) -> WorkerLink:
+    def link(self, node: str) -> WorkerLink:
         """The connection to ``node``; VerbError at once if it is unknown, lost or gone."""
         if not self.cluster.has_node(node):
             raise VerbError(f"unknown node: {node}")
@@ -227,13 +178,16 @@ class Master:
         age = time.monotonic() - self.cluster.last_beat_mono(node)
         return f"{node} is {state} (no heartbeat for {age:.1f} s)"
 
-    def _links(self, nodes: Sequence[str]) -> tuple[dict[str, WorkerLink], dict[str, str]]:
-        """The connections to ``nodes``, and why each of the others cannot be reached."""
+    def links(self, nodes: Sequence[str]) -> tuple[dict[str, WorkerLink], dict[str, str]]:
+        """The connections to ``nodes``, and why each of the others cannot be reached.
+
+        A node that is lost or gone is its own failure: a verb goes on with the others.
+        """
         links: dict[str, WorkerLink] = {}
         errors: dict[str, str] = {}
         for n in nodes:
             try:
-                links[n] = self._link(n)
+                links[n] = self.link(n)
             except VerbError as e:
                 errors[n] = str(e)
         return links, errors
@@ -256,7 +210,10 @@ class Master:
 
     def _proc(self, target: str) -> ProcView:
         """The process ``NODE:PID`` names; VerbError if the name or either part is unknown."""
-        node, pid = parse_target(target)
+        try:
+            node, pid = parse_target(target)
+        except BadName as e:
+            raise VerbError(str(e)) from None
         if not self.cluster.has_node(node):
             raise VerbError(f"unknown node: {node}")
         proc = self.cluster.proc(f"{node}:{pid}")
@@ -266,7 +223,7 @@ class Master:
 
     def _proc_for(self, target: str) -> tuple[WorkerLink, ProcView]:
         proc = self._proc(target)
-        return self._link(proc.node), proc
+        return self.link(proc.node), proc
 
     # --- verbs -------------------------------------------------------------
     async def launch(
@@ -307,7 +264,7 @@ class Master:
         return await asyncio.shield(task)
 
     async def _launch(self, args: list[str], picked: list[str], app: str, key: str) -> LaunchResult:
-        links, errors = self._links(picked)
+        links, errors = self.links(picked)
 
         async def one(link: WorkerLink) -> ProcView:
             reply = await link.call(lambda i: Launch(id=i, app=app, argv=args, key=key), Launched)
@@ -326,26 +283,29 @@ class Master:
         return LaunchResult(procs=procs, errors={n: errors[n] for n in picked if n in errors})
 
     async def signal(self, targets: Sequence[str], signal: str) -> list[SignalResult]:
-        """Send ``signal`` to each target's process group; every target is checked first."""
+        """Send ``signal`` to each target's process group, all at once.
+
+        Each target is its own result: a bad name, an unknown process or a
+        lost node fails that target alone.  An unknown signal fails the verb.
+        """
         if not targets:
             raise VerbError("no process given: expected NODE:PID")
-        sig = signal.upper()
-        sig = sig if sig.startswith("SIG") else "SIG" + sig
-        if sig not in SIGNALS:
-            raise VerbError(f"unknown signal {signal!r}")
-        resolved = [self._proc(t) for t in targets]  # all known, or nothing is sent
+        try:
+            sig = signal_name(signal)
+        except BadName as e:
+            raise VerbError(str(e)) from None
+        unique = list(dict.fromkeys(targets))
+        return list(await asyncio.gather(*(self._signal(t, sig) for t in unique)))
 
-        async def one(proc: ProcView) -> SignalResult:
-            try:
-                link = self._link(proc.node)  # a lost node is this target's failure
-                reply = await link.call(lambda i: Signal(id=i, pid=proc.pid, signal=sig), Signalled)
-            except (CallError, VerbError) as e:
-                return SignalResult(proc.key, False, str(e))
-            if reply.proc is not None:
-                self.cluster.update_proc(link.name, reply.proc)
-            return SignalResult(proc.key, reply.delivered, reply.message)
-
-        return list(await asyncio.gather(*(one(p) for p in resolved)))
+    async def _signal(self, target: str, sig: str) -> SignalResult:
+        try:
+            link, proc = self._proc_for(target)
+            reply = await link.call(lambda i: Signal(id=i, pid=proc.pid, signal=sig), Signalled)
+        except (CallError, VerbError) as e:
+            return SignalResult(target, False, str(e))
+        if reply.proc is not None:
+            self.cluster.update_proc(link.name, reply.proc)
+        return SignalResult(proc.key, reply.delivered, reply.message)
 
     async def stop_procs(self, targets: Sequence[str]) -> list[SignalResult]:
         """Graceful stop: SIGINT to each process group."""
@@ -464,7 +424,7 @@ class Master:
             raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
         named = bool(nodes)
         picked = self.select_nodes(nodes, all_nodes or not nodes)
-        links, unreachable = self._links(picked)
+        links, unreachable = self.links(picked)
         if not force:
             running = {
                 n: [p.key for p in self.cluster.procs(n) if p.app == app and p.alive]
@@ -507,28 +467,3 @@ class Master:
         if all(r.error == missing for r in results):
             raise VerbError(missing)
         return [RemoveResult(node=r.node) if r.error == missing else r for r in results]
-
-    async def deploy(
-        self,
-        file: str | Path,
-        app: str | None = None,
-        nodes: Sequence[str] = (),
-        all_nodes: bool = False,
-        libs: Sequence[str | Path] = (),
-        dry_run: bool = False,
-        trust_host_key: bool = False,
-        progress: DeployProgress | None = None,
-    ) -> DeployResult:
-        """Copy ``file`` and the non-system libraries it needs into ``app`` on each node.
-
-        Only what differs from a node's copy (by sha256) is sent, over SFTP,
-        nodes in parallel; ``progress(node, sent_bytes, total_bytes)`` is
-        called on the loop as bytes go.  See `master.deployer`.
-        """
-        from corral.master.deployer import Deployer
-
-        if self._deployer is None:
-            self._deployer = Deployer(self)
-        return await self._deployer.deploy(
-            file, app, nodes, all_nodes, libs, dry_run, trust_host_key, progress
-        )

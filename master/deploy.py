@@ -10,7 +10,8 @@ master's deploy verb does the I/O around them::
         hashes = worker <- Hashes(app, rel_paths(files))
         node   = plan_node(name, files, hashes)
         sftp.push(target, uploads(node, app_dir), progress)
-    format_report(node, push_report)
+
+Reports are written by `master.deploy_report`, from the deploy's result.
 
 The node's app dir holds ``bin/<executable>`` and ``lib/<soname>``
 (DESIGN.md "The worker's disk").
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.master.elf import DeployPlan
-from corral.transport.sftp import PushReport, Upload
+from corral.transport.sftp import Upload
 
 _HASH_CHUNK = 1024 * 1024
 
@@ -115,50 +116,3 @@ def uploads(plan: NodePlan, app_dir: str) -> list[Upload]:
     """The SFTP uploads for one node; ``app_dir`` is its absolute ``ROOT/apps/APP``."""
     base = app_dir.rstrip("/")
     return [Upload(f.local, f"{base}/{f.rel}", f.mode) for f in plan.send]
-
-
-# --------------------------------------------------------------------------
-# Text for --dry-run and the final report
-# --------------------------------------------------------------------------
-
-
-def human_bytes(n: int) -> str:
-    """Bytes in the largest binary unit that keeps the number >= 1: '1.5 MiB'."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _summary(plan: NodePlan) -> str:
-    return (
-        f"{plan.node}: send {len(plan.send)} ({human_bytes(plan.bytes_to_send)}), "
-        f"unchanged {len(plan.unchanged)} ({human_bytes(plan.bytes_unchanged)})"
-    )
-
-
-def format_plan(plans: Sequence[NodePlan]) -> str:
-    """The ``--dry-run`` text: per node, each file to send or unchanged, with bytes."""
-    width = max((len(f.rel) for p in plans for f in (*p.send, *p.unchanged)), default=0)
-    lines: list[str] = []
-    for plan in plans:
-        lines.append(_summary(plan))
-        for label, group in (("send", plan.send), ("unchanged", plan.unchanged)):
-            for f in group:
-                lines.append(f"  {label:<9}  {f.rel:<{width}}  {human_bytes(f.size):>10}")
-    return "\n".join(lines)
-
-
-def format_report(plan: NodePlan, report: PushReport | None) -> str:
-    """After a push: per file sent, bytes and seconds; then what was unchanged."""
-    lines = [_summary(plan) + (f" in {report.seconds:.2f} s" if report else "")]
-    for sent in report.files if report else []:
-        rate = sent.bytes / sent.seconds / 2**20 if sent.seconds > 0 else 0.0
-        lines.append(
-            f"  sent       {sent.remote}  {human_bytes(sent.bytes)}"
-            f"  {sent.seconds:.2f} s  {rate:.1f} MiB/s"
-        )
-    lines += [f"  unchanged  {f.rel}  {human_bytes(f.size)}" for f in plan.unchanged]
-    return "\n".join(lines)

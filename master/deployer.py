@@ -1,9 +1,13 @@
 """The deploy verb: copy an executable and its non-system libraries to nodes.
 
-`Master.deploy` delegates here.  One deploy, in order::
+Whoever runs the master makes one `Deployer` for it (the headless master
+and the dashboard do) and hands it to the API and the views; this module
+imports the master, never the other way round.  One deploy, in order::
 
-    resolve    elf.resolve(exe, libs)       a missing library fails the verb
-                                            before any node is asked anything
+    check      a program: ELF or #!         else refused (unless forced)
+    resolve    elf.resolve(exe, libs, path) a missing library fails the verb
+                                            before any node is asked anything; the
+                                            caller's LD_LIBRARY_PATH is searched
     describe   stat every file              sizes, modes, app-dir paths
     per node, all nodes at once:
       ask      PrepareApp -> app dir, Hashes(app, paths) -> the node's sha256s
@@ -47,7 +51,9 @@ from corral.master import deploy, elf
 from corral.master.config import ConfigError, SshConfig, load_ssh
 from corral.master.control import VerbError
 from corral.master.deploy import LocalFile, NodePlan, PlanError
+from corral.master.deploy_report import plan_text
 from corral.master.server import WorkerLink
+from corral.master.text import human_bytes
 from corral.transport import sftp
 from corral.transport.connection import CallError
 from corral.transport.messages import AppReady, Hashes, HashesReply, PrepareApp, valid_app_name
@@ -62,6 +68,7 @@ log = logging.getLogger("corral.master")
 DeployProgress = Callable[[str, int, int], None]
 
 MAX_PARALLEL = 32  # SSH clients (threads) at once
+ET_EXEC, ET_DYN = 2, 3  # ELF e_type of a program (a PIE is ET_DYN, as a shared library is)
 PROGRESS_INTERVAL = 0.05  # seconds between progress calls per node (plus the last)
 # Waiting for a worker to hash files: at least 30 s, and 20 MiB/s at the slowest.
 MiB = 2**20
@@ -183,7 +190,25 @@ def describe(plan: elf.DeployPlan) -> list[LocalFile]:
     return files
 
 
-def _resolve(file: Path, libs: list[Path]) -> tuple[elf.DeployPlan, list[LocalFile]]:
+def not_a_program(path: Path) -> str:
+    """Why ``path`` cannot run as a program ("" if it can): ELF executables and ``#!`` scripts can.
+
+    An ELF file must be an executable or a shared object (a PIE is one); a
+    relocatable object (``hello.o``) or a core dump is not a program.
+    """
+    with path.open("rb") as f:
+        head = f.read(18)
+    if head.startswith(b"#!"):
+        return ""
+    if head.startswith(b"\x7fELF") and len(head) == 18 and head[5] in (1, 2):
+        e_type = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
+        return "" if e_type in (ET_EXEC, ET_DYN) else "an ELF file that is not an executable"
+    return "neither an ELF executable nor a script starting with #!"
+
+
+def _resolve(
+    file: Path, libs: list[Path], ld_library_path: str | None, force: bool
+) -> tuple[elf.DeployPlan, list[LocalFile]]:
     """Blocking: the dependency plan and its files; VerbError for any bad input."""
     if not file.exists():
         raise VerbError(f"no such file: {file}")
@@ -193,7 +218,9 @@ def _resolve(file: Path, libs: list[Path]) -> tuple[elf.DeployPlan, list[LocalFi
         if not lib.is_file():
             raise VerbError(f"--lib {lib}: no such file")
     try:
-        plan = elf.resolve(file, libs)
+        if not force and (why := not_a_program(file)):
+            raise VerbError(f"cannot deploy {file.name}: {why}; --force deploys it anyway")
+        plan = elf.resolve(file, libs, ld_library_path)
         return plan, describe(plan)
     except elf.DependencyError as e:
         raise VerbError(f"cannot deploy {file.name}: {e}; nothing was sent") from None
@@ -233,7 +260,18 @@ class Deployer:
         dry_run: bool = False,
         trust_host_key: bool = False,
         progress: DeployProgress | None = None,
+        *,
+        force: bool = False,
+        ld_library_path: str | None = None,
     ) -> DeployResult:
+        """Copy ``file`` and the non-system libraries it needs into ``app`` on each node.
+
+        Only what differs from a node's copy (by sha256) is sent, over SFTP,
+        nodes in parallel; ``progress(node, sent_bytes, total_bytes)`` is
+        called on the loop as bytes go.  Libraries are looked up on
+        ``ld_library_path`` (the caller's; None: this process's).  A file
+        that is not a program is refused unless ``force``.
+        """
         if not str(file):
             raise VerbError("nothing to deploy: give a file")
         path = Path(file).expanduser().absolute()
@@ -241,40 +279,14 @@ class Deployer:
         if not valid_app_name(app):
             raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
         picked = self.master.select_nodes(nodes, all_nodes)
-        links, unreachable = self.master._links(picked)  # a lost node is its own failure
+        links, unreachable = self.master.links(picked)  # a lost node is its own failure
         ssh = self.ssh_config()
         lib_paths = [Path(p).expanduser().absolute() for p in libs]
-        plan, files = await asyncio.to_thread(_resolve, path, lib_paths)
-
-        loop = asyncio.get_running_loop()
-        hashing: dict[str, asyncio.Future[str]] = {
-            f.rel: _done(loop, f.sha256)
-            if f.sha256
-            else asyncio.ensure_future(asyncio.to_thread(HASHES.sha256, f.local))
-            for f in files
-        }
-        run = _Run(
-            self,
-            app,
-            files,
-            hashing,
-            ssh,
-            dry_run,
-            trust_host_key or ssh.trust_unknown_host_keys,
-            progress,
-            ThreadPoolExecutor(
-                max(1, min(MAX_PARALLEL, len(links))), thread_name_prefix="corral-deploy"
-            ),
-        )
-        try:
-            outcomes = await asyncio.gather(*(run.node(n, lk) for n, lk in links.items()))
-        finally:
-            run.pool.shutdown(wait=False)
-            # Every file hashed before returning: the next deploy finds the cache warm.
-            await asyncio.gather(*hashing.values(), return_exceptions=True)
-        done = {r.node: r for r, _ in outcomes}
+        plan, files = await asyncio.to_thread(_resolve, path, lib_paths, ld_library_path, force)
+        trust = trust_host_key or ssh.trust_unknown_host_keys
+        run = _Run(self, app, files, _hashing(files), ssh, dry_run, trust, progress, len(links))
+        done = {r.node: r for r in await run.all(links)}
         results = [done.get(n) or NodeDeploy(node=n, error=unreachable[n]) for n in picked]
-        plans = [p for _, p in outcomes if p is not None]
         if not dry_run:
             for r in results:
                 self._note(app, r)
@@ -283,7 +295,7 @@ class Deployer:
             file=str(path),
             dry_run=dry_run,
             results=results,
-            plan=deploy.format_plan(plans),
+            plan=plan_text([msgspec.to_builtins(r) for r in results]),
             libraries=[str(p) for p in plan.libraries],
             system=list(plan.system),
         )
@@ -293,7 +305,7 @@ class Deployer:
             why = f"app {app} not deployed to {r.node}: {r.error}"
             self.master.cluster.note("app.deploy_failed", r.node, why)
             return
-        sent = f"{len(r.sent)} sent ({deploy.human_bytes(r.bytes)})" if r.sent else "0 sent"
+        sent = f"{len(r.sent)} sent ({human_bytes(r.bytes)})" if r.sent else "0 sent"
         self.master.cluster.note(
             "app.deployed",
             r.node,
@@ -361,6 +373,17 @@ def _done(loop: asyncio.AbstractEventLoop, value: str) -> asyncio.Future[str]:
     return fut
 
 
+def _hashing(files: list[LocalFile]) -> dict[str, asyncio.Future[str]]:
+    """Each file's sha256: known already (cached), or being computed in a thread."""
+    loop = asyncio.get_running_loop()
+    return {
+        f.rel: _done(loop, f.sha256)
+        if f.sha256
+        else asyncio.ensure_future(asyncio.to_thread(HASHES.sha256, f.local))
+        for f in files
+    }
+
+
 def _error_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text or type(e).__name__
@@ -378,11 +401,24 @@ class _Run:
     dry_run: bool
     trust: bool
     progress: DeployProgress | None
-    pool: ThreadPoolExecutor
+    nodes: int  # how many nodes it goes to: SSH clients (threads) at once, up to MAX_PARALLEL
+    pool: ThreadPoolExecutor = dataclasses.field(init=False)
 
-    async def node(self, name: str, link: WorkerLink) -> tuple[NodeDeploy, NodePlan | None]:
+    def __post_init__(self) -> None:
+        workers = max(1, min(MAX_PARALLEL, self.nodes))
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="corral-deploy")
+
+    async def all(self, links: dict[str, WorkerLink]) -> list[NodeDeploy]:
+        """Every node's outcome, nodes at once."""
+        try:
+            return list(await asyncio.gather(*(self.node(n, lk) for n, lk in links.items())))
+        finally:
+            self.pool.shutdown(wait=False)
+            # Every file hashed before returning: the next deploy finds the cache warm.
+            await asyncio.gather(*self.hashing.values(), return_exceptions=True)
+
+    async def node(self, name: str, link: WorkerLink) -> NodeDeploy:
         t0 = time.monotonic()
-        plan: NodePlan | None = None
         try:
             await self.deployer.wait_settled(name)
             app_dir, remote = await self._ask(link)
@@ -393,23 +429,19 @@ class _Run:
                 unchanged=[FileEntry(f.rel, f.size) for f in plan.unchanged],
             )
             if self.dry_run:
-                return result, plan
+                return result
             if not plan.send:
                 self._report(name, 0, 0)
-                return msgspec.structs.replace(result, seconds=time.monotonic() - t0), plan
+                return msgspec.structs.replace(result, seconds=time.monotonic() - t0)
             report = await self._push(name, app_dir, plan)
         except (CallError, sftp.PushError, OSError, VerbError) as e:
-            return NodeDeploy(node=name, seconds=time.monotonic() - t0, error=_error_line(e)), plan
-        sent = [_sent(s, app_dir) for s in report.files]
+            return NodeDeploy(node=name, seconds=time.monotonic() - t0, error=_error_line(e))
         self.deployer.settle(name, link, self.app, plan.send, self.hashing)
-        return (
-            msgspec.structs.replace(
-                result,
-                sent=sent,
-                bytes=report.bytes,
-                seconds=time.monotonic() - t0,
-            ),
-            plan,
+        return msgspec.structs.replace(
+            result,
+            sent=[_sent(s, app_dir) for s in report.files],
+            bytes=report.bytes,
+            seconds=time.monotonic() - t0,
         )
 
     async def _ask(self, link: WorkerLink) -> tuple[str, dict[str, str]]:

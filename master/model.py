@@ -24,6 +24,7 @@ from typing import Literal
 
 import msgspec
 
+from corral.master.names import split_target
 from corral.transport.messages import (
     ALIVE_STATES,
     Metrics,
@@ -224,10 +225,11 @@ class Cluster:
 
     def _find(self, key: str) -> tuple[str, _Node, ProcInfo] | None:
         """``NODE:PID`` -> (node name, node, process); None if unknown."""
-        node, _, pid = key.rpartition(":")
-        n = self._nodes.get(node)
-        p = n.procs.get(int(pid)) if n is not None and pid.isascii() and pid.isdigit() else None
-        return None if n is None or p is None else (node, n, p)
+        parts = split_target(key)
+        if parts is None or (n := self._nodes.get(parts[0])) is None:
+            return None
+        p = n.procs.get(parts[1])
+        return None if p is None else (parts[0], n, p)
 
     def proc(self, key: str) -> ProcView | None:
         found = self._find(key)

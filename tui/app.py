@@ -1,7 +1,10 @@
-"""The corral dashboard app: starts the master, shows the `Dashboard`, stops the master.
+"""The corral dashboard app: starts the master and its API, shows the `Dashboard`, stops them.
 
-The CLI calls `run_dashboard`; tests build `CorralApp` directly.  Quitting
-stops the master's servers only: workers and their programs keep running.
+The CLI calls `run_dashboard`; tests build `CorralApp` directly.  The app
+composes the master's parts as the headless master does: one `Deployer`
+for the master, shared by the control API (which it starts) and the
+dashboard's dialogs.  Quitting stops the master's servers only: workers and
+their programs keep running.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from corral.master.api import ApiServer, start_api
 from corral.master.control import Master
+from corral.master.deployer import Deployer
 from corral.transport.loop import run as run_loop
 from corral.tui.widgets.dashboard import Dashboard, help_sections
 
@@ -37,6 +42,8 @@ class CorralApp(App[None]):
     ) -> None:
         super().__init__()
         self.master = master
+        self.deployer = Deployer(master)
+        self.api: ApiServer | None = None
         self.start_master = start_master
         self.on_ready = on_ready
         self.clock = clock
@@ -44,7 +51,9 @@ class CorralApp(App[None]):
         self._started = False
 
     def get_default_screen(self) -> Screen[None]:
-        return Dashboard(self.master, clock=self.clock, escalate_after=self.escalate_after)
+        return Dashboard(
+            self.master, self.deployer, clock=self.clock, escalate_after=self.escalate_after
+        )
 
     @property
     def dashboard(self) -> Dashboard:
@@ -56,6 +65,7 @@ class CorralApp(App[None]):
         if self.start_master:
             try:
                 await self.master.start()
+                self.api = await start_api(self.master, self.deployer)
             except OSError as e:
                 await self.master.stop()  # whatever did bind (the worker port, say) is let go
                 self.exit(return_code=1, message=f"corral master: {e}")  # names the step
@@ -66,6 +76,8 @@ class CorralApp(App[None]):
             self.on_ready(self.master.listen_address)
 
     async def on_unmount(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
         if self._started:
             await self.master.stop()
 

@@ -1,187 +1,85 @@
-"""The ``:`` command line: the CLI's verbs parsed into `Command` values, and completion.
+"""The ``:`` command line: the CLI's verbs, parsed with their own declarations, and completion.
 
-Grammar (the same as the ``corral`` CLI)::
-
-    launch [--node NAME ... | --all] [--app APP] -- PROGRAM [ARGS...]
-    stop NODE:PID ...
-    kill NODE:PID ...
-    logs NODE:PID
-    rm APP [--node NAME ... | --all] [--force] [--logs]
-    deploy FILE [--app APP] [--node NAME ... | --all] [--lib PATH ...] [--dry-run]
-           [--trust-host-key]
-
-Parsing is pure: it checks the shape of the line; the master checks names.
+Every verb of `corral.master.verbs` works here, parsed by the very argparse
+declarations ``corral VERB`` uses (`Verb.parser`), so the two grammars
+cannot drift: ``:stop n1:4242``, ``:launch --all -- sleep 60``,
+``:deploy ./build/hello --all``, ``:ps --all``.  Parsing is pure: it checks
+the shape of the line and builds the verb's request; the master checks
+names when the dashboard runs it.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-VERBS = ("launch", "stop", "kill", "logs", "rm", "deploy")
-USAGE = {
-    "launch": "launch [--node NAME ... | --all] [--app APP] -- PROGRAM [ARGS...]",
-    "stop": "stop NODE:PID ...",
-    "kill": "kill NODE:PID ...",
-    "logs": "logs NODE:PID",
-    "rm": "rm APP [--node NAME ... | --all] [--force] [--logs]",
-    "deploy": (
-        "deploy FILE [--app APP] [--node NAME ... | --all] [--lib PATH ...] [--dry-run]"
-        " [--trust-host-key]"
-    ),
-}
-_RM_FLAGS = ("--all", "--force", "--logs")
-_DEPLOY_FLAGS = ("--all", "--dry-run", "--trust-host-key")
-_VALUED = {"launch": ("--node", "--app"), "rm": ("--node",), "deploy": ("--node", "--app", "--lib")}
-_TARGET_VERBS = ("stop", "kill", "logs")
+from corral.master import verbs
+from corral.master.verbs.base import CommandError, Verb
+
+VERBS = verbs.NAMES
+USAGE = {name: verbs.get(name).usage() for name in VERBS}
+_TRY = f"try {', '.join(VERBS[:-1])} or {VERBS[-1]}"
 
 
-class CommandError(Exception):
-    """The line is not a valid command; the message is one line."""
+class Command(NamedTuple):
+    """One parsed command line: the verb, its arguments, and its request to the master."""
 
-
-@dataclass(frozen=True)
-class Command:
-    """One parsed command line."""
-
-    verb: str
-    targets: tuple[str, ...] = ()
-    nodes: tuple[str, ...] = ()
-    all_nodes: bool = False
-    app: str | None = None
-    argv: tuple[str, ...] = ()
-    force: bool = False
-    logs: bool = False  # rm: delete the app's logs too
-    file: str = ""  # deploy: the local file
-    libs: tuple[str, ...] = ()
-    dry_run: bool = False
-    trust_host_key: bool = False
+    verb: Verb[Any]
+    args: argparse.Namespace
+    request: dict[str, Any]
 
 
 def parse(line: str) -> Command:
-    """Parse one command line; `CommandError` says what is wrong."""
+    """Parse one command line; `CommandError` says what is wrong, in one line."""
     try:
         words = shlex.split(line)
     except ValueError as e:
-        raise CommandError(f"cannot split the line: {e}") from None
+        raise CommandError(f"cannot split the line: {e}", 2) from None
     if not words:
-        raise CommandError("empty command: try launch, stop, kill, logs, rm or deploy")
-    verb, args = words[0], words[1:]
-    if verb in _TARGET_VERBS:
-        return _parse_targets(verb, args)
-    if verb == "launch":
-        return _parse_launch(args)
-    if verb == "rm":
-        return _parse_rm(args)
-    if verb == "deploy":
-        return _parse_deploy(args)
-    raise CommandError(f"unknown command {verb!r}: try launch, stop, kill, logs, rm or deploy")
+        raise CommandError(f"empty command: {_TRY}", 2)
+    name, rest = words[0], words[1:]
+    if name not in VERBS:
+        raise CommandError(f"unknown command {name!r}: {_TRY}", 2)
+    verb = verbs.get(name)
+    args = verb.parser(hint=f"(usage: {USAGE[name]})").parse_args(rest)
+    return Command(verb, args, verb.request(args))
 
 
-def _check_target(target: str) -> str:
-    node, sep, pid = target.rpartition(":")
-    if not sep or not node or not (pid.isascii() and pid.isdigit()):
-        raise CommandError(f"bad process name {target!r}: expected NODE:PID")
-    return target
+# --- completion --------------------------------------------------------------------------
+def _actions(verb: Verb[Any]) -> list[argparse.Action]:
+    """The verb's declared arguments (argparse keeps them in ``_actions``)."""
+    return list(verb.parser()._actions)
 
 
-def _parse_targets(verb: str, args: list[str]) -> Command:
-    if not args:
-        raise CommandError(f"usage: {USAGE[verb]}")
-    if verb == "logs" and len(args) != 1:
-        raise CommandError(f"usage: {USAGE['logs']}")
-    return Command(verb, targets=tuple(_check_target(a) for a in args))
+def _by_metavar(
+    metavar: object, nodes: Iterable[str], procs: Iterable[str], apps: Iterable[str]
+) -> Iterable[str]:
+    """What a value is completed from, by how the verb names it (a FILE is not completed)."""
+    pools: dict[str, Iterable[str]] = {"NAME": nodes, "NODE:PID": procs, "APP": apps}
+    return pools.get(str(metavar), ())
 
 
-def _options(
-    args: list[str], flags: tuple[str, ...], valued: tuple[str, ...]
-) -> tuple[dict[str, list[str]], list[str]]:
-    """Split options (``flags`` alone, ``valued`` with a value) off the front of ``args``."""
-    opts: dict[str, list[str]] = {}
-    rest = list(args)
-    while rest and rest[0].startswith("--"):
-        opt = rest.pop(0)
-        if opt == "--":
-            break
-        if opt in valued:
-            if not rest:
-                raise CommandError(f"{opt} needs a value")
-            opts.setdefault(opt, []).append(rest.pop(0))
-        elif opt in flags:
-            opts[opt] = []
-        else:
-            raise CommandError(f"unknown option {opt}")
-    if "--node" in opts and "--all" in opts:
-        raise CommandError("give --node or --all, not both")
-    return opts, rest
-
-
-def _parse_launch(args: list[str]) -> Command:
-    opts, argv = _options(args, ("--all",), _VALUED["launch"])
-    if not argv:
-        raise CommandError(f"nothing to launch: {USAGE['launch']}")
-    apps = opts.get("--app", [])
-    return Command(
-        "launch",
-        nodes=tuple(opts.get("--node", [])),
-        all_nodes="--all" in opts,
-        app=apps[-1] if apps else None,
-        argv=tuple(argv),
-    )
-
-
-def _one_and_options(
-    verb: str, args: list[str], flags: tuple[str, ...]
-) -> tuple[str, dict[str, list[str]]]:
-    """``WORD [options]`` with the options before or after WORD, as the CLI allows."""
-    opts, rest = _options(args, flags, _VALUED[verb])
-    if not rest or rest[0].startswith("-"):
-        raise CommandError(f"usage: {USAGE[verb]}")
-    more, after = _options(rest[1:], flags, _VALUED[verb])
-    if after:
-        raise CommandError(f"unexpected {after[0]!r}: {USAGE[verb]}")
-    for opt, values in more.items():
-        opts.setdefault(opt, []).extend(values)
-    if "--node" in opts and "--all" in opts:
-        raise CommandError("give --node or --all, not both")
-    return rest[0], opts
-
-
-def _parse_rm(args: list[str]) -> Command:
-    app, opts = _one_and_options("rm", args, _RM_FLAGS)
-    return Command(
-        "rm",
-        app=app,
-        nodes=tuple(opts.get("--node", [])),
-        all_nodes="--all" in opts,
-        force="--force" in opts,
-        logs="--logs" in opts,
-    )
-
-
-def _parse_deploy(args: list[str]) -> Command:
-    file, opts = _one_and_options("deploy", args, _DEPLOY_FLAGS)
-    if not opts.get("--node") and "--all" not in opts:
-        raise CommandError("deploy where? give --node NAME or --all")
-    apps = opts.get("--app", [])
-    return Command(
-        "deploy",
-        file=file,
-        app=apps[-1] if apps else None,
-        nodes=tuple(opts.get("--node", [])),
-        all_nodes="--all" in opts,
-        libs=tuple(opts.get("--lib", [])),
-        dry_run="--dry-run" in opts,
-        trust_host_key="--trust-host-key" in opts,
-    )
-
-
-_OPTIONS = {
-    "launch": ("--node", "--all", "--app", "--"),
-    "rm": ("--node", *_RM_FLAGS),
-    "deploy": ("--node", "--app", "--lib", *_DEPLOY_FLAGS),
-}
+def _next_positional(actions: list[argparse.Action], words: list[str]) -> argparse.Action | None:
+    """The positional argument the next word would fill, given the words after the verb."""
+    valued = {s for a in actions if a.option_strings and a.nargs != 0 for s in a.option_strings}
+    positionals = [a for a in actions if not a.option_strings]
+    filled, skip = 0, False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in valued:
+            skip = True
+        elif not word.startswith("-"):
+            filled += 1
+    for action in positionals:
+        if action.nargs in ("+", "*", argparse.REMAINDER):
+            return action
+        if filled == 0:
+            return action
+        filled -= 1
+    return None
 
 
 def candidates(
@@ -190,24 +88,21 @@ def candidates(
     """What the last word of ``line`` could become, given the cluster's names."""
     words = line.split(" ")
     word, before = words[-1], [w for w in words[:-1] if w]
+    pool: Iterable[str] = ()
     if not before:
-        pool: Iterable[str] = VERBS
-    elif before[-1] == "--node":
-        pool = nodes
-    elif before[-1] == "--app":
-        pool = apps
-    elif before[-1] == "--lib":
-        pool = ()  # a local path: not completed
-    elif before[0] in _TARGET_VERBS:
-        pool = procs
-    elif before[0] == "rm" and len(before) == 1 and not word.startswith("-"):
-        pool = apps
-    elif before[0] == "deploy" and len(before) == 1 and not word.startswith("-"):
-        pool = ()  # FILE: a local path, not completed
-    elif before[0] in _OPTIONS and "--" not in before:
-        pool = _OPTIONS[before[0]]
-    else:
-        pool = ()
+        pool = VERBS
+    elif before[0] in VERBS and "--" not in before[1:]:
+        actions = _actions(verbs.get(before[0]))
+        option = next((a for a in actions if before[-1] in a.option_strings), None)
+        nxt = _next_positional(actions, before[1:])
+        if option is not None and option.nargs != 0:
+            pool = _by_metavar(option.metavar, nodes, procs, apps)
+        elif word.startswith("-") or nxt is None:
+            remainder = any(a.nargs == argparse.REMAINDER for a in actions)
+            pool = [s for a in actions for s in a.option_strings if s.startswith("--")]
+            pool += ["--"] if remainder else []
+        else:
+            pool = _by_metavar(nxt.metavar, nodes, procs, apps)
     return sorted(p for p in set(pool) if p.startswith(word))
 
 

@@ -2,6 +2,8 @@
 
 Every function here is a pure function of its arguments (times come in as
 numbers, never from the clock), so rows render the same in snapshots.
+Sizes and durations are spelled as everywhere else (`master.text`, whose
+`human_bytes` and `duration` this module passes on to the panes).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import time
 from rich.text import Text
 
 from corral.master.model import NodeView, ProcView
+from corral.master.text import duration as duration  # re-exported for the panes
+from corral.master.text import human_bytes as human_bytes
 
 NODE_SYMBOLS = {"alive": "●", "suspect": "◐", "lost": "✕", "left": "○"}
 NODE_STYLES = {"alive": "green", "suspect": "bold yellow", "lost": "bold red", "left": "dim"}
@@ -24,32 +28,6 @@ PROC_STYLES = {
     "killed": "red",
 }
 _BARS = "▁▂▃▄▅▆▇█"
-
-
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5K'; binary units, at most 4 characters of number."""
-    size = float(n)
-    for unit in ("B", "K", "M", "G", "T"):
-        if size < 1024 or unit == "T":
-            if unit == "B":
-                return f"{int(size)}B"
-            return f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def duration(seconds: float) -> str:
-    """A compact duration: '0.4s', '42s', '3m05s', '2h07m', '3d04h'."""
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def clock_time(ts: float, now: float) -> str:

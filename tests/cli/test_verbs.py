@@ -291,3 +291,67 @@ def test_logs_follow_ctrl_c_exits_quietly(cluster: Cluster) -> None:
         if follower.stderr is not None:
             follower.stderr.close()
     cluster.corral("kill", f"w1:{pid}")
+
+
+# --- defects fixed: each target alone, logs -f ends as the program did -------------
+def test_stop_acts_on_every_valid_target_and_reports_each_bad_one(cluster: Cluster) -> None:
+    pid = launch_one(cluster, "w1", "sleep", "30")
+    r = cluster.corral("stop", f"w1:{pid}", "w1:999999", "nosuch:1")
+    assert r.status == 1
+    assert r.out == f"delivered SIGINT to w1:{pid}\n"
+    assert r.err_lines == [
+        "corral: no such process: w1:999999",
+        "corral: nosuch:1: unknown node: nosuch",
+    ]
+    wait_for(lambda: pid_gone(pid), "the valid target to end")
+    assert wait_ended(cluster, f"w1:{pid}")["reason"] == "killed by SIGINT"
+
+
+def test_logs_follow_exits_with_the_programs_status(cluster: Cluster) -> None:
+    pid = launch_one(cluster, "w2", "sh", "-c", "echo working; sleep 0.2; exit 3")
+    r = cluster.corral("logs", "-f", "--tail", "all", f"w2:{pid}")
+    assert (r.status, r.out, r.err) == (3, "working\n", f"corral: w2:{pid} exited 3\n")
+
+    pid = launch_one(cluster, "w2", "sh", "-c", "echo fine")
+    r = cluster.corral("logs", "-f", f"w2:{pid}")
+    assert (r.status, r.out, r.err) == (0, "fine\n", f"corral: w2:{pid} exited 0\n")
+
+
+def test_logs_follow_of_a_killed_program_exits_128_plus_the_signal(cluster: Cluster) -> None:
+    pid = launch_one(cluster, "w1", "sh", "-c", "echo up; exec sleep 30")
+    out_path, err_path = cluster.tmp / "killed.out", cluster.tmp / "killed.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        follower = subprocess.Popen(
+            corral_argv("logs", "-f", f"w1:{pid}"),
+            env=cluster.env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        wait_for(lambda: out_path.read_bytes() == b"up\n", "the follower to print")
+        assert cluster.corral("kill", f"w1:{pid}").status == 0
+        assert follower.wait(20) == 128 + signal.SIGKILL
+    finally:
+        stop_process(follower)
+    assert err_path.read_text() == f"corral: w1:{pid} killed by SIGKILL\n"
+
+
+def test_logs_json_prints_each_piece_as_a_json_line(cluster: Cluster) -> None:
+    import base64
+    import json
+
+    pid = launch_one(cluster, "w1", "sh", "-c", "echo one; echo two")
+    wait_ended(cluster, f"w1:{pid}")
+    r = cluster.corral("logs", f"w1:{pid}", "--json")
+    assert r.status == 0, r.err
+    (piece,) = [json.loads(line) for line in r.out.splitlines()]
+    assert base64.b64decode(piece["data"]) == b"one\ntwo\n" and piece["eof"] is True
+    assert piece["end"] == {"state": "exited", "reason": "exited 0", "exit_code": 0, "signal": None}
+
+    r = cluster.corral("logs", "-f", "--tail", "all", f"w1:{pid}", "--json")
+    assert r.status == 0, r.err
+    pieces = [json.loads(line) for line in r.out.splitlines()]
+    assert b"".join(base64.b64decode(p["data"]) for p in pieces) == b"one\ntwo\n"
+    assert pieces[-1]["eof"] and pieces[-1]["end"]["reason"] == "exited 0"

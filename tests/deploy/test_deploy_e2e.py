@@ -171,7 +171,7 @@ def test_dry_run_plans_and_changes_nothing(
     for r in by_node(reply).values():
         assert r["error"] == "" and r["sent"] == [] and r["bytes"] == 0
         assert sorted(f["path"] for f in r["to_send"]) == ["bin/hello", "lib/libgreet.so"]
-    assert "n1: send 2" in reply["plan"] and "lib/libgreet.so" in reply["plan"]
+    assert "n1: would send 2" in reply["plan"] and "lib/libgreet.so" in reply["plan"]
     for node in NODES:
         assert not app_dir(cluster, node, "dry").exists()
 
@@ -383,3 +383,46 @@ def test_cli_verb_prints_each_node_and_fails_on_any_error(
         config.write_text(saved)
     assert status == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("corral: deploy cli to n2: cannot reach sshd")
+
+
+def test_cli_resolves_libraries_on_the_callers_ld_library_path(
+    cluster: LocalCluster,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    gcc: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``LD_LIBRARY_PATH=./l corral deploy ./b/plain`` finds the library where ldd does."""
+    lib = shared_lib(GREET_C, tmp_path / "l" / "libgreet.so")
+    exe = program(HELLO_C, tmp_path / "b" / "plain", f"-L{lib.parent}", "-lgreet")  # no rpath
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    status, out, err = corral_deploy(cluster, capsys, "./b/plain", "--node", "n1", "--dry-run")
+    assert status == 1 and "libgreet.so" in err and "not found" in err, err
+
+    monkeypatch.setenv("LD_LIBRARY_PATH", "./l")  # relative to the caller, not to the master
+    status, out, err = corral_deploy(cluster, capsys, "./b/plain", "--node", "n1")
+    assert (status, err) == (0, ""), err
+    assert "  sent       lib/libgreet.so" in out
+    assert sha(app_dir(cluster, "n1", "plain") / "lib" / "libgreet.so") == sha(lib)
+    p, log = run_to_end(cluster, "n1", ["plain"], "plain")
+    assert (p["state"], p["exit_code"]) == ("exited", 0), log
+    assert exe.exists()
+
+
+def test_cli_refuses_a_file_that_is_not_a_program_unless_forced(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = tmp_path / "hello.c"
+    source.write_text("int main(void) { return 0; }\n")
+    status, out, err = corral_deploy(cluster, capsys, str(source), "--node", "n1")
+    assert (status, out) == (1, "")
+    assert err == (
+        "corral: cannot deploy hello.c: neither an ELF executable nor a script starting with #!;"
+        " --force deploys it anyway\n"
+    )
+    assert not app_dir(cluster, "n1", "hello.c").exists()
+
+    status, out, err = corral_deploy(cluster, capsys, str(source), "--node", "n1", "--force")
+    assert (status, err) == (0, ""), err
+    assert (app_dir(cluster, "n1", "hello.c") / "bin" / "hello.c").read_text() == source.read_text()

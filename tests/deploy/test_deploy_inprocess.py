@@ -1,4 +1,4 @@
-"""`Master.deploy` called in-process (as the TUI calls it), with a real worker and sshd.
+"""`Deployer.deploy` called in-process (as the TUI calls it), with a real worker and sshd.
 
 Checks what the HTTP API cannot show: the progress callback arrives on the
 event loop's thread, in order, ending at the total; and the SSH settings
@@ -21,6 +21,7 @@ import pytest
 
 from corral.master.config import SshConfig
 from corral.master.control import Master, MasterConfig, VerbError
+from corral.master.deployer import Deployer
 from tests.deploy.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,7 +39,8 @@ async def wait_for(cond: object, what: str, timeout: float = 15.0) -> None:
 
 
 @pytest.fixture
-async def master(tmp_path: Path, sshd: Sshd) -> AsyncIterator[Master]:
+async def deployer(tmp_path: Path, sshd: Sshd) -> AsyncIterator[Deployer]:
+    """A deployer over a started master (``.master``) with one real worker, p1."""
     ssh = SshConfig(user=sshd.user, key=sshd.key, known_hosts=sshd.known_hosts)
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "config.toml").write_text("[ssh]\nport = 1\n")  # must not be read
@@ -46,7 +48,7 @@ async def master(tmp_path: Path, sshd: Sshd) -> AsyncIterator[Master]:
         listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=tmp_path / "state", ssh=ssh
     )
     m = Master(config)
-    await m.start(api=False)
+    await m.start()
     cmd = [sys.executable, "-m", "corral", "worker", "--master", m.listen_address]
     cmd += ["--name", "p1", "--root", str(tmp_path / "p1"), "--ssh-port", str(sshd.port)]
     worker = subprocess.Popen(
@@ -57,7 +59,7 @@ async def master(tmp_path: Path, sshd: Sshd) -> AsyncIterator[Master]:
     )
     try:
         await wait_for(lambda: m.cluster.node_state("p1") == "alive", "worker p1")
-        yield m
+        yield Deployer(m)
     finally:
         worker.terminate()
         await asyncio.to_thread(worker.wait, 10)
@@ -65,7 +67,7 @@ async def master(tmp_path: Path, sshd: Sshd) -> AsyncIterator[Master]:
 
 
 async def test_progress_is_called_on_the_loop_thread_up_to_the_total(
-    master: Master, tmp_path: Path
+    deployer: Deployer, tmp_path: Path
 ) -> None:
     big = tmp_path / "blob"
     big.write_bytes(os.urandom(6 * 2**20))
@@ -77,7 +79,9 @@ async def test_progress_is_called_on_the_loop_thread_up_to_the_total(
         seen.add(CALLER.get())
 
     CALLER.set("the deploying task")
-    result = await master.deploy(big, nodes=["p1"], progress=progress)
+    result = await deployer.deploy(
+        big, nodes=["p1"], progress=progress, force=True
+    )  # not a program
     assert result.failed == [], result
     assert [f.path for f in result.results[0].sent] == ["bin/blob"]
     await wait_for(lambda: calls and calls[-1][1] == calls[-1][2], "the last progress call")
@@ -88,30 +92,32 @@ async def test_progress_is_called_on_the_loop_thread_up_to_the_total(
     assert seen == {"the deploying task"}  # ... in the caller's context, not the thread's
 
     calls.clear()
-    again = await master.deploy(big, nodes=["p1"], progress=progress)
+    again = await deployer.deploy(big, nodes=["p1"], progress=progress, force=True)
     assert again.results[0].bytes == 0 and again.results[0].unchanged
     assert [c[1:3] for c in calls] == [(0, 0)]  # nothing to send: one call, total 0
     assert (tmp_path / "p1" / "apps" / "blob" / "bin" / "blob").read_bytes() == big.read_bytes()
 
 
-async def test_input_errors_raise_before_any_node_is_asked(master: Master, tmp_path: Path) -> None:
+async def test_input_errors_raise_before_any_node_is_asked(
+    deployer: Deployer, tmp_path: Path
+) -> None:
     with pytest.raises(VerbError, match="no node chosen"):
-        await master.deploy(tmp_path / "x")
+        await deployer.deploy(tmp_path / "x")
     with pytest.raises(VerbError, match="no such file"):
-        await master.deploy(tmp_path / "x", nodes=["p1"])
+        await deployer.deploy(tmp_path / "x", nodes=["p1"])
     script = tmp_path / "s.sh"
     script.write_text("#!/bin/sh\n")
     with pytest.raises(VerbError, match=r"--lib .*: no such file"):
-        await master.deploy(script, nodes=["p1"], libs=[tmp_path / "nolib.so"])
+        await deployer.deploy(script, nodes=["p1"], libs=[tmp_path / "nolib.so"])
     with pytest.raises(VerbError, match="invalid app name"):
-        await master.deploy(script, app="../up", nodes=["p1"])
+        await deployer.deploy(script, app="../up", nodes=["p1"])
     assert not (tmp_path / "p1" / "apps" / "s.sh").exists()
 
 
 async def test_a_copy_that_arrived_different_is_reported_and_sent_again(
-    master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    deployer: Deployer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from corral.master import deployer
+    from corral.master import deployer as deploying
     from corral.transport import sftp
 
     real_push = sftp.push
@@ -123,21 +129,75 @@ async def test_a_copy_that_arrived_different_is_reported_and_sent_again(
                 f.write(b"!")
         return report
 
-    monkeypatch.setattr(deployer.sftp, "push", push_then_corrupt)
+    monkeypatch.setattr(deploying.sftp, "push", push_then_corrupt)
     script = tmp_path / "tool.sh"
     script.write_text("#!/bin/sh\necho tool\n")
-    assert (await master.deploy(script, nodes=["p1"])).failed == []
+    assert (await deployer.deploy(script, nodes=["p1"])).failed == []
 
     def reported() -> bool:
         return any(
             e.kind == "app.deploy_failed" and "bin/tool.sh does not match" in e.message
-            for e in master.cluster.events
+            for e in deployer.master.cluster.events
         )
 
     await wait_for(reported, "the background check to report the spoiled copy")
-    monkeypatch.setattr(deployer.sftp, "push", real_push)
-    again = await master.deploy(script, nodes=["p1"])
+    monkeypatch.setattr(deploying.sftp, "push", real_push)
+    again = await deployer.deploy(script, nodes=["p1"])
     assert [f.path for f in again.results[0].sent] == ["bin/tool.sh"]
     assert (tmp_path / "p1" / "apps" / "tool.sh" / "bin" / "tool.sh").read_bytes() == (
         script.read_bytes()
     )
+
+
+async def test_a_file_that_is_not_a_program_is_refused_unless_forced(
+    deployer: Deployer, tmp_path: Path
+) -> None:
+    source = tmp_path / "hello.c"
+    source.write_text("int main(void) { return 0; }\n")
+    source.chmod(0o755)
+    with pytest.raises(VerbError) as refused:
+        await deployer.deploy(source, nodes=["p1"])
+    assert str(refused.value) == (
+        "cannot deploy hello.c: neither an ELF executable nor a script starting with #!; "
+        "--force deploys it anyway"
+    )
+    assert not (tmp_path / "p1" / "apps" / "hello.c").exists()
+
+    forced = await deployer.deploy(source, nodes=["p1"], force=True)
+    assert forced.failed == [] and [f.path for f in forced.results[0].sent] == ["bin/hello.c"]
+    assert (tmp_path / "p1" / "apps" / "hello.c" / "bin" / "hello.c").read_bytes() == (
+        source.read_bytes()
+    )
+
+
+@pytest.mark.usefixtures("gcc")
+async def test_an_object_file_is_not_a_program_but_a_pie_is(
+    deployer: Deployer, tmp_path: Path
+) -> None:
+    from tests.deploy.build import gcc as cc
+
+    (tmp_path / "main.c").write_text("int main(void) { return 0; }\n")
+    cc("-c", "-o", tmp_path / "main.o", tmp_path / "main.c")
+    with pytest.raises(VerbError, match=r"main\.o: an ELF file that is not an executable"):
+        await deployer.deploy(tmp_path / "main.o", nodes=["p1"], dry_run=True)
+    cc("-pie", "-fPIE", "-o", tmp_path / "pie", tmp_path / "main.c")
+    planned = await deployer.deploy(tmp_path / "pie", nodes=["p1"], dry_run=True)
+    assert [f.path for f in planned.results[0].to_send] == ["bin/pie"]
+
+
+@pytest.mark.usefixtures("gcc")
+async def test_libraries_are_found_on_the_callers_library_path(
+    deployer: Deployer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.deploy.build import GREET_C, HELLO_C, program, shared_lib
+
+    lib = shared_lib(GREET_C, tmp_path / "l" / "libgreet.so")
+    exe = program(HELLO_C, tmp_path / "b" / "plain", f"-L{lib.parent}", "-lgreet")  # no rpath
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)  # the master's own: nothing
+    with pytest.raises(VerbError, match=r"libgreet\.so.*not found"):
+        await deployer.deploy(exe, nodes=["p1"], dry_run=True)
+    planned = await deployer.deploy(
+        exe, nodes=["p1"], dry_run=True, ld_library_path=f"/nowhere:{lib.parent}"
+    )
+    assert planned.libraries == [str(lib)]
+    assert [f.path for f in planned.results[0].to_send] == ["bin/plain", "lib/libgreet.so"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,17 +13,15 @@ from corral.master.deploy import (
     LocalFile,
     NodePlan,
     PlanError,
-    format_plan,
-    format_report,
-    human_bytes,
     local_files,
     plan_node,
     plan_nodes,
     rel_paths,
     uploads,
 )
+from corral.master.deploy_report import node_report, plan_text, sent_report
 from corral.master.elf import DeployPlan, resolve
-from corral.transport.sftp import SshTarget, push
+from corral.transport.sftp import PushReport, SshTarget, push
 from tests.deploy.build import GREET_C, hello_app, shared_lib
 from tests.deploy.sshd import Sshd
 
@@ -107,27 +106,56 @@ def test_uploads_go_under_the_app_dir_with_modes(files: list[LocalFile]) -> None
     ]
 
 
+def as_result(
+    plan: NodePlan, report: PushReport | None = None, app_dir: str = ""
+) -> dict[str, Any]:
+    """``plan`` (and what was pushed to ``app_dir``) as a node's deploy result in JSON."""
+    base = app_dir.rstrip("/") + "/"
+    return {
+        "node": plan.node,
+        "to_send": [{"path": f.rel, "bytes": f.size} for f in plan.send],
+        "unchanged": [{"path": f.rel, "bytes": f.size} for f in plan.unchanged],
+        "sent": [
+            {"path": s.remote.removeprefix(base), "bytes": s.bytes, "seconds": s.seconds}
+            for s in (report.files if report else [])
+        ],
+        "bytes": report.bytes if report else 0,
+        "seconds": report.seconds if report else 0.0,
+        "error": "",
+    }
+
+
 def test_dry_run_text_lists_each_node_and_file(files: list[LocalFile]) -> None:
     exe = files[0]
-    text = format_plan([plan_node("n1", files, {}), plan_node("n2", files, {exe.rel: exe.sha256})])
-    assert text.splitlines() == [
-        "n1: send 2 (707 B), unchanged 0 (0 B)",
-        "  send       bin/app               7 B",
-        "  send       lib/libx.so.1       700 B",
-        "n2: send 1 (700 B), unchanged 1 (7 B)",
-        "  send       lib/libx.so.1       700 B",
-        "  unchanged  bin/app               7 B",
+    plans = [plan_node("n1", files, {}), plan_node("n2", files, {exe.rel: exe.sha256})]
+    assert plan_text([as_result(p) for p in plans]).splitlines() == [
+        "n1: would send 2 (707B), unchanged 0 (0B)",
+        "  send       bin/app           7B",
+        "  send       lib/libx.so.1   700B",
+        "n2: would send 1 (700B), unchanged 1 (7B)",
+        "  send       lib/libx.so.1   700B",
+        "  unchanged  bin/app           7B",
     ]
 
 
-def test_human_bytes() -> None:
-    assert [human_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 2**20, 3 * 2**40)] == [
-        "0 B",
-        "1023 B",
-        "1.0 KiB",
-        "1.5 KiB",
-        "5.0 MiB",
-        "3072.0 GiB",
+def test_a_failed_node_reports_its_error_alone() -> None:
+    failed = {"node": "n1", "error": "cannot reach sshd at 10.0.0.1:22: timed out"}
+    assert node_report(failed, dry_run=False) == failed["error"]
+    assert plan_text([failed]) == ""
+
+
+def test_report_after_a_push_names_each_file_with_size_time_and_rate() -> None:
+    result = {
+        "node": "n1",
+        "sent": [{"path": "bin/app", "bytes": 3 * 2**20, "seconds": 0.5}],
+        "unchanged": [{"path": "lib/libx.so.1", "bytes": 15 * 2**10}],
+        "bytes": 3 * 2**20,
+        "seconds": 0.75,
+    }
+    assert sent_report(result).splitlines() == [
+        "n1: sent 1 (3.0M) in 0.75s, unchanged 1 (15K)",
+        "  sent       bin/app         3.0M   0.50s  6.0M/s",
+        "  unchanged  lib/libx.so.1    15K",
     ]
 
 
@@ -136,7 +164,7 @@ def deploy(target: SshTarget, exe: Path, app_dir: Path) -> tuple[NodePlan, str]:
     files = local_files(resolve(exe, ld_library_path=""))
     plan = plan_node("n1", files, node_hashes(app_dir, rel_paths(files)))
     report = push(target, uploads(plan, str(app_dir))) if plan.send else None
-    return plan, format_report(plan, report)
+    return plan, sent_report(as_result(plan, report, str(app_dir)))
 
 
 @pytest.mark.usefixtures("gcc")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Static
 
+from corral.__main__ import build_parser
+from corral.master import verbs
 from corral.master.control import Master, MasterConfig
+from corral.master.httpd import Request
 from corral.master.model import ProcView
 from corral.tui.app import CorralApp
+from corral.tui.widgets.command_line import CommandLine, CommandOutput
 from corral.tui.widgets.confirm import ConfirmDialog
 from corral.tui.widgets.launch import LaunchDialog
 from corral.tui.widgets.log_pane import LogPane
@@ -280,3 +287,110 @@ async def test_a_busy_port_exits_with_a_clear_message(
             await until(pilot, lambda: app.return_code is not None)
         assert app.return_code == 1
         assert "cannot listen" in capsys.readouterr().err
+
+
+# --- every verb of the registry: help, route, and the : command line ----------------
+async def run_line(app: CorralApp, pilot: Pilot[None], line: str) -> None:
+    """``:LINE``, then Enter; wait until it ran (the command line closes on success)."""
+    await pilot.press("colon")
+    command = app.dashboard.query_one(CommandLine)
+    await until(pilot, lambda: command.has_focus)
+    command.value = line
+    await pilot.press("enter")
+    hint = app.dashboard.query_one("#command-hint")
+
+    def ran() -> bool:
+        """the command to run"""
+        if hint.has_class("error"):
+            raise AssertionError(f":{line} failed: {hint.render()}")
+        return not app.dashboard.query_one("#command-bar").display
+
+    await until(pilot, ran, timeout=15)
+
+
+async def output_of(app: CorralApp, pilot: Pilot[None], line: str) -> str:
+    """``:LINE`` for a verb that prints: the text it showed (then closed)."""
+    await run_line(app, pilot, line)
+    await until(pilot, lambda: isinstance(app.screen, CommandOutput))
+    text = str(app.screen.query_one("#command-output-text", Static).render())
+    await pilot.press("escape")
+    await until(pilot, lambda: app.screen is app.dashboard)
+    return text
+
+
+def notified(app: CorralApp, start: str) -> bool:
+    return any(n.message.startswith(start) for n in app._notifications)
+
+
+def help_of(verb: str) -> str:
+    with pytest.raises(SystemExit) as done, contextlib.redirect_stdout(io.StringIO()) as out:
+        build_parser(verb).parse_args([verb, "--help"])
+    assert done.value.code == 0
+    return out.getvalue()
+
+
+async def test_every_verb_has_help_a_route_and_works_from_the_command_line(
+    running, workers: Workers, tmp_path: Path
+) -> None:
+    """Walks the registry: a verb without all three (or without a case here) fails."""
+    app, pilot = running
+    assert app.api is not None
+    for verb in verbs.every():
+        assert f"corral {verb.name}" in help_of(verb.name).split("Example:")[1], verb.name
+        assert (verb.method, verb.path) in app.api.routes, verb.name
+        auth = {"authorization": f"Bearer {app.master.token}"}
+        reply = await app.api.handle(Request(verb.method, verb.path, {}, auth, b"{}"))
+        assert reply.status != 405 and b"no such endpoint" not in reply.body, verb.name
+
+    tried: set[str] = set()
+
+    async def line(text: str) -> None:
+        tried.add(text.split()[0])
+        await run_line(app, pilot, text)
+
+    async def shown(text: str) -> str:
+        tried.add(text.split()[0])
+        return await output_of(app, pilot, text)
+
+    await line("launch --node n2 --app sleepy -- sleep 60")
+    key = app.dashboard.procs.selected
+    assert key is not None and key.startswith("n2:") and proc(app, key).app == "sleepy"
+    assert notified(app, f"launched {key}")
+
+    assert key in await shown("ps --node n2")
+    assert "n1" in (nodes := await shown("nodes")) and "alive" in nodes
+    usage = await shown("usage --node n2")
+    assert key in usage and "CHILDREN MAX RSS" in usage
+
+    talker = (await app.master.launch(["sh", "-c", "echo said; exec sleep 60"], ["n1"])).procs[0]
+    await line(f"logs {talker.key}")
+    assert app.dashboard.procs.selected == talker.key and app.dashboard.log_pane.has_focus
+    await until(pilot, lambda: "said" in app.dashboard.log_pane.lines)
+
+    await line(f"stop {key}")
+    await ended(pilot, app, key, "killed by SIGINT")
+    assert notified(app, f"delivered SIGINT to {key}")
+    await line(f"kill {talker.key}")
+    await ended(pilot, app, talker.key, "killed by SIGKILL")
+
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho hello\n")
+    await line(f"deploy {script} --node n1 --dry-run")
+    await until(pilot, lambda: notified(app, "dry run of hello.sh: n1 would send 1"))
+
+    assert (workers.base / "n2" / "apps" / "sleepy").exists()
+    await line("rm sleepy --node n2 --logs")
+    assert notified(app, "n2: removed")
+    assert not (workers.base / "n2" / "apps" / "sleepy").exists()
+
+    assert tried == set(verbs.NAMES), "a verb without a : case here"
+
+
+async def test_stop_from_the_command_line_stops_the_good_target_and_names_the_bad(
+    running,
+) -> None:
+    app, pilot = running
+    key = await launch(app, pilot, "sleep 66")
+    await run_line(app, pilot, f"stop {key} n1:999999")
+    await ended(pilot, app, key, "killed by SIGINT")
+    assert notified(app, "no such process: n1:999999")  # a warning, the good one still stopped

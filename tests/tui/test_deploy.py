@@ -167,6 +167,32 @@ async def test_deploy_errors_show_in_the_dialog_as_one_line(
     assert not (workers.base / "n1" / "apps" / "evil").exists()
 
 
+async def test_the_dialog_refuses_a_file_that_is_not_a_program_unless_forced(
+    running, tmp_path: Path, workers: Workers
+) -> None:
+    app, pilot = running
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a program\n")
+    await pilot.press("d")
+    await until(pilot, lambda: isinstance(app.screen, DeployDialog))
+    dialog = app.screen
+    assert isinstance(dialog, DeployDialog)
+    line = dialog.query_one("#deploy-line", Static)
+    dialog.query_one("#deploy-file").value = str(notes)  # type: ignore[attr-defined]
+    dialog.query_one("#deploy-trust", Checkbox).value = True
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: "neither an ELF executable nor a script" in text_of(line))
+    assert "--force" in text_of(line) and dialog.query_one("#deploy-form").display
+
+    dialog.query_one("#deploy-force", Checkbox).value = True
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: dialog.result is not None, timeout=30)
+    assert dialog.result is not None and not dialog.result.failed
+    assert (
+        app_dir(workers, "n1", "notes.txt") / "bin" / "notes.txt"
+    ).read_text() == "not a program\n"
+
+
 async def test_colon_deploy_then_rm_with_confirmation_and_force(
     running, workers: Workers, tmp_path: Path
 ) -> None:
@@ -210,7 +236,7 @@ async def test_colon_deploy_then_rm_with_confirmation_and_force(
     await pilot.press("ctrl+s")
     await until(pilot, lambda: dialog.results is not None and "removed" in text_of(out))
     text = text_of(out)
-    assert f"stopped {key.split(':')[1]}" in text
+    assert f"(stopped {key})" in text  # as `corral rm` says it
     for node in NODES:
         assert not app_dir(workers, node, "napper").exists()
     await pilot.press("escape")

@@ -100,7 +100,7 @@ def test_deploy_dialog_with_progress_bars_mid_way(
         await asyncio.Event().wait()  # mid-way, for ever
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(app.master, "deploy", fake_deploy)
+    monkeypatch.setattr(app.deployer, "deploy", fake_deploy)
 
     async def run_before(pilot: Pilot[None]) -> None:
         # file, then Tab past the app and the node list to "All alive nodes"

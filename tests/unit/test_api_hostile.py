@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from bench.simworkers import SimWorker
-from corral.master.api import MAX_EVENTS, ApiServer
+from corral.master.api import MAX_EVENTS, ApiServer, start_api
 from corral.master.control import Master, MasterConfig
+from corral.master.deployer import Deployer
 from corral.master.httpd import MAX_BODY
 from corral.master.model import Event
 from corral.transport.messages import Error, Launch
@@ -54,12 +55,10 @@ async def wait_until(cond: Callable[[], object], what: str, timeout: float = 5.0
 
 
 class Env:
-    def __init__(self, master: Master, worker: RecordingWorker) -> None:
-        self.master, self.worker = master, worker
-        host, port = master.api_address.rsplit(":", 1)
+    def __init__(self, master: Master, api: ApiServer, worker: RecordingWorker) -> None:
+        self.master, self.api, self.worker = master, api, worker
+        host, port = api.address.rsplit(":", 1)
         self.host, self.port = host, int(port)
-        assert isinstance(master._api, ApiServer)
-        self.api: ApiServer = master._api
 
     async def call(
         self, method: str, path: str, body: bytes | object = None, token: str | None = None
@@ -90,15 +89,17 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         MasterConfig(listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=tmp_path, heartbeat=0.3)
     )
     await master.start()
+    api = await start_api(master, Deployer(master))
     host, port = master.listen_address.rsplit(":", 1)
     worker = RecordingWorker(host, int(port), master.token, "n1")
     try:
         await worker.connect()
         worker.start_beating()
         await wait_until(lambda: master.cluster.node_state("n1") == "alive", "n1 alive")
-        yield Env(master, worker)
+        yield Env(master, api, worker)
     finally:
         await worker.close()
+        await api.stop()
         await master.stop()
 
 
@@ -225,8 +226,18 @@ async def test_events_limit_is_capped(env: Env) -> None:
 async def test_a_bad_signal_name_is_a_bad_request_not_a_missing_thing(env: Env) -> None:
     status, reply = await env.call("POST", "/v1/signal", {"targets": ["n1:1"], "signal": "SIGFOO"})
     assert (status, reply["error"]) == (400, "unknown signal 'SIGFOO'")
-    status, reply = await env.call("POST", "/v1/signal", {"targets": ["n9:1"], "signal": "INT"})
-    assert (status, reply["error"]) == (404, "unknown node: n9")
+
+
+async def test_each_signal_target_fails_alone(env: Env) -> None:
+    body = {"targets": ["n9:1", "n1", "n1:77"], "signal": "quit"}  # SIGQUIT, as the worker takes
+    status, reply = await env.call("POST", "/v1/signal", body)
+    assert status == 200
+    assert reply["results"] == [
+        {"target": "n9:1", "delivered": False, "message": "unknown node: n9"},
+        {"target": "n1", "delivered": False, "message": "bad process name 'n1': expected NODE:PID"},
+        {"target": "n1:77", "delivered": False, "message": "no such process: n1:77"},
+    ]
+    assert env.worker.commands() == []  # nothing unknown reached the worker
 
 
 async def test_an_error_quoting_a_hostile_field_name_stays_one_short_line(env: Env) -> None:

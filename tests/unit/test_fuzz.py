@@ -19,15 +19,21 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.master import api
+from corral.master import api, verbs
 from corral.master.control import Master, MasterConfig
+from corral.master.deployer import Deployer
 from corral.master.httpd import Request
+from corral.master.verbs import wire
+from corral.master.verbs.base import Shape
 from corral.transport import messages as m
 from corral.transport.codec import FrameDecoder, FrameError, decode_body
 
-BODIES = [api.LaunchRequest, api.SignalRequest, api.RmRequest, api.DeployRequest]
-QUERIES = [api.NoQuery, api.NodeQuery, api.PsQuery, api.LogsQuery, api.EventsQuery]
-FIELDS = sorted({f for s in BODIES + QUERIES for f in s.__struct_fields__} | {"x", "type", "id"})
+# Every verb's request shape: bodies (POST) and queries (GET), and the event log's query.
+BODIES = list({v.shape: v for v in verbs.every() if v.method == "POST"})
+QUERIES = [*{v.shape: v for v in verbs.every() if v.method == "GET"}, api.EventsQuery]
+FIELDS = sorted(
+    {f for s in BODIES + QUERIES for f in wire.struct_of(s).__struct_fields__} | {"x", "type", "id"}
+)
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -63,20 +69,20 @@ queries = st.dictionaries(st.sampled_from(FIELDS), query_texts | st.text(max_siz
 
 @FUZZ
 @given(kind=st.sampled_from(BODIES), data=bodies)
-def test_request_bodies_raise_only_decode_errors(kind: type[msgspec.Struct], data: bytes) -> None:
+def test_request_bodies_raise_only_decode_errors(kind: type[Shape], data: bytes) -> None:
     with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-        msgspec.json.decode(data, type=kind)
-    with contextlib.suppress(api.BadInput):
-        api.body(Request("POST", "/", {}, {}, data), kind)
+        msgspec.json.decode(data, type=wire.struct_of(kind))
+    with contextlib.suppress(wire.BadInput):
+        wire.body(data, kind)
 
 
 @FUZZ
 @given(kind=st.sampled_from(QUERIES), given_query=queries)
 def test_queries_raise_only_validation_errors(
-    kind: type[msgspec.Struct], given_query: dict[str, str]
+    kind: type[Shape], given_query: dict[str, str]
 ) -> None:
-    with contextlib.suppress(api.BadInput):
-        api.query(Request("GET", "/", given_query, {}), kind)
+    with contextlib.suppress(wire.BadInput):
+        wire.query(given_query, kind)
 
 
 names = st.lists(st.sampled_from(["n1", "ghost", "", "n1:1", "n1:²", "x:" + "9" * 30]), max_size=3)
@@ -94,20 +100,17 @@ SHAPED = {
     ),
     "/v1/deploy": st.fixed_dictionaries(
         {"file": words.map(lambda w: "/" + w)},
-        optional={"nodes": names, "all": st.booleans(), "app": words, "dry_run": st.booleans()},
+        optional={
+            "nodes": names,
+            "all": st.booleans(),
+            "app": words,
+            "dry_run": st.booleans(),
+            "force": st.booleans(),
+            "ld_library_path": words,
+        },
     ),
 }
-ROUTES = [
-    ("POST", "/v1/launch"),
-    ("POST", "/v1/signal"),
-    ("POST", "/v1/rm"),
-    ("POST", "/v1/deploy"),
-    ("GET", "/v1/nodes"),
-    ("GET", "/v1/ps"),
-    ("GET", "/v1/logs"),
-    ("GET", "/v1/usage"),
-    ("GET", "/v1/events"),
-]
+ROUTES = sorted({(v.method, v.path) for v in verbs.every()} | {("GET", "/v1/events")})
 
 
 def test_no_route_answers_500_whatever_it_is_sent() -> None:
@@ -115,7 +118,7 @@ def test_no_route_answers_500_whatever_it_is_sent() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         master = Master(MasterConfig(state_dir=Path(tmp)))
         master.token = "t"
-        server = api.ApiServer(master)
+        server = api.ApiServer(master, Deployer(master))
         auth = {"authorization": "Bearer t"}
 
         @FUZZ

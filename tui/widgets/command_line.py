@@ -1,14 +1,17 @@
-"""The ``:`` command line: the CLI's verbs, with Tab completion of names."""
+"""The ``:`` command line: the CLI's verbs, with Tab completion of names; and what they print."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Input
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
 
-from corral.tui.commands import complete
+from corral.tui.commands import VERBS, complete
 
 Names = Callable[[], tuple[list[str], list[str], list[str]]]
 
@@ -43,7 +46,7 @@ class CommandLine(Input):
             self.text = text
 
     def __init__(self, names: Names, **kwargs: object) -> None:
-        hint = "launch | stop | kill | logs | rm | deploy   (Tab completes)"
+        hint = " | ".join(VERBS) + "   (Tab completes)"
         super().__init__(placeholder=hint, **kwargs)  # type: ignore[arg-type]
         self.names = names
 
@@ -62,3 +65,33 @@ class CommandLine(Input):
     def action_close(self) -> None:
         self.value = ""
         self.post_message(self.Closed())
+
+
+class CommandOutput(ModalScreen[None]):
+    """What a verb printed (``:ps``, ``:usage``, ``--json``): the CLI's own text, until closed."""
+
+    DEFAULT_CSS = """
+    CommandOutput #command-output {
+        width: auto;
+        min-width: 60;
+        max-width: 100%;
+        overflow-x: auto;
+    }
+    CommandOutput #command-output Static {
+        width: auto;
+    }
+    """
+    BINDINGS = [Binding("escape,q,enter", "close", "Close")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="command-output", classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.text, markup=False, id="command-output-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -5,16 +5,24 @@ collects what changed and schedules one refresh per `REFRESH`; the refresh
 pulls snapshots of just those nodes and processes and hands them down to the
 panes.  Verbs run in workers; their errors are shown once, by
 `_worker_failed`.
+
+The ``:`` command line runs the CLI's verbs (`corral.master.verbs`): the
+line is parsed with the verb's own declarations, its request is checked
+as the API checks it, and the verb's own `Master` call runs it; what it
+prints is the CLI's text.  Some verbs then act on the screen as well
+(``:launch`` selects the new process, ``:logs`` follows one in the log
+pane, ``:deploy`` shows progress in the hint line).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import math
 import time
-import uuid
 from collections.abc import Callable
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -26,12 +34,15 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from corral.master.control import Master, RemoveResult, VerbError
+from corral.master.deployer import Deployer
 from corral.master.model import Change
-from corral.tui.commands import Command, CommandError, parse
+from corral.master.verbs import wire
+from corral.master.verbs.base import CommandError, Output, Plane
+from corral.tui.commands import Command, parse
 from corral.tui.tally import Tally
-from corral.tui.widgets.command_line import CommandLine
+from corral.tui.widgets.command_line import CommandLine, CommandOutput
 from corral.tui.widgets.confirm import ConfirmDialog
-from corral.tui.widgets.deploy import DeployDialog, DeployRequest, ProgressFeed, run_deploy, summary
+from corral.tui.widgets.deploy import DeployDialog, ProgressFeed, summary
 from corral.tui.widgets.filter_bar import FilterBar
 from corral.tui.widgets.header import ClusterHeader
 from corral.tui.widgets.help import HelpScreen
@@ -71,7 +82,7 @@ class Dashboard(Screen[None]):
             "slash", "filter", "Filter", tooltip="Filter processes by node:, app:, state: or text"
         ),
         Binding(
-            "colon", "command", "Cmd", tooltip="Command line: launch, stop, kill, logs, rm, deploy"
+            "colon", "command", "Cmd", tooltip="Command line: the corral verbs (launch, ps, ...)"
         ),
         Binding("question_mark", "help", "Help", tooltip="This help"),
         Binding("q", "app.quit", "Quit", tooltip="Quit (workers and programs keep running)"),
@@ -80,10 +91,15 @@ class Dashboard(Screen[None]):
     address: reactive[str] = reactive("")
 
     def __init__(
-        self, master: Master, clock: Callable[[], float] = time.time, escalate_after: float = 5.0
+        self,
+        master: Master,
+        deployer: Deployer,
+        clock: Callable[[], float] = time.time,
+        escalate_after: float = 5.0,
     ) -> None:
         super().__init__()
         self.master = master
+        self.deployer = deployer
         self.clock = clock
         self.escalate_after = escalate_after
         self.tally = Tally()
@@ -224,7 +240,7 @@ class Dashboard(Screen[None]):
     def action_deploy(self) -> None:
         nodes = self.master.cluster.nodes()
         preselect = preselected(nodes, self.query_one(NodesTable).selected)
-        self.app.push_screen(DeployDialog(nodes, preselect, self.master.deploy))
+        self.app.push_screen(DeployDialog(nodes, preselect, self.deployer.deploy))
 
     def action_remove(self) -> None:
         """rm the selected process's app (the dialog asks for one when none is selected)."""
@@ -351,7 +367,8 @@ class Dashboard(Screen[None]):
         if event.state != WorkerState.ERROR:
             return
         error = event.worker.error
-        text = str(error) if isinstance(error, VerbError) else f"{type(error).__name__}: {error}"
+        expected = isinstance(error, VerbError | CommandError | wire.BadInput)
+        text = str(error) if expected else f"{type(error).__name__}: {error}"
         if event.worker.group == "command":
             self._hint(text, error=True)
         else:
@@ -399,62 +416,53 @@ class Dashboard(Screen[None]):
 
     @work(exclusive=True, group="command", exit_on_error=False)
     async def _command(self, cmd: Command) -> None:
-        """Run one parsed command; close the command line when it succeeded."""
-        m = self.master
-        if cmd.verb == "launch":
-            key = uuid.uuid4().hex  # one per operator action: a retry never starts a second copy
-            result = await m.launch(
-                cmd.argv, nodes=cmd.nodes, all_nodes=cmd.all_nodes, app=cmd.app, key=key
-            )
-            if not result.procs:
-                raise VerbError("; ".join(f"{n}: {why}" for n, why in result.errors.items()))
-            self._launched(result)
-            done = f"launched {', '.join(p.key for p in result.procs)}"
-        elif cmd.verb in SIGNALS:
-            results = await m.signal(cmd.targets, SIGNALS[cmd.verb][0])
-            bad = [f"{r.target}: {r.message}" for r in results if not r.delivered]
-            if bad:
-                raise VerbError("; ".join(bad))
-            done = f"{SIGNALS[cmd.verb][0]} sent to {', '.join(cmd.targets)}"
-        elif cmd.verb == "logs":
-            if not self._select(cmd.targets[0]):
-                raise VerbError(f"no such process: {cmd.targets[0]}")
-            self.log_pane.focus()
-            done = ""
-        elif cmd.verb == "deploy":
-            done = await self._deploy_command(cmd)
-        else:  # rm
-            removed = await m.remove(
-                cmd.app or "", cmd.nodes, cmd.all_nodes, force=cmd.force, logs=cmd.logs
-            )
-            bad = [f"{r.node}: {r.error}" for r in removed if r.error]
-            if bad:
-                raise VerbError("; ".join(bad))
-            done = f"removed {cmd.app} from {', '.join(r.node for r in removed)}"
-        line = self.query_one(CommandLine)
-        line.value = ""
+        """Run one parsed command; close the command line when it did something."""
+        name = cmd.verb.name
+        if name == "logs":  # the pane follows it, through the route's own Master.follow
+            done = self._follow_in_pane(cmd.args.target)
+        else:
+            reply = await self._call(cmd)
+            out = cmd.verb.text(cmd.args, reply)
+            if out.status and not out.out:  # nothing worked: the line stays, to fix
+                raise CommandError("; ".join(out.err) or f"{name} failed")
+            if out.err:
+                self.notify("\n".join(out.err), severity="warning")
+            done = self._show(cmd, reply, out)
+        self.query_one(CommandLine).value = ""
         self._close_command()
-        if cmd.verb == "logs":
+        if name == "logs":
             self.log_pane.focus()
         if done:
             self.notify(done)
 
-    async def _deploy_command(self, cmd: Command) -> str:
-        """``:deploy``: the dialog's runner, progress in the hint; the outcome in one line."""
-        req = DeployRequest(
-            cmd.file,
-            cmd.app,
-            cmd.nodes,
-            cmd.all_nodes,
-            cmd.libs,
-            cmd.dry_run,
-            cmd.trust_host_key,
-        )
+    async def _call(self, cmd: Command) -> Any:
+        """The verb's Master call, with its request checked as the API checks it."""
         feed = ProgressFeed(self, lambda _: self._deploy_progress(feed))
-        result = await run_deploy(self.master.deploy, req, feed)
-        if result.failed:
-            raise VerbError(summary(result))
-        return summary(result)
+        req = wire.convert(cmd.request, cmd.verb.shape)
+        reply = await cmd.verb.call(Plane(self.master, self.deployer, feed), req)
+        feed.drain()
+        return wire.builtins(reply)
+
+    def _show(self, cmd: Command, reply: Any, out: Output) -> str:
+        """What the screen does with a verb's reply; the line to notify."""
+        name = cmd.verb.name
+        if name == "launch":
+            keys = [p["key"] for p in reply["procs"]]
+            self.refresh_rows()  # the new rows exist now, before the next tick
+            self._select(keys[0])
+            return f"launched {', '.join(keys)}"
+        if name == "deploy":
+            return summary(reply)
+        if name in ("nodes", "ps", "usage") or cmd.args.json:
+            text = json.dumps(reply, indent=2) if cmd.args.json else "\n".join(out.out)
+            self.app.push_screen(CommandOutput(f"corral {name}", text))
+            return ""
+        return "\n".join(out.out)
+
+    def _follow_in_pane(self, target: str) -> str:
+        if not self._select(target):
+            raise VerbError(f"no such process: {target}")
+        return ""
 
 
 def help_sections() -> list[tuple[str, list[BindingType]]]:

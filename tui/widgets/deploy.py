@@ -1,20 +1,22 @@
 """The deploy dialog: file, app, nodes; a progress bar per node, then each node's report.
 
-The dialog and the ``:deploy`` command share `run_deploy` (the local file
-check, in a thread, then `Master.deploy`) and `ProgressFeed`, which keeps
+The dialog runs `run_deploy` (the local file check, in a thread, then
+`Deployer.deploy`, the call behind ``POST /v1/deploy`` and ``:deploy``);
+the dialog and ``:deploy`` share `ProgressFeed` and `summary`.  The feed keeps
 the latest bytes per node from the master's progress callback and hands
 them on at most every `PROGRESS_REFRESH` seconds, so a fast transfer to many
 nodes repaints a few bars ten times a second, not once per callback.  The
-report per node is the CLI's own text (`corral.deploy_verb`).
+report per node is the one ``corral deploy`` prints (`master.deploy_report`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from textual import on, work
@@ -25,11 +27,11 @@ from textual.dom import DOMNode
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Static
 
-from corral.deploy_verb import format_node, format_plan
 from corral.master.control import VerbError
+from corral.master.deploy_report import node_report
 from corral.master.deployer import DeployResult, NodeDeploy
 from corral.master.model import NodeView
-from corral.table import human_bytes  # the report is the CLI's: the same units throughout
+from corral.master.text import human_bytes
 from corral.tui.widgets.node_picker import NodePicker
 
 PROGRESS_REFRESH = 0.1  # seconds: bars repaint at most 10 times a second
@@ -49,6 +51,7 @@ class DeployRequest:
     libs: tuple[str, ...] = ()
     dry_run: bool = False
     trust_host_key: bool = False
+    force: bool = False  # deploy it even if it is not a program
 
 
 async def local_file(req: DeployRequest) -> Path:
@@ -81,33 +84,28 @@ async def run_deploy(
         dry_run=req.dry_run,
         trust_host_key=req.trust_host_key,
         progress=progress,
+        force=req.force,
     )
 
 
-def node_summary(r: NodeDeploy, dry_run: bool) -> str:
-    """One node's outcome in a few words."""
-    if r.error:
-        return f"{r.node} failed: {r.error}"
+def node_summary(r: Mapping[str, Any], dry_run: bool) -> str:
+    """One node's outcome in a few words (``r`` in its JSON shape)."""
+    if r["error"]:
+        return f"{r['node']} failed: {r['error']}"
     if dry_run:
-        send = sum(f.bytes for f in r.to_send)
-        return f"{r.node} would send {len(r.to_send)} ({human_bytes(send)})"
-    return f"{r.node} sent {len(r.sent)} ({human_bytes(r.bytes)}), unchanged {len(r.unchanged)}"
+        send = sum(f["bytes"] for f in r["to_send"])
+        return f"{r['node']} would send {len(r['to_send'])} ({human_bytes(send)})"
+    sent, unchanged = len(r["sent"]), len(r["unchanged"])
+    return f"{r['node']} sent {sent} ({human_bytes(r['bytes'])}), unchanged {unchanged}"
 
 
-def summary(result: DeployResult) -> str:
-    """The whole deploy in one line, for the command line and a notification."""
-    what = f"dry run of {result.app}" if result.dry_run else f"deployed {result.app}"
-    if result.failed and len(result.failed) == len(result.results):
-        what = f"{result.app} not deployed"
-    return f"{what}: " + "; ".join(node_summary(r, result.dry_run) for r in result.results)
-
-
-def node_report(r: NodeDeploy, dry_run: bool) -> str:
-    """One node's full report, laid out as ``corral deploy`` prints it."""
-    if r.error:
-        return r.error
-    as_dict = msgspec.to_builtins(r)
-    return format_plan(as_dict) if dry_run else format_node(as_dict)
+def summary(result: Mapping[str, Any]) -> str:
+    """The whole deploy in one line (``result`` in its JSON shape), for a notification."""
+    app, results = result["app"], result["results"]
+    what = f"dry run of {app}" if result["dry_run"] else f"deployed {app}"
+    if results and all(r["error"] for r in results):
+        what = f"{app} not deployed"
+    return f"{what}: " + "; ".join(node_summary(r, result["dry_run"]) for r in results)
 
 
 class ProgressFeed:
@@ -183,7 +181,7 @@ class NodeProgress(Vertical):
         self.set_class(bool(r.error), "failed")
         self.query_one(".deploy-bytes", Static).update(status)
         report = self.query_one(".deploy-report", Static)
-        report.update(node_report(r, dry_run))
+        report.update(node_report(msgspec.to_builtins(r), dry_run))
         report.display = True
 
 
@@ -222,6 +220,11 @@ class DeployDialog(ModalScreen[DeployResult | None]):
                     id="deploy-trust",
                     compact=True,
                 )
+                yield Checkbox(
+                    "Force: deploy it even if it is not a program (ELF or #! script)",
+                    id="deploy-force",
+                    compact=True,
+                )
             yield VerticalScroll(id="deploy-run")
             yield Static("", id="deploy-line")
             with Horizontal(classes="buttons"):
@@ -250,6 +253,7 @@ class DeployDialog(ModalScreen[DeployResult | None]):
             all_nodes=picker.all_nodes,
             dry_run=self.query_one("#deploy-dry", Checkbox).value,
             trust_host_key=self.query_one("#deploy-trust", Checkbox).value,
+            force=self.query_one("#deploy-force", Checkbox).value,
         )
 
     @on(Input.Submitted)
@@ -318,7 +322,7 @@ class DeployDialog(ModalScreen[DeployResult | None]):
                 await row.remove()
         line = self.query_one("#deploy-line", Static)
         line.set_class(not result.failed, "ok")
-        line.update(summary(result))
+        line.update(summary(msgspec.to_builtins(result)))
         self.query_one("#back").display = True
         self.query_one("#close", Button).focus()
 

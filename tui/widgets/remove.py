@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+import msgspec
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -17,19 +18,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from corral.master.control import RemoveResult
+from corral.master.verbs.rm import result_line
 
 Remover = Callable[..., Awaitable[list[RemoveResult]]]
 Running = Callable[[str], dict[str, list[str]]]  # app -> {node: its live NODE:PIDs}
-
-
-def result_line(r: RemoveResult) -> str:
-    """One node's outcome: what was removed and stopped, or its error."""
-    if r.error:
-        return f"{r.node}: {r.error}"
-    if not r.removed and not r.stopped:
-        return f"{r.node}: nothing to remove"
-    stopped = f"; stopped {', '.join(map(str, r.stopped))}" if r.stopped else ""
-    return f"{r.node}: removed {', '.join(r.removed) or 'nothing'}{stopped}"
 
 
 def node_lines(nodes: Sequence[str], running: dict[str, list[str]]) -> list[str]:
@@ -127,7 +119,8 @@ class RemoveDialog(ModalScreen[list[RemoveResult] | None]):
             return
         self.results = results
         out.set_class(not any(r.error for r in results), "ok")
-        out.update("\n".join(result_line(r) for r in results) or "no node answered")
+        lines = [result_line(msgspec.to_builtins(r), app) for r in results]  # as `corral rm`
+        out.update("\n".join(lines) or "no node answered")
         if not any(r.error for r in results):
             self.query_one("#remove", Button).disabled = True
             self.query_one("#close", Button).focus()

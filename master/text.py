@@ -1,36 +1,36 @@
-"""Aligned plain-text tables and human units, with no dependencies."""
+"""Plain text for people: sizes, durations, aligned tables.
+
+One spelling for the command line, the dashboard and the master's own
+messages.  Sizes are written as coreutils' ``ls -h`` and ``df -h`` write
+them: powers of 1024, one decimal below 10 (``1.5K``, ``3.0G``), whole
+numbers above (``15M``, ``300M``).  Standard library only, no imports.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+_UNITS = "KMGTPE"
+
 
 def human_bytes(n: float | None) -> str:
-    """``12.3M``, ``1.2G``, ``512K``, ``900B`` (powers of 1024); ``-`` if unknown."""
+    """``900B``, ``1.5K``, ``15M``, ``1.2G``; ``-`` if unknown (None or negative)."""
     if n is None or n < 0:
         return "-"
     if n < 1024:
         return f"{int(n)}B"
-    for unit in "KMGTP":
-        n /= 1024
-        if n < 1024 or unit == "P":
-            return f"{n:.0f}{unit}" if n >= 100 else f"{n:.1f}{unit}"
-    return f"{n:.1f}P"  # pragma: no cover - loop always returns
-
-
-def cpu_seconds(s: float | None) -> str:
-    """CPU time: ``0.00s``, ``1.23s``, ``45.6s``, then ``2m03s`` and ``1h02m``."""
-    if s is None:
-        return "-"
-    if s < 10:
-        return f"{s:.2f}s"
-    if s < 60:
-        return f"{s:.1f}s"
-    return duration(s)
+    size = float(n)
+    for unit in _UNITS:
+        size /= 1024
+        if round(size, 1) < 10:
+            return f"{size:.1f}{unit}"
+        if round(size) < 1024 or unit == _UNITS[-1]:
+            return f"{size:.0f}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover - the last unit returns
 
 
 def duration(s: float | None) -> str:
-    """A span of time: ``0.4s``, ``12s``, ``3m05s``, ``1h02m``, ``2d03h``."""
+    """A span of time: ``0.4s``, ``12s``, ``3m05s``, ``1h02m``, ``2d03h``; ``-`` if unknown."""
     if s is None:
         return "-"
     s = max(0.0, s)
@@ -47,6 +47,17 @@ def duration(s: float | None) -> str:
         return f"{h}h{m:02d}m"
     d, h = divmod(h, 24)
     return f"{d}d{h:02d}h"
+
+
+def cpu_seconds(s: float | None) -> str:
+    """CPU time: ``0.00s``, ``1.23s``, ``45.6s``, then ``2m03s`` and ``1h02m``."""
+    if s is None:
+        return "-"
+    if s < 10:
+        return f"{s:.2f}s"
+    if s < 60:
+        return f"{s:.1f}s"
+    return duration(s)
 
 
 def render(
@@ -70,3 +81,11 @@ def render(
                 parts.append(cell if last else cell.ljust(widths[i]))
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
+
+
+def abridged(items: Sequence[object], limit: int = 4) -> str:
+    """``a, b, c`` or, past ``limit``, ``a, b, c, d and 3 more``."""
+    texts = [str(i) for i in items]
+    if len(texts) <= limit:
+        return ", ".join(texts)
+    return ", ".join(texts[:limit]) + f" and {len(texts) - limit} more"

@@ -1,0 +1,31 @@
+"""The master's state directory: where it is, and files published in it.
+
+Standard library only: the command line finds the master's token and API
+address here without loading the master.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/corral``, or ``~/.local/state/corral``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "corral"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step: a reader sees the old file or the new one.
+
+    Clients poll the address files (``listen``, ``api``) while a master
+    starts, so a half-written one must never be seen.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,264 @@
+"""What a verb is: one record that the CLI, the HTTP API and the dashboard's ``:`` all serve.
+
+Each verb is a module beside this one (Circus's ``circus/commands/`` is the
+model), its wire format in its docstring, holding one `Verb` subclass that
+declares, once:
+
+- ``declare``: its arguments, with ``summary``, ``description`` and
+  ``examples`` for ``--help``.  ``corral VERB`` and the dashboard's
+  ``:VERB`` line are both parsed with them (`Parser`);
+- ``method``, ``path`` and ``shape``: its HTTP route and the JSON shape of
+  its request (a `Shape`; the API decodes bodies and queries into it with
+  msgspec, see `master.verbs.wire`), and ``request``, which builds that
+  request from parsed arguments;
+- ``call``: the `Master` call behind the route, run by the API and by the
+  dashboard alike, returning the reply in its JSON shape;
+- ``text``: the reply as people read it (lines for stdout and stderr, and
+  the exit status), used by the CLI and by the dashboard.
+
+``run`` is the command line's whole verb (send the request, print the
+reply); a verb overrides it when it does more than one round trip (``logs
+-f`` resumes a broken stream, ``launch`` retries with its request key).
+
+Cheap to import: standard library only and nothing of the master at run
+time, so ``corral ps`` loads its record without asyncio or msgspec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, NoReturn, Protocol, TypeVar
+
+from corral.master.names import BadName, parse_target
+
+if TYPE_CHECKING:
+    from corral.master.control import Master
+    from corral.master.deployer import Deployer
+
+Args = argparse.Namespace
+Reply = Any  # a reply in its JSON shape: dicts, lists, str, numbers (or Structs, for the API)
+
+MAX_ITEMS = 10_000  # nodes, targets or libraries named in one request
+MAX_ARGS = 4096  # argv elements
+
+
+# --- failures -------------------------------------------------------------------------
+class CommandError(Exception):
+    """An expected failure of a verb: ``str(self)`` is the one line to show.
+
+    ``status`` is the command line's exit status: 2 for a usage error, 1
+    for anything else.
+    """
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UsageError(CommandError):
+    """The arguments do not make a command (exit status 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 2)
+
+
+class ApiError(CommandError):
+    """The master answered with an error status."""
+
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message, 1)
+        self.http_status = http_status
+
+
+class Unreachable(CommandError):
+    """No HTTP conversation with the master happened (or it broke off).
+
+    ``connected``: the connection was made, so the request may have reached it.
+    """
+
+    def __init__(self, message: str, connected: bool = False) -> None:
+        super().__init__(message)
+        self.connected = connected
+
+
+# --- the two sides a verb talks to ----------------------------------------------------
+class Api(Protocol):
+    """The master's control API as the command line reaches it (`corral.client.Client`)."""
+
+    timeout: float
+
+    def request(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
+        """One JSON round trip; `ApiError` or `Unreachable` on failure."""
+        ...
+
+    def stream(self, path: str, connect_timeout: float = 10.0, **query: Any) -> Iterator[Any]:
+        """Decoded NDJSON objects until the server ends the stream."""
+        ...
+
+
+class Plane(NamedTuple):
+    """What a verb acts on, on the master's side (the API's, or the dashboard's)."""
+
+    master: Master
+    deployer: Deployer
+    progress: Callable[[str, int, int], None] | None = None  # deploy: (node, sent, total)
+
+
+# --- request shapes ---------------------------------------------------------------------
+class Limits:
+    """Constraints on a field of a `Shape`, as ``msgspec.Meta`` takes them.
+
+    Written in ``Annotated[str, Limits(max_length=64)]``; `master.verbs.wire`
+    turns them into ``msgspec.Meta`` when it builds the Struct.
+    """
+
+    def __init__(self, **constraints: Any) -> None:
+        self.constraints = constraints
+
+    def __repr__(self) -> str:
+        return f"Limits({', '.join(f'{k}={v!r}' for k, v in self.constraints.items())})"
+
+
+class Shape:
+    """The JSON shape of a request: annotated fields, defaults for the optional ones.
+
+    Plain Python here (no msgspec for the command line); the API and the
+    dashboard decode into the Struct `master.verbs.wire.struct_of` makes of
+    it, which refuses unknown fields.
+    """
+
+
+# --- output -----------------------------------------------------------------------------
+class Output(NamedTuple):
+    """A reply as people read it: lines for stdout, lines for stderr, the exit status."""
+
+    out: Sequence[str]
+    err: Sequence[str] = ()
+    status: int = 0
+
+
+def warn(line: str) -> None:
+    """One line on stderr, as every failure is reported."""
+    print(f"corral: {line}", file=sys.stderr)
+
+
+def print_json(reply: Reply) -> None:
+    print(json.dumps(reply, indent=2))
+
+
+# --- arguments ----------------------------------------------------------------------------
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help as written; a ``REMAINDER`` argument shows its metavar (``-- PROGRAM ...``)."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if action.nargs == argparse.REMAINDER and isinstance(action.metavar, str):
+            return action.metavar
+        return super()._format_args(action, default_metavar)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one `UsageError` line, never exiting.
+
+    ``hint`` ends the message: "(try `corral stop --help`)" on the command
+    line, the usage in the dashboard.
+    """
+
+    def __init__(self, *args: Any, hint: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
+        self.hint = hint
+
+    def error(self, message: str) -> NoReturn:
+        hint = self.hint or f"(try `{self.prog} --help`)"
+        raise UsageError(f"{message} {hint}")
+
+
+def target(text: str) -> str:
+    """An argparse type: a ``NODE:PID`` process name, checked."""
+    try:
+        parse_target(text)
+    except BadName as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def node_choice(p: argparse.ArgumentParser, all_help: str = "every alive node") -> None:
+    """``--node NAME`` (repeatable) or ``--all``, not both."""
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument("--node", metavar="NAME", action="append", help="a node (repeatable)")
+    chosen.add_argument("--all", action="store_true", help=all_help)
+
+
+# --- the record ---------------------------------------------------------------------------
+R = TypeVar("R", bound=Shape)
+
+
+class Verb(Generic[R]):
+    """One user verb; subclasses fill in the class attributes and the methods below."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line, lower case, no full stop
+    description: ClassVar[str] = ""
+    examples: ClassVar[str]  # one command per line
+    json_help: ClassVar[str] = "print JSON instead of text"
+    method: ClassVar[str] = "GET"
+    path: ClassVar[str]
+    shape: type[Shape]  # R: the request's JSON shape
+
+    # --- arguments ------------------------------------------------------------
+    def declare(self, p: argparse.ArgumentParser) -> None:
+        """Add the verb's own arguments to ``p``."""
+
+    def arguments(self, p: argparse.ArgumentParser) -> None:
+        """Every argument of the verb: its own, then ``--json``."""
+        self.declare(p)
+        p.add_argument("--json", action="store_true", help=self.json_help)
+
+    def parser(self, hint: str = "") -> Parser:
+        """The verb alone (no ``--help``): how the dashboard parses its ``:`` line."""
+        p = Parser(prog=self.name, add_help=False, hint=hint)
+        self.arguments(p)
+        return p
+
+    def usage(self) -> str:
+        """``stop NODE:PID [NODE:PID ...]``: the verb's synopsis on one line."""
+        text = self.parser().format_usage().removeprefix("usage: ")
+        return " ".join(text.split())
+
+    # --- the three places ------------------------------------------------------
+    def request(self, args: Args) -> dict[str, Any]:
+        """The request for ``args`` in its JSON shape (a body, or a query for GET)."""
+        return {}
+
+    async def call(self, plane: Plane, req: R) -> Reply:
+        """The master's side: run the verb, return the reply in its JSON shape."""
+        raise NotImplementedError
+
+    def text(self, args: Args, reply: Reply) -> Output:
+        """The reply for people."""
+        raise NotImplementedError
+
+    # --- the command line ---------------------------------------------------------
+    def run(self, args: Args, api: Api) -> int:
+        """``corral VERB``: one round trip, then the reply printed; the exit status."""
+        return self.show(args, self.send(api, self.request(args)))
+
+    def send(self, api: Api, req: dict[str, Any]) -> Reply:
+        """``req`` to the verb's route: as the query of a GET, else as the JSON body."""
+        if self.method == "GET":
+            return api.request("GET", self.path, **req)
+        return api.request(self.method, self.path, req)
+
+    def show(self, args: Args, reply: Reply) -> int:
+        """Print ``reply`` (as JSON with ``--json``; failures on stderr either way)."""
+        out = self.text(args, reply)
+        if getattr(args, "json", False):
+            print_json(reply)
+        elif out.out:
+            print("\n".join(out.out))
+        for line in out.err:
+            warn(line)
+        return out.status

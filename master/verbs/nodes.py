@@ -1,0 +1,64 @@
+"""``corral nodes``: the nodes and their state.
+
+Wire::
+
+    GET /v1/nodes
+    -> {"nodes": [{"name", "address", "state", "hostname", "cpus", "mem_total",
+                   "mem_used", "cpu_percent", "load1", "last_beat", "procs_running",
+                   "procs_total", "ssh_host", "ssh_port", "boot_id", "root",
+                   "cpu_history"}]}
+
+``state`` is alive, suspect, lost or left; ``last_beat`` is Unix time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from corral.master.text import duration, human_bytes, render
+from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb
+
+HEADERS = ("NODE", "STATE", "HOST", "ADDRESS", "CPUS", "CPU", "MEM", "LOAD", "PROCS", "BEAT")
+
+
+class NodesQuery(Shape):
+    """No parameters."""
+
+
+def _row(n: dict[str, Any], now: float) -> tuple[object, ...]:
+    used = human_bytes(n["mem_used"]) if n.get("mem_used") else "-"  # before the first beat
+    return (
+        n["name"],
+        n["state"],
+        n.get("hostname", ""),
+        n.get("address", ""),
+        n.get("cpus", ""),
+        f"{float(n.get('cpu_percent', 0.0)):.0f}%",
+        f"{used}/{human_bytes(n.get('mem_total'))}",
+        f"{float(n.get('load1', 0.0)):.2f}",
+        f"{n.get('procs_running', 0)}/{n.get('procs_total', 0)}",
+        duration(now - float(n.get("last_beat", now))),
+    )
+
+
+class Nodes(Verb[NodesQuery]):
+    name = "nodes"
+    summary = "list the nodes and their state"
+    description = "States: alive, suspect (one beat missed), lost (two missed), left."
+    examples = "corral nodes\ncorral nodes --json | jq -r '.nodes[].name'"
+    path = "/v1/nodes"
+    shape = NodesQuery
+
+    async def call(self, plane: Plane, req: NodesQuery) -> Reply:
+        return {"nodes": plane.master.cluster.nodes()}
+
+    def text(self, args: Args, reply: Reply) -> Output:
+        now = time.time()
+        rows = [_row(n, now) for n in reply.get("nodes", [])]
+        if not rows:
+            return Output(["no nodes have joined yet"])
+        return Output([render(HEADERS, rows, right=HEADERS[4:])])
+
+
+VERB = Nodes()

@@ -1,0 +1,33 @@
+"""``HOST:PORT`` as operators type it, for every side: the master, the worker, the CLI.
+
+Standard library only, and no imports at all: the command line reads an
+address before it loads anything heavier.
+"""
+
+from __future__ import annotations
+
+
+def split_hostport(
+    text: str,
+    default_port: int | None,
+    *,
+    what: str = "address",
+    port_zero: bool = True,
+    default_host: str | None = "127.0.0.1",
+) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` into ``(host, port)``.
+
+    ``HOST`` alone has ``default_port`` and ``:PORT`` has ``default_host``;
+    None makes that part required.  Port 0 (any free port, for a listener)
+    is allowed unless ``port_zero`` is False.  ValueError, saying ``bad
+    {what} 'TEXT': expected HOST:PORT``, if the text is not such an address.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep and default_port is not None:
+        host, port = text, str(default_port)
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    host = host or default_host or ""
+    digits = port.isascii() and port.isdigit() and len(port) <= 5
+    if not host or not digits or not (0 if port_zero else 1) <= int(port) <= 65535:
+        raise ValueError(f"bad {what} {text!r}: expected HOST:PORT")
+    return host, int(port)
