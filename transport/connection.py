@@ -130,24 +130,11 @@ class Calls:
         """
         rid = self.next_id()
         msg = make(rid)
-        window = min(deliver_within or timeout, timeout)
-        expires = time.time() + window
-        msg.deadline = expires
+        msg.deadline = time.time() + min(deliver_within or timeout, timeout)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
-            await conn.send(msg)
-            async with asyncio.timeout(timeout):  # wakes the caller in one step, not three
-                reply = await fut
-        except TimeoutError:
-            await self._expire(expires)
-            raise CallError(f"no reply from {conn.peer} within {timeout:g}s") from None
-        except ConnectionClosed as e:
-            await self._expire(expires)
-            raise CallError(f"connection to {conn.peer} lost: {e}") from None
-        except CallError:
-            await self._expire(expires)
-            raise
+            reply = await self._exchange(conn, msg, fut, timeout)
         finally:
             self._pending.pop(rid, None)
         if isinstance(reply, Error):
@@ -155,6 +142,24 @@ class Calls:
         if isinstance(reply, expect):
             return reply
         raise CallError(f"{conn.peer} answered {type(msg).__name__} with {type(reply).__name__}")
+
+    async def _exchange(
+        self, conn: Connection, msg: Request, fut: asyncio.Future[Message], timeout: float
+    ) -> Message:
+        """Send ``msg``, wait for ``fut``; a failure is reported after ``msg``'s deadline."""
+        try:
+            await conn.send(msg)
+            async with asyncio.timeout(timeout):  # wakes the caller in one step, not three
+                return await fut
+        except TimeoutError:
+            await self._expire(msg.deadline)
+            raise CallError(f"no reply from {conn.peer} within {timeout:g}s") from None
+        except ConnectionClosed as e:
+            await self._expire(msg.deadline)
+            raise CallError(f"connection to {conn.peer} lost: {e}") from None
+        except CallError:
+            await self._expire(msg.deadline)
+            raise
 
     async def _expire(self, expires: float) -> None:
         """Wait until a request sent with deadline ``expires`` can no longer be acted on."""
