@@ -181,13 +181,27 @@ class ProcsTable(LiveTable):
         row coming on screen, the filter, a sort by a column that moves.
         """
         now = self.clock()
-        sort_key = None if self.sort_column in STABLE else SORT_KEYS[self.sort_column]
-        moved = resort = False  # rows came, went or reordered: what is on screen shifts
-        changed, known, rows, query = [], self.views, self.rows, self.query_text
+        moved = False  # rows came, went or reordered: what is on screen shifts
         for key in removed:
-            known.pop(key)
+            self.views.pop(key)
             self.marked.discard(key)
             moved |= self._hide(key)
+        changed, shifted, resort = self._take(keys, fresh, now)
+        if resort:
+            self.resort()
+        elif moved or shifted:
+            self.draw_visible(now)
+        else:
+            self.draw_changed(changed, now)
+        self._announce()
+
+    def _take(
+        self, keys: Iterable[str], fresh: Mapping[str, ProcView] | None, now: float
+    ) -> tuple[list[str], bool, bool]:
+        """Note ``keys`` as changed: (the keys kept, rows hidden?, order to redo?)."""
+        sort_key = None if self.sort_column in STABLE else SORT_KEYS[self.sort_column]
+        changed, known, rows, query = [], self.views, self.rows, self.query_text
+        moved = resort = False
         for key in keys:  # thousands a second: every lookup here counts
             old = known.last(key)
             if fresh is not None:
@@ -207,13 +221,7 @@ class ProcsTable(LiveTable):
                 old is None or sort_key(old, now) != sort_key(known[key], now)
             ):
                 resort = True
-        if resort:
-            self.resort()
-        elif moved:
-            self.draw_visible(now)
-        else:
-            self.draw_changed(changed, now)
-        self._announce()
+        return changed, moved, resort
 
     def set_query(self, text: str) -> None:
         """Show only the processes matching ``text`` (see `matches`)."""
