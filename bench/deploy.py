@@ -74,7 +74,7 @@ def _settled(cluster: LocalCluster, file: Path, app: str, nodes: list[str]) -> f
     """Wait out the worker's background check of what a push delivered (a dry run
     waits for it); its time is reported, as it is CPU the worker spends."""
     t0 = time.monotonic()
-    _deploy(cluster, file=str(file), app=app, nodes=nodes, dry_run=True)
+    _deploy(cluster, file=str(file), app=app, nodes=nodes, dry_run=True, force=True)
     return time.monotonic() - t0
 
 
@@ -133,7 +133,7 @@ def _measure(cluster: LocalCluster, sshd: Sshd, base: Path, names: list[str]) ->
         if app:  # the previous round's copy: keep the disk from filling
             cluster.call("POST", "/v1/rm", {"app": app, "nodes": ["w1"]})
         app = f"big{i}"
-        seconds, reply = _deploy(cluster, file=str(big), app=app, nodes=["w1"])
+        seconds, reply = _deploy(cluster, file=str(big), app=app, nodes=["w1"], force=True)
         corral_times.append(seconds)
         push_times.append(sum(f["seconds"] for f in reply["results"][0]["sent"]))
         settle_times.append(_settled(cluster, big, app, ["w1"]))
@@ -154,7 +154,7 @@ def _measure(cluster: LocalCluster, sshd: Sshd, base: Path, names: list[str]) ->
     per_node: list[float] = []
     walls: list[float] = []
     for _ in range(UNCHANGED_RUNS):
-        seconds, reply = _deploy(cluster, file=str(big), app=app, nodes=["w1"])
+        seconds, reply = _deploy(cluster, file=str(big), app=app, nodes=["w1"], force=True)
         r = reply["results"][0]
         assert r["bytes"] == 0, r
         walls.append(seconds)
