@@ -87,9 +87,20 @@ class Handlers:
     # ------------------------------------------------------------ processes
 
     async def launch(self, req: m.Launch) -> m.Message:
+        # The launch itself runs in a task of its own, shielded: a session
+        # that ends (the master died) cancels this handler, never a launch
+        # half done, which would start a program its key no longer names.
         if req.key:
-            return m.Launched(id=req.id, proc=await self._launch_once(req))
-        return m.Launched(id=req.id, proc=await self._launch(req))
+            info = await self._launch_once(req)
+        else:
+            info = await asyncio.shield(self._start(req))
+        return m.Launched(id=req.id, proc=info)
+
+    def _start(self, req: m.Launch) -> asyncio.Future[m.ProcInfo]:
+        """The launch as a task of its own, whose failure is heard even with nobody waiting."""
+        task = asyncio.ensure_future(self._launch(req))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
 
     async def _launch(self, req: m.Launch) -> m.ProcInfo:
         info = await self.sup.launch(req.app, req.argv, req.env)
@@ -104,20 +115,18 @@ class Handlers:
             self.log(f"launch key {req.key} seen before: pid {info.pid}, nothing started")
             proc = self.sup.procs.get(info.launch)
             return info if proc is None else self.sup.refresh(proc)
-        fut: asyncio.Future[m.ProcInfo] = asyncio.get_running_loop().create_future()
-        self.launch_keys[req.key] = fut
+        task = self._start(req)
+        self.launch_keys[req.key] = task
         while len(self.launch_keys) > LAUNCH_KEYS:
             self.launch_keys.popitem(last=False)
-        try:
-            info = await self._launch(req)
-        except BaseException as e:
-            # Nothing started: a retry may try again, and whoever waits hears why.
-            del self.launch_keys[req.key]
-            fut.set_exception(e if isinstance(e, Exception) else Refusal("launch cancelled"))
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        fut.set_result(info)
-        return info
+        task.add_done_callback(lambda t: self._forget_failed(req.key, t))
+        return await asyncio.shield(task)
+
+    def _forget_failed(self, key: str, task: asyncio.Future[m.ProcInfo]) -> None:
+        """A launch that started nothing: a retry with its key may try again."""
+        failed = task.cancelled() or task.exception() is not None
+        if failed and self.launch_keys.get(key) is task:
+            del self.launch_keys[key]
 
     async def status(self, req: m.Status) -> m.Message:
         return m.StatusReply(id=req.id, procs=self.sup.infos())

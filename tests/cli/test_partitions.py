@@ -27,15 +27,17 @@ from tests.cli.conftest import (
 pytestmark = pytest.mark.timeout(90)
 
 
-def processes_running(argv: list[str]) -> list[int]:
-    """Pids of live processes whose command line is exactly ``argv``."""
+def processes_running(argv: list[str], under: Path | None = None) -> list[int]:
+    """Pids of live processes whose command line is exactly ``argv`` (run from ``under``)."""
     want = "\0".join(argv).encode() + b"\0"
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "cmdline").read_bytes() == want and not pid_gone(int(entry.name)):
+            if (entry / "cmdline").read_bytes() != want or pid_gone(int(entry.name)):
+                continue
+            if under is None or Path(os.readlink(entry / "cwd")).is_relative_to(under):
                 found.append(int(entry.name))
         except OSError:
             continue
@@ -115,7 +117,7 @@ def test_commands_to_a_frozen_worker_fail_and_never_run_after(pair: Cluster) -> 
     wait_for(lambda: "dropped Launch" in worker_log(c, "w1"), "w1 to drop the late launch")
     c.wait_alive("w1")
     assert not pid_gone(victim), "the stop reported as failed was carried out later"
-    assert len(processes_running(["sleep", "301"])) == 1  # w2's only
+    assert len(processes_running(["sleep", "301"], c.tmp)) == 1  # w2's only
     ps = c.corral("ps", "--node", "w1", "--all", "--json").json()["procs"]
     assert [p["argv"] for p in ps] == [["sleep", "300"]]
 
@@ -138,7 +140,7 @@ def test_a_lost_node_is_refused_at_once_and_the_others_still_act(pair: Cluster) 
     assert lr.status == 1 and "w1 is lost (no heartbeat for" in lr.err, lr.err
     c.wait_alive("w1")
     assert not pid_gone(victim)
-    assert processes_running(["sleep", "302"]) == []
+    assert processes_running(["sleep", "302"], c.tmp) == []
 
 
 def test_a_closed_connection_makes_the_node_lost_at_once(tmp_path: Path) -> None:
@@ -180,7 +182,7 @@ def test_a_launch_retried_with_its_key_starts_one_process(tmp_path: Path) -> Non
         assert third.status == 0, third.err
         assert third.out == first.out
         assert "launch key op-1 seen before" in worker_log(c, "w1")
-        assert len(processes_running(argv)) == 1
+        assert len(processes_running(argv, c.tmp)) == 1
         other = c.corral("launch", "--key", "op-1", "--node", "w1", "--", "sleep", "304")
         assert other.status == 1 and "was used for another launch" in other.err
     finally:
@@ -244,7 +246,7 @@ def test_launches_in_flight_when_the_master_dies_start_once_each(tmp_path: Path)
         assert c.master is not None
         with concurrent.futures.ThreadPoolExecutor(20) as pool:
             futures = [pool.submit(post, k) for k in keys]
-            wait_for(lambda: processes_running(argv), "the first launches to start")
+            wait_for(lambda: processes_running(argv, c.tmp), "the first launches to start")
             c.master.kill()
             first = [f.result() for f in futures]
         c.master.wait()
@@ -254,7 +256,7 @@ def test_launches_in_flight_when_the_master_dies_start_once_each(tmp_path: Path)
         assert None not in retried
         for got, again in zip(first, retried, strict=True):
             assert got is None or got == again  # a reported pid is the one the retry names
-        running = sorted(processes_running(argv))
+        running = sorted(processes_running(argv, c.tmp))
         assert running == sorted(retried)  # one process per key, none without one
     finally:
         c.close()
