@@ -19,7 +19,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from corral.daemon.errors import Refusal
@@ -46,10 +46,18 @@ def walk(base: int, parts: Sequence[str]) -> int:
     ENOTDIR), as the kernel says it.  For messages naming the path, see
     `open_dir`.  ``parts`` are single names (no "/", no ".."), trusted.
     """
+    return _descend(base, parts, lambda fd, _i, name: os.open(name, DIR_FLAGS, dir_fd=fd))
+
+
+def _descend(base: int, parts: Sequence[str], step: Callable[[int, int, str], int]) -> int:
+    """A new fd for ``parts`` beneath ``base``, each opened by ``step(fd, index, name)``.
+
+    Every fd on the way but the last is closed, whatever ``step`` raises.
+    """
     fd = base
     try:
-        for name in parts:
-            nxt = os.open(name, DIR_FLAGS, dir_fd=fd)
+        for i, name in enumerate(parts):
+            nxt = step(fd, i, name)
             if fd != base:
                 os.close(fd)
             fd = nxt
@@ -75,20 +83,14 @@ def open_dir(
     apps/demo/logs: it is a symlink"); a missing one is FileNotFoundError,
     unless ``create``, which makes it (``mode``) first.
     """
-    fd = base
-    try:
-        for i, name in enumerate(parts):
-            nxt = _open_sub(fd, name, create, mode)
-            if nxt < 0:
-                raise refusal(fd, name, [*where, *parts[: i + 1]])
-            if fd != base:
-                os.close(fd)
-            fd = nxt
-    except BaseException:
-        if fd != base:
-            os.close(fd)
-        raise
-    return fd if fd != base else os.dup(base)
+
+    def step(fd: int, i: int, name: str) -> int:
+        nxt = _open_sub(fd, name, create, mode)
+        if nxt < 0:
+            raise refusal(fd, name, [*where, *parts[: i + 1]])
+        return nxt
+
+    return _descend(base, parts, step)
 
 
 def _open_sub(fd: int, name: str, create: bool, mode: int) -> int:
