@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cluster import wait_until
+from bench.cluster import _read, wait_until
 from bench.netns import Lab, available
 from bench.report import line
 
@@ -58,7 +58,7 @@ def run() -> list[str]:
                     lab.run_in("m", master), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
             )
-            listen = wait_until(lambda: _text(state / "listen"), 20, "the master")
+            listen = wait_until(lambda: _read(state / "listen"), 20, "the master")
             token = (state / "token").read_text().strip()
             worker = [*corral, "worker", "--master", listen, "--name", "w1"]
             worker += ["--root", f"{tmp}/w1", "--token-file", str(state / "token")]
@@ -95,10 +95,3 @@ def run() -> list[str]:
             heal <= 2 * H,
         )
     ]
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
