@@ -405,8 +405,12 @@ def _finite(x: float, top: float) -> float:
 
 def _sane(m: Metrics) -> Metrics:
     """``m`` with every figure a worker could get wrong (NaN, inf, negative) clamped."""
-    fields = (m.cpu_percent, m.load1, m.mem_used, m.mem_total, m.apps, m.procs_alive)
-    if all(math.isfinite(f) and f >= 0 for f in fields) and m.cpu_percent <= 100.0:
+    # Chained comparisons: NaN fails every one, so one line checks it all (2,000 beats/s).
+    if (
+        0.0 <= m.cpu_percent <= 100.0
+        and 0.0 <= m.load1 <= 1e6
+        and min(m.mem_used, m.mem_total, m.apps, m.procs_alive) >= 0
+    ):
         return m
     return Metrics(
         cpu_percent=_finite(m.cpu_percent, 100.0),
@@ -420,8 +424,13 @@ def _sane(m: Metrics) -> Metrics:
 
 def _sane_proc(p: ProcInfo) -> ProcInfo:
     """``p`` with non-finite or negative times clamped (a worker's word is not trusted)."""
-    times = (p.started_at, p.cpu_user, p.cpu_sys, p.ended_at or 0.0)
-    if all(math.isfinite(t) and t >= 0 for t in times) and p.rss >= 0 and p.max_rss >= 0:
+    if (
+        0.0 <= p.started_at <= 1e12
+        and 0.0 <= p.cpu_user <= 1e12
+        and 0.0 <= p.cpu_sys <= 1e12
+        and (p.ended_at is None or 0.0 <= p.ended_at <= 1e12)
+        and min(p.rss, p.max_rss) >= 0
+    ):
         return p
     return msgspec.structs.replace(
         p,
