@@ -228,7 +228,7 @@ class WorkerServer:
 
     def _refused(self, peer: str, why: str) -> None:
         """One short line per refusal, at most one per address and kind every 10 s."""
-        kind = "".join(c for c in why[:40] if not c.isdigit())  # "frame length N exceeds..."
+        kind = "".join(c for c in why if not c.isdigit())[:40]  # "frame length N exceeds..."
         key = f"{peer.rpartition(':')[0]} {kind}"
         line = self._refusals.admit(key, f"{peer} refused: {why[:160]}")
         if line is not None:
