@@ -17,8 +17,10 @@ Node states (an explicit machine; every edge is in `_NODE_EDGES`)::
 from __future__ import annotations
 
 import math
+import operator
 import time
-from collections import deque
+from array import array
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -44,6 +46,13 @@ _NODE_EDGES: dict[NodeState, frozenset[NodeState]] = {
 }
 
 HISTORY = 60  # CPU samples kept per node (one a beat: the last minute at 1 Hz)
+TREND_SPAN = 600.0  # seconds of graphs kept per node and per process (10 minutes)
+TREND_BUCKET = 5.0  # seconds one graph point stands for (the mean of its beats)
+STATE_HISTORY = 24  # state changes kept per process (the first and the newest)
+TAIL_LINES = 20  # log lines kept with an ended process's certificate
+TAIL_LINE_CHARS = 400  # ... each cut to this many characters
+NODE_SERIES = ("cpu", "mem", "load", "procs")
+PROC_SERIES = ("cpu", "rss")
 
 
 # gc=False (also ProcView): snapshots hold scalars and tuples only, never a
@@ -68,6 +77,8 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
     boot_id: str
     root: str
     cpu_history: tuple[float, ...] = ()
+    version: str = ""  # the worker's corral version
+    worker_pid: int = 0
 
     def beat_age(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.last_beat)
@@ -92,6 +103,9 @@ class ProcView(msgspec.Struct, frozen=True, gc=False):
     cpu_sys: float
     rss: int
     max_rss: int
+    # Percent of one core between the last two samples; 0.0 before two
+    # samples exist and once the process ended.
+    cpu_percent: float = 0.0
 
     @property
     def key(self) -> str:
@@ -125,6 +139,19 @@ class Event(msgspec.Struct, frozen=True):
     pid: int | None = None
 
 
+class Certificate(msgspec.Struct, frozen=True):
+    """What is kept of an ended process: its end, its states, its last log lines.
+
+    ``log_tail`` is None until the master has fetched it (`set_log_tail`);
+    ``log_error`` says why it could not be.
+    """
+
+    proc: ProcView
+    states: tuple[tuple[float, str], ...]
+    log_tail: tuple[str, ...] | None = None
+    log_error: str = ""
+
+
 class Change(msgspec.Struct, frozen=True):
     """What moved in one mutation: node names, process keys, new events."""
 
@@ -148,7 +175,119 @@ class _Node:
         self.last_beat_mono = time.monotonic()
         self.metrics = Metrics(mem_total=facts.mem_total)
         self.history: deque[float] = deque(maxlen=HISTORY)
+        self.trend = Trend(len(NODE_SERIES))
         self.procs: dict[int, ProcInfo] = {}
+        self.tracks: dict[int, _Track] = {}  # live processes' samples, by pid
+
+
+class Trend:
+    """A few series over the last `TREND_SPAN` seconds, one point per `TREND_BUCKET`.
+
+    A point is the mean of the samples of its bucket; the open bucket is
+    summed apart (a beat costs a few additions) and shows as the newest
+    point.  Closed points are float32 in arrays, so a node's four series
+    cost about 2 KB, whatever the beat rate.
+    """
+
+    __slots__ = ("_count", "_open", "_slots", "_sums", "_until", "_values", "bucket", "capacity")
+
+    def __init__(self, series: int, span: float = TREND_SPAN, bucket: float = TREND_BUCKET) -> None:
+        self.bucket = bucket
+        self.capacity = max(1, int(span / bucket))
+        self._slots = array("i")  # bucket number of each closed point (2**31 * 5 s: ok)
+        self._values = [array("f") for _ in range(series)]
+        self._open = -1  # the open bucket's number (-1: none yet)
+        self._until = float("-inf")  # ... and when it closes
+        self._sums = [0.0] * series  # ... and its samples' sums and count
+        self._count = 0
+
+    def add(self, now: float, *values: float) -> None:
+        if now < self._until:  # the open bucket (or a clock stepped back): hot, 2 ops
+            self._count += 1
+            self._sums = list(map(operator.add, self._sums, values))
+            return
+        if self._count:
+            self._close()
+        slot = int(now // self.bucket)
+        self._open, self._sums, self._count = slot, list(values), 1
+        self._until = (slot + 1) * self.bucket
+
+    def add2(self, now: float, a: float, b: float) -> None:
+        """`add` of two series, for the hot path (a process's sample)."""
+        if now < self._until:
+            self._count += 1
+            sums = self._sums
+            sums[0] += a
+            sums[1] += b
+            return
+        self.add(now, a, b)
+
+    def _close(self) -> None:
+        slots, count = self._slots, self._count
+        slots.append(self._open)
+        for series, total in zip(self._values, self._sums, strict=True):
+            series.append(total / count)
+        first = self._open - self.capacity + 2  # room for the next open bucket
+        drop = 0
+        while drop < len(slots) and slots[drop] < first:
+            drop += 1
+        if drop:
+            del slots[:drop]
+            for series in self._values:
+                del series[:drop]
+
+    def series(self, index: int, now: float) -> list[float]:
+        """Series ``index``'s points of the last `TREND_SPAN` seconds, oldest first."""
+        first = int(now // self.bucket) - self.capacity + 1
+        slots = self._slots
+        skip = 0
+        while skip < len(slots) and slots[skip] < first:
+            skip += 1
+        out = self._values[index].tolist()[skip:]
+        if self._count and self._open >= first:
+            out.append(self._sums[index] / self._count)
+        return out
+
+
+class _Track:
+    """What the master keeps of one process beyond the worker's record."""
+
+    __slots__ = (
+        "cpu_percent",
+        "last_at",
+        "last_cpu",
+        "launch",
+        "log_error",
+        "log_tail",
+        "states",
+        "trend",
+    )
+
+    def __init__(self, launch: str, now: float, state: str) -> None:
+        self.launch = launch
+        self.trend = Trend(len(PROC_SERIES))
+        self.states: deque[tuple[float, str]] = deque([(now, state)], maxlen=STATE_HISTORY)
+        self.last_at = 0.0  # wall time of the last sample (0: none yet) ...
+        self.last_cpu = 0.0  # ... and the CPU time it said
+        self.cpu_percent = 0.0
+        self.log_tail: tuple[str, ...] | None = None
+        self.log_error = ""
+
+    def note_state(self, now: float, state: str) -> None:
+        """Record a change of state; running and sleeping are one state here.
+
+        The kernel flips a live process between the two many times a second:
+        the history keeps what an operator acts on (stopped, lost, ended).
+        """
+        if _phase(state) != _phase(self.states[-1][1]):
+            self.states.append((now, state))
+
+
+_LIVE = frozenset({"running", "sleeping"})  # one state in a process's history
+
+
+def _phase(state: str) -> str:
+    return "running" if state == "sleeping" else state
 
 
 class Cluster:
@@ -168,6 +307,9 @@ class Cluster:
         self._listeners: list[Listener] = []
         self._event_sink = event_sink
         self.events: deque[Event] = deque(maxlen=1000)
+        # Ended processes' tracks (graphs, states, log tail) by key, oldest
+        # end first; at most keep_ended in all, whatever the number of nodes.
+        self._ended: OrderedDict[str, _Track] = OrderedDict()
 
     # --- subscription -------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -218,6 +360,8 @@ class Cluster:
             boot_id=n.facts.boot_id,
             root=n.facts.root,
             cpu_history=tuple(n.history),
+            version=n.facts.version,
+            worker_pid=n.facts.pid,
         )
 
     def nodes(self) -> list[NodeView]:
@@ -234,6 +378,109 @@ class Cluster:
     def proc(self, key: str) -> ProcView | None:
         found = self._find(key)
         return None if found is None else _view(*found)
+
+    def node_trend(self, name: str, now: float | None = None) -> dict[str, list[float]]:
+        """The node's graphs over the last `TREND_SPAN` seconds: `NODE_SERIES` -> points.
+
+        One point per `TREND_BUCKET` seconds, oldest first; {} for an unknown node.
+        """
+        n = self._nodes.get(name)
+        if n is None:
+            return {}
+        t = time.time() if now is None else now
+        return {s: n.trend.series(i, t) for i, s in enumerate(NODE_SERIES)}
+
+    def proc_trend(self, key: str, now: float | None = None) -> dict[str, list[float]]:
+        """A process's CPU % and RSS over its last `TREND_SPAN` seconds ({} if none kept)."""
+        track = self._track(key)
+        if track is None:
+            return {}
+        t = time.time() if now is None else now
+        if key in self._ended and track.last_at:
+            t = track.last_at  # an ended process's graph stops where it ended
+        return {s: track.trend.series(i, t) for i, s in enumerate(PROC_SERIES)}
+
+    def proc_states(self, key: str) -> list[tuple[float, str]]:
+        """A process's states with the (Unix) time each began, oldest first.
+
+        Running and sleeping count as one; a lost node's processes are
+        "lost" while it is.  Bounded: the newest `STATE_HISTORY` changes.
+        """
+        found = self._find(key)
+        if found is None:
+            return []
+        track = self._track(key)
+        if track is not None:
+            return list(track.states)
+        p = found[2]  # seen only once it had ended (the master started later)
+        out = [(p.started_at, "running")]
+        if p.state not in ALIVE_STATES:
+            out.append((p.ended_at or p.started_at, p.state))
+        return out
+
+    def certificate(self, key: str) -> Certificate | None:
+        """An ended process's death certificate; None while it lives or if unknown."""
+        view = self.proc(key)
+        if view is None or view.alive or view.state == "lost":
+            return None
+        track = self._ended.get(key)
+        if track is not None and track.launch != view.launch:
+            track = None
+        return Certificate(
+            proc=view,
+            states=tuple(self.proc_states(key)),
+            log_tail=None if track is None else track.log_tail,
+            log_error="" if track is None else track.log_error,
+        )
+
+    def set_log_tail(self, key: str, launch: str, lines: Iterable[str], error: str = "") -> bool:
+        """Keep the last log lines of ended ``key`` (launch ``launch``); False if not kept."""
+        track = self._ended.get(key)
+        if track is None or track.launch != launch:
+            return False
+        kept = [line[:TAIL_LINE_CHARS] for line in lines]
+        track.log_tail, track.log_error = tuple(kept[-TAIL_LINES:]), error
+        self._publish(Change(procs=frozenset({key})))
+        return True
+
+    def _track(self, key: str) -> _Track | None:
+        found = self._find(key)
+        if found is None:
+            return None
+        _, n, p = found
+        track = n.tracks.get(p.pid) or self._ended.get(key)
+        return track if track is not None and track.launch == p.launch else None
+
+    def _sync_track(self, name: str, n: _Node, info: ProcInfo, now: float) -> None:
+        """Bring the track of ``info`` up to date: made at launch, retired at its end."""
+        pid = info.pid
+        track = n.tracks.get(pid)
+        if track is not None and track.launch != info.launch:
+            del n.tracks[pid]  # the pid was reused: that launch is gone from the table
+            track = None
+        key = f"{name}:{pid}"
+        if info.state in ALIVE_STATES:
+            if track is None:
+                self._ended.pop(key, None)
+                n.tracks[pid] = _Track(info.launch, min(info.started_at, now), info.state)
+            else:
+                track.note_state(now, info.state)
+            return
+        if track is None:
+            return
+        del n.tracks[pid]
+        track.note_state(info.ended_at or now, info.state)
+        track.cpu_percent = 0.0
+        self._ended[key] = track
+        self._ended.move_to_end(key)
+        while len(self._ended) > self.keep_ended:
+            self._ended.popitem(last=False)
+
+    def _drop_tracks(self, name: str, n: _Node, pids: Iterable[int]) -> None:
+        """Forget what is kept of processes gone from ``n``'s table."""
+        for pid in pids:
+            n.tracks.pop(pid, None)
+            self._ended.pop(f"{name}:{pid}", None)
 
     def proc_state(self, key: str) -> tuple[str, int | None] | None:
         """``key``'s raw state and exit code, without a snapshot; None if unknown.
@@ -266,7 +513,8 @@ class Cluster:
         node = _Node(facts, address, now)
         node.procs = {p.pid: _sane_proc(p) for p in procs}
         if old is not None:
-            node.history = old.history
+            node.history, node.trend, node.tracks = old.history, old.trend, old.tracks
+            self._drop_tracks(name, node, [pid for pid in old.procs if pid not in node.procs])
             kind, what = (
                 ("node.back", "came back")
                 if old.state != "left"
@@ -279,6 +527,8 @@ class Cluster:
         else:
             kind, what, gone = "node.joined", "joined", set()
         self._nodes[name] = node
+        for info in node.procs.values():
+            self._sync_track(name, node, info, now)
         gone |= self._prune(name, node)
         ev = self._event(kind, name, f"{name} {what} from {address}")
         keys = frozenset(f"{name}:{pid}" for pid in node.procs)
@@ -292,6 +542,12 @@ class Cluster:
         if n is None or n.state == state or state not in _NODE_EDGES[n.state]:
             return False
         before, n.state = n.state, state
+        if state == "lost" or before == "lost":
+            now = time.time()
+            for info in n.procs.values():
+                track = n.tracks.get(info.pid)
+                if track is not None:
+                    track.note_state(now, "lost" if state == "lost" else info.state)
         kind = "node.back" if state == "alive" else f"node.{state}"
         text = why or f"{name} {before} -> {state}"
         ev = self._event(kind, name, text)
@@ -305,32 +561,53 @@ class Cluster:
         n = self._nodes.get(name)
         if n is None:
             return
-        n.last_beat = time.time()
+        n.last_beat = now = time.time()
         n.last_beat_mono = time.monotonic()
         n.metrics = metrics = _sane(metrics)
         n.history.append(metrics.cpu_percent)
+        n.trend.add(
+            now, metrics.cpu_percent, float(metrics.mem_used), metrics.load1, metrics.procs_alive
+        )
         changed = set()
+        procs, tracks = n.procs, n.tracks
         for s in samples:
-            info = n.procs.get(s.pid)
+            pid = s.pid
+            info = procs.get(pid)
             if info is None or info.state not in ALIVE_STATES:
                 continue
-            if not (math.isfinite(s.cpu_user) and math.isfinite(s.cpu_sys)):
+            cpu_user, cpu_sys, state, rss = s.cpu_user, s.cpu_sys, s.state, s.rss
+            if not (math.isfinite(cpu_user) and math.isfinite(cpu_sys)):
                 continue  # a broken sample: keep the last good figures
-            if (info.state, info.rss, info.cpu_user, info.cpu_sys) != (
-                s.state,
-                s.rss,
-                s.cpu_user,
-                s.cpu_sys,
-            ):
-                n.procs[s.pid] = msgspec.structs.replace(
+            moved = (info.state, info.rss, info.cpu_user, info.cpu_sys) != (
+                state,
+                rss,
+                cpu_user,
+                cpu_sys,
+            )
+            track = tracks.get(pid)
+            if track is not None and track.launch == info.launch:
+                # CPU % over the wall time since the last sample (inlined: hot).
+                cpu, last_at = cpu_user + cpu_sys, track.last_at
+                if last_at and now > last_at:
+                    percent = (cpu - track.last_cpu) / (now - last_at) * 100.0
+                    if percent < 0.0:
+                        percent = 0.0
+                    if percent != track.cpu_percent:
+                        track.cpu_percent, moved = percent, True
+                track.last_at, track.last_cpu = now, cpu
+                track.trend.add2(now, track.cpu_percent, rss)
+                if state != info.state and not (state in _LIVE and info.state in _LIVE):
+                    track.note_state(now, state)
+            if moved:
+                procs[pid] = msgspec.structs.replace(
                     info,
-                    state=s.state,
-                    cpu_user=s.cpu_user,
-                    cpu_sys=s.cpu_sys,
-                    rss=s.rss,
+                    state=state,
+                    cpu_user=cpu_user,
+                    cpu_sys=cpu_sys,
+                    rss=rss,
                     max_rss=max(info.max_rss, s.max_rss),
                 )
-                changed.add(f"{name}:{s.pid}")
+                changed.add(f"{name}:{pid}")
         if n.state in ("suspect", "lost"):
             self.set_node_state(name, "alive", f"{name} heartbeats resumed")
         self._publish(Change(nodes=frozenset({name}), procs=frozenset(changed)))
@@ -345,6 +622,7 @@ class Cluster:
         if old is not None and _stale(old, info):
             return
         n.procs[info.pid] = info
+        self._sync_track(name, n, info, time.time())
         events: tuple[Event, ...] = ()
         key = f"{name}:{info.pid}"
         cmd = " ".join(info.argv)
@@ -375,6 +653,7 @@ class Cluster:
         drop = [p for i, p in enumerate(ended) if i < excess or _ended_before(p, cutoff)]
         for p in drop:
             del n.procs[p.pid]
+        self._drop_tracks(name, n, [p.pid for p in drop])
         return {f"{name}:{p.pid}" for p in drop}
 
     def expire(self) -> None:
@@ -389,7 +668,9 @@ class Cluster:
         n = self._nodes.get(name)
         if n is None:
             return
-        gone = {f"{name}:{pid}" for pid in pids if n.procs.pop(pid, None) is not None}
+        pids = [pid for pid in pids if n.procs.pop(pid, None) is not None]
+        self._drop_tracks(name, n, pids)
+        gone = {f"{name}:{pid}" for pid in pids}
         if gone:
             self._publish(Change(nodes=frozenset({name}), removed_procs=frozenset(gone)))
 
@@ -468,8 +749,13 @@ def _stale(old: ProcInfo, new: ProcInfo) -> bool:
 
 def _view(node: str, n: _Node, p: ProcInfo) -> ProcView:
     state: str = p.state
-    if n.state == "lost" and p.state in ALIVE_STATES:
-        state = "lost"
+    cpu = 0.0
+    if p.state in ALIVE_STATES:
+        track = n.tracks.get(p.pid)
+        if track is not None and track.launch == p.launch:
+            cpu = track.cpu_percent
+        if n.state == "lost":
+            state, cpu = "lost", 0.0
     return ProcView(
         node=node,
         pid=p.pid,
@@ -487,4 +773,5 @@ def _view(node: str, n: _Node, p: ProcInfo) -> ProcView:
         cpu_sys=p.cpu_sys,
         rss=p.rss,
         max_rss=p.max_rss,
+        cpu_percent=cpu,
     )
