@@ -329,7 +329,11 @@ class Supervisor:
         else:
             info.exit_code = os.WEXITSTATUS(ex.status)
         info.ended_at = ex.ended_at
-        info.cpu_user, info.cpu_sys = ex.utime, ex.stime
+        # wait4's figures: the program's and its reaped descendants'.  The
+        # live ones counted the tree as it ran (see refresh), which may hold
+        # descendants orphaned at the end: what was shown is never taken back.
+        info.cpu_user = max(info.cpu_user, ex.utime)
+        info.cpu_sys = max(info.cpu_sys, ex.stime)
         # A wait4 peak no higher than the seed's own is the seed's, inherited
         # at exec (see procfs.mem): keep the peak sampled while it ran.
         if ex.maxrss > ex.base + INHERITED_SLACK:
@@ -398,7 +402,12 @@ class Supervisor:
         if st is None or st.start != proc.rec.start:
             return info  # it just ended; the watch will say how
         states.transition(info, st.state, self.log)
-        info.cpu_user, info.cpu_sys = st.utime, st.stime
+        # The program and its descendants (see procfs.tree_cpu), never going
+        # back: a child reaped between two reads, or an orphan leaving the
+        # tree, must not make the figure dip.
+        cpu = procfs.tree_cpu(info.pid, st)
+        info.cpu_user = max(info.cpu_user, cpu.user)
+        info.cpu_sys = max(info.cpu_sys, cpu.sys)
         if proc.report is None:  # before the exec, the memory is the seed's
             info.rss, hwm = procfs.mem(info.pid)
             info.max_rss = max(info.max_rss, hwm)  # a zombie reads 0: keep the peak seen

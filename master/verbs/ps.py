@@ -5,10 +5,14 @@ Wire::
     GET /v1/ps?node=NAME&all=1
     -> {"procs": [{"node", "pid", "key", "launch", "app", "argv", "state", "reason",
                    "started_at", "ended_at", "exit_code", "signal", "core_dumped",
-                   "cpu_user", "cpu_sys", "rss", "max_rss"}]}
+                   "cpu_user", "cpu_sys", "cpu_percent", "rss", "max_rss"}]}
 
 ``key`` is ``NODE:PID``; ``all=1`` lists ended processes too.  An unknown
 ``node`` is a 404.
+
+CPU time is the process's and its descendants' (live ones and those it
+has reaped), the same while it runs and at its end; ``cpu_percent`` is the
+share of one core it used between its last two samples (0 once ended).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from corral.master.text import cpu_seconds, duration, human_bytes, render
 from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb
 from corral.master.verbs.shapes import Text
 
-HEADERS = ("PROC", "APP", "STATE", "CPU", "RSS", "TIME", "COMMAND")
+# transport.messages.ALIVE_STATES, spelled here: the command line imports
+# this module to print a reply, and msgspec is no import for it to pay.
+ALIVE = ("running", "sleeping", "stopped", "zombie")
+HEADERS = ("PROC", "APP", "STATE", "CPU", "CPU%", "RSS", "TIME", "COMMAND")
 
 
 class PsQuery(Shape):
@@ -32,6 +39,13 @@ class PsQuery(Shape):
 def state_text(p: dict[str, Any]) -> str:
     """How a process is (or how it ended: 'exited 3', 'killed by SIGINT')."""
     return str(p.get("reason") or p.get("state") or "?")
+
+
+def cpu_percent(p: dict[str, Any]) -> str:
+    """Live share of one core ("12.5"); "-" once the process has ended."""
+    if p.get("ended_at") is not None or p.get("state") not in ALIVE:
+        return "-"
+    return f"{float(p.get('cpu_percent') or 0.0):.1f}"
 
 
 def _run_time(p: dict[str, Any], now: float) -> float:
@@ -45,6 +59,7 @@ def _row(p: dict[str, Any], now: float) -> tuple[object, ...]:
         p.get("app", ""),
         state_text(p),
         cpu_seconds(float(p.get("cpu_user", 0)) + float(p.get("cpu_sys", 0))),
+        cpu_percent(p),
         human_bytes(p.get("rss")) if p.get("rss") else "-",
         duration(_run_time(p, now)),
         " ".join(p.get("argv", [])),
@@ -56,7 +71,9 @@ class Ps(Verb[PsQuery]):
     summary = "list processes (running ones, or --all)"
     description = (
         "A process is named NODE:PID. Ended processes show how they ended:\n"
-        "'exited 3', 'killed by SIGINT', 'killed by SIGSEGV, core dumped'."
+        "'exited 3', 'killed by SIGINT', 'killed by SIGSEGV, core dumped'.\n"
+        "CPU is the time of the process and its descendants, CPU% the share of\n"
+        "one core it used lately (while it runs)."
     )
     examples = "corral ps\ncorral ps --node n1 --all"
     path = "/v1/ps"
@@ -86,7 +103,7 @@ class Ps(Verb[PsQuery]):
             return Output([f"no {'' if args.all else 'running '}processes{where}"])
         now = time.time()
         rows = [_row(p, now) for p in procs]
-        return Output([render(HEADERS, rows, right=("CPU", "RSS", "TIME"))])
+        return Output([render(HEADERS, rows, right=("CPU", "CPU%", "RSS", "TIME"))])
 
 
 VERB = Ps()
