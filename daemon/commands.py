@@ -7,8 +7,8 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
     Status(id)                       -> StatusReply(id, procs)
     Signal(id, pid, signal)          -> Signalled(id, delivered, message, proc)
     Usage(id)                        -> UsageReply(id, procs, children_*)
-    Logs(id, pid, tail, offset, follow)
-                                     -> LogChunk(id, offset, data, eof)
+    Logs(id, pid, tail, offset, follow, limit, before, find)
+                                     -> LogChunk(id, offset, data, eof, size, found)
                                         then, with follow, LogChunk events
     Unfollow(id, stream)             -> Ok(id)
     Files(id, app?)                  -> FilesReply(id, apps)
@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from corral.daemon import logs
+from corral.daemon.beneath import Beneath
 from corral.daemon.errors import Refusal
 from corral.daemon.logs import LogStreams
 from corral.daemon.store import AppStore, StoreError
@@ -156,18 +157,48 @@ class Handlers:
             raise Refusal(f"no such process: {req.pid}")
         path = self.store.log_path(proc.rec.app, proc.rec.launch)
         ended = proc.ended.is_set()  # before reading: see logs.LogStreams._follow
-        if req.offset is None:
-            offset, data = logs.tail(path, req.tail)
+        if req.limit < 0:
+            raise Refusal(f"bad log limit {req.limit}")
+        cap = min(req.limit or logs.CHUNK, logs.CHUNK)
+        if req.find:
+            return await self._find(req, path, ended, cap)
+        if req.before is not None:
+            if req.before < 0:
+                raise Refusal(f"bad log offset {req.before}")
+            if req.follow:
+                raise Refusal("a page before an offset cannot be followed")
+            offset, data, size = logs.read_before(path, req.before, cap)
+        elif req.offset is None:
+            offset, data = logs.tail(path, req.tail, cap)
             size = logs.log_size(path)
         elif req.offset < 0:
             raise Refusal(f"bad log offset {req.offset}")
         else:
             offset = req.offset
-            data, size = logs.read_at(path, offset)
+            data, size = logs.read_at(path, offset, cap)
         eof = ended and offset + len(data) >= size
-        await self.send(m.LogChunk(id=req.id, offset=offset, data=data, eof=eof))
+        reply = m.LogChunk(id=req.id, offset=offset, data=data, eof=eof, size=size)
+        await self.send(reply)
         if req.follow and not eof:
             self.streams.open(req.id, path, offset + len(data), proc.ended)
+
+    async def _find(self, req: m.Logs, path: Beneath, ended: bool, cap: int) -> None:
+        """Logs(find=...): the page from the next (or previous) line holding the text."""
+        if req.follow:
+            raise Refusal("a search cannot be followed")
+        at = req.before if req.before is not None else req.offset or 0
+        if at < 0:
+            raise Refusal(f"bad log offset {at}")
+        needle = req.find.encode()
+        found = await asyncio.to_thread(logs.find, path, needle, at, req.before is not None)
+        if found < 0:
+            size = logs.log_size(path)
+            reply = m.LogChunk(id=req.id, offset=at, data=b"", size=size, found=-1)
+        else:
+            data, size = logs.read_at(path, found, cap)
+            eof = ended and found + len(data) >= size
+            reply = m.LogChunk(id=req.id, offset=found, data=data, eof=eof, size=size, found=found)
+        await self.send(reply)
 
     async def unfollow(self, req: m.Unfollow) -> m.Message:
         self.streams.close(req.stream)

@@ -79,6 +79,88 @@ def read_at(path: Beneath, offset: int, cap: int = CHUNK) -> tuple[bytes, int]:
         os.close(fd)
 
 
+def read_before(path: Beneath, before: int, cap: int = CHUNK) -> tuple[int, bytes, int]:
+    """(offset, bytes, size now) of the page of at most ``cap`` bytes ending at ``before``.
+
+    The page starts where a line starts: after the first newline in it,
+    unless the page begins the file or holds no newline but its last byte
+    (one line longer than ``cap``: its last ``cap`` bytes, cut).
+    """
+    fd = _open(path)
+    if fd is None:
+        return 0, b"", 0
+    try:
+        size = os.fstat(fd).st_size
+        end = max(0, min(before, size))
+        start = max(0, end - cap)
+        data = os.pread(fd, end - start, start)
+        if start > 0:
+            cut = data.find(b"\n", 0, len(data) - 1)
+            if cut >= 0:
+                start, data = start + cut + 1, data[cut + 1 :]
+        return start, data, size
+    finally:
+        os.close(fd)
+
+
+FIND_BLOCK = 1 << 20
+
+
+def find(path: Beneath, needle: bytes, at: int, backwards: bool = False) -> int:
+    """Where the line holding ``needle`` (ASCII letters in any case) starts; -1 if none.
+
+    Forwards: the first match in a line that starts at or after ``at``;
+    backwards: the last match that ends at or before ``at``.  Reads
+    `FIND_BLOCK` bytes at a time.
+    """
+    needle = needle.lower()
+    n = len(needle)
+    fd = _open(path)
+    if fd is None or n == 0:
+        if fd is not None:
+            os.close(fd)
+        return -1
+    try:
+        size = os.fstat(fd).st_size
+        if backwards:
+            end = min(max(0, at), size)
+            while end >= n:
+                start = max(0, end - FIND_BLOCK)
+                i = os.pread(fd, end - start, start).lower().rfind(needle)
+                if i >= 0:
+                    return _line_start(fd, start + i)
+                if start == 0:
+                    break
+                end = start + n - 1  # a match across the blocks' edge is in the next
+            return -1
+        pos = max(0, at)
+        while pos < size:
+            block = os.pread(fd, FIND_BLOCK, pos).lower()
+            i = block.find(needle)
+            while i >= 0:
+                start = _line_start(fd, pos + i)
+                if start >= at:
+                    return start
+                i = block.find(needle, i + 1)  # in the line ``at`` falls in: not after it
+            if len(block) < FIND_BLOCK:
+                break
+            pos += len(block) - n + 1
+        return -1
+    finally:
+        os.close(fd)
+
+
+def _line_start(fd: int, pos: int) -> int:
+    """The offset of the start of the line that holds byte ``pos``."""
+    while pos > 0:
+        low = max(0, pos - BLOCK)
+        i = os.pread(fd, pos - low, low).rfind(b"\n")
+        if i >= 0:
+            return low + i + 1
+        pos = low
+    return 0
+
+
 def log_size(path: Beneath) -> int:
     fd = _open(path)
     if fd is None:

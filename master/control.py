@@ -30,6 +30,7 @@ from corral.master.model import Cluster, ProcView
 from corral.master.names import BadName, parse_target, signal_name
 from corral.master.server import Follow, WorkerLink, WorkerServer
 from corral.master.state import default_state_dir, write_atomic
+from corral.master.tails import TailKeeper
 from corral.transport.addresses import split_hostport
 from corral.transport.auth import ensure_token
 from corral.transport.connection import CallError, ConnectionClosed
@@ -111,6 +112,8 @@ class LogPiece(msgspec.Struct, frozen=True):
     offset: int
     data: bytes
     eof: bool = False
+    size: int = -1  # the log's size when read; -1 when the worker did not say
+    found: int | None = None  # read_log(find=...): the matching line's offset, -1: none
 
 
 class Master:
@@ -120,6 +123,7 @@ class Master:
         self.config = config
         self.events = EventLog(config.state_dir / "events.log")
         self.cluster = Cluster(event_sink=self.events.append)
+        self.tails: TailKeeper | None = None  # ended processes' last log lines (from start)
         self.token = ""
         self.server: WorkerServer | None = None
         self.listen_address = ""
@@ -144,6 +148,7 @@ class Master:
         except ConfigError as e:
             raise StartError(str(e)) from None
         self.cluster.keep_ended, self.cluster.keep_ended_for = history.keep, history.max_age
+        self._start_history()
         self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat)
         host, port = split_hostport(self.config.listen, 7070)
         try:
@@ -153,7 +158,18 @@ class Master:
         write_atomic(state / "listen", self.listen_address + "\n")
         log.info("listening for workers on %s", self.listen_address)
 
+    def _start_history(self) -> None:
+        """The recent events of earlier runs, for the events pane; log tails from now on."""
+        ring = self.cluster.events
+        if not ring:  # a first start (a second one's events are in the ring already)
+            ring.extend(self.events.read(ring.maxlen or 0))
+        if self.tails is None:
+            self.tails = TailKeeper(self.cluster, self.logs)
+
     async def stop(self) -> None:
+        if self.tails is not None:
+            await self.tails.close()
+            self.tails = None
         if self.server is not None:
             await self.server.stop()
         self.events.close()
@@ -354,7 +370,44 @@ class Master:
             )
         except CallError as e:
             raise VerbError(str(e)) from None
-        return LogPiece(reply.offset, reply.data, reply.eof)
+        return LogPiece(reply.offset, reply.data, reply.eof, reply.size)
+
+    async def read_log(
+        self,
+        target: str,
+        offset: int | None = None,
+        before: int | None = None,
+        limit: int = 0,
+        tail: int = 0,
+        find: str = "",
+    ) -> LogPiece:
+        """One bounded page of a process's log, for a pager.
+
+        From ``offset`` forwards, or the page that ends at ``before`` (its
+        first line whole), or with neither the last ``tail`` lines; at most
+        ``limit`` bytes (0: the worker's cap, 256 KiB).  The piece's ``size``
+        is the log's size when the worker read it.  With ``find`` the worker
+        searches for the next line holding it from ``offset`` (or the last one
+        before ``before``): the piece is the page from that line, ``found`` its
+        offset (-1: no such line; None: a worker that cannot search).
+        """
+        link, proc = self._proc_for(target)
+        try:
+            reply = await link.call(
+                lambda i: Logs(
+                    id=i,
+                    pid=proc.pid,
+                    tail=tail,
+                    offset=offset,
+                    before=before,
+                    limit=limit,
+                    find=find,
+                ),
+                LogChunk,
+            )
+        except CallError as e:
+            raise VerbError(str(e)) from None
+        return LogPiece(reply.offset, reply.data, reply.eof, reply.size, reply.found)
 
     async def follow(
         self, target: str, tail: int = 10, offset: int | None = None
@@ -374,7 +427,7 @@ class Master:
                 chunk = await stream.get()
                 if chunk is None:
                     raise VerbError(f"node {link.name} disconnected")
-                yield LogPiece(chunk.offset, chunk.data, chunk.eof)
+                yield LogPiece(chunk.offset, chunk.data, chunk.eof, chunk.size)
                 if chunk.eof:
                     return
                 if stream.paused and stream.queue.empty():
@@ -457,6 +510,11 @@ class Master:
             if logs:  # the worker forgot the app's ended processes with their logs
                 ended = [p.pid for p in self.cluster.procs(link.name) if p.app == app]
                 self.cluster.forget_procs(link.name, [*ended, *reply.stopped])
+            if reply.removed or reply.stopped:
+                stopped = f", stopped {len(reply.stopped)}" if reply.stopped else ""
+                what = f"{len(reply.removed)} file{'s' if len(reply.removed) != 1 else ''}"
+                text = f"app {app} removed from {link.name}: {what}{stopped}"
+                self.cluster.note("app.removed", link.name, text + (", logs too" if logs else ""))
             return RemoveResult(node=link.name, removed=reply.removed, stopped=reply.stopped)
 
         done = {r.node: r for r in await asyncio.gather(*(one(lk) for lk in links.values()))}

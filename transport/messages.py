@@ -268,12 +268,25 @@ class Logs(Request):
     offset, the bytes from there.  With ``follow`` the worker then sends
     ``LogChunk`` events tagged with this request's id until ``Unfollow`` or the
     process has ended and its log is drained (final chunk has ``eof``).
+
+    Paging (added in place, version 2 peers that predate it ignore it):
+    ``limit`` caps the bytes of the reply (0: the worker's own cap, which
+    it never exceeds); ``before`` asks for the page that ends at that byte
+    offset, starting at a line's start when one begins inside it.  With
+    ``find``, the worker searches the log (ASCII letters in any case): the
+    first line holding it that starts at or after ``offset`` (0 if None),
+    or with ``before`` the last one that ends by then; the reply is the
+    page from that line's start, with ``found`` its offset (-1: none).  A
+    worker that predates ``find`` leaves ``found`` None.
     """
 
     pid: int
     tail: int = 10
     offset: int | None = None
     follow: bool = False
+    limit: int = 0
+    before: int | None = None
+    find: str = ""
 
 
 class Unfollow(Request):
@@ -351,6 +364,8 @@ class LogChunk(Base):
     offset: int
     data: bytes
     eof: bool = False
+    size: int = -1  # the log's size when read (-1: not said, as older workers do)
+    found: int | None = None  # Logs(find=...): where the matching line starts; -1: none
 
 
 class FilesReply(Base):
