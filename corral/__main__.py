@@ -89,12 +89,22 @@ def _master_verb(sub: Subparsers[Parser]) -> None:
         help="token, event log, addresses (default: $CORRAL_STATE_DIR or ~/.local/state/corral)",
     )
     p.add_argument("--headless", action="store_true", help="no dashboard: print events instead")
+    _config_flag(p)
     p.add_argument(
         "--heartbeat",
         metavar="SECONDS",
         type=_positive,
         default=1.0,
         help="heartbeat period announced to workers (default 1)",
+    )
+
+
+def _config_flag(p: Parser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the dashboard's settings: theme, columns, filter, keys (default: "
+        "$XDG_CONFIG_HOME/corral/dashboard.toml, else ~/.config/corral/dashboard.toml)",
     )
 
 
@@ -130,6 +140,7 @@ def _demo_verb(sub: Subparsers[Parser]) -> None:
     )
     p.add_argument("--workers", metavar="N", type=_workers, default=3, help="how many (default 3)")
     p.add_argument("--headless", action="store_true", help="no dashboard: print events instead")
+    _config_flag(p)
 
 
 # --- the client verbs ------------------------------------------------------------------

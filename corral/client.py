@@ -5,6 +5,13 @@ Where the master is, in order: ``--api HOST:PORT``, ``$CORRAL_API``, the
 The bearer token: ``$CORRAL_TOKEN``, then ``STATE_DIR/token``.  STATE_DIR:
 ``--state-dir``, ``$CORRAL_STATE_DIR``, then the master's default.
 
+A running ``corral demo`` leaves a pointer to its state dir (`DemoPointer`,
+mode 0600, in the user's runtime dir).  When nothing names a master (no
+flag, no ``CORRAL_*`` variable) and no master of the default state dir
+answers, the client takes the demo's state dir, so ``corral nodes`` in a
+second shell reaches the demo with nothing exported.  A pointer whose
+process is gone is ignored.
+
 Every failure is raised as a `CommandError` (`ApiError`, `Unreachable`)
 carrying the one line to print and the exit status, so no expected failure
 ever shows a traceback.  `Client` is the `master.verbs.base.Api` the verbs
@@ -19,6 +26,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,6 +40,108 @@ API_ENV = "CORRAL_API"
 TOKEN_ENV = "CORRAL_TOKEN"
 STATE_ENV = "CORRAL_STATE_DIR"
 TIMEOUT = 30.0  # a verb that waits on workers (launch, rm) answers within this
+
+
+DEMO_POINTER = "demo.json"
+
+
+def demo_pointers() -> list[Path]:
+    """Where a running demo leaves its pointer: the user's runtime dir, else beside the state dir.
+
+    The demo writes the first; the client reads each (two shells of one
+    user may disagree on ``$XDG_RUNTIME_DIR``).
+    """
+    found = []
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        found.append(Path(runtime) / "corral" / DEMO_POINTER)
+    found.append(default_state_dir().parent / f"corral-{DEMO_POINTER}")
+    return found
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, from /proc); None if it does not run."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # a zombie: ended, only not reaped yet
+        return None
+    return int(fields[19])  # field 22 of the whole line
+
+
+@dataclass(frozen=True)
+class DemoPointer:
+    """A running demo's process (pid and start ticks, so a reused pid is told apart)
+    and its master's state dir."""
+
+    pid: int
+    start: int
+    state_dir: Path
+
+    @property
+    def alive(self) -> bool:
+        return start_ticks(self.pid) == self.start
+
+    def text(self) -> str:
+        return json.dumps({"pid": self.pid, "start": self.start, "state_dir": str(self.state_dir)})
+
+    @classmethod
+    def read(cls, path: Path) -> DemoPointer | None:
+        """The pointer in ``path``; None if absent, not ours (another user's), or malformed."""
+        try:
+            with path.open("rb") as f:
+                if os.fstat(f.fileno()).st_uid != os.getuid():
+                    return None
+                data = json.loads(f.read(4096))
+            pid, start, state = data["pid"], data["start"], data["state_dir"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if not (isinstance(pid, int) and isinstance(start, int) and isinstance(state, str)):
+            return None
+        return cls(pid, start, Path(state))
+
+
+def live_demo() -> DemoPointer | None:
+    """The running demo a pointer names, if any."""
+    for path in demo_pointers():
+        pointer = DemoPointer.read(path)
+        if pointer is not None and pointer.alive:
+            return pointer
+    return None
+
+
+def nothing_configured() -> bool:
+    """No ``CORRAL_STATE_DIR``, ``CORRAL_API`` or ``CORRAL_TOKEN`` names a master."""
+    return not any(os.environ.get(v, "").strip() for v in (STATE_ENV, API_ENV, TOKEN_ENV))
+
+
+def master_answers(state: Path, besides: Path | None = None) -> bool:
+    """True if a master published an API address in ``state`` and something listens there.
+
+    ``besides``: a state dir whose master does not count (the demo's, which
+    may have taken the default address that a stale ``api`` file names).
+    """
+    address = _read_first_line(state / "api")
+    if not address or (besides is not None and address == _read_first_line(besides / "api")):
+        return False
+    try:
+        host, port = split_hostport(address, 7071, what="API address", port_zero=False)
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def demo_state_dir() -> Path | None:
+    """The running demo's state dir, when nothing else names a master (see the module doc)."""
+    if not nothing_configured():
+        return None
+    demo = live_demo()
+    if demo is None or master_answers(default_state_dir(), besides=demo.state_dir):
+        return None
+    return demo.state_dir
 
 
 def state_dir(given: str | None) -> Path:
@@ -116,7 +226,8 @@ class Client:
 
     @classmethod
     def from_args(cls, api: str | None, state: str | None) -> Client:
-        sd = state_dir(state)
+        demo = demo_state_dir() if api is None and state is None else None
+        sd = demo or state_dir(state)
         address = find_api(api, sd)
         try:
             token: str | CommandError = find_token(sd)

@@ -1,10 +1,15 @@
 """``corral demo``: a master and N local workers, and nothing left behind.
 
 Everything lives in one fresh temporary directory: the master's state dir
-and one root per worker.  The workers start once the master listens.  On
-Ctrl-C (or SIGTERM / SIGHUP) the demo kills every program launched under
-its workers' roots, stops the workers (SIGTERM, then SIGKILL after a
-deadline), and removes the directory.
+and one root per worker.  When ``sshd`` is installed the demo runs a private
+one on loopback (`corral.demo_sshd`) and writes the master's ``[ssh]``
+config for it, so deploys work as they are.  The workers start once the
+master listens.  A pointer file (`corral.client.DemoPointer`) lets
+``corral nodes`` in another shell find the demo with nothing exported.  On
+Ctrl-C (or SIGTERM / SIGHUP, or q in the dashboard) the demo kills every
+program launched under its workers' roots, stops the workers (SIGTERM, then
+SIGKILL after a deadline) and its sshd, removes the pointer, and removes
+the directory.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from corral.client import DEFAULT_API
+from corral import demo_sshd
+from corral.client import DEFAULT_API, DemoPointer, demo_pointers, start_ticks
 
 if TYPE_CHECKING:
     from corral.master.control import Master
@@ -55,6 +61,10 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0].decode(), int(fields[3]), int(fields[19])
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def gone(pid: int) -> bool:
     """True once ``pid`` no longer runs (a zombie waiting to be reaped counts as gone)."""
     st = _stat(pid)
@@ -75,6 +85,78 @@ class Demo:
         self.born = me[2] if me else 0
         self._watch: asyncio.Task[None] | None = None
         self._lib_prefix = str(self.tmp / "node").encode()
+        self.sshd: demo_sshd.DemoSshd | None = None
+        self.ssh_problem = ""  # why deploys cannot work in this demo ("" when they can)
+        self.pointer: Path | None = None  # the pointer file this demo wrote
+
+    # --- the second shell ------------------------------------------------------------
+    def claim_pointer(self) -> Path | None:
+        """Leave a pointer to the state dir for the client, unless another live demo has one."""
+        start = start_ticks(os.getpid())
+        path = demo_pointers()[0]
+        current = DemoPointer.read(path)
+        if start is None or (current is not None and current.alive):
+            return None
+        text = DemoPointer(os.getpid(), start, self.state).text()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return None
+        self.pointer = path
+        return path
+
+    def release_pointer(self) -> None:
+        """Remove the pointer, if it is still this demo's."""
+        if self.pointer is None:
+            return
+        current = DemoPointer.read(self.pointer)
+        if current is not None and current.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                self.pointer.unlink()
+        self.pointer = None
+
+    # --- sshd --------------------------------------------------------------------------
+    def start_sshd(self) -> None:
+        """Run the demo's sshd and point the master's [ssh] config at it, if sshd exists."""
+        from corral.master.config import CONFIG_NAME, SshConfig, ssh_table
+
+        self.ssh_problem = demo_sshd.missing()
+        if self.ssh_problem:
+            self.announce(f"corral demo: {self.ssh_problem}; deploy will not work")
+            return
+        try:
+            self.sshd = demo_sshd.start(self.tmp / "sshd")
+        except (demo_sshd.SshdError, OSError) as e:
+            self.ssh_problem = f"the demo's sshd did not start: {e}"
+            self.announce(f"corral demo: {self.ssh_problem}; deploy will not work")
+            return
+        self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        known_hosts = self.state / "known_hosts"
+        known_hosts.write_text(self.sshd.host_key_line + "\n")
+        # No port here: each demo worker advertises the sshd's (--ssh-port), and a
+        # worker that joins the demo from elsewhere keeps its own.
+        ssh = SshConfig(self.sshd.user, known_hosts, self.sshd.key)
+        (self.state / CONFIG_NAME).write_text(
+            f"# written by corral demo: deploys go to its sshd on 127.0.0.1:{self.sshd.port},\n"
+            "# the port each of its workers advertises (corral worker --ssh-port)\n"
+            + ssh_table(ssh)
+        )
+        self.announce(
+            f"corral demo: sshd for deploys on 127.0.0.1:{self.sshd.port} "
+            f"(user {self.sshd.user}, key {self.sshd.key})"
+        )
+
+    def reach(self) -> str:
+        """What to type in another shell of this user to reach the demo's master."""
+        from corral.serve import reach_line
+
+        return reach_line(self.state, pointer=self.pointer is not None)
 
     def root(self, i: int) -> Path:
         return self.tmp / f"node{i}"
@@ -85,10 +167,12 @@ class Demo:
         assert self.master is not None
         env = dict(os.environ, CORRAL_TOKEN=self.master.token)
         env.pop("CORRAL_API", None)
-        self.announce(f"corral demo: {self.count} workers under {self.tmp}; Ctrl-C ends them all")
-        self.announce(
-            f"corral demo: in another shell: export CORRAL_STATE_DIR={self.state}; corral nodes"
-        )
+        workers = plural(self.count, "worker")
+        self.announce(f"corral demo: {workers} under {self.tmp}; Ctrl-C ends them all")
+        self.announce(f"corral demo: in another shell: {self.reach()}")
+        ssh: tuple[str, ...] = ()
+        if self.sshd is not None:
+            ssh = ("--ssh-host", "127.0.0.1", "--ssh-port", str(self.sshd.port))
         for i in range(1, self.count + 1):
             name, root = f"node{i}", self.root(i)
             root.mkdir()
@@ -98,6 +182,7 @@ class Demo:
                     [
                         *(sys.executable, "-m", "corral", "worker", "--master", listen),
                         *("--name", name, "--root", str(root)),
+                        *ssh,
                     ],
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -216,11 +301,14 @@ class Demo:
 
     def cleanup(self) -> None:
         """Leave nothing behind: programs first (their workers reap them), then workers."""
+        self.release_pointer()
         killed = self.kill_programs()
         self.stop_workers()
         killed += self.kill_programs()  # anything launched while the workers were stopping
+        if self.sshd is not None:
+            self.sshd.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
-        what = f"{len(self.workers)} workers and {len(set(killed))} programs"
+        what = f"{plural(len(self.workers), 'worker')} and {plural(len(set(killed)), 'program')}"
         self.announce(f"corral demo: stopped {what}; removed {self.tmp}")
 
 
@@ -232,10 +320,11 @@ def run(args: argparse.Namespace) -> int:
     from corral.master.control import Master, MasterConfig
     from corral.serve import load_dashboard, log_to, run_master
 
-    dashboard = None if args.headless else load_dashboard()
+    dashboard = load_dashboard(args.config, headless=args.headless)
+    on_screen = dashboard is not None  # the dashboard shows what matters; the rest goes after it
 
     def say(line: str) -> None:
-        if dashboard is None:
+        if not on_screen:
             print(line, flush=True)
 
     def master_says(line: str) -> None:
@@ -251,12 +340,21 @@ def run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     status = 1
     try:
-        status = run_master(master, dashboard, on_ready=demo.spawn_workers, announce=master_says)
+        demo.claim_pointer()
+        demo.start_sshd()
+        shown: dict[str, Any] = {}
+        if dashboard is not None:
+            problem = demo.ssh_problem
+            shown = {"reach": demo.reach(), "demo": True, "deploy_notice": lambda: problem}
+        status = run_master(
+            master, dashboard, on_ready=demo.spawn_workers, announce=master_says, **shown
+        )
     except KeyboardInterrupt:
         status = 0
     finally:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        on_screen = False  # the dashboard is gone: the cleanup's line is printed
         try:
             demo.cleanup()
         finally:

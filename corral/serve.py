@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ from corral.transport.addresses import split_hostport
 
 if TYPE_CHECKING:
     from corral.master.control import Master, MasterConfig
+    from corral.tui.settings import Settings
 
 Dashboard = Callable[..., Any]
 
@@ -31,17 +34,39 @@ def check_address(flag: str, text: str, default_port: int) -> None:
         raise UsageError(f"{flag}: {e}") from None
 
 
-def load_dashboard() -> Dashboard | None:
-    """`tui.app.run_dashboard`, or None (with a one-line note) when it cannot run here."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+def load_dashboard(config: str | None = None, headless: bool = False) -> Dashboard | None:
+    """`tui.app.run_dashboard` with its settings; None to run headless.
+
+    None also (with a one-line note) when the dashboard cannot run here.
+    The settings file (``config``, else the default one) is read before
+    anything starts: a bad one is a usage error.  ``config`` is checked even
+    when no dashboard runs; the default file only when one does.
+    """
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    runs = tty and not headless
+    settings = read_settings(config) if runs or config is not None else None
+    if not (headless or tty):
         _note("not a terminal: running headless")
+    if not runs:
         return None
     try:
         from corral.tui.app import run_dashboard
     except ImportError as e:
         _note(f"the dashboard is not available ({e}): running headless")
         return None
-    return run_dashboard
+    return functools.partial(run_dashboard, settings=settings)
+
+
+def read_settings(config: str | None) -> Settings | None:
+    """The dashboard's settings file, read; None without Textual (the dashboard cannot run)."""
+    try:
+        from corral.tui.settings import SettingsError, load
+    except ImportError:
+        return None
+    try:
+        return load(config)
+    except SettingsError as e:
+        raise UsageError(str(e)) from None
 
 
 def log_to(path: Path | None) -> None:
@@ -59,8 +84,13 @@ def run_master(
     dashboard: Dashboard | None,
     on_ready: Any = None,
     announce: Callable[[str], None] | None = None,
+    **shown: Any,
 ) -> int:
-    """Serve ``master`` under the dashboard, or headless; returns the exit status."""
+    """Serve ``master`` under the dashboard, or headless; returns the exit status.
+
+    ``shown`` goes to the dashboard: ``reach`` (how another shell reaches this
+    master), ``demo`` (q ends a demo), ``deploy_notice`` (why deploys cannot work).
+    """
     if dashboard is None:
         from corral.master.headless import serve
         from corral.transport.loop import run as run_loop
@@ -68,7 +98,26 @@ def run_master(
         if announce is None:
             return run_loop(serve(master, ready=on_ready))
         return run_loop(serve(master, announce, ready=on_ready))
-    return int(dashboard(master, on_ready=on_ready) or 0)
+    return int(dashboard(master, on_ready=on_ready, **shown) or 0)
+
+
+def reach_line(state: Path, pointer: bool = False) -> str:
+    """The command another shell of this user runs to reach the master with ``state``.
+
+    Plain ``corral nodes`` when the client finds ``state`` unaided: it is
+    the default state dir and no variable points elsewhere, or (``pointer``)
+    a demo's pointer names it and nothing else is configured.
+    """
+    from corral.client import STATE_ENV, demo_state_dir, nothing_configured
+    from corral.master.state import default_state_dir
+
+    if pointer:
+        found = demo_state_dir() == state
+    else:
+        env = os.environ.get(STATE_ENV, "").strip()
+        found = nothing_configured() and state == default_state_dir()
+        found = found or (env != "" and Path(env).expanduser() == state)
+    return "corral nodes" if found else f"CORRAL_STATE_DIR={state} corral nodes"
 
 
 def master_config(args: argparse.Namespace) -> MasterConfig:
@@ -88,9 +137,10 @@ def master(args: argparse.Namespace) -> int:
     from corral.master.control import Master
 
     config = master_config(args)
-    dashboard = None if args.headless else load_dashboard()
+    dashboard = load_dashboard(args.config, headless=args.headless)
     log_to(None if dashboard is None else config.state_dir / "master.log")
-    return run_master(Master(config), dashboard)
+    shown: dict[str, Any] = {} if dashboard is None else {"reach": reach_line(config.state_dir)}
+    return run_master(Master(config), dashboard, **shown)
 
 
 # --- worker ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ message is one line naming the file and the key.
 from __future__ import annotations
 
 import getpass
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,22 @@ def _ssh_from(path: Path, state_dir: Path, ssh: dict[str, Any]) -> SshConfig:
             raise bad("trust_unknown_host_keys", "true or false")
         trust = ssh["trust_unknown_host_keys"]
     return SshConfig(user, known_hosts, key, port, trust)
+
+
+def ssh_table(config: SshConfig) -> str:
+    """``config`` as the ``[ssh]`` table of a config.toml (`load_ssh` reads it back)."""
+
+    def quoted(text: str) -> str:
+        return json.dumps(text)  # a JSON string is a TOML basic string
+
+    lines = ["[ssh]", f"user = {quoted(config.user)}"]
+    if config.key is not None:
+        lines.append(f"key = {quoted(str(config.key))}")
+    if config.port is not None:
+        lines.append(f"port = {config.port}")
+    lines.append(f"known_hosts = {quoted(str(config.known_hosts))}")
+    lines.append(f"trust_unknown_host_keys = {str(config.trust_unknown_host_keys).lower()}")
+    return "\n".join(lines) + "\n"
 
 
 def _path(text: str, state_dir: Path) -> Path:

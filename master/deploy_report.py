@@ -10,11 +10,12 @@ mapping with ``node``, ``to_send``, ``unchanged``, ``sent``, ``bytes``,
       sent       bin/hello          16K   0.00s  3.3M/s
       sent       lib/libgreet.so    15K   0.00s  15M/s
 
-and for a dry run::
+and for a dry run (which logs in to each node's sshd, writing nothing)::
 
     n1: would send 2 (30K), unchanged 0 (0B)
       send       bin/hello          16K
       send       lib/libgreet.so    15K
+      ssh        me@10.0.0.1:22: logged in, nothing written
 
 Standard library only.
 """
@@ -79,6 +80,8 @@ def plan_report(r: NodeResult) -> str:
         lines += [
             f"  {label:<9}  {f['path']:<{width}}  {human_bytes(f['bytes']):>5}" for f in group
         ]
+    if r.get("ssh"):
+        lines.append(f"  ssh        {r['ssh']}: logged in, nothing written")
     return "\n".join(lines)
 
 
@@ -87,6 +90,23 @@ def node_report(r: NodeResult, dry_run: bool) -> str:
     if r.get("error"):
         return str(r["error"])
     return plan_report(r) if dry_run else sent_report(r)
+
+
+# The command line's words for what to do, and the deploy dialog's for the same.
+_DIALOG_WORDS = (
+    ("rerun with --trust-host-key", "tick Trust host keys"),
+    ("--force deploys it anyway", "tick Force to deploy it anyway"),
+    ("use --force", "tick Force"),
+    ("--trust-host-key", "Trust host keys"),
+    ("--force", "Force"),
+)
+
+
+def for_dialog(text: str) -> str:
+    """A deploy message in the dialog's words: "tick Trust host keys", not "--trust-host-key"."""
+    for cli, dialog in _DIALOG_WORDS:
+        text = text.replace(cli, dialog)
+    return text
 
 
 def plan_text(results: Sequence[NodeResult]) -> str:

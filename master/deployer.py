@@ -13,7 +13,10 @@ imports the master, never the other way round.  One deploy, in order::
       ask      PrepareApp -> app dir, Hashes(app, paths) -> the node's sha256s
       plan     deploy.plan_node             a file the node lacks is sent; a
                                             file it has is compared by sha256
-      push     sftp.push in a thread        one SSH client per thread
+      push     sftp.push in a thread        one SSH client per thread; a dry
+                                            run instead connects, checks the host
+                                            key, logs in and opens SFTP (no writes),
+                                            so an unreachable node is its error
     settle     Hashes(app, sent) again      in the background, off the verb's
                                             clock: checks what arrived and warms
                                             the worker's hash cache
@@ -46,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
+import paramiko
 
 from corral.master import deploy, elf
 from corral.master.config import ConfigError, SshConfig, load_ssh
@@ -98,6 +102,7 @@ class NodeDeploy(msgspec.Struct, frozen=True):
     with a dry run ``sent`` stays empty.  ``bytes`` and ``seconds`` are what
     this node cost: bytes delivered, and time from asking its hashes to the
     last file renamed into place.  ``error`` is one line, empty on success.
+    ``ssh`` is the ``user@host:port`` a dry run logged in to.
     """
 
     node: str
@@ -107,6 +112,7 @@ class NodeDeploy(msgspec.Struct, frozen=True):
     bytes: int = 0
     seconds: float = 0.0
     error: str = ""
+    ssh: str = ""
 
 
 class DeployResult(msgspec.Struct, frozen=True):
@@ -419,7 +425,12 @@ class _Run:
 
     async def node(self, name: str, link: WorkerLink) -> NodeDeploy:
         t0 = time.monotonic()
+        reach: asyncio.Future[None] | None = None
         try:
+            if self.dry_run:  # would a push get in? log in meanwhile, write nothing
+                target = self._target(name)
+                reach = asyncio.get_running_loop().run_in_executor(self.pool, _reach, target)
+                reach.add_done_callback(_retrieved)  # an early failure below leaves it unread
             await self.deployer.wait_settled(name)
             app_dir, remote = await self._ask(link)
             plan = await self._plan(name, remote)
@@ -428,8 +439,10 @@ class _Run:
                 to_send=[FileEntry(f.rel, f.size) for f in plan.send],
                 unchanged=[FileEntry(f.rel, f.size) for f in plan.unchanged],
             )
-            if self.dry_run:
-                return result
+            if reach is not None:
+                await reach
+                where = f"{target.user}@{target.host}:{target.port}"
+                return msgspec.structs.replace(result, ssh=where)
             if not plan.send:
                 self._report(name, 0, 0)
                 return msgspec.structs.replace(result, seconds=time.monotonic() - t0)
@@ -472,11 +485,12 @@ class _Run:
             files.append(f)
         return deploy.plan_node(name, files, remote)
 
-    async def _push(self, name: str, app_dir: str, plan: NodePlan) -> sftp.PushReport:
+    def _target(self, name: str) -> sftp.SshTarget:
+        """Where and as whom to reach the node's sshd."""
         view = self.deployer.master.cluster.node(name)
         if not view.ssh_host:
             raise sftp.PushError(f"node {name} advertises no SSH host (worker --ssh-host)")
-        target = sftp.SshTarget(
+        return sftp.SshTarget(
             host=view.ssh_host,
             port=self.ssh.port or view.ssh_port,
             user=self.ssh.user,
@@ -484,6 +498,9 @@ class _Run:
             known_hosts=self.ssh.known_hosts,
             trust_unknown=self.trust,
         )
+
+    async def _push(self, name: str, app_dir: str, plan: NodePlan) -> sftp.PushReport:
+        target = self._target(name)
         uploads = deploy.uploads(plan, app_dir)
         callback = self._progress_hop(name)
         loop = asyncio.get_running_loop()
@@ -517,6 +534,26 @@ class _Run:
                 loop.call_soon_threadsafe(self._report, name, done, total, context=context)
 
         return hop
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # read: asyncio logs an exception nobody read
+
+
+def _reach(target: sftp.SshTarget) -> None:
+    """Connect, check the host key, log in and open SFTP, as a push would; send nothing.
+
+    Raises `sftp.PushError` (or `sftp.HostKeyError`) as a push to ``target`` would.
+    """
+    client = sftp._connect(target)
+    try:
+        try:
+            client.open_sftp().close()
+        except (OSError, paramiko.SSHException) as e:
+            raise sftp.PushError(f"{target.host}: no SFTP subsystem: {e}") from e
+    finally:
+        client.close()
 
 
 def _sent(s: sftp.Sent, app_dir: str) -> FileSent:
