@@ -5,10 +5,15 @@ composes the master's parts as the headless master does: one `Deployer`
 for the master, shared by the control API (which it starts) and the
 dashboard's dialogs.  Quitting stops the master's servers only: workers and
 their programs keep running.
+
+The operator's settings file (`corral.tui.settings`) sets the theme, keys,
+columns and filter at start; a theme chosen in the palette is saved to it
+on exit.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -21,7 +26,9 @@ from corral.master.api import ApiServer, start_api
 from corral.master.control import Master
 from corral.master.deployer import Deployer
 from corral.transport.loop import run as run_loop
+from corral.tui.settings import Settings, SettingsError, rebind, save_theme, shown
 from corral.tui.widgets.dashboard import Dashboard, help_sections
+from corral.tui.widgets.help import key_name
 
 
 class CorralApp(App[None]):
@@ -39,8 +46,19 @@ class CorralApp(App[None]):
         on_ready: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         escalate_after: float = 5.0,
+        settings: Settings | None = None,
+        *,
+        reach: str = "",
+        demo: bool = False,
+        deploy_notice: Callable[[], str] | None = None,
     ) -> None:
         super().__init__()
+        # How another shell reaches this master and whether q ends a demo (the
+        # header reads them), and why deploys cannot work here (the deploy dialog asks).
+        self.reach, self.demo, self.deploy_notice = reach, demo, deploy_notice
+        self.settings = settings or Settings()
+        self.settings_note = ""  # why the theme could not be saved, told after exit
+        self._theme_at_start = ""
         self.master = master
         self.deployer = Deployer(master)
         self.api: ApiServer | None = None
@@ -52,7 +70,12 @@ class CorralApp(App[None]):
 
     def get_default_screen(self) -> Screen[None]:
         return Dashboard(
-            self.master, self.deployer, clock=self.clock, escalate_after=self.escalate_after
+            self.master,
+            self.deployer,
+            clock=self.clock,
+            escalate_after=self.escalate_after,
+            columns=self.settings.columns or (),
+            start_filter=self.settings.filter,
         )
 
     @property
@@ -62,6 +85,7 @@ class CorralApp(App[None]):
         return screen
 
     async def on_mount(self) -> None:
+        self._apply_settings()
         if self.start_master:
             try:
                 await self.master.start()
@@ -76,6 +100,7 @@ class CorralApp(App[None]):
             self.on_ready(self.master.listen_address)
 
     async def on_unmount(self) -> None:
+        self._save_theme()
         if self.api is not None:
             await self.api.stop()
         if self._started:
@@ -85,17 +110,57 @@ class CorralApp(App[None]):
         """The palette offers every key's action by name, then Textual's own."""
         dash = self.dashboard
         targets = {"anywhere": dash, "processes": dash.procs, "log": dash.log_pane}
-        for where, bindings in help_sections():
+        for where, bindings in rebind(help_sections(), self.settings.keys):
             node = targets.get(where)
             for b in bindings:
                 if node is not None and isinstance(b, Binding) and b.description:
                     run = partial(node.run_action, b.action)
-                    yield SystemCommand(b.description, f"{where}: {b.key}", run)
-        yield from super().get_system_commands(screen)
+                    yield SystemCommand(b.description, f"{where}: {key_name(b)}", run)
+        # Textual's own, but its Quit: ours (q) is already there, saying what stays running.
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Quit")
+
+    # --- settings (corral.tui.settings) ------------------------------------------
+    def _apply_settings(self) -> None:
+        """The file's theme and keys (its columns and filter: the dashboard's own, at mount)."""
+        settings = self.settings
+        if settings.theme:
+            self.theme = settings.theme
+        self._theme_at_start = self.theme
+        if settings.keys:
+            self.set_keymap(settings.keys)
+
+    def _save_theme(self) -> None:
+        """A theme chosen in the palette goes back into the settings file."""
+        path = self.settings.path
+        if path is None or self.theme == self._theme_at_start:
+            return
+        try:
+            save_theme(path, self.theme)
+        except SettingsError as e:
+            self.settings_note = str(e)
+        except OSError as e:
+            self.settings_note = f"{shown(path)}: theme not saved: {e.strerror or e}"
 
 
-def run_dashboard(master: Master, on_ready: Callable[[str], None] | None = None) -> int:
+def run_dashboard(
+    master: Master,
+    on_ready: Callable[[str], None] | None = None,
+    settings: Settings | None = None,
+    *,
+    reach: str = "",
+    demo: bool = False,
+    deploy_notice: Callable[[], str] | None = None,
+) -> int:
     """Run the dashboard until the operator quits; the process exit code."""
-    app = CorralApp(master, on_ready=on_ready)
+    app = CorralApp(
+        master,
+        on_ready=on_ready,
+        settings=settings,
+        reach=reach,
+        demo=demo,
+        deploy_notice=deploy_notice,
+    )
     run_loop(app.run_async())  # App.run(), on the master's uvloop event loop
+    if app.settings_note:
+        print(f"corral: {app.settings_note}", file=sys.stderr)
     return app.return_code or 0

@@ -20,7 +20,15 @@ from corral.master.verbs.base import CommandError, Verb
 
 VERBS = verbs.NAMES
 USAGE = {name: verbs.get(name).usage() for name in VERBS}
-_TRY = f"try {', '.join(VERBS[:-1])} or {VERBS[-1]}"
+# Words of the screen, not verbs: ``:q`` quits as ``q`` does, ``:help`` opens ``?``.
+SCREEN_WORDS = {"q": "quit", "quit": "quit", "h": "help", "help": "help", "events": "events"}
+_TRY = f"try {', '.join(VERBS)}, events, help or quit"
+
+
+def screen_word(line: str) -> str | None:
+    """The screen action a line names ("quit", "help"), or None for a verb's line."""
+    words = line.split()
+    return SCREEN_WORDS.get(words[0]) if len(words) == 1 else None
 
 
 class Command(NamedTuple):
@@ -31,8 +39,12 @@ class Command(NamedTuple):
     request: dict[str, Any]
 
 
-def parse(line: str) -> Command:
-    """Parse one command line; `CommandError` says what is wrong, in one line."""
+def parse(line: str, node: str | None = None) -> Command:
+    """Parse one command line; `CommandError` says what is wrong, in one line.
+
+    ``node`` is the node the screen has selected: ``launch`` with neither
+    ``--node`` nor ``--all`` runs there, as the launch dialog does.
+    """
     try:
         words = shlex.split(line)
     except ValueError as e:
@@ -44,6 +56,8 @@ def parse(line: str) -> Command:
         raise CommandError(f"unknown command {name!r}: {_TRY}", 2)
     verb = verbs.get(name)
     args = verb.parser(hint=f"(usage: {USAGE[name]})").parse_args(rest)
+    if name == "launch" and node and not args.node and not args.all:
+        args.node = [node]
     return Command(verb, args, verb.request(args))
 
 
@@ -90,7 +104,7 @@ def candidates(
     word, before = words[-1], [w for w in words[:-1] if w]
     pool: Iterable[str] = ()
     if not before:
-        pool = VERBS
+        pool = [*VERBS, "events", "help", "quit"]
     elif before[0] in VERBS and "--" not in before[1:]:
         actions = _actions(verbs.get(before[0]))
         option = next((a for a in actions if before[-1] in a.option_strings), None)

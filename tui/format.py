@@ -15,6 +15,7 @@ from rich.text import Text
 from corral.master.model import NodeView, ProcView
 from corral.master.text import duration as duration  # re-exported for the panes
 from corral.master.text import human_bytes as human_bytes
+from corral.tui.tally import FAILED, stopped, view_kind
 
 NODE_SYMBOLS = {"alive": "●", "suspect": "◐", "lost": "✕", "left": "○"}
 NODE_STYLES = {"alive": "green", "suspect": "bold yellow", "lost": "bold red", "left": "dim"}
@@ -85,15 +86,20 @@ def proc_state(view: ProcView, countdown: int | None = None) -> Text:
     if countdown is not None and view.alive:
         return Text(f"stopping {countdown}s", style="bold yellow")
     style = PROC_STYLES.get(view.state, "")
-    if view.state == "exited":
-        style = "dim" if view.exit_code == 0 else "red"
+    if view.state in ("exited", "killed"):  # red only when it failed (see `tally`)
+        style = "red" if view_kind(view) == FAILED else "dim"
     return Text(view.state, style=style)
 
 
 def reason(view: ProcView) -> Text:
-    """The end reason; the state cell already says "killed", so the signal comes first."""
-    failed = not view.alive and view.state != "lost" and view.reason != "exited 0"
+    """The end reason; the state cell already says "killed", so the signal comes first.
+
+    Red when the process failed; a graceful stop reads "SIGINT (stopped)".
+    """
+    failed = not view.alive and view.state != "lost" and view_kind(view) == FAILED
     text = view.reason.removeprefix("killed by ") if view.state == "killed" else view.reason
+    if stopped(view):
+        text += " (stopped)"
     return Text(text, style="red" if failed else "dim")
 
 

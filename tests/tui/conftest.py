@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 
 from corral.daemon import procfs, records
+from corral.master.control import Master, MasterConfig
 
 HEARTBEAT = 0.5
 
@@ -87,3 +89,48 @@ async def until(pilot: Pilot[object], check: Callable[[], object], timeout: floa
                 f"timed out after {timeout}s waiting for {check.__doc__ or check}; notes: {notes}"
             )
         await pilot.pause(0.05)
+
+
+@contextlib.asynccontextmanager
+async def dashboard(
+    workers: Workers,
+    state_dir: Path,
+    nodes: Sequence[str] = ("n1", "n2"),
+    size: tuple[int, int] = (120, 40),
+    worker_args: Sequence[str] = (),
+    config: dict[str, Any] | None = None,
+    **app_kwargs: Any,
+) -> AsyncIterator[tuple[Any, Pilot[None]]]:
+    """The dashboard over a real master whose real workers ``nodes`` are all alive and shown.
+
+    ``config`` adds `MasterConfig` fields (``ssh=...``); ``app_kwargs`` go to `CorralApp`.
+    """
+    from corral.tui.app import CorralApp
+    from corral.tui.widgets.nodes import NodesTable
+
+    master = Master(
+        MasterConfig(
+            listen="127.0.0.1:0",
+            api="127.0.0.1:0",
+            state_dir=state_dir,
+            heartbeat=HEARTBEAT,
+            **(config or {}),
+        )
+    )
+
+    def ready(address: str) -> None:
+        workers.spawn(address, master.token, *nodes, args=worker_args)
+
+    app = CorralApp(master, on_ready=ready, **app_kwargs)
+    async with app.run_test(size=size) as pilot:
+
+        def all_alive() -> bool:
+            """every worker alive, and on screen"""
+            shown = app.dashboard.query_one(NodesTable).row_count
+            states = [n.state for n in master.cluster.nodes()]
+            return states == ["alive"] * len(nodes) and shown == len(nodes)
+
+        # The pane refreshes on a coalescing tick after the model changes; keys
+        # pressed before it would see only the node that joined first.
+        await until(pilot, all_alive)
+        yield app, pilot

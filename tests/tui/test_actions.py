@@ -24,7 +24,7 @@ from corral.tui.widgets.launch import LaunchDialog
 from corral.tui.widgets.log_pane import LogPane
 from corral.tui.widgets.nodes import NodesTable
 from tests.procs import gone
-from tests.tui.conftest import HEARTBEAT, Workers, until
+from tests.tui.conftest import HEARTBEAT, Workers, dashboard, until
 
 NODES = ("n1", "n2")
 
@@ -32,26 +32,8 @@ NODES = ("n1", "n2")
 @pytest.fixture
 async def running(tmp_path: Path, workers: Workers) -> AsyncIterator[tuple[CorralApp, Pilot[None]]]:
     """The dashboard over a real master with two real workers, all alive."""
-    config = MasterConfig(
-        listen="127.0.0.1:0", api="127.0.0.1:0", state_dir=tmp_path / "state", heartbeat=HEARTBEAT
-    )
-    master = Master(config)
-
-    def ready(address: str) -> None:
-        workers.spawn(address, master.token, *NODES)
-
-    app = CorralApp(master, on_ready=ready, escalate_after=1.5)
-    async with app.run_test(size=(120, 40)) as pilot:
-
-        def all_alive() -> bool:
-            """both workers alive, and on screen"""
-            shown = app.dashboard.query_one(NodesTable).row_count
-            return [n.state for n in master.cluster.nodes()] == ["alive", "alive"] and shown == 2
-
-        # The pane refreshes on a coalescing tick after the model changes; keys
-        # pressed before it would see only the node that joined first.
-        await until(pilot, all_alive)
-        yield app, pilot
+    async with dashboard(workers, tmp_path / "state", NODES, escalate_after=1.5) as running:
+        yield running
 
 
 def proc(app: CorralApp, key: str) -> ProcView:
@@ -120,6 +102,37 @@ async def test_launch_runs_a_real_process_and_stop_ends_it_with_sigint(running) 
         return any("ended: killed by SIGINT" in line for line in app.dashboard.log_pane.lines)
 
     await until(pilot, marker)
+    # The stop was asked for: the header counts it as ended, not failed, and so do the words.
+    counts = app.dashboard.tally.counts
+    await until(pilot, lambda: counts["ended"] == 1)
+    assert counts["failed"] == 0 and counts["running"] == 0
+    await pilot.press("slash", *"state:failed", "enter")
+    assert key not in app.dashboard.procs.rows
+    await pilot.press("escape", "slash", *"state:ended", "enter")
+    assert key in app.dashboard.procs.rows
+    assert "(stopped)" in str(app.dashboard.procs.get_cell(key, "reason"))
+
+
+async def test_colon_launch_without_a_node_runs_on_the_selected_node(running) -> None:
+    """``:launch -- prog`` goes where ``l`` would: the node under the nodes cursor."""
+    app, pilot = running
+    nodes = app.dashboard.query_one(NodesTable)
+    nodes.focus()
+    await pilot.press("down")
+    assert nodes.selected == "n2"
+    await pilot.press("colon")
+    await type_text(pilot, "launch -- sleep 67")
+    await pilot.press("enter")
+
+    def launched() -> bool:
+        """the process launched and selected"""
+        key = app.dashboard.procs.selected
+        return key is not None and proc(app, key).command == "sleep 67"
+
+    await until(pilot, launched)
+    key = app.dashboard.procs.selected
+    assert key is not None and key.startswith("n2:")
+    assert psutil.Process(int(key.split(":")[1])).cmdline() == ["sleep", "67"]
 
 
 async def test_kill_marked_processes_with_sigkill(running) -> None:
@@ -375,8 +388,11 @@ async def test_every_verb_has_help_a_route_and_works_from_the_command_line(
 
     script = tmp_path / "hello.sh"
     script.write_text("#!/bin/sh\necho hello\n")
-    await line(f"deploy {script} --node n1 --dry-run")
-    await until(pilot, lambda: notified(app, "dry run of hello.sh: n1 would send 1"))
+    # No sshd behind these workers: a dry run logs in to each node's, and says it cannot.
+    with pytest.raises(AssertionError, match=r"deploy hello\.sh to n1: cannot reach sshd at "):
+        await line(f"deploy {script} --node n1 --dry-run")
+    await pilot.press("escape")
+    await until(pilot, lambda: not app.dashboard.query_one("#command-bar").display)
 
     assert (workers.base / "n2" / "apps" / "sleepy").exists()
     await line("rm sleepy --node n2 --logs")

@@ -17,14 +17,12 @@ from textual.pilot import Pilot
 from textual.widgets import Checkbox, ProgressBar, Static
 
 from corral.master.config import SshConfig
-from corral.master.control import Master, MasterConfig
 from corral.tui.app import CorralApp
 from corral.tui.widgets.deploy import DeployDialog, NodeProgress
-from corral.tui.widgets.nodes import NodesTable
 from corral.tui.widgets.remove import RemoveDialog
 from tests.deploy.build import hello_app
 from tests.deploy.sshd import SSHD, Sshd, sshd_available, start_sshd
-from tests.tui.conftest import HEARTBEAT, Workers, until
+from tests.tui.conftest import Workers, dashboard, until
 
 NODES = ("n1", "n2")
 
@@ -51,28 +49,11 @@ async def running(
 ) -> AsyncIterator[tuple[CorralApp, Pilot[None]]]:
     """The dashboard over a real master and two workers whose files go over the real sshd."""
     ssh = SshConfig(user=sshd.user, key=sshd.key, known_hosts=tmp_path / "known_hosts")
-    config = MasterConfig(
-        listen="127.0.0.1:0",
-        api="127.0.0.1:0",
-        state_dir=tmp_path / "state",
-        heartbeat=HEARTBEAT,
-        ssh=ssh,
-    )
-    master = Master(config)
-
-    def ready(address: str) -> None:
-        workers.spawn(address, master.token, *NODES, args=["--ssh-port", str(sshd.port)])
-
-    app = CorralApp(master, on_ready=ready)
-    async with app.run_test(size=(120, 40)) as pilot:
-
-        def all_alive() -> bool:
-            """both workers alive, and on screen"""
-            shown = app.dashboard.query_one(NodesTable).row_count
-            return [n.state for n in master.cluster.nodes()] == ["alive", "alive"] and shown == 2
-
-        await until(pilot, all_alive)
-        yield app, pilot
+    port = ["--ssh-port", str(sshd.port)]
+    async with dashboard(
+        workers, tmp_path / "state", NODES, worker_args=port, config={"ssh": ssh}
+    ) as running:
+        yield running
 
 
 def app_dir(workers: Workers, node: str, app: str) -> Path:
@@ -182,7 +163,7 @@ async def test_the_dialog_refuses_a_file_that_is_not_a_program_unless_forced(
     dialog.query_one("#deploy-trust", Checkbox).value = True
     await pilot.press("ctrl+s")
     await until(pilot, lambda: "neither an ELF executable nor a script" in text_of(line))
-    assert "--force" in text_of(line) and dialog.query_one("#deploy-form").display
+    assert "tick Force" in text_of(line) and dialog.query_one("#deploy-form").display
 
     dialog.query_one("#deploy-force", Checkbox).value = True
     await pilot.press("ctrl+s")
@@ -228,7 +209,8 @@ async def test_colon_deploy_then_rm_with_confirmation_and_force(
     out = dialog.query_one("#remove-result", Static)
 
     await pilot.press("enter")  # Remove has the focus: refused, the app runs
-    await until(pilot, lambda: "use --force" in text_of(out))
+    await until(pilot, lambda: "tick Force" in text_of(out))
+    assert "--force" not in text_of(out)  # the dialog's words, not the CLI's
     assert (app_dir(workers, "n2", "napper") / "bin" / "napper").exists()
 
     dialog.query_one("#remove-force", Checkbox).value = True

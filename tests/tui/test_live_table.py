@@ -435,9 +435,9 @@ async def test_a_change_renders_only_the_cells_that_changed(
     rendered: list[str] = []
     real = live_table.render_cell
 
-    def counting(cell: Any, width: int, console: Any) -> Any:
+    def counting(cell: Any, width: int, console: Any, overflow: str | None = None) -> Any:
         rendered.append(str(cell))
-        return real(cell, width, console)
+        return real(cell, width, console, overflow)
 
     monkeypatch.setattr(live_table, "render_cell", counting)
     app = One(Grid())

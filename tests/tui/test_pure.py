@@ -8,8 +8,9 @@ from corral.master import verbs
 from corral.master.model import ProcView
 from corral.master.verbs.base import CommandError
 from corral.tui import format as fmt
-from corral.tui.commands import USAGE, complete, parse
-from corral.tui.tally import Tally
+from corral.tui.commands import USAGE, complete, parse, screen_word
+from corral.tui.tally import Tally, view_kind
+from corral.tui.widgets.live_table import Column, fit_columns
 from corral.tui.widgets.procs import Snapshots, matches
 
 
@@ -67,6 +68,50 @@ def test_parse(line: str, request_: dict[str, object]) -> None:
     command = parse(line)
     assert command.verb.name == line.split()[0]
     assert {k: command.request[k] for k in request_} == request_
+
+
+def test_launch_without_nodes_runs_on_the_selected_node() -> None:
+    """``:launch -- prog`` goes where the launch dialog would: the selected node."""
+    assert parse("launch -- sleep 1", node="n2").request["nodes"] == ["n2"]
+    assert parse("launch --node n1 -- sleep 1", node="n2").request["nodes"] == ["n1"]
+    assert parse("launch --all -- sleep 1", node="n2").request["nodes"] == []
+    with pytest.raises(CommandError, match="no node chosen"):
+        parse("launch -- sleep 1")  # no node selected (none alive): still an error
+
+
+def test_screen_words_quit_and_help() -> None:
+    assert [screen_word(w) for w in ("q", "quit", " h ", "help")] == [
+        "quit",
+        "quit",
+        "help",
+        "help",
+    ]
+    assert screen_word("ps") is None and screen_word("help me") is None
+    assert complete("qu", [], [], []) == ("quit ", ["quit"])
+
+
+def test_columns_fit_the_room_command_grows_reason_shrinks_then_columns_go() -> None:
+    def columns() -> list[Column]:
+        return [
+            Column("key", "NODE:PID", 12, True, natural=12),
+            Column("command", "Command", 40, True, natural=40, grow=1, shrink=3, min_width=12),
+            Column("reason", "Reason", 20, True, natural=20, shrink=2, min_width=7),
+            Column("start", "Started", 8, True, natural=8, drop=1),
+        ]
+
+    wide = columns()
+    fit_columns(wide, 160)  # 88 wanted: the 72 spare cells go to Command
+    assert [c.width for c in wide] == [12, 112, 20, 8]
+    mid = columns()
+    fit_columns(mid, 70)  # 18 short: Command gives way first, and is cut: Started goes
+    assert [(c.width, c.hidden) for c in mid] == [(12, 0), (32, 0), (20, 0), (8, 1)]
+    narrow = columns()
+    fit_columns(narrow, 40)  # the minimums do not fit: Started goes; Command, then Reason give
+    assert [(c.width, c.hidden) for c in narrow] == [(12, 0), (12, 0), (10, 0), (8, 1)]
+    assert sum(c.width + 2 for c in narrow if not c.hidden) <= 40
+    unknown = columns()
+    fit_columns(unknown, 0)  # no room known yet: natural widths
+    assert [c.width for c in unknown] == [12, 40, 20, 8]
 
 
 def test_parse_gives_each_launch_a_fresh_key() -> None:
@@ -145,17 +190,56 @@ def test_complete_verbs_nodes_and_processes() -> None:
 
 def test_tally_moves_rows_between_buckets() -> None:
     tally = Tally()
+
+    def counts() -> tuple[int, int, int]:
+        return tally.counts["running"], tally.counts["ended"], tally.counts["failed"]
+
     tally.proc("n1:7", "running", None)
     tally.proc("n1:7", "sleeping", None)  # same bucket: counted once
-    tally.proc("n1:8", "lost", None)  # its node is lost: still counted as running
-    assert tally.counts["running"] == 2
-    tally.proc("n1:7", "killed", None)
-    assert (tally.counts["running"], tally.counts["ended"], tally.counts["failed"]) == (1, 1, 1)
+    tally.proc("n1:8", "lost", None)  # its node is lost: it needs looking at
+    assert counts() == (1, 0, 1)
+    tally.proc("n1:7", "killed", None, "SIGINT")  # a graceful stop: ended, not failed
+    assert counts() == (0, 1, 1)
     tally.proc("n1:8", "exited", 0)
-    assert (tally.counts["running"], tally.counts["ended"], tally.counts["failed"]) == (0, 2, 1)
-    tally.drop_proc("n1:7")
-    tally.drop_proc("n1:8")
+    assert counts() == (0, 2, 0)
+    tally.proc("n1:8", "killed", None, "SIGKILL")
+    tally.proc("n1:9", "killed", None, "SIGTERM", core_dumped=True)
+    tally.proc("n1:10", "exited", 3)
+    assert counts() == (0, 1, 3)
+    for key in ("n1:7", "n1:8", "n1:9", "n1:10"):
+        tally.drop_proc(key)
     assert +tally.counts == {}
+
+
+@pytest.mark.parametrize(
+    ("proc", "bucket"),
+    [
+        (view("running"), "running"),
+        (view("sleeping"), "running"),
+        (view("lost"), "failed"),
+        (view("exited", exit_code=0), "ended"),
+        (view("exited", exit_code=3), "failed"),
+        (view("killed", signal="SIGINT"), "ended"),
+        (view("killed", signal="SIGTERM"), "ended"),
+        (view("killed", signal="SIGKILL"), "failed"),
+        (view("killed", signal="SIGSEGV", core_dumped=True), "failed"),
+        (view("killed", signal="SIGINT", core_dumped=True), "failed"),
+    ],
+)
+def test_state_words_are_the_header_buckets(proc: ProcView, bucket: str) -> None:
+    """``state:running`` shows what the header counts as running (sleeping rows too), etc."""
+    assert view_kind(proc) == bucket
+    for word in ("running", "ended", "failed"):
+        assert matches(proc, f"state:{word}") == (word == bucket)
+    assert matches(proc, f"state:{proc.state}")  # the row's own word too
+
+
+def test_a_graceful_stop_reads_as_one_and_not_in_red() -> None:
+    stopped = view("killed", signal="SIGINT", reason="killed by SIGINT")
+    assert str(fmt.reason(stopped)) == "SIGINT (stopped)"
+    assert fmt.reason(stopped).style == "dim" and fmt.proc_state(stopped).style == "dim"
+    crashed = view("killed", signal="SIGSEGV", reason="killed by SIGSEGV")
+    assert fmt.reason(crashed).style == "red" and fmt.proc_state(crashed).style == "red"
 
 
 def test_filter_words_all_match() -> None:
@@ -165,6 +249,7 @@ def test_filter_words_all_match() -> None:
     assert matches(p, "state:alive http")
     assert not matches(p, "node:n2")
     assert not matches(p, "state:ended")
+    assert not matches(view("lost"), "state:ended")  # lost is not ended: it may still run
     assert matches(view("exited", exit_code=0), "state:exited")
 
 

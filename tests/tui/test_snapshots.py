@@ -115,3 +115,26 @@ def test_rm_confirmation_names_the_app_and_nodes(app: CorralApp, snap_compare) -
         await settle(pilot, "down", "ctrl+d")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+# --- every screen at the smallest terminal and a big one ----------------------------------
+SIZES = [(80, 24), (160, 48)]
+SCREENS = {
+    "main": (),
+    "launch": ("l", *"sleep", "space", *"60"),
+    "deploy": ("d", *"build/hello"),
+    "rm": ("down", "ctrl+d"),
+    "confirm": ("down", "space", "space", "k"),
+    "help": ("question_mark",),
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_every_screen_at_80x24_and_160x48(
+    app: CorralApp, snap_compare, screen: str, size: tuple[int, int]
+) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot, *SCREENS[screen])
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from corral.tui.commands import VERBS, complete
+from corral.tui.widgets.footer import KeyFooter
 
 Names = Callable[[], tuple[list[str], list[str], list[str]]]
 
@@ -92,6 +93,7 @@ class CommandOutput(ModalScreen[None]):
         with VerticalScroll(id="command-output", classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.text, markup=False, id="command-output-text")
+        yield KeyFooter()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
+
+from corral.tui.widgets.footer import DIALOG_BREAKPOINTS, KeyFooter
 
 
 class ConfirmDialog(ModalScreen[bool]):
     """Dismisses with True on confirm (``y``/Enter), False on cancel (``n``/Escape)."""
+
+    VERTICAL_BREAKPOINTS = DIALOG_BREAKPOINTS
 
     BINDINGS = [
         Binding("y", "confirm", "Yes", tooltip="Confirm: send the signal"),
@@ -24,12 +28,13 @@ class ConfirmDialog(ModalScreen[bool]):
         self.verb = verb
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="dialog"):
+        with VerticalScroll(id="dialog", classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
             yield Static("\n".join(self.lines), id="confirm-targets", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button(self.verb, variant="error", id="confirm")
                 yield Button("Cancel", id="cancel")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#confirm", Button).focus()

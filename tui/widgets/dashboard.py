@@ -21,16 +21,17 @@ import gc
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
 from corral.master.control import Master, RemoveResult, VerbError
@@ -38,19 +39,25 @@ from corral.master.deployer import Deployer
 from corral.master.model import Change
 from corral.master.verbs import wire
 from corral.master.verbs.base import CommandError, Output, Plane
-from corral.tui.commands import Command, parse
+from corral.tui.commands import Command, parse, screen_word
+from corral.tui.settings import rebind
 from corral.tui.tally import Tally
 from corral.tui.widgets.command_line import CommandLine, CommandOutput
 from corral.tui.widgets.confirm import ConfirmDialog
 from corral.tui.widgets.deploy import DeployDialog, ProgressFeed, summary
+from corral.tui.widgets.events import EventsPane, EventsScreen
 from corral.tui.widgets.filter_bar import FilterBar
+from corral.tui.widgets.footer import KeyFooter
 from corral.tui.widgets.header import ClusterHeader
 from corral.tui.widgets.help import HelpScreen
 from corral.tui.widgets.launch import LaunchDialog
+from corral.tui.widgets.live_table import LiveTable
 from corral.tui.widgets.log_pane import LogPane
+from corral.tui.widgets.node_detail import NodeDetail
 from corral.tui.widgets.node_picker import USABLE, preselected
 from corral.tui.widgets.nodes import NodesTable
-from corral.tui.widgets.procs import ProcsTable
+from corral.tui.widgets.proc_detail import ProcDetail
+from corral.tui.widgets.procs import ProcsTable, filter_title
 from corral.tui.widgets.remove import RemoveDialog
 
 REFRESH = 0.1  # at most one repaint of changed rows per this many seconds
@@ -59,33 +66,99 @@ SIGNALS = {
     "kill": ("SIGKILL", "Kill", "force kill"),
 }
 _NEEDS_TARGET = ("stop", "kill", "escalate")
+# The footer's keys by priority: at 80 columns the last ones give way (? lists all).
+FOOTER_KEYS = ("launch", "stop", "kill", "filter", "command", "help", "app.quit", "toggle_mark")
 
 
 class Dashboard(Screen[None]):
     """The operator's view of the cluster, and the keys that act on it."""
 
     BINDINGS = [
-        Binding("l", "launch", "Launch", tooltip="Launch a program on one, some or all nodes"),
-        Binding("s", "stop", "Stop", tooltip="Graceful stop: SIGINT to the selected or marked"),
         Binding(
-            "k,ctrl+k", "kill", "Kill", tooltip="Force kill: SIGKILL to the selected or marked"
+            "l",
+            "launch",
+            "Launch",
+            tooltip="Launch a program on one, some or all nodes",
+            id="launch",
         ),
-        Binding("e", "escalate", "Escalate", tooltip="SIGINT, then SIGKILL after a countdown"),
-        Binding("d", "deploy", "Deploy", tooltip="Deploy an executable and its libraries to nodes"),
+        Binding(
+            "s",
+            "stop",
+            "Stop",
+            tooltip="Graceful stop: SIGINT to the selected or marked",
+            id="stop",
+        ),
+        Binding(
+            "k,ctrl+k",
+            "kill",
+            "Kill",
+            tooltip="Force kill: SIGKILL to the selected or marked",
+            id="kill",
+        ),
+        Binding(
+            "e",
+            "escalate",
+            "Escalate",
+            tooltip="SIGINT, then SIGKILL after a countdown",
+            id="escalate",
+        ),
+        Binding(
+            "d",
+            "deploy",
+            "Deploy",
+            tooltip="Deploy an executable and its libraries to nodes",
+            id="deploy",
+        ),
         Binding(
             "ctrl+d,delete",
             "remove",
             "Rm app",
             tooltip="Remove the selected process's app everywhere (asks first)",
+            id="remove",
         ),
         Binding(
-            "slash", "filter", "Filter", tooltip="Filter processes by node:, app:, state: or text"
+            "slash",
+            "filter",
+            "Filter",
+            tooltip="Filter processes by node:, app:, state: or text",
+            id="filter",
         ),
         Binding(
-            "colon", "command", "Cmd", tooltip="Command line: the corral verbs (launch, ps, ...)"
+            "colon",
+            "command",
+            "Cmd",
+            tooltip="Command line: the corral verbs (launch, ps, ...)",
+            id="command",
         ),
-        Binding("question_mark", "help", "Help", tooltip="This help"),
-        Binding("q", "app.quit", "Quit", tooltip="Quit (workers and programs keep running)"),
+        Binding("question_mark", "help", "Help", tooltip="This help", id="help"),
+        Binding(
+            "q",
+            "app.quit",
+            "Quit",
+            tooltip="Quit. corral master: workers and programs keep running."
+            " corral demo: ends the demo, stopping its workers and programs",
+            id="quit",
+        ),
+        # The log pane's follow and merged view, from any pane (see "log pane" below).
+        Binding(
+            "end,F",
+            "log_follow",
+            "Follow",
+            show=False,
+            priority=True,  # before the tables' own End (text lines keep theirs)
+            tooltip="The log pane: go to the end of the log and follow it",
+            id="log_follow",
+        ),
+        Binding(
+            "M",
+            "merged_logs",
+            "Merged logs",
+            tooltip="The marked processes' logs merged in the log pane",
+            id="merged_logs",
+        ),
+        # Drill-down screens (see "detail screens" below).
+        Binding("v", "events", "Events", tooltip="The master's event log, live", id="events"),
+        Binding("i", "proc_detail", "Info", show=False, tooltip="The process in detail", id="info"),
     ]
 
     address: reactive[str] = reactive("")
@@ -96,13 +169,18 @@ class Dashboard(Screen[None]):
         deployer: Deployer,
         clock: Callable[[], float] = time.time,
         escalate_after: float = 5.0,
+        columns: Sequence[str] = (),
+        start_filter: str = "",
     ) -> None:
         super().__init__()
         self.master = master
         self.deployer = deployer
         self.clock = clock
         self.escalate_after = escalate_after
+        # The settings file's columns and filter: in place before the first rows come.
+        self.start_columns, self.start_filter = columns, start_filter
         self.tally = Tally()
+        self.dialog_memory: dict[str, str] = {}  # the dialogs' last command and file, this session
         self._dirty_nodes: set[str] = set()
         self._dirty_procs: set[str] = set()
         self._removed: set[str] = set()
@@ -120,12 +198,19 @@ class Dashboard(Screen[None]):
         with Vertical(id="command-bar"):
             yield CommandLine(self._names, id="command")
             yield Static("", id="command-hint")
-        yield Footer()
+        yield KeyFooter(FOOTER_KEYS)
 
     def on_mount(self) -> None:
         self.query_one("#nodes-pane").border_title = "Nodes"
         self.query_one("#procs-pane").border_title = "Processes"
+        if self.start_columns:
+            self.procs.set_columns(self.start_columns)
+        if self.start_filter:  # the bar shows it; table and title take it now, not a tick later
+            bar = self.query_one(FilterBar)
+            bar.value, bar.display = self.start_filter, True
+            self._apply_filter(self.start_filter)
         self.log_pane.source = self.master.follow
+        self.log_pane.pages = self.master.read_log
         self._unsubscribe = self.master.cluster.subscribe(self._on_change)
         cluster = self.master.cluster
         self._dirty_nodes.update(cluster.node_names())
@@ -169,13 +254,10 @@ class Dashboard(Screen[None]):
         tally, log_pane = self.tally, self.log_pane  # a DOM query: once, not once per process
         shown, followed = log_pane.key, False
         for key in self._dirty_procs | self._removed:
-            state = cluster.proc_state(key)
-            if state is None:
+            if not tally.proc_in(cluster, key):
                 gone.add(key)
-                tally.drop_proc(key)
             else:
                 changed.append(key)
-                tally.proc(key, *state)
                 followed |= key == shown
         self._dirty_nodes, self._dirty_procs, self._removed = set(), set(), set()
         with self.app.batch_update():
@@ -196,8 +278,16 @@ class Dashboard(Screen[None]):
     @on(NodesTable.FilterNode)
     def _filter_node(self, event: NodesTable.FilterNode) -> None:
         bar = self.query_one(FilterBar)
-        bar.value = f"node:{event.node}"
+        bar.value = f"node:{event.node}" if event.node else ""  # the pane's title shows it
+        bar.display = bar.display and bool(bar.value)
         self.procs.focus()
+
+    @on(ProcsTable.ClearFilter)
+    def _clear_filter(self) -> None:
+        """Escape in the processes pane with nothing marked: the filter goes."""
+        bar = self.query_one(FilterBar)
+        bar.value = ""
+        bar.display = False
 
     # --- filter ------------------------------------------------------------------
     def action_filter(self) -> None:
@@ -207,10 +297,11 @@ class Dashboard(Screen[None]):
 
     @on(FilterBar.Changed, "#filter")  # FilterBar.Changed is every Input's Changed
     def _filter_changed(self, event: FilterBar.Changed) -> None:
-        self.procs.set_query(event.value)
-        self.query_one("#procs-pane").border_subtitle = (
-            f"filter: {event.value}" if event.value else ""
-        )
+        self._apply_filter(event.value)
+
+    def _apply_filter(self, text: str) -> None:
+        self.procs.set_query(text)
+        self.query_one("#procs-pane").border_title = filter_title(text)
 
     @on(FilterBar.Done)
     def _filter_done(self) -> None:
@@ -222,7 +313,7 @@ class Dashboard(Screen[None]):
     def action_launch(self) -> None:
         nodes = self.master.cluster.nodes()
         preselect = preselected(nodes, self.query_one(NodesTable).selected)
-        dialog = LaunchDialog(nodes, preselect, self.master.launch)
+        dialog = LaunchDialog(nodes, preselect, self.master.launch, memory=self.dialog_memory)
         self.app.push_screen(dialog, self._launched)
 
     def _launched(self, result: object) -> None:
@@ -240,7 +331,8 @@ class Dashboard(Screen[None]):
     def action_deploy(self) -> None:
         nodes = self.master.cluster.nodes()
         preselect = preselected(nodes, self.query_one(NodesTable).selected)
-        self.app.push_screen(DeployDialog(nodes, preselect, self.deployer.deploy))
+        dialog = DeployDialog(nodes, preselect, self.deployer.deploy, memory=self.dialog_memory)
+        self.app.push_screen(dialog)
 
     def action_remove(self) -> None:
         """rm the selected process's app (the dialog asks for one when none is selected)."""
@@ -374,9 +466,23 @@ class Dashboard(Screen[None]):
         else:
             self.notify(text, severity="error", timeout=8)
 
+    # --- log pane ----------------------------------------------------------------------
+    def action_log_follow(self) -> None:
+        """End / F anywhere: the log pane follows (End in a text line stays its own)."""
+        if isinstance(self.focused, Input):
+            raise SkipAction()
+        self.log_pane.action_follow()
+
+    def action_merged_logs(self) -> None:
+        """The marked (or selected) processes' logs, merged in the log pane."""
+        views = [v for k in self.procs.targets() if (v := self.procs.views.get(k)) is not None]
+        if views:
+            self.log_pane.show_merged(views)
+
     # --- help ------------------------------------------------------------------------
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(help_sections()))
+        keys = rebind(help_sections(), self.app._keymap)  # as the settings file set them
+        self.app.push_screen(HelpScreen(keys))
 
     # --- the : command line ------------------------------------------------------
     def action_command(self) -> None:
@@ -403,16 +509,30 @@ class Dashboard(Screen[None]):
         self._hint("")
         self.query_one("#command-bar").display = False
         self.procs.focus()
+        self.log_pane.resume()
 
     @on(CommandLine.Run)
     def _run_command(self, event: CommandLine.Run) -> None:
+        if self._screen_word(event.line):
+            return
         try:
-            command = parse(event.line)
+            nodes = self.master.cluster.nodes()
+            command = parse(event.line, preselected(nodes, self.query_one(NodesTable).selected))
         except CommandError as e:
             self._hint(str(e), error=True)
             return
         self._hint("running…")
         self._command(command)
+
+    def _screen_word(self, line: str) -> bool:
+        """``:q``/``:quit`` quit as ``q`` does; ``:h``/``:help`` and ``:events`` open screens."""
+        word = screen_word(line)
+        if word is None:
+            return False
+        self.query_one(CommandLine).value = ""
+        self._close_command()
+        self.call_later(self.run_action, "app.quit" if word == "quit" else word)
+        return True
 
     @work(exclusive=True, group="command", exit_on_error=False)
     async def _command(self, cmd: Command) -> None:
@@ -464,6 +584,26 @@ class Dashboard(Screen[None]):
             raise VerbError(f"no such process: {target}")
         return ""
 
+    # --- detail screens: events, node, process ------------------------------------------
+    def action_events(self) -> None:
+        self.app.push_screen(EventsScreen(self.master.cluster, clock=self.clock))
+
+    @on(NodesTable.OpenNode)
+    def _open_node(self, event: NodesTable.OpenNode) -> None:
+        detail = NodeDetail(self.master.cluster, event.node, self.clock, self._open_proc)
+        self.app.push_screen(detail)
+
+    def action_proc_detail(self) -> None:
+        if self.procs.selected is not None:
+            self._open_proc(self.procs.selected)
+
+    def _open_proc(self, key: str) -> None:
+        self.app.push_screen(ProcDetail(self.master.cluster, key, self.clock))
+
+    @on(LiveTable.RowSelected, "#procs")
+    def _proc_entered(self, event: LiveTable.RowSelected) -> None:
+        self._open_proc(event.row_key)
+
 
 def help_sections() -> list[tuple[str, list[BindingType]]]:
     """Key bindings by where they work, for the help screen and the palette."""
@@ -478,4 +618,7 @@ def help_sections() -> list[tuple[str, list[BindingType]]]:
         ("launch dialog", list(LaunchDialog.BINDINGS)),
         ("deploy dialog", list(DeployDialog.BINDINGS)),
         ("rm dialog", list(RemoveDialog.BINDINGS)),
+        ("events", [*EventsScreen.BINDINGS, *EventsPane.BINDINGS]),
+        ("node detail", list(NodeDetail.BINDINGS)),
+        ("process detail", list(ProcDetail.BINDINGS)),
     ]

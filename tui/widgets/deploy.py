@@ -28,16 +28,18 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Static
 
 from corral.master.control import VerbError
-from corral.master.deploy_report import node_report
+from corral.master.deploy_report import for_dialog, node_report
 from corral.master.deployer import DeployResult, NodeDeploy
 from corral.master.model import NodeView
 from corral.master.text import human_bytes
-from corral.tui.widgets.node_picker import NodePicker
+from corral.tui.widgets.footer import DIALOG_BREAKPOINTS, KeyFooter
+from corral.tui.widgets.node_picker import NodePicker, TickBox
 
 PROGRESS_REFRESH = 0.1  # seconds: bars repaint at most 10 times a second
 
 Deployer = Callable[..., Awaitable[DeployResult]]
 Progress = dict[str, tuple[int, int]]  # node -> (sent bytes, total bytes)
+SshCheck = Callable[[], str]  # why deploys cannot reach sshd here ("" when they can)
 
 
 @dataclass(frozen=True)
@@ -181,22 +183,36 @@ class NodeProgress(Vertical):
         self.set_class(bool(r.error), "failed")
         self.query_one(".deploy-bytes", Static).update(status)
         report = self.query_one(".deploy-report", Static)
-        report.update(node_report(msgspec.to_builtins(r), dry_run))
+        report.update(for_dialog(node_report(msgspec.to_builtins(r), dry_run)))
         report.display = True
 
 
 class DeployDialog(ModalScreen[DeployResult | None]):
     """Deploy a file to nodes; stays open with the per-node report until closed."""
 
+    VERTICAL_BREAKPOINTS = DIALOG_BREAKPOINTS
+
     BINDINGS = [
         Binding("escape", "close", "Close", tooltip="Close the deploy dialog (cancels a deploy)"),
         Binding("ctrl+s", "deploy", "Deploy", tooltip="Deploy (Enter in a field does too)"),
     ]
 
+    DEFAULT_CSS = """
+    DeployDialog #deploy-notice { height: auto; color: $warning; text-style: bold; }
+    """
+
     def __init__(
-        self, nodes: Sequence[NodeView], preselect: str | None, deployer: Deployer
+        self,
+        nodes: Sequence[NodeView],
+        preselect: str | None,
+        deployer: Deployer,
+        ssh_check: SshCheck | None = None,
+        memory: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
+        # The last file and app given, kept by the caller for the session.
+        self.memory = memory if memory is not None else {}
+        self.ssh_check = ssh_check  # None: ask the app (`CorralApp.deploy_notice`)
         self.nodes = list(nodes)
         self.preselect = preselect
         self.deployer = deployer
@@ -204,23 +220,34 @@ class DeployDialog(ModalScreen[DeployResult | None]):
         self.feed = ProgressFeed(self, self._show_progress)
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="dialog"):
+        with VerticalScroll(id="dialog", classes="dialog"):
             yield Label("Deploy an executable", classes="dialog-title", id="deploy-title")
+            yield Static("", id="deploy-notice", markup=False)
             with Vertical(id="deploy-form"):
                 yield Label("File (an executable with its libraries, or a script, on this machine)")
-                yield Input(placeholder="path/to/program", id="deploy-file", compact=True)
+                yield Input(
+                    self.memory.get("deploy.file", ""),
+                    placeholder="path/to/program",
+                    id="deploy-file",
+                    compact=True,
+                )
                 yield Label("App (optional, default: the file's name)")
-                yield Input(placeholder="app name", id="deploy-app", compact=True)
+                yield Input(
+                    self.memory.get("deploy.app", ""),
+                    placeholder="app name",
+                    id="deploy-app",
+                    compact=True,
+                )
                 yield NodePicker(self.nodes, self.preselect, id="deploy-nodes")
-                yield Checkbox(
+                yield TickBox(
                     "Dry run: show what would be sent, send nothing", id="deploy-dry", compact=True
                 )
-                yield Checkbox(
-                    "Trust unknown host keys (record them in known_hosts)",
+                yield TickBox(
+                    "Trust host keys: record a node's unknown host key in known_hosts",
                     id="deploy-trust",
                     compact=True,
                 )
-                yield Checkbox(
+                yield TickBox(
                     "Force: deploy it even if it is not a program (ELF or #! script)",
                     id="deploy-force",
                     compact=True,
@@ -231,11 +258,21 @@ class DeployDialog(ModalScreen[DeployResult | None]):
                 yield Button("Deploy", variant="primary", id="deploy")
                 yield Button("Back", id="back")
                 yield Button("Close", id="close")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
+        self._show_notice()
         self.query_one("#deploy-run").display = False
         self.query_one("#back").display = False
         self.query_one("#deploy-file", Input).focus()
+
+    def _show_notice(self) -> None:
+        """What keeps deploys from working here (no sshd), said before the form is filled in."""
+        check = self.ssh_check or getattr(self.app, "deploy_notice", None)
+        problem = check() if check is not None else ""
+        notice = self.query_one("#deploy-notice", Static)
+        notice.update(f"Deploy will fail: {problem}" if problem else "")
+        notice.display = bool(problem)
 
     @on(Input.Changed, "#deploy-file")
     def _file_changed(self, event: Input.Changed) -> None:
@@ -263,6 +300,7 @@ class DeployDialog(ModalScreen[DeployResult | None]):
             return  # a deploy is running or its report is up
         line = self.query_one("#deploy-line", Static)
         req = self.request()
+        self.memory["deploy.file"], self.memory["deploy.app"] = req.file, req.app or ""
         problem = "Give the file to deploy." if not req.file else ""
         if problem := problem or self.query_one(NodePicker).problem():
             line.update(problem)
@@ -280,7 +318,7 @@ class DeployDialog(ModalScreen[DeployResult | None]):
         except Exception as e:  # VerbError and anything else: one line, back to the form
             self._show_form()
             self.query_one("#deploy-line", Static).update(
-                " ".join(str(e).split()) or type(e).__name__
+                for_dialog(" ".join(str(e).split()) or type(e).__name__)
             )
             return
         self.feed.drain()
@@ -290,7 +328,8 @@ class DeployDialog(ModalScreen[DeployResult | None]):
         """Hide the form; one row per node the deploy is expected to reach."""
         app = req.app or path.name
         how = "Dry run of" if req.dry_run else "Deploying"
-        self.query_one("#deploy-title", Label).update(f"{how} {app} ({req.file}) to")
+        where = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}:"
+        self.query_one("#deploy-title", Label).update(f"{how} {app} ({req.file}) to {where}")
         self.query_one("#deploy-form").display = False
         self.query_one("#deploy-line", Static).update("")
         self.query_one("#deploy", Button).display = False
@@ -322,7 +361,7 @@ class DeployDialog(ModalScreen[DeployResult | None]):
                 await row.remove()
         line = self.query_one("#deploy-line", Static)
         line.set_class(not result.failed, "ok")
-        line.update(summary(msgspec.to_builtins(result)))
+        line.update(for_dialog(summary(msgspec.to_builtins(result))))
         self.query_one("#back").display = True
         self.query_one("#close", Button).focus()
 

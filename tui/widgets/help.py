@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from corral.tui.commands import USAGE
+from corral.tui.widgets.footer import DIALOG_BREAKPOINTS, KeyFooter
 
 # Keys that come from Textual itself or the mouse, not from our BINDINGS.
 BUILTIN = [
@@ -22,6 +23,11 @@ BUILTIN = [
     ("click", "Select a node, a process or a column to sort by"),
     ("ctrl+p", "Command palette: every action by name"),
 ]
+
+
+def key_name(binding: Binding) -> str:
+    """The binding's first key as the operator types it: ":" not "colon", "k" not "k,ctrl+k"."""
+    return format_key(binding.key.split(",")[0].strip())
 
 
 def key_rows(sections: Iterable[tuple[str, list[BindingType]]]) -> list[tuple[str, str, str]]:
@@ -39,6 +45,7 @@ class HelpScreen(ModalScreen[None]):
     """Keys by pane, then the command-line verbs; any of Escape, q, ? closes it."""
 
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+    VERTICAL_BREAKPOINTS = DIALOG_BREAKPOINTS
 
     def __init__(self, sections: list[tuple[str, list[BindingType]]]) -> None:
         super().__init__()
@@ -49,6 +56,7 @@ class HelpScreen(ModalScreen[None]):
             yield Label("corral: keys and commands", classes="dialog-title")
             yield Static(self._keys_table())
             yield Static(self._commands_table())
+        yield KeyFooter()
 
     def _keys_table(self) -> Table:
         table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")

@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from corral.master.control import LaunchResult
 from corral.master.model import NodeView
+from corral.tui.widgets.footer import DIALOG_BREAKPOINTS, KeyFooter
 from corral.tui.widgets.node_picker import NodePicker
 
 Launcher = Callable[..., Awaitable[LaunchResult]]
@@ -22,31 +23,50 @@ Launcher = Callable[..., Awaitable[LaunchResult]]
 class LaunchDialog(ModalScreen[LaunchResult | None]):
     """Pick nodes (or all alive), an optional app and a command; dismisses with the result."""
 
+    VERTICAL_BREAKPOINTS = DIALOG_BREAKPOINTS
+
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", tooltip="Close the launch dialog"),
         Binding("ctrl+s", "launch", "Launch", tooltip="Launch (Enter in a field does too)"),
     ]
 
     def __init__(
-        self, nodes: Sequence[NodeView], preselect: str | None, launcher: Launcher
+        self,
+        nodes: Sequence[NodeView],
+        preselect: str | None,
+        launcher: Launcher,
+        memory: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.nodes = list(nodes)
         self.preselect = preselect
         self.launcher = launcher
+        # The last command and app given, kept by the caller for the session.
+        self.memory = memory if memory is not None else {}
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="dialog"):
+        with VerticalScroll(id="dialog", classes="dialog"):
             yield Label("Launch a program", classes="dialog-title")
             yield NodePicker(self.nodes, self.preselect, id="launch-nodes")
             yield Label("App (optional, default: the program's name)")
-            yield Input(placeholder="app name", id="launch-app", compact=True)
+            yield Input(
+                self.memory.get("launch.app", ""),
+                placeholder="app name",
+                id="launch-app",
+                compact=True,
+            )
             yield Label("Command line")
-            yield Input(placeholder="e.g. sleep 60", id="launch-command", compact=True)
+            yield Input(
+                self.memory.get("launch.command", ""),
+                placeholder="e.g. sleep 60",
+                id="launch-command",
+                compact=True,
+            )
             yield Static("", id="launch-error")
             with Horizontal(classes="buttons"):
                 yield Button("Launch", variant="primary", id="launch")
                 yield Button("Cancel", id="cancel")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#launch-command", Input).focus()
@@ -68,6 +88,8 @@ class LaunchDialog(ModalScreen[LaunchResult | None]):
             error.update(problem)
             return
         app = self.query_one("#launch-app", Input).value.strip() or None
+        self.memory["launch.command"] = self.query_one("#launch-command", Input).value
+        self.memory["launch.app"] = app or ""
         error.update("Launching…")
         self._launch(argv, picker.selected, picker.all_nodes, app)
 

@@ -35,9 +35,46 @@ Cell = Text | str  # a str is plain text, never markup
 SortKey = Callable[[str], Any]  # a row's key -> the value it sorts by in a column
 ROWS_PER_FRAME = 6  # changed rows redrawn per frame; the rest follow in the next frames
 PAD = 1  # blank cells each side of a column
+GROW_WANTS = 40  # a growing column cut shorter than this hides droppable columns
 HEADER = 1  # lines of header above the rows
 ARROWS = {False: "▲", True: "▼"}  # sort indicator by `sort_reverse`
 _PLAIN = Style.null()
+_CELL_META: list[Style] = []
+
+
+_PAD_META = Style(meta={"cell": "pad"})
+
+
+def _cell_meta(index: int) -> Style:
+    """A style that changes nothing drawn but tells cell ``index`` from its neighbours."""
+    while len(_CELL_META) <= index:
+        _CELL_META.append(Style(meta={"cell": len(_CELL_META)}))
+    return _CELL_META[index]
+
+
+def apart(segments: Iterable[Segment], index: int) -> list[Segment]:
+    """Cell ``index``'s segments kept apart from its neighbours' and from its padding.
+
+    Nothing changes on a terminal.  A screenshot (SVG) places each run of
+    text at its own column, so neither a glyph a fallback font draws wider
+    (● ▁ …) nor blanks at a run's edges (which some renderers squeeze) can
+    push the next cells along: rows and their sparklines stay aligned.
+    """
+    meta, out = _cell_meta(index), []
+    for seg in segments:
+        text, style = seg.text, seg.style or _PLAIN
+        core = text.strip(" ")
+        if not core:
+            out.append(Segment(text, style + _PAD_META))
+            continue
+        lead = len(text) - len(text.lstrip(" "))
+        end = len(text.rstrip(" "))
+        if lead:
+            out.append(Segment(text[:lead], style + _PAD_META))
+        out.append(Segment(text[lead:end], style + meta))
+        if end < len(text):
+            out.append(Segment(text[end:], style + _PAD_META))
+    return out
 
 
 def same(a: Cell, b: Cell) -> bool:
@@ -47,20 +84,24 @@ def same(a: Cell, b: Cell) -> bool:
     return type(a) is type(b) and a == b
 
 
-def render_cell(cell: Cell, width: int, console: Console) -> list[Segment]:
+def render_cell(
+    cell: Cell, width: int, console: Console, overflow: str | None = None
+) -> list[Segment]:
     """One line of ``cell`` fitted to ``width`` cells, padded by `PAD` each side.
 
     As Rich draws a Text given one line (DataTable's look): its first line
-    after wrapping, justified, cropped or ellipsised by its own settings.
-    The row's style is applied over these segments when the row is put
-    together, so a cell is rendered once however the row is drawn.
+    after wrapping, justified, cropped or ellipsised by its own settings
+    (``overflow`` is the column's, for a Text that has none: "ellipsis"
+    ends cut text in "…").  The row's style is applied over these segments
+    when the row is put together, so a cell is rendered once however the
+    row is drawn.
     """
     text = cell if isinstance(cell, Text) else Text(cell)
     lines = text.wrap(
         console,
         width,
         justify=text.justify or "default",
-        overflow=text.overflow or "fold",
+        overflow=text.overflow or overflow or "fold",  # type: ignore[arg-type]
         no_wrap=True if text.no_wrap is None else text.no_wrap,
     )
     first = Text("\n").join(lines[:1])  # as `Text.__rich_console__` joins its lines
@@ -87,12 +128,81 @@ class RowKey(str):
 
 @dataclass
 class Column:
-    """A column: its key, its label, and the width of its content (padding aside)."""
+    """A column: its key, its label, and the width of its content (padding aside).
+
+    ``natural`` is what the column asks for: its fixed width, or for an auto
+    column the widest cell drawn so far.  `fit_columns` turns the naturals
+    into ``width`` for the space there is: spare width goes to ``grow``
+    columns; when short, ``shrink`` columns give way (highest first, down
+    to ``min_width``), and before that ``drop`` columns are hidden (highest
+    first) until the rest fit at their minimum.
+    """
 
     key: str
     label: str
     width: int
     auto: bool  # the width follows the widest cell drawn so far
+    natural: int = 0
+    min_width: int = 0  # for shrink columns: the least they are cut to
+    grow: int = 0  # share of the spare width
+    shrink: int = 0  # order of giving way when short (0: never)
+    drop: int = 0  # order of hiding when even the minimums do not fit (0: never)
+    overflow: str | None = None  # how cut text ends: "ellipsis" for "…"
+    hidden: bool = False
+
+    @property
+    def least(self) -> int:
+        return min(self.natural, self.min_width) if self.shrink else self.natural
+
+
+def fit_columns(columns: list[Column], room: int) -> bool:
+    """Set each column's ``width`` (and ``hidden``) for ``room`` cells; True if any moved.
+
+    Droppable columns are hidden (highest ``drop`` first) while even the
+    minimums do not fit, and while a growing column (the command) is cut
+    to less than `GROW_WANTS` cells: what a process runs outranks its start
+    time.  With no room known (0) every column takes its natural width.
+    """
+    before = [(c.width, c.hidden) for c in columns]
+    for c in columns:
+        c.width, c.hidden = c.natural, False
+    if room > 0:
+        shown = list(columns)
+        drops = sorted((c for c in columns if c.drop), key=lambda c: -c.drop)
+
+        def hide_next() -> None:
+            column = drops.pop(0)
+            column.hidden = True
+            shown.remove(column)
+
+        while drops and sum(c.least + 2 * PAD for c in shown) > room:
+            hide_next()
+        over = _squeeze(shown, room)
+        while drops and any(c.grow and c.width < min(c.natural, GROW_WANTS) for c in shown):
+            hide_next()
+            over = _squeeze(shown, room)
+        growers = [c for c in shown if c.grow]
+        if over < 0 and growers:
+            spare, weights = -over, sum(c.grow for c in growers)
+            for i, c in enumerate(growers):
+                share = spare if i == len(growers) - 1 else spare * c.grow // weights
+                c.width += share
+                spare -= share
+    return before != [(c.width, c.hidden) for c in columns]
+
+
+def _squeeze(shown: list[Column], room: int) -> int:
+    """Natural widths, then shrink columns give way (highest first); cells still over."""
+    for c in shown:
+        c.width = c.natural
+    over = sum(c.width + 2 * PAD for c in shown) - room
+    for c in sorted((c for c in shown if c.shrink), key=lambda c: -c.shrink):
+        if over <= 0:
+            break
+        give = min(over, c.width - c.least)
+        c.width -= give
+        over -= give
+    return over
 
 
 class _Row:
@@ -206,6 +316,7 @@ class LiveTable(ScrollView, can_focus=True):
         self._deferred_due = False  # a call to draw them is scheduled
         self._size_due = False  # a virtual size update is scheduled
         self._scroll_due = False  # the cursor waits for a first layout to scroll to
+        self._fitted_room = -1  # the room the columns were last fitted to
 
     # --- what subclasses say ------------------------------------------------------
     def row_cells(self, key: str, now: float) -> tuple[Cell, ...]:
@@ -221,10 +332,34 @@ class LiveTable(ScrollView, can_focus=True):
         return None
 
     # --- columns and rows ---------------------------------------------------------
-    def add_column(self, label: str, *, key: str, width: int | None = None) -> None:
-        """Add a column ``width`` cells wide, or as wide as its widest cell when None."""
+    def add_column(
+        self,
+        label: str,
+        *,
+        key: str,
+        width: int | None = None,
+        min_width: int = 0,
+        grow: int = 0,
+        shrink: int = 0,
+        drop: int = 0,
+        overflow: str | None = None,
+    ) -> None:
+        """Add a column ``width`` cells wide, or as wide as its widest cell when None.
+
+        ``grow``, ``shrink``, ``min_width`` and ``drop`` say how it gives or
+        takes width when the table is narrower or wider than its columns
+        (see `Column`).
+        """
         auto = width is None
-        self.columns.append(Column(key, label, cell_len(label) if auto else width or 0, auto))
+        arrow = 1 if self.sort_key(key) is not None else 0  # room for the sort arrow
+        natural = cell_len(label) + arrow if auto else width or 0
+        column = Column(key, label, natural, auto, natural, min_width, grow, shrink, drop, overflow)
+        self.columns.append(column)
+        self._relayout()
+
+    def clear_columns(self) -> None:
+        """Remove every column (rows stay; add the new columns next)."""
+        self.columns.clear()
         self._relayout()
 
     def add_live_row(self, key: str) -> None:
@@ -478,6 +613,8 @@ class LiveTable(ScrollView, can_focus=True):
     def _column_at(self, x: int) -> str | None:
         left = 0
         for column in self.columns:
+            if column.hidden:
+                continue
             left += column.width + 2 * PAD
             if x < left:
                 return column.key
@@ -516,6 +653,9 @@ class LiveTable(ScrollView, can_focus=True):
             self._header = None
             for row in self._rows.values():
                 row.strip = row.cursor = None
+        if self._room() != self._fitted_room:  # resized, or a scrollbar came or went
+            self._fitted_room = self._room()
+            self._fit_room()
 
     def _draw_window(self) -> None:
         """Forget the rows that left the screen; take the cells of those that came."""
@@ -549,9 +689,13 @@ class LiveTable(ScrollView, can_focus=True):
         console, segments = self.app.console, row.segments
         line: list[Segment] = []
         for i, column in enumerate(self.columns):
+            if column.hidden:
+                continue
             part = segments[i]
             if part is None:
-                part = segments[i] = render_cell(row.cells[i], column.width, console)
+                cell, width = row.cells[i], column.width
+                part = render_cell(cell, width, console, column.overflow)
+                part = segments[i] = apart(part, i)  # its own runs, even in the cursor row
             line += part
         return self._finish(list(Segment.apply_style(line, style, post)), style)
 
@@ -559,9 +703,13 @@ class LiveTable(ScrollView, can_focus=True):
         key = (self.sort_column, self.sort_reverse)
         if self._header is None or self._header[0] != key:
             console, line = self.app.console, []
-            for column in self.columns:
+            for i, column in enumerate(self.columns):
+                if column.hidden:
+                    continue
                 arrow = ARROWS[self.sort_reverse] if column.key == self.sort_column else ""
-                line += render_cell(Text(column.label + arrow), column.width, console)
+                label = Text(column.label + arrow)
+                part = render_cell(label, column.width, console, column.overflow)
+                line += apart(part, i)  # as rows do
             style = self._header_style
             strip = self._finish(list(Segment.apply_style(line, style)), style)
             self._header = (key, strip)
@@ -577,7 +725,18 @@ class LiveTable(ScrollView, can_focus=True):
 
     # --- geometry -----------------------------------------------------------------
     def _table_width(self) -> int:
-        return sum(column.width + 2 * PAD for column in self.columns)
+        return sum(column.width + 2 * PAD for column in self.columns if not column.hidden)
+
+    def _room(self) -> int:
+        """Cells the columns may fill: the width inside the vertical scrollbar."""
+        return self.scrollable_content_region.width
+
+    def _fit_room(self) -> bool:
+        """Fit the columns to the room there is; True (and all redrawn) if any moved."""
+        if not fit_columns(self.columns, self._room()):
+            return False
+        self._redraw_all()
+        return True
 
     def _page(self) -> int:
         """Rows that fit on screen below the header."""
@@ -594,14 +753,19 @@ class LiveTable(ScrollView, can_focus=True):
         """Widen auto-width columns to ``cells``; True if any widened."""
         wider = False
         for column, cell in zip(self.columns, cells, strict=True):
-            if column.auto and (width := text_width(cell)) > column.width:
-                column.width, wider = width, True
-        if wider:
-            self._relayout()
-        return wider
+            if column.auto and (width := text_width(cell)) > column.natural:
+                column.natural, wider = width, True
+        if wider and fit_columns(self.columns, self._room()):
+            self._redraw_all()
+            return True
+        return False  # no width moved (a grown column had room for it): rows stand
 
     def _relayout(self) -> None:
-        """The columns changed: every row on screen is drawn afresh."""
+        """The columns changed: fit them again; every row on screen is drawn afresh."""
+        fit_columns(self.columns, self._room())
+        self._redraw_all()
+
+    def _redraw_all(self) -> None:
         self._header = None
         self._rows.clear()
         self._resize()

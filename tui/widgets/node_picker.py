@@ -8,16 +8,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.segment import Segment
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
+from textual.strip import Strip
 from textual.widgets import Checkbox, Label, SelectionList
+from textual.widgets._toggle_button import ToggleButton
 from textual.widgets.selection_list import Selection
 
 from corral.master.model import NodeView
 from corral.tui.format import NODE_SYMBOLS
 
 USABLE = ("alive", "suspect")
+TICKED, UNTICKED = "[x]", "[ ]"  # told apart without colour
+
+
+class TickBox(Checkbox):
+    """A checkbox drawn "[x]" when ticked and "[ ]" when not, not by colour alone."""
+
+    @property
+    def _button(self) -> Content:
+        style = self.get_visual_style("toggle--button")
+        return Content.styled(TICKED if self.value else UNTICKED, style)
+
+
+class TickList(SelectionList[str]):
+    """A selection list whose boxes read "[x]" / "[ ]" (same width as Textual's)."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        if len(segments) < 3 or segments[1].text != ToggleButton.BUTTON_INNER:
+            return strip
+        try:
+            option = self.get_option_at_index(self.scroll_offset.y + y)
+        except Exception:  # no option on this line
+            return strip
+        box = TICKED if option.value in self.selected else UNTICKED
+        style = segments[1].style
+        segments[0:3] = [Segment(box, style)]
+        return Strip(segments, strip.cell_length)
 
 
 class NodePicker(Vertical):
@@ -44,8 +76,8 @@ class NodePicker(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("Nodes (space toggles)")
-        yield SelectionList[str](*self._choices(), compact=True)
-        yield Checkbox("All alive nodes", compact=True)
+        yield TickList(*self._choices(), compact=True)
+        yield TickBox("All alive nodes", compact=True)
 
     def _choices(self) -> list[Selection[str]]:
         out = []

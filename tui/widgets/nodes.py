@@ -21,14 +21,15 @@ from corral.tui.widgets.live_table import LiveTable
 
 FLUSH = 0.25  # seconds: figures of beating nodes are redrawn at most this often
 
-COLUMNS = (
-    ("state", "State", 10),
-    ("name", "Node", 14),
-    ("address", "Address", 21),
-    ("beat", "Beat", 7),
-    ("cpu", "CPU (last minute)", 20),
-    ("mem", "Memory", 12),
-    ("procs", "Procs", 5),
+# (key, label, layout): widths come from the content (see `LiveTable.add_column`).
+COLUMNS: tuple[tuple[str, str, dict[str, int]], ...] = (
+    ("state", "State", {}),
+    ("name", "Node", {"shrink": 2, "min_width": 8}),
+    ("address", "Address", {"shrink": 3, "min_width": 9}),
+    ("beat", "Beat", {}),
+    ("cpu", "CPU (last minute)", {}),
+    ("mem", "Memory", {"drop": 1}),
+    ("procs", "Procs", {}),
 )
 
 
@@ -36,11 +37,26 @@ class NodesTable(LiveTable):
     """Nodes with state (colour and symbol), beat age, CPU sparkline, memory."""
 
     BINDINGS = [
-        Binding("enter", "filter_node", "Its processes", tooltip="Show only this node's processes"),
+        Binding("enter", "open_node", "Detail", tooltip="The node's facts, graphs and processes"),
+        Binding(
+            "f",
+            "filter_node",
+            "Its processes",
+            tooltip="Show only this node's processes",
+            id="node_filter",
+        ),
+        Binding("escape", "clear_filter", "All", show=False, tooltip="Show every node's processes"),
     ]
 
+    class OpenNode(Message):
+        """The operator wants ``node`` in detail."""
+
+        def __init__(self, node: str) -> None:
+            super().__init__()
+            self.node = node
+
     class FilterNode(Message):
-        """The operator wants the processes of ``node``."""
+        """The operator wants the processes of ``node`` ("": of every node)."""
 
         def __init__(self, node: str) -> None:
             super().__init__()
@@ -55,8 +71,8 @@ class NodesTable(LiveTable):
         self._flush_due = False
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
-            self.add_column(label, key=key, width=width)
+        for key, label, layout in COLUMNS:
+            self.add_column(label, key=key, overflow="ellipsis", **layout)
         # Out of phase with the processes pane's ticks: they do not share a frame.
         self.start_ticking(delay=0.5)
 
@@ -97,9 +113,16 @@ class NodesTable(LiveTable):
     def sort_key(self, column: str) -> Callable[[str], str] | None:
         return (lambda key: self.views[key].name) if column == "name" else None
 
+    def action_open_node(self) -> None:
+        if self.selected:
+            self.post_message(self.OpenNode(self.selected))
+
     def action_filter_node(self) -> None:
         if self.selected:
             self.post_message(self.FilterNode(self.selected))
+
+    def action_clear_filter(self) -> None:
+        self.post_message(self.FilterNode(""))
 
     @staticmethod
     def _cells(view: NodeView, now: float) -> tuple[Text | str, ...]:

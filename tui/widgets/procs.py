@@ -12,7 +12,7 @@ processes changing every second cost what the visible rows cost.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
@@ -21,31 +21,46 @@ from textual.message import Message
 
 from corral.master.model import ProcView
 from corral.tui import format as fmt
+from corral.tui.tally import view_kind
 from corral.tui.widgets.live_table import LiveTable
 
-COLUMNS = (
-    ("key", "  NODE:PID", 15),  # two columns of it show the mark
-    ("app", "App", 7),
-    ("command", "Command", 13),
-    ("state", "State", 11),
-    ("reason", "Reason", 20),
-    ("cpu", "CPU s", 6),
-    ("rss", "RSS", 5),
-    ("max_rss", "MaxRSS", 6),
-    ("start", "Started", 8),
-    ("run", "Run", 6),
+# (name, label, layout): widths come from the content (see `LiveTable.add_column`).
+# Command takes the spare width and gives way first when short; Reason is as
+# wide as what it says.  When even the minimums do not fit, PID and Node go
+# first (if chosen), then Max RSS, Started and CPU s: at 80 columns those three.
+COLUMNS: tuple[tuple[str, str, dict[str, int]], ...] = (
+    ("key", "  NODE:PID", {}),  # two columns of it show the mark
+    ("node", "Node", {"shrink": 2, "min_width": 6, "drop": 4}),
+    ("pid", "PID", {"drop": 5}),
+    ("app", "App", {"shrink": 1, "min_width": 6}),
+    ("command", "Command", {"grow": 1, "shrink": 3, "min_width": 12}),
+    ("state", "State", {}),
+    ("reason", "Reason", {"shrink": 2, "min_width": 7}),
+    ("cpu", "CPU s", {"drop": 1}),
+    ("cpu%", "CPU%", {}),
+    ("rss", "RSS", {}),
+    ("max_rss", "MaxRSS", {"drop": 3}),
+    ("start", "Started", {"drop": 2}),
+    ("run", "Run", {}),
 )
-SORTABLE = [key for key, _, _ in COLUMNS]
-STABLE = frozenset({"key", "app", "command", "start"})  # a process's own never changes
+COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
+DEFAULT_COLUMNS = tuple(n for n in COLUMN_NAMES if n not in ("node", "pid"))
+ALIASES = {"node:pid": "key", "cpu_percent": "cpu%", "maxrss": "max_rss", "started": "start"}
+_LAYOUT = {name: layout for name, _, layout in COLUMNS}
+_LABELS = {name: label for name, label, _ in COLUMNS}
+STABLE = frozenset({"key", "node", "pid", "app", "command", "start"})  # never change
 
 SortKey = Callable[[ProcView, float], Any]
 SORT_KEYS: dict[str, SortKey] = {
     "key": lambda p, now: (p.node, p.pid),
+    "node": lambda p, now: (p.node, p.pid),
+    "pid": lambda p, now: (p.pid, p.node),
     "app": lambda p, now: (p.app, p.node, p.pid),
     "command": lambda p, now: (p.command, p.node, p.pid),
     "state": lambda p, now: (p.state, p.node, p.pid),
     "reason": lambda p, now: (p.reason, p.node, p.pid),
     "cpu": lambda p, now: (p.cpu_time, p.node, p.pid),
+    "cpu%": lambda p, now: (_or(cpu_percent(p), -1.0), p.node, p.pid),
     "rss": lambda p, now: (p.rss, p.node, p.pid),
     "max_rss": lambda p, now: (p.max_rss, p.node, p.pid),
     "start": lambda p, now: (p.started_at, p.node, p.pid),
@@ -53,22 +68,63 @@ SORT_KEYS: dict[str, SortKey] = {
 }
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def cpu_percent(view: ProcView) -> float | None:
+    """The process's CPU % of one core, when the master has it."""
+    value = getattr(view, "cpu_percent", None)
+    return None if value is None else float(value)
+
+
+def columns_named(names: Sequence[str]) -> tuple[str, ...]:
+    """The column keys for ``names`` (as a settings file spells them); ValueError if unknown."""
+    out = []
+    for name in names:
+        key = ALIASES.get(name.lower(), name.lower())
+        if key not in _LABELS:
+            raise ValueError(f"unknown column: {name}")
+        out.append(key)
+    return tuple(out)
+
+
 def matches(view: ProcView, query: str) -> bool:
-    """Every word must match: ``node:N``, ``app:A``, ``state:S`` or any text."""
+    """Every word must match: ``node:N``, ``app:A``, ``state:S`` or any text.
+
+    ``state:`` takes a row's state (sleeping, exited, killed, lost, ...) or
+    one of the header's buckets: running, ended, failed (see `tally`).
+    """
     for word in query.lower().split():
         field, sep, value = word.partition(":")
         if sep and field == "node":
             ok = view.node.lower() == value
         elif sep and field == "app":
             ok = view.app.lower() == value
-        elif sep and field == "state":
-            ok = value in (view.state, "alive" if view.alive else "ended")
+        elif sep and field == "state":  # the row's own word, or the header's bucket
+            ok = value in (view.state, view_kind(view)) or (value == "alive" and view.alive)
         else:
             hay = f"{view.key} {view.app} {view.command} {view.state} {view.reason}"
             ok = word in hay.lower()
         if not ok:
             return False
     return True
+
+
+def filter_title(query: str) -> Text:
+    """The processes pane's title: every active filter word shows in it."""
+    title = Text("Processes")
+    if query.strip():
+        title.append(" · filter: ")
+        title.append(" ".join(query.split()), style="bold yellow")
+        title.append(" · esc clears", style="dim")
+    return title
+
+
+def cpu_text(view: ProcView) -> str:
+    """CPU % of one core while alive; "-" when ended or not known."""
+    value = cpu_percent(view)
+    return "-" if value is None or not view.alive else f"{value:.1f}"
 
 
 class Snapshots(Mapping[str, ProcView]):
@@ -128,12 +184,22 @@ class Snapshots(Mapping[str, ProcView]):
 class ProcsTable(LiveTable):
     """One row per process; the cursor row is the selected process."""
 
+    COLUMN_NAMES = COLUMN_NAMES  # what `set_columns` takes
     BINDINGS = [
         Binding("space", "toggle_mark", "Mark", tooltip="Mark or unmark the process"),
-        Binding("escape", "clear_marks", "Unmark", show=False, tooltip="Unmark every process"),
+        Binding(
+            "escape",
+            "clear_marks",
+            "Unmark",
+            show=False,
+            tooltip="Unmark every process; with none marked, clear the filter",
+        ),
         Binding("o", "sort_next", "Sort", show=False, tooltip="Sort by the next column"),
         Binding("O", "sort_reverse", "Reverse", show=False, tooltip="Reverse the sort order"),
     ]
+
+    class ClearFilter(Message):
+        """Escape with nothing marked: the operator wants every process back."""
 
     class Selected(Message):
         """The cursor moved to process ``key`` (None: the table is empty)."""
@@ -157,11 +223,31 @@ class ProcsTable(LiveTable):
         self.sort_column: str = "key"  # always one: the pane is always sorted
         self.sort_reverse = False
         self._shown_key: str | None = None
+        self.shown_columns: tuple[str, ...] = DEFAULT_COLUMNS
+        self._cell_makers: list[Callable[[ProcView, float], Text]] = []
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
-            self.add_column(label, key=key, width=width)
+        self._add_columns()
         self.start_ticking()  # run times grow with the clock
+
+    def set_columns(self, names: Sequence[str]) -> None:
+        """Show exactly the columns ``names`` (see `COLUMN_NAMES`), in that order.
+
+        ValueError("unknown column: X") for a name that is not one; nothing changes then.
+        """
+        keys = columns_named(names)
+        if not keys:
+            raise ValueError("no columns given")
+        self.shown_columns = keys
+        if self.is_mounted:
+            self._add_columns()
+
+    def _add_columns(self) -> None:
+        self.clear_columns()
+        for key in self.shown_columns:
+            self.add_column(_LABELS[key], key=key, overflow="ellipsis", **_LAYOUT[key])
+        self._cell_makers = [self._makers()[key] for key in self.shown_columns]
+        self.refresh()
 
     # --- rows ------------------------------------------------------------
     def update_procs(self, views: Iterable[ProcView], removed: Iterable[str] = ()) -> None:
@@ -272,14 +358,19 @@ class ProcsTable(LiveTable):
         self.action_cursor_down()
 
     def action_clear_marks(self) -> None:
+        if not self.marked:
+            if self.query_text:
+                self.post_message(self.ClearFilter())
+            return
         shown = self.marked & {str(k.value) for k in self.rows}
         self.marked.clear()
         for key in shown:
             self.draw_row(key, self.clock())
 
     def action_sort_next(self) -> None:
-        i = SORTABLE.index(self.sort_column)
-        self.sort_column, self.sort_reverse = SORTABLE[(i + 1) % len(SORTABLE)], False
+        shown = [c.key for c in self.columns if not c.hidden] or list(self.shown_columns)
+        i = shown.index(self.sort_column) if self.sort_column in shown else -1
+        self.sort_column, self.sort_reverse = shown[(i + 1) % len(shown)], False
         self.resort()
 
     def action_sort_reverse(self) -> None:
@@ -316,15 +407,26 @@ class ProcsTable(LiveTable):
         return Text("  " + key)
 
     def _cells(self, view: ProcView, now: float) -> tuple[Text | str, ...]:
-        return (  # Text, not str: an app or command is never read as markup
-            self._key_cell(view.key),
-            Text(view.app),
-            Text(view.command),
-            fmt.proc_state(view, self.countdowns.get(view.key)),
-            fmt.reason(view),
-            fmt.right(f"{view.cpu_time:.1f}"),
-            fmt.right(fmt.human_bytes(view.rss) if view.alive else "-"),
-            fmt.right(fmt.human_bytes(view.max_rss) if view.max_rss else "-"),  # 0: never sampled
-            Text(fmt.clock_time(view.started_at, now)),
-            fmt.right(fmt.duration(view.run_time(now))),
-        )
+        cells = [make(view, now) for make in self._cell_makers]
+        if view.key in self.marked and "key" not in self.shown_columns and cells:
+            cells[0] = Text.assemble(("✓ ", "bold green"), cells[0])  # the mark shows anyway
+        return tuple(cells)
+
+    def _makers(self) -> dict[str, Callable[[ProcView, float], Text]]:
+        """Each column's cell of a process (Text, not str: never read as markup)."""
+        return {
+            "key": lambda v, now: self._key_cell(v.key),
+            "node": lambda v, now: Text(v.node),
+            "pid": lambda v, now: fmt.right(str(v.pid)),
+            "app": lambda v, now: Text(v.app),
+            "command": lambda v, now: Text(v.command),
+            "state": lambda v, now: fmt.proc_state(v, self.countdowns.get(v.key)),
+            "reason": lambda v, now: fmt.reason(v),
+            "cpu": lambda v, now: fmt.right(f"{v.cpu_time:.1f}"),
+            "cpu%": lambda v, now: fmt.right(cpu_text(v)),
+            "rss": lambda v, now: fmt.right(fmt.human_bytes(v.rss) if v.alive else "-"),
+            # max RSS 0: never sampled
+            "max_rss": lambda v, now: fmt.right(fmt.human_bytes(v.max_rss) if v.max_rss else "-"),
+            "start": lambda v, now: Text(fmt.clock_time(v.started_at, now)),
+            "run": lambda v, now: fmt.right(fmt.duration(v.run_time(now))),
+        }

@@ -13,12 +13,15 @@ import msgspec
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from corral.master.control import RemoveResult
+from corral.master.deploy_report import for_dialog
 from corral.master.verbs.rm import result_line
+from corral.tui.widgets.footer import DIALOG_BREAKPOINTS, KeyFooter
+from corral.tui.widgets.node_picker import TickBox
 
 Remover = Callable[..., Awaitable[list[RemoveResult]]]
 Running = Callable[[str], dict[str, list[str]]]  # app -> {node: its live NODE:PIDs}
@@ -37,6 +40,8 @@ def node_lines(nodes: Sequence[str], running: dict[str, list[str]]) -> list[str]
 class RemoveDialog(ModalScreen[list[RemoveResult] | None]):
     """Confirm and run ``rm APP``; asks for the app when none was selected."""
 
+    VERTICAL_BREAKPOINTS = DIALOG_BREAKPOINTS
+
     BINDINGS = [
         Binding("ctrl+s", "remove", "Remove", tooltip="Remove the app (Enter on Remove too)"),
         Binding("escape", "close", "Close", tooltip="Close the remove dialog"),
@@ -53,23 +58,24 @@ class RemoveDialog(ModalScreen[list[RemoveResult] | None]):
         self.results: list[RemoveResult] | None = None
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="dialog"):
+        with VerticalScroll(id="dialog", classes="dialog"):
             yield Label("", id="remove-title", classes="dialog-title")
             yield Static("Its executables and libraries go; its logs stay unless asked.")
             if self.app_name is None:
                 yield Label("App")
                 yield Input(placeholder="app name", id="remove-app", compact=True)
             yield Static("", id="confirm-targets", markup=False)
-            yield Checkbox(
+            yield TickBox(
                 "Force: stop its running processes first (SIGINT, then SIGKILL)",
                 id="remove-force",
                 compact=True,
             )
-            yield Checkbox("Also delete its logs", id="remove-logs", compact=True)
+            yield TickBox("Also delete its logs", id="remove-logs", compact=True)
             yield Static("", id="remove-result", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Remove", variant="error", id="remove")
                 yield Button("Close", id="close")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._describe(self.app_name or "")
@@ -115,11 +121,12 @@ class RemoveDialog(ModalScreen[list[RemoveResult] | None]):
             results = await self.remover(app, force=force, logs=logs)
         except Exception as e:  # VerbError and anything else: one line here
             out.set_class(False, "ok")
-            out.update(" ".join(str(e).split()) or type(e).__name__)
+            out.update(for_dialog(" ".join(str(e).split())) or type(e).__name__)
             return
         self.results = results
         out.set_class(not any(r.error for r in results), "ok")
-        lines = [result_line(msgspec.to_builtins(r), app) for r in results]  # as `corral rm`
+        # As `corral rm` says it, in the dialog's words ("tick Force", not "use --force").
+        lines = [for_dialog(result_line(msgspec.to_builtins(r), app)) for r in results]
         out.update("\n".join(lines) or "no node answered")
         if not any(r.error for r in results):
             self.query_one("#remove", Button).disabled = True
