@@ -8,7 +8,19 @@ import time
 
 from bench.report import machine
 
-BENCHES = ["heartbeat", "worker_idle", "launch", "heal", "tui_feed", "log_pane", "deploy"]
+BENCHES = [
+    "heartbeat",
+    "worker_idle",
+    "launch",
+    "heal",
+    "tui_feed",
+    "log_pane",
+    "log_follow",
+    "log_open",
+    "log_merged",
+    "deploy",
+    "soak",
+]
 
 
 def main(argv: list[str]) -> int:
