@@ -31,7 +31,8 @@ EPILOG = """\
 The client verbs find the master through --api, $CORRAL_API, the `api` file
 in the master's state directory, or 127.0.0.1:7071, and read its token from
 $CORRAL_TOKEN or STATE_DIR/token (STATE_DIR: --state-dir, $CORRAL_STATE_DIR,
-or ~/.local/state/corral).
+or ~/.local/state/corral). While a `corral demo` of the same user runs and
+nothing else names a master, they reach the demo.
 
 Try it on one machine:  corral demo --headless
 """
@@ -131,11 +132,12 @@ def _demo_verb(sub: Subparsers[Parser]) -> None:
         "demo",
         **_help(
             "a master and N local workers in one command",
-            "Everything lives in a fresh temporary directory. Ctrl-C ends the master,\n"
-            "the workers and every program launched on them, and removes the directory.",
+            "Everything lives in a fresh temporary directory. Ctrl-C (or q in the\n"
+            "dashboard) ends the master, the workers and every program launched on\n"
+            "them, and removes the directory. With sshd installed the demo runs a\n"
+            "private one on loopback, so deploy works as it is.",
             "corral demo --workers 3 --headless\n"
-            "export CORRAL_STATE_DIR=/tmp/corral-demo-XXXX/state   # printed by the demo\n"
-            "corral launch --all -- sleep 60",
+            "corral launch --all -- sleep 60   # in another shell: nothing to export",
         ),
     )
     p.add_argument("--workers", metavar="N", type=_workers, default=3, help="how many (default 3)")

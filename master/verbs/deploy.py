@@ -87,7 +87,9 @@ LD_LIBRARY_PATH=./build/lib corral deploy ./build/server --all --dry-run"""
             "--lib", metavar="PATH", action="append", default=[], help="one more file for lib/"
         )
         p.add_argument(
-            "--dry-run", action="store_true", help="print what would be sent; send nothing"
+            "--dry-run",
+            action="store_true",
+            help="print what would be sent and log in to each node's sshd; send nothing",
         )
         p.add_argument(
             "--trust-host-key",
