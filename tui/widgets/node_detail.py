@@ -56,7 +56,7 @@ def facts_table(view: NodeView, now: float) -> Table:
         ("memory", mem),
         ("CPU", f"{view.cpu_percent:.0f}%"),
         ("load", f"{view.load1:.2f}"),
-        ("processes", f"{view.procs_running} running, {view.procs_total} kept"),
+        ("processes", f"{view.procs_running} running of {view.procs_total} known"),
         ("worker", f"{view.version or '?'} (pid {view.worker_pid or '?'})"),
         ("ssh", f"{view.ssh_host or '-'}:{view.ssh_port}"),
     ]
@@ -66,7 +66,7 @@ def facts_table(view: NodeView, now: float) -> Table:
             row += [Text(key, style="dim"), value]
         grid.add_row(*row)
     long = Table.grid(padding=(0, 2))
-    long.add_column(no_wrap=True)
+    long.add_column(no_wrap=True, min_width=max(len(key) for key, _ in pairs[::2]))
     long.add_column(overflow="fold")
     long.add_row(Text("boot id", style="dim"), view.boot_id or "-")
     long.add_row(Text("root", style="dim"), view.root or "-")
