@@ -60,6 +60,7 @@ class Node:
             root=str(self.root),
             pid=os.getpid(),
             version=self.version,
+            kernel=os.uname().release,
         )
 
     def metrics(self) -> m.Metrics:

@@ -79,6 +79,7 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
     cpu_history: tuple[float, ...] = ()
     version: str = ""  # the worker's corral version
     worker_pid: int = 0
+    kernel: str = ""  # the node's kernel release
 
     def beat_age(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.last_beat)
@@ -362,6 +363,7 @@ class Cluster:
             cpu_history=tuple(n.history),
             version=n.facts.version,
             worker_pid=n.facts.pid,
+            kernel=n.facts.kernel,
         )
 
     def nodes(self) -> list[NodeView]:

@@ -67,6 +67,7 @@ class NodeFacts(msgspec.Struct, omit_defaults=True):
     root: str = ""
     pid: int = 0
     version: str = ""
+    kernel: str = ""  # the node's kernel release (``uname -r``)
 
 
 # gc=False (here and below): only scalars and lists of str, so never part of a

@@ -103,7 +103,12 @@ def build_master(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Master:
         for i, (name, (address, procs)) in enumerate(NODES.items()):
             m.setattr(time, "time", lambda: T0 - 12.0)
             facts = NodeFacts(
-                name=name, hostname=f"{name}.lab", cpus=8, mem_total=16 * GiB, boot_id="b"
+                name=name,
+                hostname=f"{name}.lab",
+                cpus=8,
+                mem_total=16 * GiB,
+                boot_id="b",
+                kernel="6.1.0-13-amd64",
             )
             cluster.register(facts, address, procs=procs)
             for beat in range(60):

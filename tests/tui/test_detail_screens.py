@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,6 +74,7 @@ async def test_enter_on_a_node_opens_its_detail_live(running) -> None:
     facts = screen_text(app, "node-facts")
     n2 = app.master.cluster.node("n2")
     assert n2.hostname in facts and n2.address in facts and n2.boot_id in facts
+    assert os.uname().release in facts  # the worker's kernel, as it told the master
     assert "cores" in facts and "heartbeat" in facts
     beats = lambda: len(app.screen.query_one("#node-procs", Graph).values) >= 1  # noqa: E731
     await until(pilot, beats)

@@ -59,6 +59,7 @@ def facts_table(view: NodeView, now: float) -> Table:
         ("processes", f"{view.procs_running} running of {view.procs_total} known"),
         ("worker", f"{view.version or '?'} (pid {view.worker_pid or '?'})"),
         ("ssh", f"{view.ssh_host or '-'}:{view.ssh_port}"),
+        ("kernel", view.kernel or "-"),
     ]
     for i in range(0, len(pairs), 2):
         row: list[Text | str] = []
