@@ -74,8 +74,8 @@ _SHIM_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The app gets default dispositions back: ignored signals survive exec, and
 # Python itself ignores SIGPIPE and SIGXFSZ.
 _APP_DEFAULTS = (*_SHIM_IGNORES, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
-_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-_PRIVATE = 0o600  # logs: other users read no output (records are 0600 too: daemon.records)
+LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+PRIVATE = 0o600  # logs: other users read no output (records are 0600 too: daemon.records)
 _AT_SYMLINK_NOFOLLOW = 0x100
 # The shim's pipe is made this large (the system's pipe-max-size permitting),
 # so that a spec up to this size never blocks the daemon; the kernel itself
@@ -291,7 +291,7 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
         os.fchdir(app)
         logs = beneath.walk(app, (LOGS,))
         try:
-            log = os.open(f"{spec.launch}.log", _LOG_FLAGS, _PRIVATE, dir_fd=logs)
+            log = os.open(f"{spec.launch}.log", LOG_FLAGS, PRIVATE, dir_fd=logs)
         finally:
             os.close(logs)
         os.dup2(log, 1)

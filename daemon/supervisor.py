@@ -181,6 +181,13 @@ class Supervisor:
         refuse is refused here first (see `daemon.spec`).
         """
         spec = make_spec(self.store, app, argv, env, self.boot_id, self._taken)
+        # The log exists before the pid is told: a program stopped before its seed
+        # reached the exec still has one (empty), as `logs` and rm's "logs kept" expect.
+        log = self.store.log_path(app, spec.launch)
+        try:
+            os.close(log.open(shim.LOG_FLAGS, shim.PRIVATE))
+        except OSError as e:
+            raise SupervisorError(f"launch failed: cannot create {log}: {e.strerror}") from None
         spare = await self._take()
         try:
             self._hand(spare, spec)

@@ -76,6 +76,18 @@ async def test_exit_code_and_output(master, spawn_worker, root: Path):
     assert status.procs[0].state == "exited" and status.procs[0].exit_code == 3
 
 
+async def test_a_program_killed_before_its_exec_still_has_its_log(master, spawn_worker, root: Path):
+    """The reply comes before the seed's exec; the log must exist by then, not after."""
+    await start(master, spawn_worker)
+    reply = await master.call(launch("demo", "sleep", "30"))
+    log = root / "apps/demo/logs" / f"{reply.proc.launch}.log"
+    assert log.exists()  # before anything else happened: no wait
+    os.kill(reply.proc.pid, 9)  # at once, most often before the seed reaches its exec
+    ended = await wait_for(lambda: master.ended(reply.proc.pid), what="kill event")
+    assert ended.reason == "killed by SIGKILL"
+    assert log.exists() and log.stat().st_mode & 0o777 == 0o600
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL", "SIGTERM"])
 async def test_signal_kills_with_reason(master, spawn_worker, sig: str):
     await start(master, spawn_worker)
