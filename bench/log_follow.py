@@ -82,7 +82,7 @@ def measure(tmp: Path) -> tuple[float, float, bool]:
     )
     os.close(sfd)
     screen = Screen(mfd)
-    worker = None
+    worker, key = None, ""
     try:
         wait_until(lambda: (state / "listen").exists() and (state / "token").exists(), 20, "master")
         time.sleep(0.2)
@@ -101,7 +101,8 @@ def measure(tmp: Path) -> tuple[float, float, bool]:
         time.sleep(3.0)  # start-up behind us
         idle = cpu_share(proc, WINDOW)
         out = _corral(state, "launch", "--node", "bench", "--app", "loop", "--", "sh", "-c", LOOP)
-        assert out.strip(), "launch printed nothing"
+        key = out.strip()
+        assert key, "launch printed nothing"
         time.sleep(1.0)
         os.write(mfd, b"\x1b[B")  # down: the new row selected, its log in the pane
         screen.mark()
@@ -111,6 +112,8 @@ def measure(tmp: Path) -> tuple[float, float, bool]:
         following = cpu_share(proc, WINDOW)
         shown = screen.seen("from a program")
     finally:
+        if key:  # the loop never ends on its own; workers leave programs running
+            _corral(state, "kill", key)
         if worker is not None:
             worker.terminate()
             worker.wait(10)
