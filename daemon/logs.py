@@ -141,7 +141,10 @@ def find(path: Beneath, needle: bytes, at: int, backwards: bool = False) -> int:
                 start = _line_start(fd, pos + i)
                 if start >= at:
                     return start
-                i = block.find(needle, i + 1)  # in the line ``at`` falls in: not after it
+                # In the line ``at`` falls in, as is every later match before its newline:
+                # go on after that newline (one line-start read per line, not per match).
+                eol = block.find(b"\n", i + n)
+                i = -1 if eol < 0 else block.find(needle, eol + 1)
             if len(block) < FIND_BLOCK:
                 break
             pos += len(block) - n + 1

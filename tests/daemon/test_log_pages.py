@@ -131,3 +131,17 @@ async def test_the_worker_searches_its_log(master: FakeMaster, spawn_worker, roo
     assert none.found == -1 and none.data == b""
     with pytest.raises(CallError, match="cannot be followed"):
         await master.call(lambda i: m.Logs(id=i, pid=info.pid, find="x", follow=True))
+
+
+def test_find_skips_the_rest_of_a_line_full_of_matches(
+    tmp_path: Path, tmp_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Matches in the line ``at`` falls in cost one line-start read for the line, not one each."""
+    long = b"ab" * 50_000 + b"\n"  # 50,000 matches of "ab", all in the line before ``at``
+    (tmp_path / "x.log").write_bytes(long + b"first line after: ab\n")
+    log = Beneath(tmp_fd, ("x.log",))
+    calls = []
+    real = logs._line_start
+    monkeypatch.setattr(logs, "_line_start", lambda fd, pos: calls.append(pos) or real(fd, pos))
+    assert logs.find(log, b"ab", 1) == len(long)
+    assert len(calls) == 2  # one for the long line, one for the line it lands on
