@@ -59,16 +59,23 @@ def demo_pointers() -> list[Path]:
     return found
 
 
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot, from /proc); None if it does not run."""
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, session id, start time in clock ticks since boot) of ``pid``, from /proc."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
     fields = raw[raw.rfind(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):  # a zombie: ended, only not reaped yet
+    # after "pid (comm) ": state ppid pgrp session ... starttime is field 22 overall
+    return fields[0].decode(), int(fields[3]), int(fields[19])
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot); None if it does not run."""
+    st = proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):  # a zombie: ended, only not reaped yet
         return None
-    return int(fields[19])  # field 22 of the whole line
+    return st[2]
 
 
 @dataclass(frozen=True)

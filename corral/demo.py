@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral import demo_sshd
-from corral.client import DEFAULT_API, DemoPointer, demo_pointers, start_ticks
+from corral.client import DEFAULT_API, DemoPointer, demo_pointers, proc_stat, start_ticks
 
 if TYPE_CHECKING:
     from corral.master.control import Master
@@ -50,24 +50,13 @@ def _default_api_free() -> bool:
     return True
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, session id, start time in ticks) of a live pid, from /proc."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    # after "pid (comm) ": state ppid pgrp session ... starttime is field 22 overall
-    return fields[0].decode(), int(fields[3]), int(fields[19])
-
-
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def gone(pid: int) -> bool:
     """True once ``pid`` no longer runs (a zombie waiting to be reaped counts as gone)."""
-    st = _stat(pid)
+    st = proc_stat(pid)
     return st is None or st[0] in ("Z", "X")
 
 
@@ -81,7 +70,7 @@ class Demo:
         self.state = self.tmp / "state"
         self.workers: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.master: Master | None = None
-        me = _stat(os.getpid())
+        me = proc_stat(os.getpid())
         self.born = me[2] if me else 0
         self._watch: asyncio.Task[None] | None = None
         self._lib_prefix = str(self.tmp / "node").encode()
@@ -247,7 +236,7 @@ class Demo:
         """SIGKILL each pid that is still the one we mean (its group if it leads a session)."""
         killed = []
         for pid, start in pids.items():
-            st = _stat(pid)
+            st = proc_stat(pid)
             if st is None or st[0] in ("Z", "X"):
                 continue
             same = st[2] == start if start is not None else st[2] >= self.born
