@@ -96,6 +96,10 @@ class CallError(Exception):
     """A request failed: the worker replied with an error, timed out or went away."""
 
 
+class CallRefused(CallError):
+    """The worker answered the request with an `Error`: it was refused, not lost."""
+
+
 class Calls:
     """Pending requests on one connection, keyed by id.
 
@@ -138,7 +142,7 @@ class Calls:
         finally:
             self._pending.pop(rid, None)
         if isinstance(reply, Error):
-            raise CallError(reply.message)
+            raise CallRefused(reply.message)
         if isinstance(reply, expect):
             return reply
         raise CallError(f"{conn.peer} answered {type(msg).__name__} with {type(reply).__name__}")

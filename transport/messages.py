@@ -33,6 +33,7 @@ PROTOCOL_VERSION = 2
 MAX_FRAME = 16 * 1024 * 1024
 MAX_HANDSHAKE_FRAME = 4 * 1024  # what a peer may send before it has authenticated
 APP_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+JOBS_DIR = "jobs"  # ROOT/apps/APP/jobs/ID/INDEX: a job's replica's working directory
 
 # Process states (DESIGN.md "Process states and reasons").
 ALIVE_STATES = ("running", "sleeping", "stopped", "zombie")
@@ -68,6 +69,9 @@ class NodeFacts(msgspec.Struct, omit_defaults=True):
     pid: int = 0
     version: str = ""
     kernel: str = ""  # the node's kernel release (``uname -r``)
+    # Bytes of memory this node offers to jobs (``corral worker --mem``); 0: a
+    # worker that predates jobs, taken as MemTotal less 10%.
+    mem_offer: int = 0
 
 
 # gc=False (here and below): only scalars and lists of str, so never part of a
@@ -104,6 +108,7 @@ class ProcInfo(msgspec.Struct, omit_defaults=True, gc=False):
     cpu_sys: float = 0.0
     rss: int = 0
     max_rss: int = 0
+    key: str = ""  # the launch's request key (a job's replica is found by it)
 
     @property
     def alive(self) -> bool:
@@ -239,12 +244,19 @@ class Request(Base, kw_only=True):
 
 
 class Launch(Request):
-    """``key``: the operator's request key; a second Launch with it returns the first result."""
+    """``key``: the operator's request key; a second Launch with it returns the first result.
+
+    ``workdir``: a directory inside the app dir, ``jobs/ID/INDEX`` for a
+    job's replica (`JOBS_DIR`), made if missing and the program's working
+    directory; a relative command with a slash (``./run.sh``) is found
+    there.  Empty: the app dir, as before.
+    """
 
     app: str
     argv: list[str]
     env: dict[str, str] = {}
     key: str = ""
+    workdir: str = ""
 
 
 class Status(Request):
@@ -319,6 +331,18 @@ class PrepareApp(Request):
     app: str
 
 
+class JobFiles(Request):
+    """The files of a replica's working directory (``workdir`` in the app dir) matching ``globs``.
+
+    Globs are relative (``out.txt``, ``results/*.csv``, ``**/*.log``); only
+    regular files reached without following a symlink are listed.
+    """
+
+    app: str
+    workdir: str
+    globs: list[str]
+
+
 # Replies: worker -> master.
 
 
@@ -390,6 +414,19 @@ class AppReady(Base):
     path: str
 
 
+class JobFile(msgspec.Struct):
+    path: str  # relative to the working directory
+    size: int
+
+
+class JobFilesReply(Base):
+    """``path``: the working directory's absolute path on the node (for SFTP)."""
+
+    id: int
+    path: str
+    files: list[JobFile] = []
+
+
 class Ok(Base):
     id: int
 
@@ -415,6 +452,7 @@ Message = (
     | Hashes
     | Remove
     | PrepareApp
+    | JobFiles
     | Error
     | Launched
     | StatusReply
@@ -425,10 +463,23 @@ Message = (
     | HashesReply
     | Removed
     | AppReady
+    | JobFilesReply
     | Ok
 )
 
-REQUESTS = (Launch, Status, Signal, Usage, Logs, Unfollow, Files, Hashes, Remove, PrepareApp)
+REQUESTS = (
+    Launch,
+    Status,
+    Signal,
+    Usage,
+    Logs,
+    Unfollow,
+    Files,
+    Hashes,
+    Remove,
+    PrepareApp,
+    JobFiles,
+)
 REPLIES = (
     Error,
     Launched,
@@ -440,5 +491,6 @@ REPLIES = (
     HashesReply,
     Removed,
     AppReady,
+    JobFilesReply,
     Ok,
 )
