@@ -3,7 +3,11 @@
 Each handler takes the request and returns its reply; a `Refusal` becomes
 an ``Error(id, message)``.  Wire format, master -> worker -> master::
 
-    Launch(id, app, argv, env, key)  -> Launched(id, proc)   (same key: the first proc)
+    Launch(id, app, argv, env, key, workdir)
+                                     -> Launched(id, proc)   (same key: the first proc;
+                                        proc.key = key, kept across restarts;
+                                        workdir: jobs/ID/INDEX in the app dir, made
+                                        0700 and the program's cwd)
     Status(id)                       -> StatusReply(id, procs)
     Signal(id, pid, signal)          -> Signalled(id, delivered, message, proc)
     Usage(id)                        -> UsageReply(id, procs, children_*)
@@ -13,8 +17,13 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
     Unfollow(id, stream)             -> Ok(id)
     Files(id, app?)                  -> FilesReply(id, apps)
     Hashes(id, app, paths)           -> HashesReply(id, hashes)
-    Remove(id, app, force, logs)     -> Removed(id, removed, stopped)
+    Remove(id, app, force, logs)     -> Removed(id, removed, stopped)   (jobs/ always)
     PrepareApp(id, app)              -> AppReady(id, path)
+    JobFiles(id, app, workdir, globs)
+                                     -> JobFilesReply(id, path, files)
+                                        (path: the workdir's absolute path here;
+                                        files: regular files matching a glob, no
+                                        symlink followed; [] if none or missing)
     anything else with an id         -> Error(id, "unsupported request: ...")
 """
 
@@ -25,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from corral.daemon import logs
+from corral.daemon import jobs, logs
 from corral.daemon.beneath import Beneath
 from corral.daemon.errors import Refusal
 from corral.daemon.logs import LogStreams
@@ -65,6 +74,7 @@ class Handlers:
             m.Hashes: self.hashes,
             m.Remove: self.remove,
             m.PrepareApp: self.prepare,
+            m.JobFiles: self.job_files,
         }
 
     async def handle(self, msg: Any) -> None:
@@ -104,7 +114,7 @@ class Handlers:
         return task
 
     async def _launch(self, req: m.Launch) -> m.ProcInfo:
-        info = await self.sup.launch(req.app, req.argv, req.env)
+        info = await self.sup.launch(req.app, req.argv, req.env, req.key, req.workdir)
         self.log(f"launched {req.app}: {' '.join(req.argv)} as pid {info.pid}")
         return info
 
@@ -229,6 +239,14 @@ class Handlers:
 
     async def prepare(self, req: m.PrepareApp) -> m.Message:
         return m.AppReady(id=req.id, path=str(self.store.ensure(req.app)))
+
+    async def job_files(self, req: m.JobFiles) -> m.Message:
+        self.store.app_dir(req.app)  # the name first: refused before anything else
+        workdir = jobs.workdir_parts(req.workdir)
+        globs = jobs.compile_globs(req.globs)
+        files = await asyncio.to_thread(self.store.job_files, req.app, workdir, globs)
+        path = self.store.workdir_path(req.app, workdir)
+        return m.JobFilesReply(id=req.id, path=path, files=files)
 
     async def remove(self, req: m.Remove) -> m.Message:
         self.store.existing(req.app)

@@ -191,6 +191,19 @@ def _kib(data: bytes, key: bytes) -> int:
     return int(data[at + len(key) : end if end >= 0 else len(data)].split()[0]) * 1024
 
 
+def mem_total() -> int:
+    """MemTotal from /proc/meminfo in bytes (0 if it cannot be read)."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            data = b"\n" + f.read()
+    except OSError:
+        return 0
+    try:
+        return _kib(data, b"\nMemTotal:")
+    except (ValueError, IndexError):
+        return 0
+
+
 def boot_id() -> str:
     """This boot's id: a pid and start time only identify a process within one boot."""
     data = _read("/proc/sys/kernel/random/boot_id")

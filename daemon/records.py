@@ -48,6 +48,7 @@ class LaunchRecord:
     start: int  # app's start time in clock ticks (/proc/PID/stat field 22)
     boot_id: str
     unknown_at: float | None = None  # set once the end was found unrecorded
+    key: str = ""  # the launch's request key (Launch.key); "" in records older than jobs
 
 
 @dataclass
@@ -78,6 +79,7 @@ def launch_record(spec: Spec, shim: tuple[int, int], seed: tuple[int, int]) -> L
         started_at=spec.started_at,
         start=seed[1],
         boot_id=spec.boot_id,
+        key=spec.key,
     )
 
 

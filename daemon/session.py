@@ -44,6 +44,7 @@ class Node:
     sup: Supervisor
     store: AppStore
     log: Log
+    mem_offer: int = 0  # bytes this node offers to jobs (``corral worker --mem``)
     # Launches by the operator's request key, across sessions: a retry to a
     # restarted master gets the first launch's process, not a second one.
     launch_keys: OrderedDict[str, asyncio.Future[m.ProcInfo]] = field(default_factory=OrderedDict)
@@ -61,6 +62,7 @@ class Node:
             pid=os.getpid(),
             version=self.version,
             kernel=os.uname().release,
+            mem_offer=self.mem_offer,
         )
 
     def metrics(self) -> m.Metrics:

@@ -6,7 +6,8 @@ its own.  Forking is slow, so both are made ahead of time (by the forker,
 see `daemon.forker`; no exec): the shim forks the *seed*, a process that
 waits for its `Spec` and then becomes the program.
 
-Given a spec, the seed moves to the app's directory, puts stdout and
+Given a spec, the seed moves to the app's directory (or the working
+directory inside it that the spec names), puts stdout and
 stderr on the launch's log and execs the program.  Every one of those
 paths is under ROOT, where a program may have put a symlink since the
 daemon looked: the seed walks to each from ROOT's fd (inherited from the
@@ -62,7 +63,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
 
 import setproctitle
@@ -110,7 +111,8 @@ class Spec:
     """Everything the shim needs, computed by the daemon before the fork.
 
     Paths under ROOT are not in it as paths: the seed and the shim walk to
-    ``apps/APP`` (the working directory), ``apps/APP/logs/LAUNCH.log`` and
+    ``apps/APP`` (the working directory, or ``apps/APP/WORKDIR`` when
+    ``workdir`` names one), ``apps/APP/logs/LAUNCH.log`` and
     ``run/LAUNCH.{json,exit}`` (`records.LaunchRecord`, `records.ExitRecord`)
     from ROOT's fd.
     """
@@ -124,6 +126,10 @@ class Spec:
     env: dict[str, str]  # on top of the shim's own (the daemon's, less its secrets)
     started_at: float  # wall clock, as the daemon reports it
     boot_id: str
+    key: str = ""  # the launch's request key, kept in its record (`records.LaunchRecord`)
+    # The working directory inside ``apps/APP`` (``jobs/ID/INDEX``), as names
+    # checked by the daemon; empty: the app dir itself.
+    workdir: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -285,10 +291,10 @@ def _seed_main(cmd: int, report: int, info: int) -> NoReturn:
 
 def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoReturn:
     """Exec ``spec``'s program in this process; on failure say why and exit 127 or 126."""
+    what = f"execute {spec.argv[0]!r}"
     try:
         env = {**base_env, **spec.env}
         app = beneath.walk(_ROOT, (APPS, spec.app))
-        os.fchdir(app)
         logs = beneath.walk(app, (LOGS,))
         try:
             log = os.open(f"{spec.launch}.log", LOG_FLAGS, PRIVATE, dir_fd=logs)
@@ -297,6 +303,16 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
+        if spec.workdir:  # walked again from the app's fd: no symlink followed
+            what = f"enter {'/'.join(spec.workdir)}"
+            work = beneath.walk(app, spec.workdir)
+            try:
+                os.fchdir(work)
+            finally:
+                os.close(work)
+            what = f"execute {spec.argv[0]!r}"
+        else:
+            os.fchdir(app)
         at = _program_dir(spec, app) if spec.beneath else None
         os.close(app)
         if at is not None:
@@ -314,7 +330,7 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
             _execveat(at, spec.beneath[-1], argv, envp, spec, env)
     except OSError as e:
         code = e.errno or errno.ENOEXEC
-        why = f"corral: cannot execute {spec.argv[0]!r}: {os.strerror(code)}\n"
+        why = f"corral: cannot {what}: {os.strerror(code)}\n"
         with contextlib.suppress(OSError):
             _write_all(2, why.encode())
         with contextlib.suppress(OSError):
@@ -418,7 +434,9 @@ def _warm() -> None:
     """
     Spec(
         **json.loads(
-            json.dumps({f: "" for f in Spec.__dataclass_fields__} | {"argv": [], "env": {}})
+            json.dumps(
+                {f: "" for f in Spec.__dataclass_fields__} | {"argv": [], "env": {}, "workdir": []}
+            )
         )
     )
     if _ROOT >= 0:

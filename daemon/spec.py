@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from corral.daemon import exe as daemon_exe
+from corral.daemon import jobs
 from corral.daemon.errors import Refusal
 from corral.daemon.shim import Spec
 from corral.daemon.store import AppStore
@@ -31,18 +32,25 @@ def make_spec(
     env: dict[str, str],
     boot_id: str,
     taken: Callable[[str], bool],
+    *,
+    key: str = "",
+    workdir: str = "",
 ) -> Spec:
     """Check the request and work out everything the seed and the shim will need.
 
     ``taken(launch)`` says whether a launch id is in use already.
-    SpecError (or StoreError) says why it cannot run.
+    ``workdir`` (``jobs/ID/INDEX``, see `daemon.jobs`), if any, is made and
+    becomes the program's working directory.  SpecError (or StoreError, or
+    `jobs.JobError`) says why it cannot run; a bad ``workdir`` is refused
+    before anything is made.
     """
     if not valid_app_name(app):
         raise SpecError(f"invalid app name {app!r}")
     check_command(argv, env)
+    parts = jobs.workdir_parts(workdir) if workdir else ()
     env = launch_env(f"{store.apps_dir}/{app}", env)
     try:  # finds it, walking beneath ROOT (see daemon.beneath); makes the app's dirs
-        prog = store.program(app, argv[0], env.get("PATH") or _PATH)
+        prog = store.program(app, argv[0], env.get("PATH") or _PATH, parts)
     except daemon_exe.NotExecutable as e:
         raise SpecError(f"cannot execute {argv[0]!r}: {e}") from None
     return Spec(
@@ -55,6 +63,8 @@ def make_spec(
         env=env,
         started_at=time.time(),
         boot_id=boot_id,
+        key=key,
+        workdir=list(parts),
     )
 
 

@@ -1,4 +1,4 @@
-"""The app store: ROOT/apps/APP/{bin,lib,logs}, file listings, hashes, removal, programs.
+"""The app store: ROOT/apps/APP/{bin,lib,logs,jobs}, file listings, hashes, removal, programs.
 
 Every path read, written, executed or removed here resolves beneath ROOT at
 the moment it is used (see `daemon.beneath`): app names are validated, each
@@ -20,15 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.daemon import beneath
+from corral.daemon import beneath, jobs
 from corral.daemon import exe as daemon_exe
 from corral.daemon.beneath import APPS, LOGS, Beneath, StoreError
-from corral.transport.messages import FileInfo, valid_app_name
+from corral.transport.messages import JOBS_DIR, FileInfo, JobFile, valid_app_name
 
 __all__ = ["AppStore", "Program", "StoreError"]
 
 SUBDIRS = ("bin", "lib", LOGS)
-LISTED = ("bin", "lib")  # the deployed part of an app
+LISTED = ("bin", "lib")  # the deployed part of an app (never jobs/: what jobs wrote)
 DIR_MODES = {LOGS: 0o700}  # made so when new; 0755 otherwise
 MAX_CACHE = 10_000
 
@@ -125,22 +125,31 @@ class AppStore:
 
     # ------------------------------------------------------------ programs
 
-    def program(self, app: str, cmd: str, search: str) -> Program:
+    def program(self, app: str, cmd: str, search: str, workdir: Sequence[str] = ()) -> Program:
         """Make sure of the app's directories (as `ensure`), then find ``cmd`` and check it.
 
-        With a slash, ``cmd`` is taken as given (relative: to the app dir);
-        else it is looked up in the app's ``bin/`` first, then on ``search``
-        (a PATH).  A program inside ROOT is opened by a walk (see
-        `daemon.beneath`) and checked through that fd; the seed walks to it
-        again when it execs it.  `daemon.exe.NotExecutable` says why it
-        cannot run, StoreError why it may not.
+        ``workdir`` (names checked by `jobs.workdir_parts`), a working
+        directory inside the app dir, is made too (mode 0700, never through
+        a symlink).  With a slash, ``cmd`` is taken as given (relative: to
+        the working directory, else the app dir); else it is looked up in
+        the app's ``bin/`` first, then on ``search`` (a PATH).  A program
+        inside ROOT is opened by a walk (see `daemon.beneath`) and checked
+        through that fd; the seed walks to it again when it execs it.
+        `daemon.exe.NotExecutable` says why it cannot run, StoreError why
+        it may not.
         """
         app_fd = self._open_app(app, create=True)
+        work_fd = -1
         try:
+            if workdir:
+                work_fd = self._make_workdir(app_fd, app, workdir)
             if cmd.startswith("/"):
                 return self._absolute(cmd)
             if "/" in cmd:
-                found = self._inside(app_fd, cmd, (APPS, app))
+                if work_fd >= 0:
+                    found = self._inside(work_fd, cmd, (APPS, app, *workdir))
+                else:
+                    found = self._inside(app_fd, cmd, (APPS, app))
                 if found is None:
                     raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
                 return found
@@ -150,10 +159,19 @@ class AppStore:
                     return found
         finally:
             os.close(app_fd)
+            if work_fd >= 0:
+                os.close(work_fd)
         path = shutil.which(cmd, path=search)
         if path is None:
             raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
         return self._absolute(path)
+
+    @staticmethod
+    def _make_workdir(app_fd: int, app: str, workdir: Sequence[str]) -> int:
+        """A new fd for the working directory ``workdir`` in the app dir, made if missing."""
+        return beneath.open_dir(
+            app_fd, workdir, where=(APPS, app), create=True, mode=jobs.WORKDIR_MODE
+        )
 
     def _absolute(self, path: str) -> Program:
         prefix = f"{self.root}/"
@@ -266,10 +284,35 @@ class AppStore:
         self._hashes[key] = h.hexdigest()
         return self._hashes[key]
 
+    # ------------------------------------------------------------ job files
+
+    def workdir_path(self, app: str, workdir: Sequence[str]) -> str:
+        """The working directory's absolute path on this node (for the master's SFTP)."""
+        return f"{self.app_dir(app)}/{beneath.rel(*workdir)}"
+
+    def job_files(
+        self, app: str, workdir: Sequence[str], globs: Sequence[jobs.Glob]
+    ) -> list[JobFile]:
+        """The regular files in the working directory ``workdir`` of ``app`` matching ``globs``.
+
+        A missing app or working directory has none (the replica has not
+        started, or wrote nothing); one reached through a symlink is a
+        StoreError.  See `jobs.find_files`.
+        """
+        self.app_dir(app)
+        try:
+            fd = beneath.open_dir(self.fd, (APPS, app, *workdir))
+        except FileNotFoundError:
+            return []
+        try:
+            return jobs.find_files(fd, globs)
+        finally:
+            os.close(fd)
+
     # ------------------------------------------------------------ removal
 
     def remove(self, app: str, logs: bool) -> list[str]:
-        """Remove bin/ and lib/ (and logs/ and the app dir with ``logs``).
+        """Remove bin/, lib/ and jobs/ (and logs/ and the app dir with ``logs``).
 
         Returns the removed paths relative to ROOT.  Everything is removed
         by directory fds (see `daemon.beneath.remove`): a symlink is
@@ -288,7 +331,7 @@ class AppStore:
                 raise StoreError(f"no such app: {app}") from None
             removed: list[str] = []
             try:
-                for sub in SUBDIRS if logs else LISTED:
+                for sub in (*LISTED, JOBS_DIR, *((LOGS,) if logs else ())):
                     if beneath.remove(app_fd, sub):
                         removed.append(beneath.rel(APPS, app, sub))
             finally:

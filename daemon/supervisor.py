@@ -102,6 +102,7 @@ def new_info(rec: LaunchRecord) -> ProcInfo:
         argv=list(rec.argv),
         state=states.BORN,
         started_at=rec.started_at,
+        key=rec.key,
     )
 
 
@@ -173,14 +174,21 @@ class Supervisor:
 
     # ------------------------------------------------------------ launch
 
-    async def launch(self, app: str, argv: list[str], env: dict[str, str]) -> ProcInfo:
+    async def launch(
+        self, app: str, argv: list[str], env: dict[str, str], key: str = "", workdir: str = ""
+    ) -> ProcInfo:
         """Start ``argv`` for ``app``; its info at once, else a Refusal saying why.
+
+        ``key`` (the request's) is kept in its record and info; ``workdir``
+        (``jobs/ID/INDEX``) is its working directory inside the app dir.
 
         The reply does not wait for the exec: the pid is the seed's, which
         becomes the program (see `daemon.shim`), and what the exec would
         refuse is refused here first (see `daemon.spec`).
         """
-        spec = make_spec(self.store, app, argv, env, self.boot_id, self._taken)
+        spec = make_spec(
+            self.store, app, argv, env, self.boot_id, self._taken, key=key, workdir=workdir
+        )
         # The log exists before the pid is told: a program stopped before its seed
         # reached the exec still has one (empty), as `logs` and rm's "logs kept" expect.
         log = self.store.log_path(app, spec.launch)

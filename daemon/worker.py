@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.daemon import procfs
 from corral.daemon.session import Node, Session
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
@@ -32,11 +33,13 @@ from corral.transport.codec import FrameError
 from corral.transport.connection import Connection, ConnectionClosed
 from corral.transport.loop import run as run_loop
 from corral.transport.messages import Goodbye
+from corral.transport.sizes import SizeError, parse_size
 
 DEFAULT_ROOT = "~/.local/share/corral/worker"
 BACKOFF_START = 0.1
 DEFAULT_HEARTBEAT = 1.0  # until a master has announced its own
 HEARTBEAT_RANGE = (0.05, 60.0)  # a hostile or broken Welcome cannot make us spin
+DEFAULT_MEM_SHARE = 0.9  # of MemTotal offered to jobs without --mem
 
 
 class ConfigError(Exception):
@@ -54,6 +57,7 @@ class Config:
     token: str
     ssh_host: str | None
     ssh_port: int
+    mem_offer: int = 0  # bytes offered to jobs (--mem; default MemTotal less 10%)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", metavar="F", help="cluster token (else $CORRAL_TOKEN)")
     parser.add_argument("--ssh-host", metavar="HOST", help="SSH host advertised for deploys")
     parser.add_argument("--ssh-port", type=int, default=22, metavar="N", help="SSH port")
+    parser.add_argument(
+        "--mem",
+        metavar="SIZE",
+        help="memory this node offers to jobs (default: MemTotal less 10%%)",
+    )
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -83,6 +92,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ConfigError(str(e)) from None
     if not 0 < args.ssh_port < 65536:
         raise ConfigError(f"bad --ssh-port {args.ssh_port}")
+    mem_offer = parse_mem(args.mem)  # before --root is made: a bad value changes nothing
     root = Path(args.root).expanduser().absolute()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -92,7 +102,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if not os.access(root, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot use --root {args.root}: not writable")
     name = args.name or socket.gethostname()
-    return Config(host, port, name, root, token, args.ssh_host, args.ssh_port)
+    return Config(host, port, name, root, token, args.ssh_host, args.ssh_port, mem_offer)
+
+
+def parse_mem(text: str | None) -> int:
+    """``--mem`` in bytes; None: MemTotal less 10% (`DEFAULT_MEM_SHARE`).  ConfigError if bad."""
+    if text is None:
+        return int(procfs.mem_total() * DEFAULT_MEM_SHARE)
+    try:
+        return parse_size(text)
+    except SizeError as e:
+        why = str(e).split(": ", 1)[-1]  # "bad size '10Q': why": the why, under our name
+        raise ConfigError(f"bad --mem {text!r}: {why}") from None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -153,6 +174,7 @@ class Worker:
             sup=self.sup,
             store=self.store,
             log=self.log,
+            mem_offer=config.mem_offer,
         )
         self._conn: Connection | None = None
         self._heartbeat = DEFAULT_HEARTBEAT  # the last one a master announced

@@ -157,11 +157,19 @@ class FakeMaster:
 class WorkerProcess:
     """``python -m corral.daemon`` as a real process, its stderr in a file."""
 
-    def __init__(self, port: int, root: Path, name: str = "w1", token: str = TOKEN) -> None:
+    def __init__(
+        self,
+        port: int,
+        root: Path,
+        name: str = "w1",
+        token: str = TOKEN,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.port = port
         self.root = root
         self.name = name
         self.token = token
+        self.args = args  # more command-line options (``--mem 250M``)
         self.log_path = root.parent / f"{name}-{time.monotonic_ns()}.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -176,6 +184,7 @@ class WorkerProcess:
             str(self.root),
             "--name",
             self.name,
+            *self.args,
         ]
 
     def start(self) -> WorkerProcess:
