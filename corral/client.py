@@ -316,14 +316,22 @@ class Client:
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, body)
 
-    def stream(self, path: str, connect_timeout: float = 10.0, **query: Any) -> Iterator[Any]:
+    def stream(
+        self,
+        path: str,
+        connect_timeout: float = 10.0,
+        method: str = "GET",
+        body: Any = None,
+        **query: Any,
+    ) -> Iterator[Any]:
         """Decoded NDJSON objects until the server ends the stream.
 
         Waits as long as it takes between lines (a quiet process is no
         error); a broken connection raises `Unreachable`.
         """
-        path += "?" + _query(query)
-        conn, resp = self._open("GET", path, timeout=connect_timeout)
+        if query:
+            path += "?" + _query(query)
+        conn, resp = self._open(method, path, body, timeout=connect_timeout)
         try:
             if conn.sock is not None:
                 conn.sock.settimeout(None)

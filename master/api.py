@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -70,7 +71,12 @@ class ApiServer:
         self.plane = Plane(master, deployer)
         self.address = ""
         self.routes: dict[tuple[str, str], Route] = {}
+        # Paths with parts (/v1/jobs/{id}): matched in turn, after the plain ones.
+        self.patterns: list[tuple[str, re.Pattern[str], Route]] = []
         for verb in verbs.every():
+            if "{" in verb.path:
+                self.patterns.append((verb.method, path_pattern(verb.path), self._route(verb)))
+                continue
             # stop and kill share POST /v1/signal (its body names the signal)
             self.routes.setdefault((verb.method, verb.path), self._route(verb))
         self.routes["GET", "/v1/events"] = self.events
@@ -100,9 +106,11 @@ class ApiServer:
             return refused
         route = self.routes.get((request.method, request.path))
         if route is None:
-            if request.path in self._paths:
-                return _error(f"method {request.method} not allowed on {request.path}", 405)
-            return _error(f"no such endpoint: {request.path}", 404)
+            route, known = self._match(request)
+            if route is None:
+                if known or request.path in self._paths:
+                    return _error(f"method {request.method} not allowed on {request.path}", 405)
+                return _error(f"no such endpoint: {request.path}", 404)
         try:
             return await route(request)
         except BadInput as e:
@@ -113,12 +121,34 @@ class ApiServer:
         except ValueError as e:
             return _error(f"bad request: {e}")
 
+    def _match(self, request: Request) -> tuple[Route | None, bool]:
+        """The pattern route for ``request`` (its path parts put in its query); and whether
+        any route has that path, with another method."""
+        known = False
+        for method, pattern, route in self.patterns:
+            m = pattern.fullmatch(request.path)
+            if m is None:
+                continue
+            if method != request.method:
+                known = True
+                continue
+            request.query = {**request.query, **m.groupdict()}
+            return route, True
+        return None, known
+
     def _route(self, verb: Verb[Any]) -> Route:
-        """The handler of ``verb``'s route: decode its shape, call it, encode the reply."""
+        """The handler of ``verb``'s route: decode its shape, call it, encode the reply.
+
+        A GET or DELETE carries its request in the query, anything else in
+        the body; parts of the path (``{id}``) join either.
+        """
+        parts = path_fields(verb.path)
 
         async def route(request: Request) -> Response | Stream:
-            if verb.method == "GET":
+            if verb.method in ("GET", "DELETE"):
                 req = wire.query(request.query, verb.shape)
+            elif parts:
+                req = wire.body_with(request.body, verb.shape, {p: request.query[p] for p in parts})
             else:
                 req = wire.body(request.body, verb.shape)
             reply = await verb.call(self.plane, req)
@@ -131,6 +161,16 @@ class ApiServer:
     async def events(self, request: Request) -> Response:
         q: EventsQuery = wire.query(request.query, EventsQuery)
         return json_response({"events": self.master.events.read(min(q.limit, MAX_EVENTS))})
+
+
+def path_fields(path: str) -> list[str]:
+    """The ``{name}`` parts of a route's path."""
+    return re.findall(r"\{(\w+)\}", path)
+
+
+def path_pattern(path: str) -> re.Pattern[str]:
+    """``/v1/jobs/{id}`` as a pattern whose groups are its parts (no ``/`` in a part)."""
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]{1,4096})", re.escape(path)))
 
 
 async def _ndjson(pieces: AsyncIterator[Any]) -> AsyncIterator[bytes]:

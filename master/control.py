@@ -25,12 +25,15 @@ from pathlib import Path
 import msgspec
 
 from corral.master.config import ConfigError, SshConfig, load_history
+from corral.master.errors import VerbError as VerbError  # re-exported: the verbs raise it
 from corral.master.events import EventLog
+from corral.master.jobs import Jobs
 from corral.master.model import Cluster, ProcView
 from corral.master.names import BadName, parse_target, signal_name
 from corral.master.server import Follow, WorkerLink, WorkerServer
 from corral.master.state import default_state_dir, write_atomic
 from corral.master.tails import TailKeeper
+from corral.master.tickets import StoreError
 from corral.transport.addresses import split_hostport
 from corral.transport.auth import ensure_token
 from corral.transport.connection import CallError, ConnectionClosed
@@ -52,10 +55,6 @@ from corral.transport.messages import (
 log = logging.getLogger("corral.master")
 
 LAUNCH_KEYS = 4096  # launch results remembered by request key, for retries
-
-
-class VerbError(Exception):
-    """A verb failed; the message is one line for the operator."""
 
 
 class StartError(OSError):
@@ -131,6 +130,7 @@ class Master:
             str, tuple[tuple[object, ...], asyncio.Future[LaunchResult]]
         ] = OrderedDict()
         self.started_at = time.time()
+        self.jobs = Jobs(self)
 
     # --- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -149,6 +149,10 @@ class Master:
             raise StartError(str(e)) from None
         self.cluster.keep_ended, self.cluster.keep_ended_for = history.keep, history.max_age
         self._start_history()
+        try:  # before workers connect: they are reconciled with its open jobs
+            self.jobs.start(state / "jobs.db")
+        except StoreError as e:
+            raise StartError(str(e)) from None
         self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat)
         host, port = split_hostport(self.config.listen, 7070)
         try:
@@ -167,6 +171,7 @@ class Master:
             self.tails = TailKeeper(self.cluster, self.logs)
 
     async def stop(self) -> None:
+        await self.jobs.close()
         if self.tails is not None:
             await self.tails.close()
             self.tails = None

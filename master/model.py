@@ -80,6 +80,7 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
     version: str = ""  # the worker's corral version
     worker_pid: int = 0
     kernel: str = ""  # the node's kernel release
+    mem_offer: int = 0  # bytes offered to jobs (worker --mem)
 
     def beat_age(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.last_beat)
@@ -107,6 +108,7 @@ class ProcView(msgspec.Struct, frozen=True, gc=False):
     # Percent of one core between the last two samples; 0.0 before two
     # samples exist and once the process ended.
     cpu_percent: float = 0.0
+    launch_key: str = ""  # the launch's request key (a job's replica is found by it)
 
     @property
     def key(self) -> str:
@@ -364,7 +366,13 @@ class Cluster:
             version=n.facts.version,
             worker_pid=n.facts.pid,
             kernel=n.facts.kernel,
+            mem_offer=self.mem_offer(name),
         )
+
+    def mem_offer(self, name: str) -> int:
+        """Bytes ``name`` offers to jobs: its ``--mem``, else its MemTotal less 10%."""
+        facts = self._nodes[name].facts
+        return facts.mem_offer if facts.mem_offer > 0 else facts.mem_total * 9 // 10
 
     def nodes(self) -> list[NodeView]:
         return [self.node(name) for name in sorted(self._nodes)]
@@ -776,4 +784,5 @@ def _view(node: str, n: _Node, p: ProcInfo) -> ProcView:
         rss=p.rss,
         max_rss=p.max_rss,
         cpu_percent=cpu,
+        launch_key=p.key,
     )

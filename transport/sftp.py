@@ -346,3 +346,91 @@ def _rename(sftp: paramiko.SFTPClient, tmp: str, final: str) -> None:
 def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
     with contextlib.suppress(OSError, paramiko.SSHException):
         sftp.remove(path)
+
+
+# --------------------------------------------------------------------------
+# Fetching
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Download:
+    """One file to fetch: ``remote`` (absolute, on the node) into ``local``."""
+
+    remote: str
+    local: Path
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One file fetched (``error`` empty), or why it was not."""
+
+    remote: str
+    local: Path
+    bytes: int = 0
+    error: str = ""
+
+
+def pull(
+    target: SshTarget, files: list[Download], progress: Progress | None = None
+) -> list[Fetched]:
+    """Fetch ``files`` from one node; ``progress(done, total)`` as bytes arrive.
+
+    A remote path that is not a regular file (a symlink, say: it is never
+    followed) or that vanished is that file's ``error``; the others still
+    come.  Each local file is written under a temporary name and renamed
+    into place, so a fetch cut short leaves the last whole copy.  Raises
+    `HostKeyError` or `PushError` when the node cannot be reached at all.
+    """
+    if not files:
+        return []
+    for f in files:
+        if not posixpath.isabs(f.remote):
+            raise PushError(f"remote path must be absolute: {f.remote!r}")
+    client = _connect(target)
+    try:
+        try:
+            sftp = client.open_sftp()
+        except (OSError, paramiko.SSHException) as exc:
+            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
+        try:
+            sizes = []
+            for f in files:
+                try:
+                    st = sftp.lstat(f.remote)
+                    sizes.append(st.st_size or 0 if stat.S_ISREG(st.st_mode or 0) else -1)
+                except OSError:
+                    sizes.append(-2)
+            meter = _Meter(sum(s for s in sizes if s > 0), progress)
+            return [_pull_one(sftp, f, size, meter) for f, size in zip(files, sizes, strict=True)]
+        finally:
+            sftp.close()
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        raise PushError(f"{target.host}: fetch failed: {exc}") from exc
+    finally:
+        client.close()
+
+
+def _pull_one(sftp: paramiko.SFTPClient, f: Download, size: int, meter: _Meter) -> Fetched:
+    if size == -1:
+        return Fetched(f.remote, f.local, error=f"{f.remote} is not a regular file: not fetched")
+    if size == -2:
+        return Fetched(f.remote, f.local, error=f"{f.remote} is gone")
+    tmp = f.local.with_name(f".{f.local.name}{TMP_MARK}{secrets.token_hex(4)}")
+    done = 0
+    try:
+        f.local.parent.mkdir(parents=True, exist_ok=True)
+        with sftp.open(f.remote, "rb") as src, tmp.open("wb") as dst:
+            src.prefetch(size)
+            while chunk := src.read(WRITE_REQUEST):
+                dst.write(chunk)
+                done += len(chunk)
+                meter.add(len(chunk))
+        os.replace(tmp, f.local)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return Fetched(f.remote, f.local, done, error=f"{f.remote}: {exc.strerror or exc}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Fetched(f.remote, f.local, done)

@@ -14,7 +14,22 @@ from typing import Any
 from corral.master.verbs.base import Verb
 
 # In the order `corral --help` lists them.
-NAMES = ("nodes", "ps", "launch", "stop", "kill", "logs", "usage", "deploy", "rm")
+NAMES = (
+    "nodes",
+    "ps",
+    "launch",
+    "stop",
+    "kill",
+    "logs",
+    "usage",
+    "deploy",
+    "rm",
+    "submit",
+    "jobs",
+    "job",
+    "cancel",
+    "fetch",
+)
 
 _loaded: dict[str, Verb[Any]] = {}
 

@@ -94,7 +94,14 @@ class Api(Protocol):
         """One JSON round trip; `ApiError` or `Unreachable` on failure."""
         ...
 
-    def stream(self, path: str, connect_timeout: float = 10.0, **query: Any) -> Iterator[Any]:
+    def stream(
+        self,
+        path: str,
+        connect_timeout: float = 10.0,
+        method: str = "GET",
+        body: Any = None,
+        **query: Any,
+    ) -> Iterator[Any]:
         """Decoded NDJSON objects until the server ends the stream."""
         ...
 
@@ -246,11 +253,24 @@ class Verb(Generic[R]):
         """``corral VERB``: one round trip, then the reply printed; the exit status."""
         return self.show(args, self.send(api, self.request(args)))
 
+    def route(self, req: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The path of ``req``'s route (``{field}`` parts filled in) and the rest of ``req``."""
+        if "{" not in self.path:
+            return self.path, req
+        rest = dict(req)
+        path = self.path
+        while "{" in path:
+            head, _, tail = path.partition("{")
+            field, _, tail = tail.partition("}")
+            path = f"{head}{rest.pop(field)}{tail}"
+        return path, rest
+
     def send(self, api: Api, req: dict[str, Any]) -> Reply:
-        """``req`` to the verb's route: as the query of a GET, else as the JSON body."""
-        if self.method == "GET":
-            return api.request("GET", self.path, **req)
-        return api.request(self.method, self.path, req)
+        """``req`` to the verb's route: as the query of a GET or DELETE, else as the JSON body."""
+        path, req = self.route(req)
+        if self.method in ("GET", "DELETE"):
+            return api.request(self.method, path, **req)
+        return api.request(self.method, path, req)
 
     def show(self, args: Args, reply: Reply) -> int:
         """Print ``reply`` (as JSON with ``--json``; failures on stderr either way)."""

@@ -77,6 +77,24 @@ def body(raw: bytes, shape: type[Shape]) -> Any:
         raise BadInput(_one_line(f"bad request body: {e}")) from None
 
 
+def body_with(raw: bytes, shape: type[Shape], parts: dict[str, str]) -> Any:
+    """A JSON body as ``shape``'s Struct, with the path's ``parts`` (``{id}``) as fields.
+
+    A part made of digits is a number.
+    """
+    try:
+        given = msgspec.json.decode(raw or b"{}")
+    except msgspec.DecodeError as e:
+        raise BadInput(_one_line(f"bad request body: {e}")) from None
+    if not isinstance(given, dict):
+        raise BadInput("bad request body: expected a JSON object")
+    given.update({k: int(v) if v.isdigit() and len(v) < 19 else v for k, v in parts.items()})
+    try:
+        return msgspec.convert(given, struct_of(shape))
+    except msgspec.ValidationError as e:
+        raise BadInput(_one_line(f"bad request body: {e}")) from None
+
+
 def query(params: dict[str, str], shape: type[Shape]) -> Any:
     """Query parameters as ``shape``'s Struct (strings converted); `BadInput` if not one.
 

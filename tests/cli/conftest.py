@@ -187,7 +187,7 @@ class Cluster:
 
         wait_for(addresses, "the master to write its addresses")
 
-    def start_worker(self, name: str) -> None:
+    def start_worker(self, name: str, *args: str) -> None:
         token = (self.state / "token").read_text().strip()
         with open(self.tmp / f"{name}.log", "ab") as log:
             self.workers[name] = subprocess.Popen(
@@ -199,6 +199,7 @@ class Cluster:
                     name,
                     "--root",
                     str(self.tmp / name),
+                    *args,
                 ),
                 env=base_env(CORRAL_TOKEN=token),
                 cwd=REPO,

@@ -1,0 +1,122 @@
+"""Jobs as people read them: the ``jobs`` table and a job's ticket.
+
+One wording for the command line (``corral jobs``, ``corral job ID``) and
+the dashboard.  Works on the JSON shape of a ticket (`master.jobs.Jobs.ticket`),
+so the command line needs nothing of the master: standard library only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from corral.master.text import cpu_seconds, duration, human_bytes, render
+
+JOB_HEADERS = ("ID", "NAME", "STATE", "REPLICAS", "MEM", "POS", "AGE", "REASON")
+REPLICA_HEADERS = ("#", "PROC", "STATE", "CPU", "MAX RSS", "TIME", "REASON")
+ALIVE = ("running", "sleeping", "stopped", "zombie")
+
+Ticket = Mapping[str, Any]
+
+
+def replicas_text(job: Ticket) -> str:
+    """``3/4``: replicas running of those asked for."""
+    return f"{job.get('running', 0)}/{job.get('count', 0)}"
+
+
+def memory_text(job: Ticket) -> str:
+    """``4 x 100M`` (``, spread`` when one a node)."""
+    spread = ", spread" if job.get("spread") else ""
+    return f"{job.get('count', 0)} x {human_bytes(job.get('mem'))}{spread}"
+
+
+def age(job: Ticket, now: float) -> str:
+    return duration(now - float(job.get("submitted_at") or now))
+
+
+def job_row(job: Ticket, now: float) -> tuple[object, ...]:
+    pos = job.get("position") or 0
+    return (
+        job.get("id", "?"),
+        job.get("name", ""),
+        job.get("state", "?"),
+        replicas_text(job),
+        memory_text(job),
+        pos if pos else "-",
+        age(job, now),
+        job.get("reason") or "",
+    )
+
+
+def jobs_table(jobs: Sequence[Ticket], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [job_row(j, now) for j in jobs]
+    return render(JOB_HEADERS, rows, right=("ID", "REPLICAS", "POS", "AGE"))
+
+
+def _when(t: float | None, now: float) -> str:
+    if t is None:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return f"{stamp} ({duration(now - t)} ago)"
+
+
+def replica_state(r: Ticket) -> str:
+    return str(r.get("state") or "?")
+
+
+def replica_time(r: Ticket, now: float) -> str:
+    start = r.get("started_at")
+    if start is None:
+        return "-"
+    end = r.get("ended_at") or now
+    return duration(float(end) - float(start))
+
+
+def replica_row(r: Ticket, now: float) -> tuple[object, ...]:
+    started = r.get("started_at") is not None
+    return (
+        r.get("index", "?"),
+        r.get("target") or (f"{r['node']}:-" if r.get("node") else "-"),
+        replica_state(r),
+        cpu_seconds(float(r.get("cpu_user", 0)) + float(r.get("cpu_sys", 0))) if started else "-",
+        human_bytes(r.get("max_rss")) if r.get("max_rss") else "-",
+        replica_time(r, now),
+        r.get("reason") or "",
+    )
+
+
+def ticket_lines(job: Ticket, now: float | None = None) -> list[str]:
+    """The whole ticket: the job, then a table of its replicas."""
+    now = time.time() if now is None else now
+    state = str(job.get("state", "?"))
+    if state == "queued" and job.get("position"):
+        state += f", position {job['position']} in the queue"
+    lines = [
+        f"job {job.get('id')} ({job.get('name')}): {state}, {replicas_text(job)} replicas running",
+        f"  command    {' '.join(job.get('argv') or [])}",
+        f"  app        {job.get('app')}",
+        f"  memory     {memory_text(job)} (held on the nodes while a replica runs)",
+        f"  submitted  {_when(job.get('submitted_at'), now)}",
+        f"  started    {_when(job.get('started_at'), now)}",
+        f"  ended      {_when(job.get('ended_at'), now)}",
+    ]
+    if job.get("outputs"):
+        lines.append(f"  outputs    {', '.join(job['outputs'])}")
+    if job.get("reason"):
+        lines.append(f"  reason     {job['reason']}")
+    rows = [replica_row(r, now) for r in job.get("replicas") or []]
+    lines.append("")
+    lines.extend(render(REPLICA_HEADERS, rows, right=("CPU", "MAX RSS", "TIME")).splitlines())
+    return lines
+
+
+def submitted_line(job: Ticket) -> str:
+    """What ``submit`` says on stderr beside the id it prints."""
+    state = job.get("state")
+    if state == "queued":
+        where = f"position {job.get('position')}" if job.get("position") else "queued"
+        return f"job {job.get('id')} queued ({where}): {job.get('reason') or 'waiting'}"
+    nodes = sorted({str(r.get("node")) for r in job.get("replicas") or [] if r.get("node")})
+    return f"job {job.get('id')} {state} on {', '.join(nodes)}"

@@ -1,0 +1,154 @@
+"""``corral submit``: a job of N replicas, placed by memory, queued FIFO when it must wait.
+
+Wire::
+
+    POST /v1/jobs {"argv": ["./sim", "--steps", "100"], "replicas": 4, "mem": 104857600,
+                   "spread": false, "app": null, "name": null, "outputs": ["out.txt"]}
+    -> the job's ticket (see ``corral job``)
+
+``mem`` is bytes per replica.  A job no known node could ever take (one
+replica larger than every node's offer) is refused (400) with each node's
+offer; one that does not fit now is queued, and its ticket says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Annotated, Any
+
+from corral.master.job_report import submitted_line
+from corral.master.verbs.base import (
+    Args,
+    Limits,
+    Output,
+    Plane,
+    Reply,
+    Shape,
+    UsageError,
+    Verb,
+    print_json,
+)
+from corral.master.verbs.shapes import Argv, Text
+from corral.transport.sizes import SizeError, parse_size
+
+DEFAULT_MEM = "100M"
+Glob = Annotated[str, Limits(min_length=1, max_length=1024, pattern=r"^[^\x00]*\Z")]
+
+
+class SubmitRequest(Shape):
+    argv: Argv
+    replicas: Annotated[int, Limits(ge=1, le=10_000)] = 1
+    mem: Annotated[int, Limits(ge=1)] = 100 * 1024 * 1024
+    spread: bool = False
+    app: Text | None = None
+    name: Text | None = None
+    outputs: Annotated[list[Glob], Limits(max_length=256)] = []
+
+
+def size(text: str) -> int:
+    """An argparse type: a memory size (``250M``, ``2G``)."""
+    try:
+        return parse_size(text)
+    except SizeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def count(text: str) -> int:
+    """An argparse type: a replica count, 1 to 10,000."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad replica count {text!r}: give a number") from None
+    if not 1 <= n <= 10_000:
+        raise argparse.ArgumentTypeError(f"bad replica count {n}: give 1 to 10000")
+    return n
+
+
+class Submit(Verb[SubmitRequest]):
+    name = "submit"
+    summary = "run a job: N replicas of a program, placed by memory, queued when short"
+    description = f"""\
+Prints the job's id (its state and nodes on stderr). Each replica asks for
+--mem (default {DEFAULT_MEM}) of the memory a node offers to jobs (worker --mem);
+replicas are placed together or not at all, packed onto the fullest nodes
+that fit, or one a node with --spread. A job that does not fit waits in a
+first-in-first-out queue: `corral jobs` shows its position and why. Each
+replica runs in ROOT/apps/APP/jobs/ID/INDEX/ on its node; `corral fetch ID`
+brings back its log and the files matching --output."""
+    examples = """\
+corral submit --replicas 4 --mem 2G -- ./simulate --steps 1000
+corral submit --replicas 3 --spread --name sweep --output 'out/*.csv' -- ./sweep.sh"""
+    json_help = "print the ticket as JSON"
+    method = "POST"
+    path = "/v1/jobs"
+    shape = SubmitRequest
+
+    def declare(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--replicas", type=count, default=1, metavar="N", help="how many copies (default 1)"
+        )
+        p.add_argument(
+            "--mem",
+            type=size,
+            default=size(DEFAULT_MEM),
+            metavar="SIZE",
+            help=f"memory per replica, e.g. 512M, 2G (default {DEFAULT_MEM})",
+        )
+        p.add_argument("--spread", action="store_true", help="at most one replica per node")
+        p.add_argument(
+            "--app", metavar="APP", help="the app it runs in (default: the program's name)"
+        )
+        p.add_argument("--name", metavar="NAME", help="a name to know it by (default: the app)")
+        p.add_argument(
+            "--output",
+            metavar="GLOB",
+            action="append",
+            default=[],
+            help="files `fetch` brings back, relative to the replica's directory (repeatable)",
+        )
+        p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
+
+    def request(self, args: Args) -> dict[str, Any]:
+        program = list(args.program)
+        if program and program[0] == "--":
+            program = program[1:]
+        if not program:
+            raise UsageError("nothing to run: give a program after --, e.g. -- ./simulate")
+        return {
+            "argv": program,
+            "replicas": args.replicas,
+            "mem": args.mem,
+            "spread": bool(args.spread),
+            "app": args.app,
+            "name": args.name,
+            "outputs": list(args.output),
+        }
+
+    async def call(self, plane: Plane, req: SubmitRequest) -> Reply:
+        jobs = plane.master.jobs
+        job = await jobs.submit(
+            req.argv,
+            count=req.replicas,
+            mem=req.mem,
+            spread=req.spread,
+            app=req.app or None,
+            name=req.name or None,
+            outputs=req.outputs,
+        )
+        return jobs.ticket(job)
+
+    def text(self, args: Args, reply: Reply) -> Output:
+        return Output([str(reply.get("id"))], [submitted_line(reply)])
+
+    def show(self, args: Args, reply: Reply) -> int:
+        """The id alone on stdout (for scripts); where it went on stderr (for people)."""
+        if getattr(args, "json", False):
+            print_json(reply)
+        else:
+            print(reply.get("id"))
+        print(submitted_line(reply), file=sys.stderr)
+        return 0
+
+
+VERB = Submit()
