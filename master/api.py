@@ -13,6 +13,9 @@ its module's docstring::
     GET  /v1/ps         ps           GET  /v1/usage    usage
     POST /v1/launch     launch       POST /v1/deploy   deploy
     POST /v1/signal     stop, kill   POST /v1/rm       rm
+    POST /v1/jobs       submit       GET  /v1/jobs     jobs
+    GET  /v1/jobs/ID    job          DELETE /v1/jobs/ID  cancel
+    POST /v1/jobs/ID/fetch  fetch (an NDJSON stream of progress, then the result)
 
 plus the event log, which no verb prints::
 

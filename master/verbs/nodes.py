@@ -6,9 +6,13 @@ Wire::
     -> {"nodes": [{"name", "address", "state", "hostname", "cpus", "mem_total",
                    "mem_used", "cpu_percent", "load1", "last_beat", "procs_running",
                    "procs_total", "ssh_host", "ssh_port", "boot_id", "root",
-                   "cpu_history"}]}
+                   "cpu_history", "version", "worker_pid", "kernel",
+                   "mem_offer", "mem_held"}]}
 
 ``state`` is alive, suspect, lost or left; ``last_beat`` is Unix time.
+``mem_offer`` is the memory the node offers to jobs (``worker --mem``),
+``mem_held`` what placed, unfinished replicas hold of it; neither is the
+memory in use, ``mem_used``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,19 @@ from typing import Any
 from corral.master.text import duration, human_bytes, render
 from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb
 
-HEADERS = ("NODE", "STATE", "HOST", "ADDRESS", "CPUS", "CPU", "MEM", "LOAD", "PROCS", "BEAT")
+HEADERS = (
+    "NODE",
+    "STATE",
+    "HOST",
+    "ADDRESS",
+    "CPUS",
+    "CPU",
+    "MEM",
+    "JOBS MEM",
+    "LOAD",
+    "PROCS",
+    "BEAT",
+)
 
 
 class NodesQuery(Shape):
@@ -36,6 +52,7 @@ def _row(n: dict[str, Any], now: float) -> tuple[object, ...]:
         n.get("cpus", ""),
         f"{float(n.get('cpu_percent', 0.0)):.0f}%",
         f"{used}/{human_bytes(n.get('mem_total'))}",
+        f"{human_bytes(n.get('mem_held', 0))}/{human_bytes(n.get('mem_offer'))}",
         f"{float(n.get('load1', 0.0)):.2f}",
         f"{n.get('procs_running', 0)}/{n.get('procs_total', 0)}",
         duration(now - float(n.get("last_beat", now))),
@@ -45,13 +62,25 @@ def _row(n: dict[str, Any], now: float) -> tuple[object, ...]:
 class Nodes(Verb[NodesQuery]):
     name = "nodes"
     summary = "list the nodes and their state"
-    description = "States: alive, suspect (one beat missed), lost (two missed), left."
+    description = (
+        "States: alive, suspect (one beat missed), lost (two missed), left.\n"
+        "MEM is memory in use of the total; JOBS MEM what jobs' replicas hold of\n"
+        "the memory the node offers to jobs (worker --mem)."
+    )
     examples = "corral nodes\ncorral nodes --json | jq -r '.nodes[].name'"
     path = "/v1/nodes"
     shape = NodesQuery
 
     async def call(self, plane: Plane, req: NodesQuery) -> Reply:
-        return {"nodes": plane.master.cluster.nodes()}
+        import msgspec
+
+        jobs = plane.master.jobs
+        nodes = []
+        for view in plane.master.cluster.nodes():
+            node = msgspec.to_builtins(view)
+            node["mem_held"] = jobs.held(view.name)
+            nodes.append(node)
+        return {"nodes": nodes}
 
     def text(self, args: Args, reply: Reply) -> Output:
         now = time.time()
