@@ -121,6 +121,11 @@ class Fetch:
         plans: list[tuple[Replica, Path, list[sftp.Download], list[str]]] = []
         for rep in reps:
             local = self.dest / f"{rep.index}-{name}"
+            if not (safe_relative(name) and safe_relative(f"{rep.launch}.log")) or "/" in (
+                name + rep.launch
+            ):  # names a worker gave: never a way out of DIR
+                plans.append((rep, local, [], [f"{name}: bad node or launch name: skipped"]))
+                continue
             try:
                 downloads, errors = await self._plan(name, rep, local)
             except (VerbError, CallError) as e:

@@ -171,7 +171,12 @@ class WorkerServer:
 
     # --- admission ------------------------------------------------------
     def _admit(self, name: str) -> str | None:
-        if not name or len(name) > 64 or any(c.isspace() or c == ":" for c in name):
+        if (
+            not name
+            or len(name) > 64
+            or name in (".", "..")
+            or any(c.isspace() or c in ":/" or not c.isprintable() for c in name)
+        ):
             return f"invalid worker name {name!r}"
         if name in self.links and self.cluster.node_state(name) == "alive":
             return f"a worker named {name!r} is already connected"

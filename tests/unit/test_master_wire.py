@@ -159,6 +159,16 @@ async def test_duplicate_name_refused_not_merged(master: Master) -> None:
     await first.close()
 
 
+@pytest.mark.parametrize("name", ["../up", "a/b", "..", "tab\there", "bell\x07", "x:1"])
+async def test_names_that_could_be_paths_or_targets_are_refused(master: Master, name: str) -> None:
+    # A node's name becomes part of local paths (fetch's DIR/ID/INDEX-NODE) and targets.
+    worker = SimWorker(*addr(master), master.token, name)
+    with pytest.raises(AuthError, match="invalid worker name"):
+        await worker.connect()
+    await worker.close()
+    assert not master.cluster.has_node(name)
+
+
 async def test_suspect_lost_and_back(master: Master) -> None:
     w = await good_worker(master, "flaky")
     w.beating = False
