@@ -200,11 +200,18 @@ class Jobs:
         slot = self.sched.slots.get(node)
         return slot.held if slot is not None else 0
 
-    def ticket(self, job: Job) -> dict[str, Any]:
+    def tickets(self, jobs: Iterable[Job]) -> list[dict[str, Any]]:
+        """`ticket` of each of ``jobs``, the queue's positions worked out once."""
+        positions = self.sched.positions()
+        return [self.ticket(job, positions.get(job.id, 0)) for job in jobs]
+
+    def ticket(self, job: Job, position: int | None = None) -> dict[str, Any]:
         """The ticket in its JSON shape, with the live figures of running replicas."""
         out: dict[str, Any] = msgspec.to_builtins(job)
         out["running"] = job.running
-        out["position"] = self.position(job.id) if job.state == "queued" else 0
+        if position is None:
+            position = self.position(job.id)
+        out["position"] = position if job.state == "queued" else 0
         out["reason"] = self.reason(job)
         for rep, row in zip(job.replicas, out["replicas"], strict=True):
             view = self.cluster.proc(rep.target) if rep.target else None

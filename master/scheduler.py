@@ -143,6 +143,10 @@ class Scheduler:
                 return i
         return 0
 
+    def positions(self) -> dict[int, int]:
+        """Every queued job's position, at once (1: the head)."""
+        return {job: i for i, job in enumerate(self.queue, 1)}
+
     def drain(self) -> list[tuple[Demand, list[str]]]:
         """Place jobs from the head of the queue while they fit; each with its nodes.
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from typing import Annotated, Any
 
+from corral.master.job_report import ALIVE
+from corral.master.text import abridged
 from corral.master.verbs.base import Args, Limits, Output, Plane, Reply, Shape, Verb
 from corral.master.verbs.job import job_id
 
@@ -47,13 +49,15 @@ class Cancel(Verb[CancelRequest]):
     async def call(self, plane: Plane, req: CancelRequest) -> Reply:
         jobs = plane.master.jobs
         ids = [int(i) for i in req.id.split(",")]
-        return {"jobs": [jobs.ticket(j) for j in await jobs.cancel(ids)]}
+        return {"jobs": jobs.tickets(await jobs.cancel(ids))}
 
     def text(self, args: Args, reply: Reply) -> Output:
         out = []
         for job in reply.get("jobs") or []:
-            interrupted = [r["target"] for r in job.get("replicas") or [] if r.get("target")]
-            what = f": SIGINT to {', '.join(interrupted)}" if job.get("running") else ""
+            interrupted = [
+                r["target"] for r in job.get("replicas") or [] if r.get("state") in ALIVE
+            ]
+            what = f": SIGINT to {abridged(interrupted)}" if interrupted else ""
             out.append(f"job {job.get('id')} cancelled{what}")
         return Output(out)
 

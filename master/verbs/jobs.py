@@ -42,7 +42,7 @@ class JobsVerb(Verb[JobsQuery]):
 
     async def call(self, plane: Plane, req: JobsQuery) -> Reply:
         jobs = plane.master.jobs
-        return {"jobs": [jobs.ticket(j) for j in jobs.jobs(ended=req.all)]}
+        return {"jobs": jobs.tickets(jobs.jobs(ended=req.all))}
 
     def text(self, args: Args, reply: Reply) -> Output:
         jobs = reply.get("jobs") or []
