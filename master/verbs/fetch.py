@@ -55,6 +55,9 @@ def result_lines(result: dict[str, Any]) -> Output:
     for r in result.get("replicas") or []:
         where = f"{r.get('index')}-{r.get('node')}"
         files = r.get("files") or []
+        if r.get("errors") and not files:  # nothing came: its errors say why
+            err.extend(f"fetch {where}: {e}" for e in r["errors"])
+            continue
         out.append(
             f"{where}: {len(files)} file{'s' if len(files) != 1 else ''} "
             f"({human_bytes(r.get('bytes') or 0)}) in {r.get('dir')}"

@@ -36,6 +36,8 @@ from textual.worker import Worker, WorkerState
 
 from corral.master.control import Master, RemoveResult, VerbError
 from corral.master.deployer import Deployer
+from corral.master.fetch import fetch
+from corral.master.job_report import submitted_line
 from corral.master.model import Change
 from corral.master.verbs import wire
 from corral.master.verbs.base import CommandError, Output, Plane
@@ -46,10 +48,12 @@ from corral.tui.widgets.command_line import CommandLine, CommandOutput
 from corral.tui.widgets.confirm import ConfirmDialog
 from corral.tui.widgets.deploy import DeployDialog, ProgressFeed, summary
 from corral.tui.widgets.events import EventsPane, EventsScreen
+from corral.tui.widgets.fetch import FetchDialog
 from corral.tui.widgets.filter_bar import FilterBar
 from corral.tui.widgets.footer import KeyFooter
 from corral.tui.widgets.header import ClusterHeader
 from corral.tui.widgets.help import HelpScreen
+from corral.tui.widgets.jobs import JobsScreen, TicketScreen
 from corral.tui.widgets.launch import LaunchDialog
 from corral.tui.widgets.live_table import LiveTable
 from corral.tui.widgets.log_pane import LogPane
@@ -59,6 +63,7 @@ from corral.tui.widgets.nodes import NodesTable
 from corral.tui.widgets.proc_detail import ProcDetail
 from corral.tui.widgets.procs import ProcsTable, filter_title
 from corral.tui.widgets.remove import RemoveDialog
+from corral.tui.widgets.submit import SubmitDialog
 
 REFRESH = 0.1  # at most one repaint of changed rows per this many seconds
 SIGNALS = {
@@ -158,6 +163,13 @@ class Dashboard(Screen[None]):
         ),
         # Drill-down screens (see "detail screens" below).
         Binding("v", "events", "Events", tooltip="The master's event log, live", id="events"),
+        Binding(
+            "j",
+            "jobs",
+            "Jobs",
+            tooltip="The jobs: queue, tickets; submit, cancel and fetch them",
+            id="jobs",
+        ),
         Binding("i", "proc_detail", "Info", show=False, tooltip="The process in detail", id="info"),
     ]
 
@@ -186,6 +198,9 @@ class Dashboard(Screen[None]):
         self._removed: set[str] = set()
         self._refresh_scheduled = False
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_jobs: Callable[[], None] | None = None
+        self._jobs_nodes: set[str] = set()  # nodes whose memory held by jobs moved
+        self._jobs_nodes_due = False
 
     def compose(self) -> ComposeResult:
         yield ClusterHeader(id="header").data_bind(Dashboard.address)
@@ -212,6 +227,7 @@ class Dashboard(Screen[None]):
         self.log_pane.source = self.master.follow
         self.log_pane.pages = self.master.read_log
         self._unsubscribe = self.master.cluster.subscribe(self._on_change)
+        self._jobs_mounted()
         cluster = self.master.cluster
         self._dirty_nodes.update(cluster.node_names())
         self._dirty_procs.update(p.key for p in cluster.procs())
@@ -226,6 +242,8 @@ class Dashboard(Screen[None]):
         gc.unfreeze()
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._unsubscribe_jobs is not None:
+            self._unsubscribe_jobs()
 
     @property
     def procs(self) -> ProcsTable:
@@ -545,7 +563,7 @@ class Dashboard(Screen[None]):
             out = cmd.verb.text(cmd.args, reply)
             if out.status and not out.out:  # nothing worked: the line stays, to fix
                 raise CommandError("; ".join(out.err) or f"{name} failed")
-            if out.err:
+            if out.err and name != "submit":  # submit's err is where the job went: _show
                 self.notify("\n".join(out.err), severity="warning")
             done = self._show(cmd, reply, out)
         self.query_one(CommandLine).value = ""
@@ -559,6 +577,9 @@ class Dashboard(Screen[None]):
         """The verb's Master call, with its request checked as the API checks it."""
         feed = ProgressFeed(self, lambda _: self._deploy_progress(feed))
         req = wire.convert(cmd.request, cmd.verb.shape)
+        if cmd.verb.name == "fetch":  # the route streams its progress; here it is awaited
+            result = await fetch(self.master, self.deployer.ssh_config(), req.id, req.to, None)
+            return {"result": wire.builtins(result)}
         reply = await cmd.verb.call(Plane(self.master, self.deployer, feed), req)
         feed.drain()
         return wire.builtins(reply)
@@ -577,6 +598,8 @@ class Dashboard(Screen[None]):
             text = json.dumps(reply, indent=2) if cmd.args.json else "\n".join(out.out)
             self.app.push_screen(CommandOutput(f"corral {name}", text))
             return ""
+        if name in ("jobs", "job", "submit"):
+            return self._show_job_verb(name, reply)
         return "\n".join(out.out)
 
     def _follow_in_pane(self, target: str) -> str:
@@ -604,6 +627,70 @@ class Dashboard(Screen[None]):
     def _proc_entered(self, event: LiveTable.RowSelected) -> None:
         self._open_proc(event.row_key)
 
+    # --- jobs (corral.tui.widgets.jobs): the view, tickets, and memory they hold --------------
+    def _jobs_mounted(self) -> None:
+        """The nodes pane shows what jobs hold on each node, redrawn as jobs move."""
+        self.query_one(NodesTable).held = self.master.jobs.held
+        self._unsubscribe_jobs = self.master.jobs.subscribe(self._on_jobs)
+
+    def _on_jobs(self, ids: frozenset[int]) -> None:
+        """`Jobs` listener: the nodes of the jobs that moved; their rows at the next REFRESH."""
+        jobs = self.master.jobs
+        for job_id in ids:
+            job = jobs.open.get(job_id)
+            if job is None:  # ended: the store has its last word
+                try:
+                    job = jobs.get(job_id)
+                except VerbError:
+                    continue
+            if job.replicas and job.replicas[0].node:  # a queued job holds nothing
+                self._jobs_nodes.update(r.node for r in job.replicas if r.node)
+        if self._jobs_nodes and not self._jobs_nodes_due:
+            self._jobs_nodes_due = True
+            self.set_timer(REFRESH, self._jobs_nodes_moved)
+
+    def _jobs_nodes_moved(self) -> None:
+        self._jobs_nodes_due = False
+        names, self._jobs_nodes = self._jobs_nodes, set()
+        self.query_one(NodesTable).jobs_changed(names)
+
+    def action_jobs(self) -> None:
+        self.app.push_screen(self._jobs_screen())
+
+    def _jobs_screen(self) -> JobsScreen:
+        return JobsScreen(
+            self.master,
+            self.deployer.ssh_config,
+            self._show_job_log,
+            clock=self.clock,
+            memory=self.dialog_memory,
+        )
+
+    def _show_job_verb(self, name: str, reply: Any) -> str:
+        """``:jobs`` opens the jobs view, ``:job ID`` the ticket; ``:submit`` says where it went."""
+        if name == "submit":
+            return submitted_line(reply)
+        screen = self._jobs_screen()
+        self.app.push_screen(screen)
+        if name == "job":
+            screen.call_after_refresh(screen.open_ticket, int(reply["id"]))
+        return ""
+
+    def _show_job_log(self, key: str) -> None:
+        """A replica's log (from a ticket): back to this screen, the process in the log pane."""
+        self.call_later(self._show_log_of, key)
+
+    async def _show_log_of(self, key: str) -> None:
+        while len(self.app.screen_stack) > 1 and self.app.screen is not self:
+            await self.app.pop_screen()
+        if not self._select(key):
+            view = self.master.cluster.proc(key)
+            if view is None:
+                self.notify(f"no such process: {key}", severity="warning")
+                return
+            self.log_pane.show(view)
+        self.log_pane.focus()
+
 
 def help_sections() -> list[tuple[str, list[BindingType]]]:
     """Key bindings by where they work, for the help screen and the palette."""
@@ -618,6 +705,10 @@ def help_sections() -> list[tuple[str, list[BindingType]]]:
         ("launch dialog", list(LaunchDialog.BINDINGS)),
         ("deploy dialog", list(DeployDialog.BINDINGS)),
         ("rm dialog", list(RemoveDialog.BINDINGS)),
+        ("jobs", list(JobsScreen.BINDINGS)),
+        ("job ticket", list(TicketScreen.BINDINGS)),
+        ("submit dialog", list(SubmitDialog.BINDINGS)),
+        ("fetch dialog", list(FetchDialog.BINDINGS)),
         ("events", [*EventsScreen.BINDINGS, *EventsPane.BINDINGS]),
         ("node detail", list(NodeDetail.BINDINGS)),
         ("process detail", list(ProcDetail.BINDINGS)),

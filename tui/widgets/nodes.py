@@ -29,8 +29,16 @@ COLUMNS: tuple[tuple[str, str, dict[str, int]], ...] = (
     ("beat", "Beat", {}),
     ("cpu", "CPU (last minute)", {}),
     ("mem", "Memory", {"drop": 1}),
+    ("jobs", "Jobs mem", {"drop": 2}),  # held by job replicas / offered to jobs
     ("procs", "Procs", {}),
 )
+
+
+def jobs_mem_cell(held: int, offer: int) -> Text:
+    """``200M/250M``: memory job replicas hold on a node, of what it offers to jobs."""
+    if not offer:
+        return Text("-", justify="right")
+    return Text(f"{fmt.human_bytes(held)}/{fmt.human_bytes(offer)}", justify="right")
 
 
 class NodesTable(LiveTable):
@@ -66,6 +74,7 @@ class NodesTable(LiveTable):
         super().__init__(**kwargs)
         self.clock = clock
         self.views: dict[str, NodeView] = {}
+        self.held: Callable[[str], int] = lambda name: 0  # bytes jobs hold on a node
         self.sort_column = "name"
         self._pending: set[str] = set()  # rows whose figures moved, for the next flush
         self._flush_due = False
@@ -108,7 +117,7 @@ class NodesTable(LiveTable):
         return self.clock()
 
     def row_cells(self, key: str, now: float) -> tuple[Text | str, ...]:
-        return self._cells(self.views[key], now)
+        return self._cells(self.views[key], now, self.held(key))
 
     def sort_key(self, column: str) -> Callable[[str], str] | None:
         return (lambda key: self.views[key].name) if column == "name" else None
@@ -124,8 +133,12 @@ class NodesTable(LiveTable):
     def action_clear_filter(self) -> None:
         self.post_message(self.FilterNode(""))
 
+    def jobs_changed(self, names: Iterable[str]) -> None:
+        """Jobs took or gave back memory on ``names``: their rows follow."""
+        self.draw_changed([n for n in names if n in self.views], self.clock())
+
     @staticmethod
-    def _cells(view: NodeView, now: float) -> tuple[Text | str, ...]:
+    def _cells(view: NodeView, now: float, held: int = 0) -> tuple[Text | str, ...]:
         return (
             fmt.node_state(view),
             fmt.node_name(view),
@@ -133,5 +146,6 @@ class NodesTable(LiveTable):
             fmt.beat_age(view, now),
             fmt.cpu_cell(view),
             fmt.mem_cell(view),
+            jobs_mem_cell(held, view.mem_offer),
             fmt.right(str(view.procs_running)),
         )
