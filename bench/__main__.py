@@ -20,6 +20,9 @@ BENCHES = [
     "log_merged",
     "deploy",
     "soak",
+    "scheduler",
+    "submit",
+    "jobs_restart",
 ]
 
 
