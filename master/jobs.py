@@ -97,6 +97,7 @@ class Jobs:
         self._tasks: set[asyncio.Task[None]] = set()
         self._interrupted: set[str] = set()  # keys of cancelled replicas sent SIGINT
         self._unsubscribe: Callable[[], None] | None = None
+        self._dirty: dict[int, Job] = {}  # jobs whose replicas moved, settled soon (`_flush`)
 
     # --- lifecycle ---------------------------------------------------------
     def start(self, path: Path) -> None:
@@ -383,21 +384,34 @@ class Jobs:
             self.sched.release(rep.node, job.mem)
 
     def _settle(self, job: Job) -> None:
-        """Work out the job's state from its replicas, store it, tell the views, drain."""
-        before = job.state
-        job.state, reason = derive(job)
-        if job.state != "queued":
-            job.reason = reason
-        if job.ended and job.ended_at is None:
-            ends = [r.ended_at for r in job.replicas if r.ended_at is not None]
-            job.ended_at = max(ends) if ends else time.time()
-        if job.state != before:
-            text = f"job {job.id} ({job.name}) {job.state}"
-            self.cluster.note(
-                f"job.{job.state}", "", text + (f": {job.reason}" if job.reason else "")
-            )
-        self._save([job])
-        self._publish([job.id])
+        """``job``'s replicas moved: settle it soon, with whatever else moves meanwhile.
+
+        The replicas of a job launch and change together; one store write
+        and one drain for all of them, once the loop is done with this turn.
+        """
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty[job.id] = job
+
+    def _flush(self) -> None:
+        """Work out the dirty jobs' states from their replicas, store them, tell, drain."""
+        jobs, self._dirty = list(self._dirty.values()), {}
+        for job in jobs:
+            before = job.state
+            job.state, reason = derive(job)
+            if job.state != "queued":
+                job.reason = reason
+            if job.ended and job.ended_at is None:
+                ends = [r.ended_at for r in job.replicas if r.ended_at is not None]
+                job.ended_at = max(ends) if ends else time.time()
+            if job.state != before:
+                text = f"job {job.id} ({job.name}) {job.state}"
+                why = f": {job.reason}" if job.reason else ""
+                self.cluster.note(f"job.{job.state}", "", text + why)
+        if self.store is None:  # closed meanwhile
+            return
+        self._save(jobs)
+        self._publish(job.id for job in jobs)
         self._drain()
 
     # --- the cluster's changes -------------------------------------------------------
@@ -517,6 +531,7 @@ class Jobs:
                     signals.append(rep.target)
         for job in jobs:
             self._settle(job)
+        self._flush()  # the reply's tickets say cancelled
         if signals:
             await self.master.signal(signals, "SIGINT")
         self._publish(set(self.sched.queue))
