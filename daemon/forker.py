@@ -46,6 +46,9 @@ from collections.abc import Callable
 from corral.daemon import shim
 from corral.daemon.shim import Usage
 
+# Spares kept ready: a job puts several replicas on a node at once, and a
+# second launch that finds none waits for a fork (milliseconds).
+SPARES = 2
 _MSG = 128  # bytes: "s PID START SEED START" fits with room to spare
 _FDS = 4
 
@@ -95,7 +98,7 @@ class Forker:
         self._sock = ours
         asyncio.get_running_loop().add_reader(ours, self._readable)
         owed, self._owed = self._owed, 0
-        for _ in range(max(1, owed)):
+        for _ in range(max(SPARES, owed)):
             self._ask()
 
     async def take(self, timeout: float) -> shim.Spare:
@@ -114,14 +117,20 @@ class Forker:
         finally:
             self._waiting -= 1
 
+    def has_spare(self) -> bool:
+        """Whether a spare is ready or coming for the next launch."""
+        return self._ready.qsize() + self._owed - self._waiting > 0
+
     def refill(self) -> None:
-        """Ask for a spare unless one is ready or coming for the next launch.
+        """Ask for spares until `SPARES` are ready or coming for the next launches.
 
         Call it once a launch is done with the CPU (the supervisor waits
         ``REFILL_AFTER``): a fork and the new spare's warm-up running beside
         a launch slow the launch down.
         """
-        if self._sock is not None and self._ready.qsize() + self._owed - self._waiting < 1:
+        if self._sock is None:
+            return
+        for _ in range(SPARES - (self._ready.qsize() + self._owed - self._waiting)):
             with contextlib.suppress(ForkerGone):
                 self._ask()
 

@@ -60,6 +60,9 @@ SIGNALS = {
 # two vCPUs it took the launch reply from ~2 to ~4 ms.  A launch that finds
 # no spare asks for one at once (see Forker.take).
 REFILL_AFTER = 0.005  # seconds
+# With a spare still ready, the rest wait for a pause in the launches: a
+# job's replicas arrive together, and forking beside them slows them all.
+TOP_UP_AFTER = 0.05  # seconds
 SPARE_TIMEOUT = 10.0  # a spare comes within milliseconds unless the box is dying
 # The kernel's RSS counters are per-CPU and approximate: the seed's peak as
 # wait4 folds it in can exceed the figure the seed read just before its exec.
@@ -127,6 +130,7 @@ class Supervisor:
         self.keep_ended, self.keep_ended_for = KEEP_ENDED, KEEP_ENDED_FOR
         self._loop: asyncio.AbstractEventLoop | None = None
         self._forker = Forker(log)
+        self._refill: asyncio.TimerHandle | None = None
         self._closed = False
 
     # ------------------------------------------------------------ start and stop
@@ -152,6 +156,8 @@ class Supervisor:
     def close(self) -> None:
         """Stop watching; the programs themselves keep running."""
         self._closed = True
+        if self._refill is not None:
+            self._refill.cancel()
         for proc in self.procs.values():
             self._unwatch(proc)
             self._unwatch_report(proc)
@@ -201,13 +207,21 @@ class Supervisor:
             self._hand(spare, spec)
         finally:
             assert self._loop is not None
-            self._loop.call_later(REFILL_AFTER, self._forker.refill)
+            # Once per burst: a refill armed by an earlier launch waits for this one.
+            if self._refill is not None:
+                self._refill.cancel()
+            after = TOP_UP_AFTER if self._forker.has_spare() else REFILL_AFTER
+            self._refill = self._loop.call_later(after, self._refilled)
         rec = records.launch_record(spec, (spare.pid, spare.start), (spare.seed, spare.seed_start))
         proc = Proc(rec, new_info(rec), report=spare.report)
         self.procs[rec.launch] = proc
         self._watch_fd(proc, spare.pidfd, self._shim_ended)
         self._loop.add_reader(spare.report, self._exec_report, proc)
         return proc.info
+
+    def _refilled(self) -> None:
+        self._refill = None
+        self._forker.refill()
 
     def _taken(self, launch: str) -> bool:
         """Whether the launch id is in use: by a process here, or by a record in ROOT/run."""
