@@ -5,6 +5,13 @@ routes what arrives: replies to their waiters, heartbeats and events into
 the `Cluster`.  A bad frame or a failed handshake closes that one
 connection with a logged reason; the master keeps serving everyone else.
 
+Every connection is TLS 1.3 (`transport.tls`).  One that presents a client
+certificate from the CA runs the channel, under the name in its
+certificate, unless that certificate is revoked or no longer on record.
+One without a certificate that asked (by ALPN) to enroll may only do that:
+prove the token, get a certificate for its CSR, and be closed.  Any other
+is closed before a frame is read: it never reaches the frame loop.
+
 A peer that has not authenticated gets little: frames of a few KiB, a few
 seconds, and a place among at most `MAX_UNAUTHENTICATED` such connections
 (`MAX_UNAUTHENTICATED_PER_HOST` from one address).  Every heartbeat is
@@ -24,20 +31,24 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
+from corral.master.ca import CA
 from corral.master.events import RateLimiter
 from corral.master.model import Cluster
-from corral.transport import handshake
+from corral.transport import handshake, tls
 from corral.transport.auth import AuthError
 from corral.transport.codec import FrameError
 from corral.transport.connection import DEADLINE_GRACE, Calls, Connection, ConnectionClosed
 from corral.transport.limits import FdBudget, GuardedServer, raise_nofile_limit, start_server
 from corral.transport.messages import (
+    Error,
     Goodbye,
     Heartbeat,
     LogChunk,
     Pong,
     ProcEvent,
     Register,
+    Renew,
+    Renewed,
     Request,
     Unfollow,
 )
@@ -127,9 +138,11 @@ class WorkerLink:
 class WorkerServer:
     """Accepts workers on a TCP port and keeps node liveness up to date."""
 
-    def __init__(self, cluster: Cluster, token: str, heartbeat: float) -> None:
+    def __init__(self, cluster: Cluster, token: str, heartbeat: float, ca: CA) -> None:
         self.cluster = cluster
         self.token = token
+        self.ca = ca
+        self.wrong_tokens = 0  # enrollments refused for a wrong token, since start
         self.heartbeat = heartbeat
         self.links: dict[str, WorkerLink] = {}
         self._server: GuardedServer | None = None
@@ -144,7 +157,13 @@ class WorkerServer:
         # A flood of connections here stops FD_RESERVE short of the limit: the
         # API (which keeps a smaller reserve) and the links we have still work.
         self._server = await start_server(
-            self._accept, host, port, budget=FdBudget(reserve=FD_RESERVE), limit=READ_LIMIT
+            self._accept,
+            host,
+            port,
+            budget=FdBudget(reserve=FD_RESERVE),
+            limit=READ_LIMIT,
+            ssl=self.ca.channel_context(),
+            ssl_handshake_timeout=tls.TLS_HANDSHAKE_TIMEOUT,
         )
         sock = self._server.sockets[0].getsockname()
         self.address = f"{sock[0]}:{sock[1]}"
@@ -240,11 +259,46 @@ class WorkerServer:
             log.warning("worker connection from %s", line)
             self.cluster.note("node.refused", "", f"connection from {line}")
 
+    def revoke(self, name: str) -> int:
+        """Refuse ``name``'s certificates from now on and cut it off; how many it had."""
+        count = self.ca.revoke(name)
+        link = self.links.pop(name, None)
+        if link is not None:
+            link.drop(f"the certificate of {name} was revoked")
+        if self.cluster.has_node(name) and self.cluster.node_state(name) in ("alive", "suspect"):
+            self.cluster.set_node_state(name, "lost", f"{name} is lost (certificate revoked)")
+        self.cluster.note("node.revoked", name, f"{name}: certificates revoked ({count})")
+        return count
+
+    def _sign(self, name: str, csr: bytes) -> tuple[bytes, bytes]:
+        return self.ca.sign_node(name, csr), self.ca.cert_der
+
+    async def _enroll(self, conn: Connection) -> None:
+        """A connection without a certificate: enrollment, and nothing else."""
+        try:
+            name = await handshake.accept_enroll(conn, self.token, self._sign, self._admit)
+        except AuthError as e:
+            if "wrong cluster token" not in str(e):
+                raise
+            self.wrong_tokens += 1
+            raise AuthError(f"{e} ({self.wrong_tokens} since start)") from None
+        self.cluster.note("node.enrolled", name, f"{name} enrolled from {conn.peer}")
+
     async def _serve(self, conn: Connection, authenticated: Callable[[], None]) -> None:
         began = time.monotonic()
+        ssl_object = conn.writer.get_extra_info("ssl_object")
+        peer = tls.peer_of(ssl_object)
+        if peer is None:  # checked before any frame is read
+            if ssl_object is None or ssl_object.selected_alpn_protocol() != tls.ALPN_ENROLL:
+                raise AuthError("TLS without a client certificate")
+            await self._enroll(conn)
+            return
+        refused = self.ca.allowed(peer.name, peer.serial)
+        if refused:
+            raise AuthError(refused)
         history = (self.cluster.keep_ended, self.cluster.keep_ended_for)
-        name = await handshake.accept(
-            conn, self.token, self.heartbeat, self._admit, history=history
+        name = await handshake.accept_channel(
+            conn, peer.name, self.heartbeat, self._admit, history=history
         )
         authenticated()
         # The handshake took at least a round trip: the worker's reading of our
@@ -297,12 +351,23 @@ class WorkerServer:
                     del link.streams[msg.id]
                     if not msg.eof:  # paused: the follower resumes from its offset
                         link.conn.send_nowait(Unfollow(id=link.calls.next_id(), stream=msg.id))
+            elif isinstance(msg, Renew):
+                link.conn.send_nowait(self._renew(link.name, msg))
             elif isinstance(msg, Goodbye):
                 why = f"{link.name} left" + (f": {msg.reason}" if msg.reason else "")
                 self.cluster.set_node_state(link.name, "left", why)
                 return
             elif not link.calls.resolve(msg):
                 log.debug("ignoring unexpected %s from %s", type(msg).__name__, link.name)
+
+    def _renew(self, name: str, msg: Renew) -> Renewed | Error:
+        """A new certificate for ``name`` (the one its current certificate names)."""
+        try:
+            cert = self.ca.sign_node(name, msg.csr)
+        except ValueError as e:
+            return Error(id=msg.id, message=f"renewal refused: {e}")
+        self.cluster.note("node.renewed", name, f"{name}: certificate renewed")
+        return Renewed(id=msg.id, cert=cert)
 
     # --- liveness -------------------------------------------------------
     async def _liveness(self) -> None:
