@@ -1,7 +1,10 @@
 """Simulated workers: real protocol clients with no supervisor behind them.
 
 Used by the tests (bad peers, liveness) and by the heartbeat-capacity
-benchmark, which runs thousands of them in a separate process.
+benchmark, which runs thousands of them in a separate process.  They speak
+TLS as real workers do: the first `connect` of a name enrolls with the token
+(its certificate is kept in `CertStore`, for every later connect of that name
+in this process), then dials with the certificate.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ import asyncio
 import os
 import random
 import socket
+import ssl
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from corral.master.server import MAX_UNAUTHENTICATED_PER_HOST
-from corral.transport import handshake
+from corral.transport import handshake, tls
 from corral.transport.connection import Connection, ConnectionClosed
 from corral.transport.messages import (
     Error,
@@ -35,6 +41,54 @@ def facts(name: str) -> NodeFacts:
     )
 
 
+class CertStore:
+    """Certificates of simulated workers, one directory per (master, name), one shared key.
+
+    One key for all: a simulated node's key stays in this process anyway,
+    and thousands of them need no thousands of key generations.
+    """
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="corral-sim-"))
+        self.key = tls.new_key()
+        self.contexts: dict[tuple[str, int, str], ssl.SSLContext] = {}
+
+    def files(self, host: str, port: int, name: str) -> tls.NodeFiles:
+        safe = "".join(c if c.isalnum() else f"%{ord(c):02x}" for c in name)
+        return tls.NodeFiles(self.dir / f"{host}-{port}" / safe)
+
+    async def context(self, host: str, port: int, token: str, name: str) -> ssl.SSLContext:
+        """The TLS context for ``name`` at that master: enroll first if it has none."""
+        ctx = self.contexts.get((host, port, name))
+        if ctx is not None:
+            return ctx
+        files = self.files(host, port, name)
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls.enroll_context())
+        conn = Connection(reader, writer)
+        try:
+            done = await handshake.enroll(conn, token, name, tls.csr_der(self.key, name))
+        finally:
+            await conn.close()
+        files.dir.mkdir(parents=True, exist_ok=True)
+        tls.write_private(files.key, tls.key_pem(self.key))
+        files.store(done.cert, done.ca)
+        ctx = self.contexts[host, port, name] = files.context()
+        return ctx
+
+    def forget(self, host: str, port: int, name: str) -> None:
+        self.contexts.pop((host, port, name), None)
+
+
+CERTS: CertStore | None = None
+
+
+def certs() -> CertStore:
+    global CERTS
+    if CERTS is None:
+        CERTS = CertStore()
+    return CERTS
+
+
 class SimWorker:
     """Connects, authenticates, registers, then beats until stopped or paused."""
 
@@ -47,9 +101,12 @@ class SimWorker:
         self._task: asyncio.Task[None] | None = None
 
     async def connect(self) -> Welcome:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        ctx = await certs().context(self.host, self.port, self.token, self.name)
+        reader, writer = await asyncio.open_connection(
+            self.host, self.port, ssl=ctx, server_hostname=self.host
+        )
         self.conn = Connection(reader, writer)
-        self.welcome = await handshake.connect(self.conn, self.token, self.name)
+        self.welcome = await handshake.connect_channel(self.conn, self.name)
         await self.conn.send(Register(facts=facts(self.name)))
         return self.welcome
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -135,6 +136,14 @@ class WorkerLink:
         self.streams.clear()
 
 
+def _tls_why(e: BaseException) -> str:
+    """A TLS failure in a few words: OpenSSL's reason ("WRONG_VERSION_NUMBER"), else the text."""
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    reason = getattr(e, "reason", None)
+    return str(reason or e or type(e).__name__)
+
+
 class WorkerServer:
     """Accepts workers on a TCP port and keeps node liveness up to date."""
 
@@ -146,6 +155,7 @@ class WorkerServer:
         self.heartbeat = heartbeat
         self.links: dict[str, WorkerLink] = {}
         self._server: GuardedServer | None = None
+        self._tls: ssl.SSLContext | None = None
         self._refusals = RateLimiter()
         self._clock: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -162,9 +172,8 @@ class WorkerServer:
             port,
             budget=FdBudget(reserve=FD_RESERVE),
             limit=READ_LIMIT,
-            ssl=self.ca.channel_context(),
-            ssl_handshake_timeout=tls.TLS_HANDSHAKE_TIMEOUT,
         )
+        self._tls = self.ca.channel_context()
         sock = self._server.sockets[0].getsockname()
         self.address = f"{sock[0]}:{sock[1]}"
         self._clock = asyncio.create_task(self._liveness())
@@ -235,7 +244,14 @@ class WorkerServer:
                 if self._unauthenticated[host] <= 0:
                     del self._unauthenticated[host]
 
+        plain = True  # until TLS is up
         try:
+            assert self._tls is not None
+            try:
+                conn.writer = await tls.start_tls_server(reader, writer, self._tls)
+            except (ssl.SSLError, OSError, TimeoutError) as e:
+                raise AuthError(f"TLS handshake failed: {_tls_why(e)}") from None
+            plain = False
             await self._serve(conn, authenticated)
         except (AuthError, FrameError) as e:
             self._refused(conn.peer, str(e))
@@ -248,7 +264,10 @@ class WorkerServer:
         finally:
             authenticated()
             self._tasks.discard(task)
-            await conn.close()
+            if plain:  # a failed TLS handshake left the plain transport half taken over
+                conn.abort()
+            else:
+                await conn.close()
 
     def _refused(self, peer: str, why: str) -> None:
         """One short line per refusal, at most one per address and kind every 10 s."""
