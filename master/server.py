@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from corral.transport.messages import (
     LogChunk,
     Pong,
     ProcEvent,
+    Refused,
     Register,
     Renew,
     Renewed,
@@ -155,7 +155,6 @@ class WorkerServer:
         self.heartbeat = heartbeat
         self.links: dict[str, WorkerLink] = {}
         self._server: GuardedServer | None = None
-        self._tls: ssl.SSLContext | None = None
         self._refusals = RateLimiter()
         self._clock: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -172,8 +171,10 @@ class WorkerServer:
             port,
             budget=FdBudget(reserve=FD_RESERVE),
             limit=READ_LIMIT,
+            ssl=self.ca.channel_context(),
+            ssl_handshake_timeout=tls.TLS_HANDSHAKE_TIMEOUT,
+            gate=self,
         )
-        self._tls = self.ca.channel_context()
         sock = self._server.sockets[0].getsockname()
         self.address = f"{sock[0]}:{sock[1]}"
         self._clock = asyncio.create_task(self._liveness())
@@ -223,35 +224,42 @@ class WorkerServer:
             return f"{MAX_UNAUTHENTICATED_PER_HOST} handshakes from {host} already under way"
         return ""
 
+    # --- the gate: before the TLS handshake -------------------------------
+    def enter(self, peer: str) -> bool:
+        """A connection from ``peer`` may start its TLS handshake: it counts as unauthenticated."""
+        host = peer.rpartition(":")[0]
+        crowded = self._crowded(host)
+        if crowded:
+            self._refused(peer, crowded)
+            return False
+        self._unauthenticated[host] += 1
+        return True
+
+    def _authenticated(self, host: str) -> None:
+        self._unauthenticated[host] -= 1
+        if self._unauthenticated[host] <= 0:
+            del self._unauthenticated[host]
+
+    def failed(self, peer: str, error: BaseException) -> None:
+        """Its TLS handshake failed: plaintext, no certificate of our CA, or too slow."""
+        self._authenticated(peer.rpartition(":")[0])
+        self._refused(peer, f"TLS handshake failed: {_tls_why(error)}")
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection whose TLS handshake is done (`enter` counted it)."""
         task = asyncio.current_task()
         assert task is not None
         conn = Connection(reader, writer)
         host = conn.peer.rpartition(":")[0]
-        crowded = self._crowded(host)
-        if crowded:
-            conn.abort()
-            self._refused(conn.peer, crowded)
-            return
         self._tasks.add(task)
-        self._unauthenticated[host] += 1
         counted = [True]  # still among the unauthenticated
 
         def authenticated() -> None:
             if counted[0]:
                 counted[0] = False
-                self._unauthenticated[host] -= 1
-                if self._unauthenticated[host] <= 0:
-                    del self._unauthenticated[host]
+                self._authenticated(host)
 
-        plain = True  # until TLS is up
         try:
-            assert self._tls is not None
-            try:
-                conn.writer = await tls.start_tls_server(reader, writer, self._tls)
-            except (ssl.SSLError, OSError, TimeoutError) as e:
-                raise AuthError(f"TLS handshake failed: {_tls_why(e)}") from None
-            plain = False
             await self._serve(conn, authenticated)
         except (AuthError, FrameError) as e:
             self._refused(conn.peer, str(e))
@@ -264,10 +272,7 @@ class WorkerServer:
         finally:
             authenticated()
             self._tasks.discard(task)
-            if plain:  # a failed TLS handshake left the plain transport half taken over
-                conn.abort()
-            else:
-                await conn.close()
+            await conn.close()
 
     def _refused(self, peer: str, why: str) -> None:
         """One short line per refusal, at most one per address and kind every 10 s."""
@@ -313,7 +318,9 @@ class WorkerServer:
             await self._enroll(conn)
             return
         refused = self.ca.allowed(peer.name, peer.serial)
-        if refused:
+        if refused:  # said, so the worker can log why; nothing of its is read
+            with contextlib.suppress(ConnectionClosed):
+                conn.send_nowait(Refused(reason=refused))
             raise AuthError(refused)
         history = (self.cluster.keep_ended, self.cluster.keep_ended_for)
         name = await handshake.accept_channel(

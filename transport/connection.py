@@ -9,7 +9,6 @@ by the reply each request expects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections import deque

@@ -18,7 +18,6 @@ A node keeps its files in ``ROOT/tls/`` (`NodeFiles`): ``node.key``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import os
@@ -144,30 +143,6 @@ def client_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols([ALPN_CHANNEL])
     return ctx
-
-
-async def start_tls_server(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    ctx: ssl.SSLContext,
-    timeout: float = TLS_HANDSHAKE_TIMEOUT,
-) -> asyncio.StreamWriter:
-    """Run the server side of a TLS handshake on an accepted plain connection.
-
-    Returns the writer to use from now on (``reader`` gets the decrypted
-    bytes).  Done by the server itself rather than at accept so that a peer
-    still in its TLS handshake already counts among its unauthenticated ones.
-    Raises `ssl.SSLError`, `OSError` or `TimeoutError`.
-    """
-    loop = asyncio.get_running_loop()
-    protocol = writer.transport.get_protocol()
-    assert isinstance(protocol, asyncio.StreamReaderProtocol)
-    transport = await loop.start_tls(
-        writer.transport, protocol, ctx, server_side=True, ssl_handshake_timeout=timeout
-    )
-    if transport is None:  # the connection closed during the handshake
-        raise ConnectionResetError("connection closed during the TLS handshake")
-    return asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 @dataclass(frozen=True)

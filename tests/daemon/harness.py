@@ -1,8 +1,9 @@
 """A fake master and a real worker process, for the daemon's tests.
 
 `FakeMaster` is an asyncio TLS server on 127.0.0.1 port 0, with a real CA
-(`corral.master.ca`), that enrolls workers and runs the real handshake, records what the worker sends (Register, Heartbeat, ProcEvent,
-follow LogChunks, Goodbye) and lets a test send requests with `call`.
+(`corral.master.ca`), that enrolls workers and runs the real handshake,
+records what the worker sends (Register, Heartbeat, ProcEvent, follow
+LogChunks, Goodbye) and lets a test send requests with `call`.
 `WorkerProcess` runs ``python -m corral.daemon`` as a real child process.
 """
 
