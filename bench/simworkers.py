@@ -89,6 +89,18 @@ def certs() -> CertStore:
     return CERTS
 
 
+async def dial(host: str, port: int, token: str, name: str) -> tuple[Connection, Welcome]:
+    """A channel to the master as node ``name``: TLS with its certificate, then the hello."""
+    ctx = await certs().context(host, port, token, name)
+    reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
+    conn = Connection(reader, writer)
+    try:
+        return conn, await handshake.connect_channel(conn, name)
+    except BaseException:
+        conn.abort()
+        raise
+
+
 class SimWorker:
     """Connects, authenticates, registers, then beats until stopped or paused."""
 
@@ -101,12 +113,7 @@ class SimWorker:
         self._task: asyncio.Task[None] | None = None
 
     async def connect(self) -> Welcome:
-        ctx = await certs().context(self.host, self.port, self.token, self.name)
-        reader, writer = await asyncio.open_connection(
-            self.host, self.port, ssl=ctx, server_hostname=self.host
-        )
-        self.conn = Connection(reader, writer)
-        self.welcome = await handshake.connect_channel(self.conn, self.name)
+        self.conn, self.welcome = await dial(self.host, self.port, self.token, self.name)
         await self.conn.send(Register(facts=facts(self.name)))
         return self.welcome
 

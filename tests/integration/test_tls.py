@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -337,3 +338,76 @@ def test_the_serving_certificate_names_the_addresses_workers_dial(cluster: Local
     )
     ips = [str(ip) for ip in sans.value.get_values_for_type(x509.IPAddress)]
     assert "127.0.0.1" in ips  # an IP SAN, for workers that dial the IP
+
+
+# --- the HTTP API off loopback ------------------------------------------------------------
+
+
+def outside_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one."""
+    import psutil
+
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return str(a.address)
+    return None
+
+
+def test_the_api_off_loopback_serves_tls_with_the_cluster_ca(tmp_path: Path) -> None:
+    ip = outside_address()
+    if ip is None:
+        pytest.skip("this machine has no address but loopback")
+    state = tmp_path / "state"
+    argv = [sys.executable, "-m", "corral", "master", "--headless", "--state-dir", str(state)]
+    argv += ["--listen", "127.0.0.1:0", "--api", f"{ip}:0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    out = tmp_path / "master.out"
+    with open(out, "wb") as log:
+        master = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        api = wait_until(lambda: (state / "api").exists() and (state / "api").read_text(), 15)
+        assert f"control API on https://{ip}:" in out.read_text()
+        host, port = api.strip().rsplit(":", 1)
+        # Plain HTTP gets no answer in HTTP: the port speaks TLS only.
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert not s.recv(100).startswith(b"HTTP/")
+        # The CLI finds the API there and trusts the cluster's CA for it.
+        res = subprocess.run(
+            [sys.executable, "-m", "corral", "nodes", "--state-dir", str(state)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == "no nodes have joined yet"
+        # Without the CA's certificate the client will not talk to it.
+        (state / "tls" / "ca.crt").rename(tmp_path / "ca.crt")
+        res = subprocess.run(
+            [sys.executable, "-m", "corral", "nodes", "--state-dir", str(state)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert res.returncode == 1 and "is not here" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    finally:
+        master.terminate()
+        master.wait(10)
+
+
+def test_a_broken_ca_stops_the_master_from_starting(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "tls").mkdir(parents=True, mode=0o700)
+    (state / "tls" / "ca.key").write_text("not a key")
+    argv = [sys.executable, "-m", "corral", "master", "--headless", "--state-dir", str(state)]
+    argv += ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert res.stderr.strip().startswith("corral master: cannot set up the cluster CA in")
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (state / "listen").exists()
