@@ -239,7 +239,9 @@ def main() -> None:
     host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     flags = sys.argv[5:]
     token = os.environ["CORRAL_TOKEN"]
-    asyncio.run(run_many(host, port, token, count, seconds, "--plain" in flags, "--storm" in flags))
+    from corral.transport.loop import run  # uvloop's, as real workers run on
+
+    run(run_many(host, port, token, count, seconds, "--plain" in flags, "--storm" in flags))
 
 
 if __name__ == "__main__":

@@ -112,6 +112,9 @@ def server_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
     ctx.load_verify_locations(cafile=str(ca))
     ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.set_alpn_protocols([ALPN_CHANNEL, ALPN_ENROLL])
+    # No session tickets: asyncio's streams cannot resume a session, so
+    # tickets would cost every handshake their encryption and a round of bytes.
+    ctx.num_tickets = 0
     return ctx
 
 
