@@ -34,9 +34,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from corral.transport.tls import (
     api_context,
-    common_name,
     key_pem,
     new_key,
+    renew_time,
     server_context,
     write_private,
 )
@@ -105,6 +105,8 @@ class CA:
         self.cert_der = b""
         self.nodes: dict[str, dict[str, Any]] = {}  # name -> {"certs": [[serial, not_after]]}
         self.revoked: set[int] = set()
+        self.server_names: list[str] = []
+        self.server_renew_at = 0.0
 
     # --- files ----------------------------------------------------------
     def open(self) -> CA:
@@ -231,6 +233,21 @@ class CA:
         )
         write_private(self.server_key, key_pem(key))
         write_private(self.server_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        self.server_names = names
+        self.server_renew_at = renew_time(cert)
+
+    def refresh_server_cert(self, contexts: Iterable[ssl.SSLContext]) -> bool:
+        """Past two thirds of its life, a new serving certificate, loaded into ``contexts``.
+
+        A master that runs for months keeps serving: handshakes from then on
+        get the new certificate, connections already up keep theirs.
+        """
+        if not self.server_names or self.clock() < self.server_renew_at:
+            return False
+        self.write_server_cert(self.server_names)
+        for ctx in contexts:
+            ctx.load_cert_chain(self.server_cert, self.server_key)
+        return True
 
     def channel_context(self) -> ssl.SSLContext:
         return server_context(self.server_cert, self.server_key, self.cert_path)
@@ -259,8 +276,3 @@ class CA:
         self.revoked.update(int(c[0]) for c in certs)
         self._save_record()
         return len(certs)
-
-
-def load_ca_cert(path: Path) -> str:
-    """The CN of the certificate in ``path`` (a check that it parses)."""
-    return common_name(x509.load_pem_x509_certificate(path.read_bytes()))

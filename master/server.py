@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -155,6 +156,7 @@ class WorkerServer:
         self.heartbeat = heartbeat
         self.links: dict[str, WorkerLink] = {}
         self._server: GuardedServer | None = None
+        self._context: ssl.SSLContext | None = None  # the channel's TLS, server side
         self._refusals = RateLimiter()
         self._clock: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -163,6 +165,7 @@ class WorkerServer:
 
     async def start(self, host: str, port: int) -> str:
         raise_nofile_limit()
+        self._context = self.ca.channel_context()
         # A flood of connections here stops FD_RESERVE short of the limit: the
         # API (which keeps a smaller reserve) and the links we have still work.
         self._server = await start_server(
@@ -171,7 +174,7 @@ class WorkerServer:
             port,
             budget=FdBudget(reserve=FD_RESERVE),
             limit=READ_LIMIT,
-            ssl=self.ca.channel_context(),
+            ssl=self._context,
             ssl_handshake_timeout=tls.TLS_HANDSHAKE_TIMEOUT,
             gate=self,
         )
@@ -386,6 +389,16 @@ class WorkerServer:
             elif not link.calls.resolve(msg):
                 log.debug("ignoring unexpected %s from %s", type(msg).__name__, link.name)
 
+    def _refresh_certificate(self) -> None:
+        """The serving certificate renewed, two thirds into its life (a long-running master)."""
+        if self._context is None:
+            return
+        try:
+            if self.ca.refresh_server_cert([self._context]):
+                self.cluster.note("master.renewed", "", "the master's certificate was renewed")
+        except (OSError, ValueError) as e:
+            log.warning("cannot renew the master's certificate: %s", e)
+
     def _renew(self, name: str, msg: Renew) -> Renewed | Error:
         """A new certificate for ``name`` (the one its current certificate names)."""
         try:
@@ -409,6 +422,7 @@ class WorkerServer:
             if now - expired >= EXPIRE_EVERY:
                 expired = now
                 self.cluster.expire()
+                self._refresh_certificate()
             for name in self.cluster.node_names():
                 state = self.cluster.node_state(name)
                 if state not in ("alive", "suspect"):

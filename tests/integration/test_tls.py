@@ -415,3 +415,19 @@ def test_a_broken_ca_stops_the_master_from_starting(tmp_path: Path) -> None:
     assert res.stderr.strip().startswith("corral master: cannot set up the cluster CA in")
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (state / "listen").exists()
+
+
+def test_the_serving_certificate_renews_in_a_long_running_master(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    ca = CA(tmp_path / "ca", clock=lambda: now[0]).open()
+    ca.write_server_cert(["127.0.0.1", "localhost"])
+    ctx = ca.channel_context()
+    first = ca.server_cert.read_bytes()
+    assert not ca.refresh_server_cert([ctx])  # young yet
+    now[0] += 61 * 86400  # two thirds of 90 days
+    assert ca.refresh_server_cert([ctx])
+    renewed = x509.load_pem_x509_certificate(ca.server_cert.read_bytes())
+    assert ca.server_cert.read_bytes() != first
+    assert renewed.not_valid_after_utc.timestamp() == now[0] + 90 * 86400
+    sans = renewed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
