@@ -6,10 +6,10 @@ The daemon dials the master over TLS with its certificate from
 (`daemon.session`).  Without a certificate (its first start, or a new
 ``--name``) it first enrolls: the cluster token and a CSR for a key made
 here buy a certificate, and the token is not needed again.  Whenever the
-master is away it retries with jittered exponential backoff, capped at one heartbeat H, while the
-programs keep running.  A dial gets H/2: after a partition heals, the node
-is back within 2H.  SIGTERM
-or SIGINT: say goodbye, exit 0, leave the programs running.
+master is away it retries with jittered exponential backoff, capped at one
+heartbeat H, while the programs keep running.  A dial gets H/2: after a
+partition heals, the node is back within 2H.  SIGTERM or SIGINT: say
+goodbye, exit 0, leave the programs running.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ class Worker:
         )
         self.certs = tls.NodeFiles(config.root / "tls")
         self.node.certs = self.certs
-        self.node.clock = test_clock()
+        self.node.clock = renewal_clock()
         self._conn: Connection | None = None
         self._heartbeat = DEFAULT_HEARTBEAT  # the last one a master announced
         self._attempt = 0
@@ -250,6 +250,8 @@ class Worker:
             text = str(e)
         elif isinstance(e, auth.AuthError):
             text = f"handshake with {addr} failed: {e}"
+            if "is revoked" in str(e):
+                text += f" (to enroll again: remove {self.certs.cert}, restart with the token)"
         elif isinstance(e, FrameError):
             text = f"bad frame from master, closing: {e}"
         elif isinstance(e, ConnectionClosed):
@@ -309,7 +311,7 @@ class Worker:
             await conn.close()
 
 
-def test_clock() -> Callable[[], float]:
+def renewal_clock() -> Callable[[], float]:
     """The wall clock certificate renewal goes by: ``time.time``, moved for tests.
 
     ``$CORRAL_TEST_CLOCK`` names a file holding seconds to add (read at each

@@ -339,6 +339,7 @@ class WorkerServer:
         if msg.facts.name != name:
             raise FrameError(f"registered as {msg.facts.name!r} after saying hello as {name!r}")
         reason = self._admit(name)  # again: another connection may have won meanwhile
+        reason = reason or self.ca.allowed(peer.name, peer.serial)  # or a revoke come
         if reason:
             raise AuthError(reason)
         stale = self.links.get(name)

@@ -19,7 +19,6 @@ A node keeps its files in ``ROOT/tls/`` (`NodeFiles`): ``node.key``
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import ssl
 from dataclasses import dataclass
@@ -222,7 +221,3 @@ class NodeFiles:
             return client_context(self.cert, self.key, self.ca)
         except (OSError, ssl.SSLError) as e:
             raise TlsError(f"cannot use the certificate in {self.dir}: {e}") from None
-
-
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
