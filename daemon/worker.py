@@ -281,7 +281,8 @@ class Worker:
         cfg = self.config
         if not cfg.token:
             raise tls.TlsError(
-                f"no certificate for {cfg.name} in {self.certs.dir} and no token to enroll with"
+                f"no usable certificate for {cfg.name} in {self.certs.dir} (none, or expired)"
+                " and no token to enroll with"
             )
         key = self.certs.new_key()
         conn = await self._dial(tls.enroll_context())
@@ -294,7 +295,7 @@ class Worker:
 
     async def _connect_once(self) -> None:
         cfg = self.config
-        if self.certs.enrolled_as() != cfg.name:
+        if not self.certs.usable_for(cfg.name, time.time()):  # none yet, or expired
             await self._enroll()
         conn = await self._dial(self.certs.context())
         try:

@@ -190,6 +190,15 @@ class NodeFiles:
         except (OSError, ValueError):
             return None
 
+    def usable_for(self, name: str, now: float) -> bool:
+        """True if this node holds a certificate for ``name`` that has not expired at ``now``."""
+        if self.enrolled_as() != name:
+            return False
+        try:
+            return now < self.certificate().not_valid_after_utc.timestamp()
+        except (OSError, ValueError):
+            return False
+
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert.read_bytes())
 

@@ -431,3 +431,20 @@ def test_the_serving_certificate_renews_in_a_long_running_master(tmp_path: Path)
     assert renewed.not_valid_after_utc.timestamp() == now[0] + 90 * 86400
     sans = renewed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+
+
+def test_a_node_whose_certificate_expired_enrolls_again_with_the_token(
+    cluster: LocalCluster,
+) -> None:
+    # A node that was away for more than 90 days: its certificate ran out.
+    long_ago = CA(cluster.state / "tls", clock=lambda: 1_000_000_000.0).open()
+    key = tls.new_key()
+    files = tls.NodeFiles(cluster.worker_root("n1") / "tls")
+    files.dir.mkdir(parents=True)
+    tls.write_private(files.key, tls.key_pem(key))
+    files.store(long_ago.sign_node("n1", tls.csr_der(key, "n1")), long_ago.cert_der)
+    old = node_serial(cluster, "n1")
+    start_worker(cluster, "n1", token=cluster.token)
+    cluster.wait_node("n1", "alive")
+    assert node_serial(cluster, "n1") != old
+    assert "enrolled with" in worker_log(cluster, "n1")
