@@ -3,7 +3,8 @@
 Figure: the master's CPU (share of one core) while they beat, over mutual
 TLS, and how many nodes it ever marked suspect.  Reference: the same master
 idle, no workers.  Second figure: what TLS costs, against the same master
-and workers with TLS patched out (`bench.plainchannel`), in the same run.
+and workers with TLS patched out (`bench.plainchannel`), in the same run
+(two rounds of each, in turn, the lower CPU of each compared).
 """
 
 from __future__ import annotations
@@ -66,8 +67,13 @@ def measure(plain: bool) -> tuple[float, float, int, int]:
 
 
 def run() -> list[str]:
-    idle, busy, alive, suspect = measure(plain=False)
-    _, plain, plain_alive, _ = measure(plain=True)
+    # Two rounds each, taken in turn, the lower of each kept: a shared
+    # machine's load drifts over minutes, and the two figures are compared.
+    rounds = [measure(plain=False), measure(plain=True), measure(plain=False), measure(plain=True)]
+    tls_runs, plain_runs = rounds[0::2], rounds[1::2]
+    idle, busy, alive, suspect = min(tls_runs, key=lambda r: r[1])
+    suspect = max(r[3] for r in tls_runs)
+    _, plain, plain_alive, _ = min(plain_runs, key=lambda r: r[1])
     cost = busy / plain - 1 if plain > 0 else 0.0
     return [
         line(
@@ -79,8 +85,10 @@ def run() -> list[str]:
         ),
         line(
             f"heartbeat capacity: what TLS costs ({WORKERS} workers at 1 Hz)",
-            f"master CPU {busy * 100:.1f}% with TLS, {cost * 100:+.0f}%",
-            f"the same master without TLS {plain * 100:.1f}% ({plain_alive} alive)",
+            f"master CPU {busy * 100:.1f}% with TLS, {cost * 100:+.0f}%"
+            f" (rounds: {', '.join(f'{r[1] * 100:.1f}%' for r in tls_runs)})",
+            f"the same master without TLS {plain * 100:.1f}% ({plain_alive} alive;"
+            f" rounds: {', '.join(f'{r[1] * 100:.1f}%' for r in plain_runs)})",
             "TLS <= +20% master CPU",
             cost <= 0.20,
         ),
