@@ -107,6 +107,7 @@ class CA:
         self.revoked: set[int] = set()
         self.server_names: list[str] = []
         self.server_renew_at = 0.0
+        self.contexts: list[ssl.SSLContext] = []  # serving with the serving certificate
 
     # --- files ----------------------------------------------------------
     def open(self) -> CA:
@@ -236,24 +237,31 @@ class CA:
         self.server_names = names
         self.server_renew_at = renew_time(cert)
 
-    def refresh_server_cert(self, contexts: Iterable[ssl.SSLContext]) -> bool:
-        """Past two thirds of its life, a new serving certificate, loaded into ``contexts``.
+    def refresh_server_cert(self) -> bool:
+        """Past two thirds of its life, a new serving certificate, loaded where it serves.
 
         A master that runs for months keeps serving: handshakes from then on
-        get the new certificate, connections already up keep theirs.
+        (worker port and API alike) get the new certificate, connections
+        already up keep theirs.
         """
         if not self.server_names or self.clock() < self.server_renew_at:
             return False
         self.write_server_cert(self.server_names)
-        for ctx in contexts:
+        for ctx in self.contexts:
             ctx.load_cert_chain(self.server_cert, self.server_key)
         return True
 
     def channel_context(self) -> ssl.SSLContext:
-        return server_context(self.server_cert, self.server_key, self.cert_path)
+        """The worker port's TLS; a renewed serving certificate is loaded into it."""
+        ctx = server_context(self.server_cert, self.server_key, self.cert_path)
+        self.contexts.append(ctx)
+        return ctx
 
     def api_context(self) -> ssl.SSLContext:
-        return api_context(self.server_cert, self.server_key)
+        """The HTTP API's TLS (off loopback); a renewed serving certificate is loaded into it."""
+        ctx = api_context(self.server_cert, self.server_key)
+        self.contexts.append(ctx)
+        return ctx
 
     # --- the record -----------------------------------------------------
     def allowed(self, name: str, serial: int) -> str | None:

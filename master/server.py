@@ -392,10 +392,8 @@ class WorkerServer:
 
     def _refresh_certificate(self) -> None:
         """The serving certificate renewed, two thirds into its life (a long-running master)."""
-        if self._context is None:
-            return
         try:
-            if self.ca.refresh_server_cert([self._context]):
+            if self.ca.refresh_server_cert():
                 self.cluster.note("master.renewed", "", "the master's certificate was renewed")
         except (OSError, ValueError) as e:
             log.warning("cannot renew the master's certificate: %s", e)

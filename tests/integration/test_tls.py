@@ -421,11 +421,12 @@ def test_the_serving_certificate_renews_in_a_long_running_master(tmp_path: Path)
     now = [1_800_000_000.0]
     ca = CA(tmp_path / "ca", clock=lambda: now[0]).open()
     ca.write_server_cert(["127.0.0.1", "localhost"])
-    ctx = ca.channel_context()
+    ca.channel_context()
+    ca.api_context()
     first = ca.server_cert.read_bytes()
-    assert not ca.refresh_server_cert([ctx])  # young yet
+    assert not ca.refresh_server_cert()  # young yet
     now[0] += 61 * 86400  # two thirds of 90 days
-    assert ca.refresh_server_cert([ctx])
+    assert ca.refresh_server_cert()
     renewed = x509.load_pem_x509_certificate(ca.server_cert.read_bytes())
     assert ca.server_cert.read_bytes() != first
     assert renewed.not_valid_after_utc.timestamp() == now[0] + 90 * 86400
