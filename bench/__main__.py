@@ -10,7 +10,6 @@ from bench.report import machine
 
 BENCHES = [
     "heartbeat",
-    "reconnect",
     "worker_idle",
     "launch",
     "heal",

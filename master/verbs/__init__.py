@@ -29,8 +29,6 @@ NAMES = (
     "job",
     "cancel",
     "fetch",
-    "node",
-    "token",
 )
 
 _loaded: dict[str, Verb[Any]] = {}
