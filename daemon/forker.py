@@ -121,16 +121,17 @@ class Forker:
         """Whether a spare is ready or coming for the next launch."""
         return self._ready.qsize() + self._owed - self._waiting > 0
 
-    def refill(self) -> None:
-        """Ask for spares until `SPARES` are ready or coming for the next launches.
+    def refill(self, spares: int = SPARES) -> None:
+        """Ask for spares until ``spares`` are ready or coming for the next launches.
 
         Call it once a launch is done with the CPU (the supervisor waits
-        ``REFILL_AFTER``): a fork and the new spare's warm-up running beside
-        a launch slow the launch down.
+        ``REFILL_AFTER``, for one; `SPARES` after a pause in launches): a
+        fork and the new spare's warm-up running beside a launch slow the
+        launch down.
         """
         if self._sock is None:
             return
-        for _ in range(SPARES - (self._ready.qsize() + self._owed - self._waiting)):
+        for _ in range(spares - (self._ready.qsize() + self._owed - self._waiting)):
             with contextlib.suppress(ForkerGone):
                 self._ask()
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from corral.daemon import procfs, records, shim, states
 from corral.daemon.beneath import StoreError
 from corral.daemon.errors import Refusal
-from corral.daemon.forker import Forker, ForkerGone
+from corral.daemon.forker import SPARES, Forker, ForkerGone
 from corral.daemon.records import ExitRecord, LaunchRecord
 from corral.daemon.shim import Usage, own_children_usage
 from corral.daemon.spec import make_spec
@@ -210,8 +210,10 @@ class Supervisor:
             # Once per burst: a refill armed by an earlier launch waits for this one.
             if self._refill is not None:
                 self._refill.cancel()
-            after = TOP_UP_AFTER if self._forker.has_spare() else REFILL_AFTER
-            self._refill = self._loop.call_later(after, self._refilled)
+            if self._forker.has_spare():  # the rest once launches pause
+                self._refill = self._loop.call_later(TOP_UP_AFTER, self._refilled, SPARES)
+            else:  # one for the next launch, soon; the rest once launches pause
+                self._refill = self._loop.call_later(REFILL_AFTER, self._refilled, 1)
         rec = records.launch_record(spec, (spare.pid, spare.start), (spare.seed, spare.seed_start))
         proc = Proc(rec, new_info(rec), report=spare.report)
         self.procs[rec.launch] = proc
@@ -219,9 +221,12 @@ class Supervisor:
         self._loop.add_reader(spare.report, self._exec_report, proc)
         return proc.info
 
-    def _refilled(self) -> None:
+    def _refilled(self, spares: int) -> None:
         self._refill = None
-        self._forker.refill()
+        self._forker.refill(spares)
+        if spares < SPARES:
+            assert self._loop is not None
+            self._refill = self._loop.call_later(TOP_UP_AFTER, self._refilled, SPARES)
 
     def _taken(self, launch: str) -> bool:
         """Whether the launch id is in use: by a process here, or by a record in ROOT/run."""
