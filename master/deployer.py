@@ -35,8 +35,6 @@ with `VerbError` before anything is sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import dataclasses
 import logging
 import os
@@ -57,6 +55,8 @@ from corral.master.control import VerbError
 from corral.master.deploy import LocalFile, NodePlan, PlanError
 from corral.master.deploy_report import plan_text
 from corral.master.server import WorkerLink
+from corral.master.ssh import target as ssh_target
+from corral.master.ssh import thread_progress
 from corral.master.text import human_bytes
 from corral.transport import sftp
 from corral.transport.connection import CallError
@@ -486,18 +486,8 @@ class _Run:
         return deploy.plan_node(name, files, remote)
 
     def _target(self, name: str) -> sftp.SshTarget:
-        """Where and as whom to reach the node's sshd."""
         view = self.deployer.master.cluster.node(name)
-        if not view.ssh_host:
-            raise sftp.PushError(f"node {name} advertises no SSH host (worker --ssh-host)")
-        return sftp.SshTarget(
-            host=view.ssh_host,
-            port=self.ssh.port or view.ssh_port,
-            user=self.ssh.user,
-            key_filename=self.ssh.key,
-            known_hosts=self.ssh.known_hosts,
-            trust_unknown=self.trust,
-        )
+        return ssh_target(view, self.ssh, self.trust)
 
     async def _push(self, name: str, app_dir: str, plan: NodePlan) -> sftp.PushReport:
         target = self._target(name)
@@ -518,22 +508,7 @@ class _Run:
         """A callback for the push thread that hops onto the loop, at most every 50 ms."""
         if self.progress is None:
             return None
-        loop = asyncio.get_running_loop()
-        # Run the callback in the caller's context, not the push thread's: the
-        # caller's context variables (a UI framework's current app) must hold.
-        context = contextvars.copy_context()
-        last = 0.0
-
-        def hop(done: int, total: int) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if done < total and now - last < PROGRESS_INTERVAL:
-                return
-            last = now
-            with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(self._report, name, done, total, context=context)
-
-        return hop
+        return thread_progress(self._report, name, PROGRESS_INTERVAL)
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

@@ -15,8 +15,6 @@ it is joined to the local one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import os
 import posixpath
 import time
@@ -29,6 +27,8 @@ import msgspec
 
 from corral.master.config import SshConfig
 from corral.master.errors import VerbError
+from corral.master.ssh import target as ssh_target
+from corral.master.ssh import thread_progress
 from corral.master.tickets import Job, Replica
 from corral.transport import sftp
 from corral.transport.connection import CallError
@@ -189,36 +189,12 @@ class Fetch:
 
     def _target(self, name: str) -> sftp.SshTarget:
         view = self.master.cluster.node(name)
-        if not view.ssh_host:
-            raise sftp.PushError(f"node {name} advertises no SSH host (worker --ssh-host)")
-        return sftp.SshTarget(
-            host=view.ssh_host,
-            port=self.ssh.port or view.ssh_port,
-            user=self.ssh.user,
-            key_filename=self.ssh.key,
-            known_hosts=self.ssh.known_hosts,
-            trust_unknown=self.ssh.trust_unknown_host_keys,
-        )
+        return ssh_target(view, self.ssh, self.ssh.trust_unknown_host_keys)
 
     def _hop(self, name: str) -> sftp.Progress | None:
-        """A progress callback for the SFTP thread that calls ours on the loop, now and then."""
         if self.progress is None:
             return None
-        progress = self.progress
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        last = 0.0
-
-        def hop(done: int, total: int) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if done < total and now - last < PROGRESS_INTERVAL:
-                return
-            last = now
-            with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(progress, name, done, total, context=context)
-
-        return hop
+        return thread_progress(self.progress, name, PROGRESS_INTERVAL)
 
 
 def prepare(master: Master, job_id: int, to: str | Path) -> tuple[Job, Path]:

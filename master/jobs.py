@@ -190,6 +190,10 @@ class Jobs:
     def position(self, job_id: int) -> int:
         return self.sched.position(job_id)
 
+    def positions(self) -> dict[int, int]:
+        """Every queued job's place in the queue (1: next), worked out at once."""
+        return self.sched.positions()
+
     def reason(self, job: Job) -> str:
         """Why ``job`` waits (queued), or how it failed."""
         if job.state == "queued" and not job.cancelled:
@@ -203,7 +207,7 @@ class Jobs:
 
     def tickets(self, jobs: Iterable[Job]) -> list[dict[str, Any]]:
         """`ticket` of each of ``jobs``, the queue's positions worked out once."""
-        positions = self.sched.positions()
+        positions = self.positions()
         return [self.ticket(job, positions.get(job.id, 0)) for job in jobs]
 
     def ticket(self, job: Job, position: int | None = None) -> dict[str, Any]:
@@ -328,7 +332,12 @@ class Jobs:
 
     async def _launch(self, job: Job, rep: Replica) -> None:
         if job.cancelled:
-            self._end_unrun(rep, "cancelled before it started")
+            self._release(job, rep)
+            rep.state, rep.reason, rep.ended_at = (
+                NOT_RUN,
+                "cancelled before it started",
+                time.time(),
+            )
             return
         try:
             link = self.master.link(rep.node)
@@ -366,18 +375,6 @@ class Jobs:
         self._targets.pop(rep.target, None)
         rep.pid = pid
         self._targets[rep.target] = (job, rep)
-
-    def _end_unrun(self, rep: Replica, why: str) -> None:
-        job = self._job_of(rep)
-        if job is not None:
-            self._release(job, rep)
-        rep.state, rep.reason, rep.ended_at = NOT_RUN, why, time.time()
-
-    def _job_of(self, rep: Replica) -> Job | None:
-        for job in self.open.values():
-            if rep in job.replicas:
-                return job
-        return None
 
     def _release(self, job: Job, rep: Replica) -> None:
         if rep.holding:
@@ -427,9 +424,9 @@ class Jobs:
                 view = self.cluster.proc(key)
                 if view is not None and self._follow(found[0], found[1], view):
                     touched[found[0].id] = found[0]
-        registered = {e.node for e in change.events if e.kind in ("node.joined", "node.back")}
-        for name in registered:
-            touched.update((j.id, j) for j in self._reconcile(name))
+        for event in change.events:  # a registration: its replicas are looked for again
+            if event.kind in ("node.joined", "node.back"):
+                touched.update((j.id, j) for j in self._reconcile(event.node))
         for job in touched.values():
             self._settle(job)
         grew = False
@@ -439,16 +436,15 @@ class Jobs:
             self._drain()
 
     def _node_moved(self, name: str) -> bool:
-        """Tell placement of ``name``'s offer and state; True if it may take more now."""
+        """Tell placement of ``name``'s offer and state; True if that changed (worth a drain).
+
+        Called for every beat: `Scheduler.set_node` returns at once when nothing moved.
+        """
         state = self.cluster.node_state(name)
         if state is None:
             self.sched.forget_node(name)
             return False
-        before = self.sched.slots.get(name)
-        free_before = before.free if before is not None and before.usable else -1
-        self.sched.set_node(name, self.cluster.mem_offer(name), state)
-        after = self.sched.slots[name]
-        return after.usable and after.free > free_before
+        return self.sched.set_node(name, self.cluster.mem_offer(name), state)
 
     def _follow(self, job: Job, rep: Replica, view: ProcView) -> bool:
         """Copy ``view`` (its process now) into ``rep``; True if its state or reason moved."""

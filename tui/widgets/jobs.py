@@ -299,7 +299,7 @@ class JobsScreen(Screen[None]):
 
     def _fill(self) -> None:
         table = self.table
-        table.positions = self.jobs.sched.positions()
+        table.positions = self.jobs.positions()
         table.update_jobs(self.jobs.jobs(ended=self.show_ended))
         table.move_cursor(row=0)
         self._subtitle()
@@ -338,7 +338,7 @@ class JobsScreen(Screen[None]):
                 gone.append(job_id)
             else:
                 moved.append(job)
-        table.positions = jobs.sched.positions()
+        table.positions = jobs.positions()
         with self.app.batch_update():
             table.update_jobs(moved, gone)
             self._subtitle()

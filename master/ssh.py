@@ -1,0 +1,56 @@
+"""What deploy and fetch share to reach nodes over SSH from worker threads.
+
+`target` says where and as whom to reach a node's sshd; `thread_progress`
+turns a callback meant for the event loop into one an SFTP thread may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from collections.abc import Callable
+
+from corral.master.config import SshConfig
+from corral.master.model import NodeView
+from corral.transport import sftp
+
+
+def target(view: NodeView, ssh: SshConfig, trust: bool) -> sftp.SshTarget:
+    """Where and as whom to reach ``view``'s sshd; `sftp.PushError` if it advertises none."""
+    if not view.ssh_host:
+        raise sftp.PushError(f"node {view.name} advertises no SSH host (worker --ssh-host)")
+    return sftp.SshTarget(
+        host=view.ssh_host,
+        port=ssh.port or view.ssh_port,
+        user=ssh.user,
+        key_filename=ssh.key,
+        known_hosts=ssh.known_hosts,
+        trust_unknown=trust,
+    )
+
+
+def thread_progress(
+    report: Callable[[str, int, int], None], name: str, interval: float
+) -> sftp.Progress:
+    """A ``(done, total)`` callback for an SFTP thread that calls ``report(name, done,
+    total)`` on the running loop, at most every ``interval`` seconds (and at the end).
+
+    ``report`` runs in the caller's context, not the thread's: the caller's
+    context variables (a UI framework's current app) must hold.
+    """
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    last = 0.0
+
+    def hop(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done < total and now - last < interval:
+            return
+        last = now
+        with contextlib.suppress(RuntimeError):  # the loop closed under us
+            loop.call_soon_threadsafe(report, name, done, total, context=context)
+
+    return hop
