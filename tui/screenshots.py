@@ -134,6 +134,17 @@ async def capture(out: Path, base: Path) -> list[Path]:
             await deploy_dry_run(pilot, base)
             shot("deploy")
             await pilot.press("escape")
+            jobs = master.jobs
+            sweep = await jobs.submit(["sleep", "600"], count=4, mem=2 << 30, name="sweep")
+            await jobs.submit(["sleep", "601"], count=3, mem=12 << 30, spread=True, name="sim")
+            await jobs.submit(["sleep", "602"], count=2, mem=10 << 30, name="post")
+            await jobs.submit(["sleep", "603"], mem=1 << 30, name="report")
+            running = lambda: jobs.get(sweep.id).running == 4  # noqa: E731
+            await until(pilot, running, "the sweep's replicas to run")
+            await pilot.press("j")
+            await pilot.pause(0.5)
+            shot("jobs")
+            await pilot.press("escape")
             dash.log_pane.focus()
             app.screen.maximize(dash.log_pane)
             await pilot.pause(1)
