@@ -144,6 +144,9 @@ async def capture(out: Path, base: Path) -> list[Path]:
             await pilot.press("j")
             await pilot.pause(0.5)
             shot("jobs")
+            # Cancelled now: stopping the workers' programs would free room,
+            # and the queued jobs would start on workers about to go.
+            await jobs.cancel([job.id for job in jobs.jobs()])
             await pilot.press("escape")
             dash.log_pane.focus()
             app.screen.maximize(dash.log_pane)
