@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from corral.daemon.errors import Refusal
+from corral.transport.archives import kind
 
 MAX_FILES = 10_000
 MAX_BYTES = 2 << 30
@@ -42,7 +43,6 @@ CHUNK = 1 << 20
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz", "tar.zst", "zip")
 _TAR_MODES = {"tar": "r|", "tar.gz": "r|gz", "tar.bz2": "r|bz2", "tar.xz": "r|xz"}
 
 
@@ -60,23 +60,6 @@ class Limits:
 class Unpacked:
     files: int  # members unpacked (directories included)
     bytes: int  # bytes written
-
-
-def kind(head: bytes) -> str | None:
-    """The archive kind from its first 512 bytes (or fewer); None if not one we unpack."""
-    if head.startswith(b"\x1f\x8b"):
-        return "tar.gz"
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        return "tar.zst"
-    if head.startswith(b"BZh"):
-        return "tar.bz2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "tar.xz"
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "zip"
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return "tar"
-    return None
 
 
 def _size(n: int) -> str:

@@ -25,6 +25,7 @@ from corral.daemon.unpack import Limits, UnpackError
 pytestmark = pytest.mark.timeout(60)
 
 Adder = Callable[[tarfile.TarFile], None]
+DEFAULT = Limits()
 
 
 def tar_gz(path: Path, *adders: Adder, compress: str = "gz") -> Path:
@@ -55,7 +56,7 @@ def special(name: str, kind: bytes, linkname: str = "") -> Adder:
     return add
 
 
-def run(archive: Path, sandbox: Path, limits: Limits = Limits()) -> Path:
+def run(archive: Path, sandbox: Path, limits: Limits = DEFAULT) -> Path:
     dest = sandbox / "work"
     dest.mkdir()
     fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
@@ -66,7 +67,7 @@ def run(archive: Path, sandbox: Path, limits: Limits = Limits()) -> Path:
     return dest
 
 
-def refused(archive: Path, tmp_path: Path, limits: Limits = Limits()) -> str:
+def refused(archive: Path, tmp_path: Path, limits: Limits = DEFAULT) -> str:
     sandbox = tmp_path / "sandbox"
     sandbox.mkdir()
     with pytest.raises(UnpackError) as e:
@@ -150,7 +151,7 @@ def test_a_symlink_swapped_in_on_disk_is_never_followed(tmp_path: Path) -> None:
     (sandbox / "work" / "d").symlink_to(outside)
     fd = os.open(sandbox / "work", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with pytest.raises(UnpackError, match="member 'd/x': .*(outside|goes through 'd')"):
+        with pytest.raises(UnpackError, match=r"member 'd/x': .*(outside|goes through 'd')"):
             unpack.unpack(archive, fd, Limits())
     finally:
         os.close(fd)
@@ -205,7 +206,7 @@ def test_a_zip_symlink_or_escape_is_refused(tmp_path: Path) -> None:
         zf.writestr("../evil", "x")
     sandbox = tmp_path / "s" / "x"
     sandbox.mkdir()
-    with pytest.raises(UnpackError, match="'..' leads out"):
+    with pytest.raises(UnpackError, match=r"'\.\.' leads out"):
         run(z2, sandbox)
 
 
@@ -241,7 +242,7 @@ def test_unpack_into_renames_into_place_or_leaves_nothing(tmp_path: Path) -> Non
         done = bundles.unpack_into(fd, "app", ("jobs", "1", "0"), shas["good.tgz"], Limits())
         assert done.files == 1
         assert (root / "apps/app/jobs/1/0/Makefile").exists()
-        with pytest.raises(UnpackError, match="'../evil'"):
+        with pytest.raises(UnpackError, match=r"'\.\./evil'"):
             bundles.unpack_into(fd, "app", ("jobs", "2", "0"), shas["bad.tgz"], Limits())
         assert os.listdir(root / "apps/app/jobs/2") == []  # no workdir, no half-unpacked one
         assert not (root / "apps/app/jobs/evil").exists()
