@@ -176,7 +176,7 @@ def test_a_failed_build_fails_its_replica_with_makes_status_and_keeps_the_log(
     (r,) = t["replicas"]
     assert (r["state"], r["exit_code"]) == ("exited", 2)
     dest = tmp_path / "out"
-    status, out, err = corral(cluster, capsys, "fetch", str(job), "--to", str(dest))
+    status, _, err = corral(cluster, capsys, "fetch", str(job), "--to", str(dest))
     assert status == 0, err
     log = (dest / str(job) / f"0-{r['node']}" / f"{r['launch']}.log").read_text()
     assert "nope" in log and "Error" in log, log
@@ -285,7 +285,7 @@ def test_each_hostile_bundle_is_refused_naming_its_member_and_writes_nothing_out
     assert not etc_x.exists()
     assert list(outside.iterdir()) == []
     assert os.path.getsize("/etc/passwd") > 0
-    status, out, err = corral(cluster, capsys, "job", str(job))
+    _, out, _ = corral(cluster, capsys, "job", str(job))
     assert "unpacking failed" in out, out
 
 
@@ -297,6 +297,6 @@ def test_a_path_that_is_not_a_bundle_is_refused_at_submit(
     before = corral(cluster, capsys, "jobs", "--all", "--json")[1]
     status, out, err = corral(cluster, capsys, "submit", "--bundle", str(junk), "--", "true")
     assert status == 1 and err.count("\n") == 1 and "not a tar" in err, err
-    status, out, err = corral(cluster, capsys, "submit", "--bundle", "/nope/x.tgz", "--", "true")
+    status, _, err = corral(cluster, capsys, "submit", "--bundle", "/nope/x.tgz", "--", "true")
     assert status == 1 and "no such file" in err, err
     assert corral(cluster, capsys, "jobs", "--all", "--json")[1] == before  # nothing stored
