@@ -295,7 +295,7 @@ def test_a_path_that_is_not_a_bundle_is_refused_at_submit(
     junk = tmp_path / "notes.txt"
     junk.write_text("not an archive\n")
     before = corral(cluster, capsys, "jobs", "--all", "--json")[1]
-    status, out, err = corral(cluster, capsys, "submit", "--bundle", str(junk), "--", "true")
+    status, _, err = corral(cluster, capsys, "submit", "--bundle", str(junk), "--", "true")
     assert status == 1 and err.count("\n") == 1 and "not a tar" in err, err
     status, _, err = corral(cluster, capsys, "submit", "--bundle", "/nope/x.tgz", "--", "true")
     assert status == 1 and "no such file" in err, err
