@@ -164,8 +164,17 @@ class _Writer:
             os.close(fd)
 
     def file(
-        self, name: str, parts: list[str], mode: int, mtime: float, src: IO[bytes], size: int
+        self,
+        name: str,
+        parts: list[str],
+        mode: int,
+        mtime: float,
+        src: IO[bytes],
+        size: int,
+        at: tuple[int, int] | None = None,
     ) -> None:
+        """A regular file from ``src``, or with ``at`` (fd, offset) copied by the kernel
+        from that place of a plain tar (``copy_file_range``: no copy through us)."""
         if not parts:
             raise UnpackError(f"member {_shown(name)}: a file without a name")
         fd = self._parent(name, parts)
@@ -174,7 +183,11 @@ class _Writer:
             out = os.open(parts[-1], FILE_FLAGS, mode & 0o755 | 0o600, dir_fd=fd)
             try:
                 written = 0
-                while chunk := src.read(CHUNK):
+                if at is not None:
+                    written = _copy_range(at[0], at[1], out, size)
+                    if written != size:
+                        raise UnpackError(f"member {_shown(name)}: the bundle ends inside it")
+                while at is None and (chunk := src.read(CHUNK)):
                     written += len(chunk)
                     if written > size or self.bytes + written > self.limits.bytes:
                         raise UnpackError(
@@ -256,12 +269,30 @@ def unpack(archive: str | os.PathLike[str], dest: int, limits: Limits = Limits()
     return Unpacked(writer.members, writer.bytes)
 
 
+def _copy_range(src: int, offset: int, out: int, size: int) -> int:
+    """Copy ``size`` bytes at ``offset`` of ``src`` into ``out``; the bytes copied."""
+    done = 0
+    while done < size:
+        try:
+            n = os.copy_file_range(src, out, size - done, offset + done)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            n = os.sendfile(out, src, offset + done, size - done)  # another file system
+        if n == 0:
+            break
+        done += n
+    return done
+
+
 def _line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 def _tar_members(f: IO[bytes], what: str) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    if what == "tar.zst":
+    if what == "tar":  # seekable: members' data is copied by the kernel from its offset
+        tf = tarfile.open(fileobj=f, mode="r:")  # noqa: SIM115 (closed by the with below)
+    elif what == "tar.zst":
         import zstandard
 
         reader: Any = zstandard.ZstdDecompressor().stream_reader(f, closefd=False)
@@ -276,6 +307,7 @@ def _tar_members(f: IO[bytes], what: str) -> Iterator[tuple[tarfile.TarFile, tar
 
 def _tar(f: IO[bytes], what: str, w: _Writer) -> None:
     dest = os.path.realpath(f"/proc/self/fd/{w.root}")
+    plain = what == "tar"
     for tf, member in _tar_members(f, what):
         name = member.name
         w.count(name, member.size if member.isreg() else 0)
@@ -297,7 +329,8 @@ def _tar(f: IO[bytes], what: str, w: _Writer) -> None:
         else:
             src = tf.extractfile(member)
             assert src is not None
-            w.file(name, parts, mode, float(member.mtime), src, member.size)
+            at = (f.fileno(), member.offset_data) if plain and not member.sparse else None
+            w.file(name, parts, mode, float(member.mtime), src, member.size, at)
 
 
 def _zip(f: IO[bytes], w: _Writer) -> None:
