@@ -35,6 +35,17 @@ def age(job: Ticket, now: float) -> str:
     return duration(now - float(job.get("submitted_at") or now))
 
 
+def bundle_progress(job: Ticket, now: float) -> str:
+    """Replicas still sending or unpacking the bundle: ``2 sending 34%, 1 unpacking``."""
+    counts: dict[str, int] = {}
+    for r in job.get("replicas") or []:
+        steps = r.get("steps") or []
+        if steps and steps[-1].get("ended_at") is None and not steps[-1].get("failed"):
+            word = step_text(steps[-1], now).rsplit(" ", 1)[0]  # without its time
+            counts[word] = counts.get(word, 0) + 1
+    return ", ".join(f"{n} {word}" for word, n in counts.items())
+
+
 def job_row(job: Ticket, now: float) -> tuple[object, ...]:
     pos = job.get("position") or 0
     return (
@@ -45,7 +56,7 @@ def job_row(job: Ticket, now: float) -> tuple[object, ...]:
         memory_text(job),
         pos if pos else "-",
         age(job, now),
-        job.get("reason") or "",
+        job.get("reason") or bundle_progress(job, now),
     )
 
 

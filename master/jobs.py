@@ -80,7 +80,7 @@ MAX_OUTPUTS = 256
 MAX_NAME = 64
 ENDED_SHOWN = 10_000  # ended jobs `jobs --all` lists, newest
 LAUNCH_ATTEMPTS = 2  # a launch whose reply was lost is asked again (same key) once
-RETAIN_TICK = 60.0  # seconds between looks for working directories past [jobs] keep_workdirs
+RETAIN_TICK = 10.0  # seconds between reads of [jobs] keep_workdirs (and purges past it)
 UNPACK_TIMEOUT = 900.0  # seconds a worker may take to unpack a bundle (2 GiB by default)
 _NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 

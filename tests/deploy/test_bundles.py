@@ -15,6 +15,7 @@ import gzip
 import io
 import os
 import shutil
+import signal
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 
 from bench.cluster import LocalCluster, wait_until
 from corral.__main__ import main as corral_main
+from tests.cli.conftest import wait_for
 from tests.deploy.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(180)
@@ -300,3 +302,73 @@ def test_a_path_that_is_not_a_bundle_is_refused_at_submit(
     status, _, err = corral(cluster, capsys, "submit", "--bundle", "/nope/x.tgz", "--", "true")
     assert status == 1 and "no such file" in err, err
     assert corral(cluster, capsys, "jobs", "--all", "--json")[1] == before  # nothing stored
+
+
+def test_keep_workdirs_in_the_masters_config_purges_ended_jobs_workdirs(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Last in the module: while it is set, every ended job's directories go."""
+    config = cluster.state / "config.toml"
+    saved = config.read_text()
+    job = submit(cluster, capsys, "--app", "kept", "--", "sh", "-c", "echo here > out.txt")
+    t = ended(cluster, job)
+    (r,) = t["replicas"]
+    there = workdir(cluster, "kept", job, 0, r["node"])
+    assert (there / "out.txt").read_text() == "here\n"
+    config.write_text(saved + '\n[jobs]\nkeep_workdirs = "1s"\n')
+    try:
+        wait_until(lambda: not there.exists(), 30, "the master to purge the working directory")
+        wait_until(lambda: ticket(cluster, job)["purged"], 10, "the ticket to say purged")
+    finally:
+        config.write_text(saved)
+    log = cluster.worker_root(r["node"]) / "apps" / "kept" / "logs" / f"{r['launch']}.log"
+    assert log.exists()  # the log stays (rm APP --logs removes it)
+
+
+def test_a_queued_bundle_job_starts_after_a_master_kill_9_and_restart(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """The bundle waits in STATE_DIR/bundles/SHA256; the restarted master sends it from there."""
+    from tests.cli.conftest import Cluster
+
+    c = Cluster(tmp_path / "c")
+    c.state.mkdir(parents=True)
+    (c.state / "config.toml").write_text(f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n')
+    shutil.copy(sshd.known_hosts, c.state / "known_hosts")
+    src = tmp_path / "later"
+    src.mkdir()
+    (src / "run.sh").write_text("#!/bin/sh\necho started after the restart\n")
+    (src / "run.sh").chmod(0o755)
+    try:
+        c.start_master()
+        for name in ("r1", "r2"):
+            c.start_worker(name, "--mem", "250M", "--ssh-port", str(sshd.port))
+        c.wait_alive("r1", "r2")
+        r = c.corral("submit", "--replicas", "2", "--spread", "--mem", "200M", "--", "sleep", "309")
+        assert r.status == 0, r
+        hold = int(r.out)
+        r = c.corral("submit", "--bundle", str(src), "--mem", "100M", "--", "./run.sh")
+        assert r.status == 0 and "queued" in r.err, r
+        job = int(r.out)
+        (sha,) = [p.name for p in (c.state / "bundles").iterdir()]
+        assert c.master is not None
+        c.master.send_signal(signal.SIGKILL)
+        c.master.wait()
+        shutil.rmtree(src)  # the operator's copy is gone: the master's is what goes
+        c.start_master()
+        c.wait_alive("r1", "r2")
+        assert c.corral("cancel", str(hold)).status == 0
+
+        def done() -> dict[str, Any] | None:
+            t = c.corral("job", str(job), "--json").json()
+            return t if t["state"] in ("succeeded", "failed") else None
+
+        t = wait_for(done, f"job {job} to run after the restart", 60)
+        assert t["state"] == "succeeded", t["reason"]
+        assert t["bundle"] == sha
+        (rep,) = t["replicas"]
+        log = c.tmp / rep["node"] / "apps" / "run.sh" / "logs" / f"{rep['launch']}.log"
+        assert log.read_text() == "started after the restart\n"
+        wait_for(lambda: not (c.state / "bundles" / sha).exists(), "the master's copy to go")
+    finally:
+        c.close()
