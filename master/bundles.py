@@ -184,7 +184,15 @@ class Sender:
         send.watchers.append(watch)
         return send
 
+    def close(self) -> None:
+        """Stop the sends in flight (the master is stopping)."""
+        for send in list(self.sends.values()):
+            if send.task is not None:
+                send.task.cancel()
+
     def _done(self, key: tuple[str, str], send: Send) -> None:
+        if send.task is not None and not send.task.cancelled():
+            send.task.exception()  # read: the replicas waiting on it have said why
         if self.sends.get(key) is send:
             del self.sends[key]
 

@@ -137,6 +137,7 @@ class Jobs:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.bundles.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
