@@ -12,12 +12,17 @@ sends nothing.
 ``ROOT/apps/APP/jobs/ID/INDEX``: into a fresh hidden directory beside it,
 renamed into place once every member passed (see `daemon.unpack`), so a
 refused bundle leaves no working directory at all and nothing outside it.
-A working directory already there is left as it is (a launch asked again
-after a master restart).  Blocking functions: run them in a thread.
+A working directory already there is left as it is when it was unpacked
+for the same replica (its launch key, asked again after a master restart;
+``jobs/ID/.INDEX.bundle`` says), and refused otherwise (a job of another
+master's: never unpacked over).  A bundle not used for `KEEP` seconds is
+removed (`sweep`, after each one received).  Blocking functions: run them
+in a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -31,6 +36,7 @@ from corral.daemon.errors import Refusal
 BUNDLES = "bundles"
 INCOMING = "incoming"
 _SHA = re.compile(r"[0-9a-f]{64}")
+KEEP = 7 * 86400.0  # a bundle not received nor unpacked for a week goes
 
 
 def check_sha(sha: str) -> str:
@@ -84,7 +90,12 @@ def commit(root_fd: int, root: str, sha: str) -> str:
 
 
 def unpack_into(
-    root_fd: int, app: str, workdir: tuple[str, ...], sha: str, limits: unpack.Limits
+    root_fd: int,
+    app: str,
+    workdir: tuple[str, ...],
+    sha: str,
+    limits: unpack.Limits,
+    key: str = "",
 ) -> unpack.Unpacked:
     """Unpack bundle ``sha`` as the working directory ``workdir`` of ``app`` (see the module)."""
     check_sha(sha)
@@ -100,11 +111,18 @@ def unpack_into(
         )
         try:
             leaf = workdir[-1]
+            marker = f".{leaf}.bundle"  # "SHA KEY" of what was unpacked there
             try:
                 os.lstat(leaf, dir_fd=parent)
-                return unpack.Unpacked(0, 0)  # unpacked before: the launch is asked again
             except FileNotFoundError:
                 pass
+            else:
+                if key and _read_marker(parent, marker) == f"{sha} {key}":
+                    return unpack.Unpacked(0, 0)  # unpacked before: the launch is asked again
+                raise Refusal(
+                    f"{beneath.rel(APPS, app, *workdir)} is there already, from another job "
+                    "(a master with another state directory?): not unpacked over it"
+                )
             tmp = f".{leaf}.unpacking-{secrets.token_hex(4)}"
             os.mkdir(tmp, jobs.WORKDIR_MODE, dir_fd=parent)
             try:
@@ -114,6 +132,8 @@ def unpack_into(
                 finally:
                     os.close(dest)
                 os.rename(tmp, leaf, src_dir_fd=parent, dst_dir_fd=parent)
+                beneath.write_atomic(parent, marker, f"{sha} {key}".encode())
+                os.utime(bfd)  # its last use, for `sweep`
             except BaseException:
                 beneath.remove(parent, tmp)
                 raise
@@ -124,6 +144,41 @@ def unpack_into(
         os.close(bfd)
 
 
+def _read_marker(dir_fd: int, name: str) -> str:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, 256).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def sweep(root_fd: int, keep: float, now: float) -> list[str]:
+    """Remove bundles not used (received or unpacked) for ``keep`` seconds; their names."""
+    try:
+        bdir = beneath.open_dir(root_fd, (BUNDLES,))
+    except (FileNotFoundError, Refusal):
+        return []
+    gone = []
+    try:
+        with os.scandir(bdir) as entries:
+            for e in entries:
+                if not _SHA.fullmatch(e.name):
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and now - st.st_mtime > keep:
+                        os.unlink(e.name, dir_fd=bdir)
+                        gone.append(e.name)
+                except OSError:
+                    continue
+    finally:
+        os.close(bdir)
+    return gone
+
+
 def purge(root_fd: int, app: str, workdir: tuple[str, ...]) -> bool:
     """Remove a replica's working directory (and its job's, once empty); False if none."""
     try:
@@ -132,6 +187,8 @@ def purge(root_fd: int, app: str, workdir: tuple[str, ...]) -> bool:
         return False
     try:
         gone = beneath.remove(parent, workdir[-1])
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f".{workdir[-1]}.bundle", dir_fd=parent)
     finally:
         os.close(parent)
     if len(workdir) > 1:

@@ -27,7 +27,8 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
     BundleHave(id, sha256)           -> BundleAt(id, present, path)   (path: ROOT/bundles/SHA256
                                         if present, else where to send it over SFTP)
     BundleCommit(id, sha256)         -> BundleAt(id, True, path)   (hash checked, kept)
-    Unpack(id, app, workdir, sha256) -> UnpackReply(id, files, bytes, seconds)
+    Unpack(id, app, workdir, sha256, key)
+                                     -> UnpackReply(id, files, bytes, seconds)
                                         (unpacked safely as the workdir, in a thread;
                                         an Error names the member refused)
     Purge(id, app, workdir)          -> Removed(id, removed)
@@ -272,6 +273,9 @@ class Handlers:
         store = self.store
         path = await asyncio.to_thread(bundles.commit, store.fd, str(store.root), req.sha256)
         self.log(f"bundle {req.sha256[:12]} received")
+        old = await asyncio.to_thread(bundles.sweep, store.fd, bundles.KEEP, time.time())
+        if old:
+            self.log(f"removed {len(old)} bundles unused for {bundles.KEEP / 86400:.0f} days")
         return m.BundleAt(id=req.id, present=True, path=path)
 
     async def unpack(self, req: m.Unpack) -> m.Message:
@@ -283,7 +287,9 @@ class Handlers:
 
         def work() -> unpack.Unpacked:
             store.ensure(req.app)
-            return bundles.unpack_into(store.fd, req.app, workdir, req.sha256, store.bundle_limits)
+            return bundles.unpack_into(
+                store.fd, req.app, workdir, req.sha256, store.bundle_limits, req.key
+            )
 
         try:
             done = await asyncio.to_thread(work)

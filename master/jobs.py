@@ -457,7 +457,7 @@ class Jobs:
         workdir = job.workdir(rep.index)
 
         def ask(i: int) -> Unpack:
-            return Unpack(id=i, app=job.app, workdir=workdir, sha256=job.bundle)
+            return Unpack(id=i, app=job.app, workdir=workdir, sha256=job.bundle, key=rep.key)
 
         try:
             reply = await link.call(ask, UnpackReply, UNPACK_TIMEOUT)

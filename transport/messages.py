@@ -356,11 +356,16 @@ class BundleCommit(Request):
 
 
 class Unpack(Request):
-    """Unpack bundle ``sha256`` as the replica's working directory ``workdir`` of ``app``."""
+    """Unpack bundle ``sha256`` as the replica's working directory ``workdir`` of ``app``.
+
+    ``key``: the replica's launch key; asked again with it (a master that
+    restarted), a directory already unpacked for it is left as it is.
+    """
 
     app: str
     workdir: str
     sha256: str
+    key: str = ""
 
 
 class Purge(Request):

@@ -12,6 +12,7 @@ import io
 import os
 import stat
 import tarfile
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import zstandard
 
 from corral.daemon import bundles, unpack
+from corral.daemon.errors import Refusal
 from corral.daemon.unpack import Limits, UnpackError
 
 pytestmark = pytest.mark.timeout(60)
@@ -239,14 +241,22 @@ def test_unpack_into_renames_into_place_or_leaves_nothing(tmp_path: Path) -> Non
         shas[archive.name] = sha
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        done = bundles.unpack_into(fd, "app", ("jobs", "1", "0"), shas["good.tgz"], Limits())
+        good_sha = shas["good.tgz"]
+        done = bundles.unpack_into(fd, "app", ("jobs", "1", "0"), good_sha, Limits(), "k1")
         assert done.files == 1
         assert (root / "apps/app/jobs/1/0/Makefile").exists()
+        again = bundles.unpack_into(fd, "app", ("jobs", "1", "0"), good_sha, Limits(), "k1")
+        assert again.files == 0  # the same replica asked again: left as it is
+        with pytest.raises(Refusal, match="from another job"):  # a stale one: never unpacked over
+            bundles.unpack_into(fd, "app", ("jobs", "1", "0"), good_sha, Limits(), "k2")
         with pytest.raises(UnpackError, match=r"'\.\./evil'"):
             bundles.unpack_into(fd, "app", ("jobs", "2", "0"), shas["bad.tgz"], Limits())
         assert os.listdir(root / "apps/app/jobs/2") == []  # no workdir, no half-unpacked one
         assert not (root / "apps/app/jobs/evil").exists()
         assert bundles.purge(fd, "app", ("jobs", "1", "0"))
         assert not (root / "apps/app/jobs/1").exists()
+        os.utime(root / "bundles" / good_sha, (1, 1))
+        assert bundles.sweep(fd, bundles.KEEP, time.time()) == [good_sha]
+        assert sorted(os.listdir(root / "bundles")) == [shas["bad.tgz"]]
     finally:
         os.close(fd)
