@@ -153,7 +153,7 @@ def test_a_c_bundle_builds_and_runs_with_make_on_two_nodes_sent_once_then_never(
         assert r["steps"][0]["sent"] == 0, r["steps"]
     for n in NODES:
         now = (cluster.worker_root(n) / "bundles" / t["bundle"]).stat()
-        assert (now.st_ino, now.st_mtime_ns) == (held[n].st_ino, held[n].st_mtime_ns)
+        assert now.st_ino == held[n].st_ino  # a send would have renamed a new file in
     status, out, err = corral(cluster, capsys, "job", str(again))
     assert "had it" in out, out
 
