@@ -41,6 +41,7 @@ BUNDLES_DIR = "bundles"
 CHUNK = 1 << 20
 PROGRESS_INTERVAL = 0.1
 MiB = 1 << 20
+NOT_HERE = "is not on this node"  # the worker's refusal of an unpack without its bundle
 COMMIT_PER_MIB = 0.05  # seconds a worker may take to hash a MiB (at least 30 s in all)
 
 
@@ -171,12 +172,27 @@ class Sender:
         self.master = master
         self.sends: dict[tuple[str, str], Send] = {}
         self.sent_bytes: dict[str, int] = {}  # node -> bundle bytes sent since the start
+        # Bundles each node said it holds, or took, since it registered: a
+        # resubmit asks nothing.  A node that no longer has one refuses the
+        # unpack (`NOT_HERE`); `Jobs` then forgets it and sends it again.
+        self.held: dict[str, set[str]] = {}
+
+    def forget_node(self, node: str) -> None:
+        """``node`` registered again: what it holds is asked anew."""
+        self.held.pop(node, None)
+
+    def forget(self, node: str, sha: str) -> None:
+        self.held.get(node, set()).discard(sha)
 
     def send(self, node: str, link: WorkerLink, sha: str, watch: SendProgress) -> Send:
         """The send of ``sha`` to ``node``: the one in flight, or a new one."""
         key = (node, sha)
         send = self.sends.get(key)
-        if send is None or send.task is None or send.task.done():
+        if sha in self.held.get(node, ()) and send is None:
+            send = Send(node, sha)  # held: nothing to ask, nothing to send
+            send.task = asyncio.get_running_loop().create_future()
+            send.task.set_result(0)
+        elif send is None or send.task is None or send.task.done():
             send = Send(node, sha)
             send.task = asyncio.ensure_future(self._run(send, link))
             self.sends[key] = send
@@ -204,6 +220,7 @@ class Sender:
             raise VerbError(f"the master lost its copy of bundle {sha[:12]} ({local})")
         have = await link.call(lambda i: BundleHave(id=i, sha256=sha), BundleAt)
         if have.present:
+            self.held.setdefault(send.node, set()).add(sha)
             send.seconds = time.monotonic() - t0
             size = local.stat().st_size
             send.tell(send.node, size, size)
@@ -218,6 +235,7 @@ class Sender:
         timeout = max(30.0, size / MiB * COMMIT_PER_MIB)
         await link.call(lambda i: BundleCommit(id=i, sha256=sha), BundleAt, timeout)
         self.sent_bytes[send.node] = self.sent_bytes.get(send.node, 0) + size
+        self.held.setdefault(send.node, set()).add(sha)
         send.seconds = time.monotonic() - t0
         return size
 

@@ -417,7 +417,7 @@ class Jobs:
         if view is not None:
             self._follow(job, rep, view)
 
-    async def _bundle(self, job: Job, rep: Replica, link: Any) -> bool:
+    async def _bundle(self, job: Job, rep: Replica, link: Any, again: bool = True) -> bool:
         """Send ``job``'s bundle to ``rep``'s node (once per node) and unpack it there.
 
         True once it is unpacked in the replica's directory.  False when the
@@ -462,6 +462,9 @@ class Jobs:
         try:
             reply = await link.call(ask, UnpackReply, UNPACK_TIMEOUT)
         except CallRefused as e:
+            if again and bundles.NOT_HERE in str(e):  # it held it once: send it again
+                self.bundles.forget(rep.node, job.bundle)
+                return await self._bundle(job, rep, link, again=False)
             return self._step_failed(job, rep, unpacking, f"bundle refused: {e}")
         except CallError as e:
             unpacking.note = f"not confirmed ({e}); asked again when {rep.node} reports"
@@ -536,6 +539,7 @@ class Jobs:
                     touched[found[0].id] = found[0]
         for event in change.events:  # a registration: its replicas are looked for again
             if event.kind in ("node.joined", "node.back"):
+                self.bundles.forget_node(event.node)
                 touched.update((j.id, j) for j in self._reconcile(event.node))
         for job in touched.values():
             self._settle(job)

@@ -168,6 +168,21 @@ def test_a_c_bundle_builds_and_runs_with_make_on_two_nodes_sent_once_then_never(
     assert "purged" in corral(cluster, capsys, "job", str(again))[1]
 
 
+def test_a_node_that_lost_its_copy_is_sent_the_bundle_again(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    archive = make_bundle(tmp_path, "lost", source=HELLO_C + "/* lost */\n")
+    argv = ["--bundle", str(archive), "--replicas", "2", "--spread", "--app", "mk2"]
+    first = ended(cluster, submit(cluster, capsys, *argv, "--", "make", "run"))
+    assert first["state"] == "succeeded", first["reason"]
+    (cluster.worker_root("b1") / "bundles" / first["bundle"]).unlink()  # swept, say
+    t = ended(cluster, submit(cluster, capsys, *argv, "--", "make", "run"))
+    assert t["state"] == "succeeded", t["reason"]
+    sent = {r["node"]: r["steps"][-2]["sent"] for r in t["replicas"]}
+    assert sent == {"b1": archive.stat().st_size, "b2": 0}, t["replicas"]
+    assert (cluster.worker_root("b1") / "bundles" / first["bundle"]).exists()
+
+
 def test_a_failed_build_fails_its_replica_with_makes_status_and_keeps_the_log(
     cluster: LocalCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
