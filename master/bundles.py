@@ -10,7 +10,9 @@ When a replica is placed (`Sender`), its node is asked whether it holds
 that sha256 (``BundleHave``); if not it is sent over SFTP with deploy's SSH
 settings and host-key rules (a temporary name renamed into place) and the
 worker checks its hash (``BundleCommit``).  Replicas of one job on one
-node share one send; a node that holds it already is sent nothing.
+node share one send; a node that holds it already is sent nothing, and
+one known to hold it (it said so, or took it, since it registered) is not
+even asked.
 """
 
 from __future__ import annotations
