@@ -23,6 +23,7 @@ import os
 import secrets
 import tarfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import IO, TYPE_CHECKING
 
 from corral.master.config import ConfigError, SshConfig, load_ssh
 from corral.master.errors import VerbError
+from corral.master.server import WorkerLink
 from corral.master.ssh import target as ssh_target
 from corral.master.ssh import thread_progress
 from corral.transport import archives, sftp
@@ -37,7 +39,6 @@ from corral.transport.messages import BundleAt, BundleCommit, BundleHave
 
 if TYPE_CHECKING:
     from corral.master.control import Master
-    from corral.master.server import WorkerLink
 
 BUNDLES_DIR = "bundles"
 CHUNK = 1 << 20
@@ -174,23 +175,20 @@ class Sender:
         self.master = master
         self.sends: dict[tuple[str, str], Send] = {}
         self.sent_bytes: dict[str, int] = {}  # node -> bundle bytes sent since the start
-        # Bundles each node said it holds, or took, since it registered: a
-        # resubmit asks nothing.  A node that no longer has one refuses the
-        # unpack (`NOT_HERE`); `Jobs` then forgets it and sends it again.
-        self.held: dict[str, set[str]] = {}
+        # Bundles each node said it holds, or took, over its connection (a
+        # worker that registers again is asked anew): a resubmit asks
+        # nothing.  A node that no longer has one refuses the unpack
+        # (`NOT_HERE`); `Jobs` then forgets it and sends it again.
+        self.held: weakref.WeakKeyDictionary[WorkerLink, set[str]] = weakref.WeakKeyDictionary()
 
-    def forget_node(self, node: str) -> None:
-        """``node`` registered again: what it holds is asked anew."""
-        self.held.pop(node, None)
-
-    def forget(self, node: str, sha: str) -> None:
-        self.held.get(node, set()).discard(sha)
+    def forget(self, link: WorkerLink, sha: str) -> None:
+        self.held.get(link, set()).discard(sha)
 
     def send(self, node: str, link: WorkerLink, sha: str, watch: SendProgress) -> Send:
         """The send of ``sha`` to ``node``: the one in flight, or a new one."""
         key = (node, sha)
         send = self.sends.get(key)
-        if sha in self.held.get(node, ()) and send is None:
+        if sha in self.held.get(link, ()) and send is None:
             send = Send(node, sha)  # held: nothing to ask, nothing to send
             send.task = asyncio.get_running_loop().create_future()
             send.task.set_result(0)
@@ -222,7 +220,7 @@ class Sender:
             raise VerbError(f"the master lost its copy of bundle {sha[:12]} ({local})")
         have = await link.call(lambda i: BundleHave(id=i, sha256=sha), BundleAt)
         if have.present:
-            self.held.setdefault(send.node, set()).add(sha)
+            self.held.setdefault(link, set()).add(sha)
             send.seconds = time.monotonic() - t0
             size = local.stat().st_size
             send.tell(send.node, size, size)
@@ -237,7 +235,7 @@ class Sender:
         timeout = max(30.0, size / MiB * COMMIT_PER_MIB)
         await link.call(lambda i: BundleCommit(id=i, sha256=sha), BundleAt, timeout)
         self.sent_bytes[send.node] = self.sent_bytes.get(send.node, 0) + size
-        self.held.setdefault(send.node, set()).add(sha)
+        self.held.setdefault(link, set()).add(sha)
         send.seconds = time.monotonic() - t0
         return size
 

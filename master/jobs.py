@@ -463,7 +463,7 @@ class Jobs:
             reply = await link.call(ask, UnpackReply, UNPACK_TIMEOUT)
         except CallRefused as e:
             if again and bundles.NOT_HERE in str(e):  # it held it once: send it again
-                self.bundles.forget(rep.node, job.bundle)
+                self.bundles.forget(link, job.bundle)
                 return await self._bundle(job, rep, link, again=False)
             return self._step_failed(job, rep, unpacking, f"bundle refused: {e}")
         except CallError as e:
@@ -539,7 +539,6 @@ class Jobs:
                     touched[found[0].id] = found[0]
         for event in change.events:  # a registration: its replicas are looked for again
             if event.kind in ("node.joined", "node.back"):
-                self.bundles.forget_node(event.node)
                 touched.update((j.id, j) for j in self._reconcile(event.node))
         for job in touched.values():
             self._settle(job)
