@@ -47,7 +47,7 @@ MAKEFILE = "hello: hello.c\n\tgcc -O1 -o hello hello.c\n\nrun: hello\n\t./hello\
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, sshd: Sshd, gcc: str
 ) -> Iterator[LocalCluster]:
-    c = LocalCluster(Path(tmp_path_factory.mktemp("bundle-cluster")), heartbeat=0.5)
+    c = LocalCluster(Path(tmp_path_factory.mktemp("bundle-cluster")), heartbeat=1.0)
     c.state.mkdir(parents=True)
     (c.state / "config.toml").write_text(f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n')
     shutil.copy(sshd.known_hosts, c.state / "known_hosts")
