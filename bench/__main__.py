@@ -23,6 +23,7 @@ BENCHES = [
     "scheduler",
     "submit",
     "jobs_restart",
+    "bundle",
 ]
 
 

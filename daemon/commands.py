@@ -24,17 +24,26 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
                                         (path: the workdir's absolute path here;
                                         files: regular files matching a glob, no
                                         symlink followed; [] if none or missing)
+    BundleHave(id, sha256)           -> BundleAt(id, present, path)   (path: ROOT/bundles/SHA256
+                                        if present, else where to send it over SFTP)
+    BundleCommit(id, sha256)         -> BundleAt(id, True, path)   (hash checked, kept)
+    Unpack(id, app, workdir, sha256, key)
+                                     -> UnpackReply(id, files, bytes, seconds)
+                                        (unpacked safely as the workdir, in a thread;
+                                        an Error names the member refused)
+    Purge(id, app, workdir)          -> Removed(id, removed)
     anything else with an id         -> Error(id, "unsupported request: ...")
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from corral.daemon import jobs, logs
+from corral.daemon import bundles, jobs, logs, unpack
 from corral.daemon.beneath import Beneath
 from corral.daemon.errors import Refusal
 from corral.daemon.logs import LogStreams
@@ -75,6 +84,10 @@ class Handlers:
             m.Remove: self.remove,
             m.PrepareApp: self.prepare,
             m.JobFiles: self.job_files,
+            m.BundleHave: self.bundle_have,
+            m.BundleCommit: self.bundle_commit,
+            m.Unpack: self.unpack,
+            m.Purge: self.purge,
         }
 
     async def handle(self, msg: Any) -> None:
@@ -247,6 +260,54 @@ class Handlers:
         files = await asyncio.to_thread(self.store.job_files, req.app, workdir, globs)
         path = self.store.workdir_path(req.app, workdir)
         return m.JobFilesReply(id=req.id, path=path, files=files)
+
+    # ------------------------------------------------------------ bundles
+
+    async def bundle_have(self, req: m.BundleHave) -> m.Message:
+        store = self.store
+        present, incoming = bundles.have(store.fd, str(store.root), req.sha256)
+        where = f"{store.root}/{bundles.BUNDLES}/{req.sha256}" if present else incoming
+        return m.BundleAt(id=req.id, present=present, path=where)
+
+    async def bundle_commit(self, req: m.BundleCommit) -> m.Message:
+        store = self.store
+        path = await asyncio.to_thread(bundles.commit, store.fd, str(store.root), req.sha256)
+        self.log(f"bundle {req.sha256[:12]} received")
+        old = await asyncio.to_thread(bundles.sweep, store.fd, bundles.KEEP, time.time())
+        if old:
+            self.log(f"removed {len(old)} bundles unused for {bundles.KEEP / 86400:.0f} days")
+        return m.BundleAt(id=req.id, present=True, path=path)
+
+    async def unpack(self, req: m.Unpack) -> m.Message:
+        store = self.store
+        store.app_dir(req.app)  # the name first: refused before anything else
+        workdir = jobs.workdir_parts(req.workdir)
+        bundles.check_sha(req.sha256)
+        t0 = time.monotonic()
+
+        def work() -> unpack.Unpacked:
+            store.ensure(req.app)
+            return bundles.unpack_into(
+                store.fd, req.app, workdir, req.sha256, store.bundle_limits, req.key
+            )
+
+        try:
+            done = await asyncio.to_thread(work)
+        except unpack.UnpackError as e:
+            self.log(f"bundle {req.sha256[:12]} refused for {req.app}/{req.workdir}: {e}")
+            raise
+        return m.UnpackReply(
+            id=req.id, files=done.files, bytes=done.bytes, seconds=time.monotonic() - t0
+        )
+
+    async def purge(self, req: m.Purge) -> m.Message:
+        self.store.app_dir(req.app)
+        workdir = jobs.workdir_parts(req.workdir)
+        if len(workdir) < 2:
+            raise Refusal(f"refusing to purge {req.workdir!r}: not a replica's directory")
+        gone = await asyncio.to_thread(bundles.purge, self.store.fd, req.app, workdir)
+        removed = [f"apps/{req.app}/{req.workdir}"] if gone else []
+        return m.Removed(id=req.id, removed=removed)
 
     async def remove(self, req: m.Remove) -> m.Message:
         self.store.existing(req.app)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.daemon import beneath, jobs
+from corral.daemon import beneath, jobs, unpack
 from corral.daemon import exe as daemon_exe
 from corral.daemon.beneath import APPS, LOGS, Beneath, StoreError
 from corral.transport.messages import JOBS_DIR, FileInfo, JobFile, valid_app_name
@@ -55,6 +55,7 @@ class AppStore:
         self.apps_dir = root / APPS
         self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._hashes: dict[HashKey, str] = {}
+        self.bundle_limits = unpack.Limits()  # the worker's --bundle-max-* flags
 
     def close(self) -> None:
         if self.fd >= 0:

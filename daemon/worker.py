@@ -20,13 +20,14 @@ import random
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.daemon import procfs
 from corral.daemon.session import Node, Session
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
+from corral.daemon.unpack import MAX_FILES, Limits
 from corral.transport import auth, handshake
 from corral.transport.addresses import split_hostport
 from corral.transport.codec import FrameError
@@ -58,6 +59,7 @@ class Config:
     ssh_host: str | None
     ssh_port: int
     mem_offer: int = 0  # bytes offered to jobs (--mem; default MemTotal less 10%)
+    bundle_limits: Limits = field(default_factory=Limits)  # --bundle-max-files, --bundle-max-bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +74,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mem",
         metavar="SIZE",
         help="memory this node offers to jobs (default: MemTotal less 10%%)",
+    )
+    parser.add_argument(
+        "--bundle-max-files",
+        type=int,
+        default=MAX_FILES,
+        metavar="N",
+        help=f"members a job's bundle may unpack (default {MAX_FILES:,})",
+    )
+    parser.add_argument(
+        "--bundle-max-bytes",
+        default="2G",
+        metavar="SIZE",
+        help="bytes a job's bundle may unpack to, per replica (default 2G)",
     )
 
 
@@ -93,6 +108,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if not 0 < args.ssh_port < 65536:
         raise ConfigError(f"bad --ssh-port {args.ssh_port}")
     mem_offer = parse_mem(args.mem)  # before --root is made: a bad value changes nothing
+    limits = bundle_limits(args.bundle_max_files, args.bundle_max_bytes)
     root = Path(args.root).expanduser().absolute()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -102,7 +118,19 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if not os.access(root, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot use --root {args.root}: not writable")
     name = args.name or socket.gethostname()
-    return Config(host, port, name, root, token, args.ssh_host, args.ssh_port, mem_offer)
+    return Config(host, port, name, root, token, args.ssh_host, args.ssh_port, mem_offer, limits)
+
+
+def bundle_limits(files: int, size: str) -> Limits:
+    """``--bundle-max-files`` and ``--bundle-max-bytes``, checked; ConfigError if bad."""
+    if not 1 <= files <= 10_000_000:
+        raise ConfigError(f"bad --bundle-max-files {files}: give 1 to 10000000")
+    try:
+        limit = parse_size(size)
+    except SizeError as e:
+        why = str(e).split(": ", 1)[-1]
+        raise ConfigError(f"bad --bundle-max-bytes {size!r}: {why}") from None
+    return Limits(files, limit)
 
 
 def parse_mem(text: str | None) -> int:
@@ -164,6 +192,7 @@ class Worker:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = AppStore(config.root)
+        self.store.bundle_limits = config.bundle_limits
         self.sup = Supervisor(config.root, self.store, config.name, self.log)
         self.node = Node(
             name=config.name,

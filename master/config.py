@@ -18,6 +18,13 @@ The ``[ssh]`` table says how deploys reach the workers' sshd::
     known_hosts = "STATE_DIR/known_hosts"   # the default; relative = under STATE_DIR
     trust_unknown_host_keys = false     # true records unknown host keys on first use
 
+The ``[jobs]`` table says how long a job's working directories stay on the
+nodes once it has ended (``fetch --purge`` removes them at once; ``rm APP``
+too); without it they stay until then::
+
+    [jobs]
+    keep_workdirs = "3d"                # seconds, or "90s" "30m" "12h" "7d"
+
 A missing file means every default.  A bad file is a `ConfigError` whose
 message is one line naming the file and the key.
 """
@@ -102,6 +109,26 @@ def load_history(state_dir: Path) -> History:
             )
         max_age = seconds
     return History(keep, max_age)
+
+
+def load_keep_workdirs(state_dir: Path) -> float | None:
+    """``[jobs] keep_workdirs`` in seconds; None when unset (kept until fetch --purge or rm)."""
+    path, data = _read(state_dir)
+    table = data.get("jobs", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: jobs: expected a table [jobs]")
+    unknown = [k for k in table if k != "keep_workdirs"]
+    if unknown:
+        raise ConfigError(f"{path}: jobs.{unknown[0]}: unknown key (known: keep_workdirs)")
+    if "keep_workdirs" not in table:
+        return None
+    seconds = _duration(table["keep_workdirs"])
+    if seconds is None:
+        raise ConfigError(
+            f"{path}: jobs.keep_workdirs: expected seconds or 90s/30m/12h/7d, "
+            f"got {table['keep_workdirs']!r}"
+        )
+    return seconds
 
 
 def _duration(value: object) -> float | None:

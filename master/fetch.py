@@ -6,6 +6,9 @@ of the replica's working directory match the job's ``--output`` patterns
 and the replica's log (``LAUNCH.log``) over SFTP, with the SSH settings and
 host-key rules of deploy, one SSH connection per node, nodes at once.
 It works while the job runs (what exists so far) and after it ended.
+With ``purge``, each ended replica whose files all came home has its
+working directory removed on its node (`Jobs.purge`); one still running,
+or with a file that did not come, keeps it.
 
 Nothing a worker says can place a file outside the replica's directory:
 every path it lists is checked (relative, no ``..``, no empty part) before
@@ -53,6 +56,8 @@ class ReplicaFetch(msgspec.Struct, frozen=True):
     files: list[str] = []  # fetched, relative to ``dir``
     bytes: int = 0
     errors: list[str] = []
+    purged: bool = False  # --purge: its working directory was removed on the node
+    kept: str = ""  # --purge: why its working directory was kept
 
 
 class FetchResult(msgspec.Struct, frozen=True):
@@ -91,8 +96,15 @@ class Fetch:
     """One fetch of one job in flight."""
 
     def __init__(
-        self, master: Master, ssh: SshConfig, job: Job, dest: Path, progress: FetchProgress | None
+        self,
+        master: Master,
+        ssh: SshConfig,
+        job: Job,
+        dest: Path,
+        progress: FetchProgress | None,
+        purge: bool = False,
     ) -> None:
+        self.purge = purge
         self.master = master
         self.ssh = ssh
         self.job = job
@@ -112,7 +124,25 @@ class Fetch:
                 *(self._node(name, reps, pool) for name, reps in by_node.items())
             )
         results = sorted((r for part in parts for r in part), key=lambda r: r.index)
+        if self.purge:
+            results = await self._purge(results)
         return FetchResult(self.job.id, str(self.dest), results, time.monotonic() - t0)
+
+    async def _purge(self, results: list[ReplicaFetch]) -> list[ReplicaFetch]:
+        """Remove the working directories of the replicas whose files all came home."""
+        by_index = {r.index: r for r in self.job.replicas}
+        safe = [by_index[r.index] for r in results if not r.errors and r.files]
+        done = await self.master.jobs.purge(self.job, safe) if safe else {}
+        out = []
+        for r in results:
+            if r.index not in done:
+                why = "not everything was fetched" if r.errors or not r.files else "not purged"
+                out.append(msgspec.structs.replace(r, kept=why))
+            elif done[r.index]:
+                out.append(msgspec.structs.replace(r, kept=done[r.index]))
+            else:
+                out.append(msgspec.structs.replace(r, purged=True))
+        return out
 
     async def _node(
         self, name: str, reps: list[Replica], pool: ThreadPoolExecutor
@@ -206,8 +236,13 @@ def prepare(master: Master, job_id: int, to: str | Path) -> tuple[Job, Path]:
 
 
 async def fetch(
-    master: Master, ssh: SshConfig, job_id: int, to: str | Path, progress: FetchProgress | None
+    master: Master,
+    ssh: SshConfig,
+    job_id: int,
+    to: str | Path,
+    progress: FetchProgress | None,
+    purge: bool = False,
 ) -> FetchResult:
     """Fetch job ``job_id``'s logs and outputs into ``to/ID/``; see the module's text."""
     job, dest = prepare(master, job_id, to)
-    return await Fetch(master, ssh, job, dest, progress).run()
+    return await Fetch(master, ssh, job, dest, progress, purge).run()

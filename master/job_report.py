@@ -35,6 +35,17 @@ def age(job: Ticket, now: float) -> str:
     return duration(now - float(job.get("submitted_at") or now))
 
 
+def bundle_progress(job: Ticket, now: float) -> str:
+    """Replicas still sending or unpacking the bundle: ``2 sending 34%, 1 unpacking``."""
+    counts: dict[str, int] = {}
+    for r in job.get("replicas") or []:
+        steps = r.get("steps") or []
+        if steps and steps[-1].get("ended_at") is None and not steps[-1].get("failed"):
+            word = step_text(steps[-1], now).rsplit(" ", 1)[0]  # without its time
+            counts[word] = counts.get(word, 0) + 1
+    return ", ".join(f"{n} {word}" for word, n in counts.items())
+
+
 def job_row(job: Ticket, now: float) -> tuple[object, ...]:
     pos = job.get("position") or 0
     return (
@@ -45,7 +56,7 @@ def job_row(job: Ticket, now: float) -> tuple[object, ...]:
         memory_text(job),
         pos if pos else "-",
         age(job, now),
-        job.get("reason") or "",
+        job.get("reason") or bundle_progress(job, now),
     )
 
 
@@ -87,6 +98,45 @@ def replica_row(r: Ticket, now: float) -> tuple[object, ...]:
     )
 
 
+STEP_DONE = {"sending": "sent", "unpacking": "unpacked"}
+
+
+def _seconds(t: float) -> str:
+    return f"{t * 1000:.0f}ms" if t < 0.1 else duration(t)
+
+
+def step_text(step: Ticket, now: float) -> str:
+    """One step: ``sending 34% 1.2s``, ``sent 100M 0.8s``, ``unpacking 0.3s``, ``unpacked 40ms``."""
+    name = str(step.get("name") or "?")
+    start = float(step.get("started_at") or now)
+    end = step.get("ended_at")
+    took = _seconds((float(end) if end is not None else now) - start)
+    if step.get("failed"):
+        return f"{name} failed {took}"
+    if end is None:
+        total = int(step.get("total") or 0)
+        if name == "sending" and total:
+            pct = min(100, int(step.get("done") or 0) * 100 // total)
+            return f"sending {pct}% {took}"
+        return f"{name} {took}"
+    if name == "sending":
+        sent = int(step.get("sent") or 0)
+        return f"sent {human_bytes(sent)} {took}" if sent else f"had it {took}"
+    return f"{STEP_DONE.get(name, name)} {took}"
+
+
+def steps_text(r: Ticket, now: float) -> str:
+    """A replica's steps with their times, then its process's: ``sent 100M 0.8s, unpacked
+    40ms, running 3.2s``."""
+    parts = [step_text(s, now) for s in r.get("steps") or []]
+    start = r.get("started_at")
+    if start is not None:
+        end = r.get("ended_at")
+        word = "ran" if end is not None else "running"
+        parts.append(f"{word} {_seconds((float(end) if end else now) - float(start))}")
+    return ", ".join(parts)
+
+
 def ticket_lines(job: Ticket, now: float | None = None) -> list[str]:
     """The whole ticket: the job, then a table of its replicas."""
     now = time.time() if now is None else now
@@ -104,11 +154,23 @@ def ticket_lines(job: Ticket, now: float | None = None) -> list[str]:
     ]
     if job.get("outputs"):
         lines.append(f"  outputs    {', '.join(job['outputs'])}")
+    if job.get("bundle"):
+        size = human_bytes(job.get("bundle_bytes") or 0)
+        lines.append(
+            f"  bundle     {job.get('bundle_name')} ({size}, sha256 {str(job['bundle'])[:12]})"
+        )
+    if job.get("purged"):
+        lines.append("  workdirs   purged from the nodes")
     if job.get("reason"):
         lines.append(f"  reason     {job['reason']}")
-    rows = [replica_row(r, now) for r in job.get("replicas") or []]
+    reps = job.get("replicas") or []
+    rows = [replica_row(r, now) for r in reps]
+    headers: tuple[str, ...] = REPLICA_HEADERS
+    if any(r.get("steps") for r in reps):  # a bundle: each replica's steps before its reason
+        headers = (*REPLICA_HEADERS[:-1], "STEPS", REPLICA_HEADERS[-1])
+        rows = [(*row[:-1], steps_text(r, now), row[-1]) for row, r in zip(rows, reps, strict=True)]
     lines.append("")
-    lines.extend(render(REPLICA_HEADERS, rows, right=("CPU", "MAX RSS", "TIME")).splitlines())
+    lines.extend(render(headers, rows, right=("CPU", "MAX RSS", "TIME")).splitlines())
     return lines
 
 

@@ -11,7 +11,8 @@ every change of state to the ticket store.  The data flow::
                 from the queue's head while they fit, stores the placement
                 (each replica's node and launch key) before anything is
                 sent, then launches every replica in its working directory
-                ``ROOT/apps/APP/jobs/ID/INDEX``
+                ``ROOT/apps/APP/jobs/ID/INDEX`` (a job's bundle is first sent
+                once per node and unpacked there: `_bundle`, `master.bundles`)
     cluster     process changes move replicas (found by NODE:PID); a node
                 that registers is reconciled: a replica is found again by
                 its launch key, one whose launch never arrived is sent
@@ -37,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from corral.master import bundles
+from corral.master.config import ConfigError, load_keep_workdirs
 from corral.master.errors import VerbError
 from corral.master.model import Change, ProcView
 from corral.master.scheduler import Demand, Scheduler
@@ -48,12 +51,23 @@ from corral.master.tickets import (
     PENDING,
     Job,
     Replica,
+    Step,
     StoreError,
     TicketStore,
     derive,
 )
+from corral.transport import sftp
 from corral.transport.connection import CallError, CallRefused
-from corral.transport.messages import ALIVE_STATES, Launch, Launched, valid_app_name
+from corral.transport.messages import (
+    ALIVE_STATES,
+    Launch,
+    Launched,
+    Purge,
+    Removed,
+    Unpack,
+    UnpackReply,
+    valid_app_name,
+)
 
 if TYPE_CHECKING:
     from corral.master.control import Master
@@ -67,6 +81,8 @@ MAX_OUTPUTS = 256
 MAX_NAME = 64
 ENDED_SHOWN = 10_000  # ended jobs `jobs --all` lists, newest
 LAUNCH_ATTEMPTS = 2  # a launch whose reply was lost is asked again (same key) once
+RETAIN_TICK = 10.0  # seconds between reads of [jobs] keep_workdirs (and purges past it)
+UNPACK_TIMEOUT = 900.0  # seconds a worker may take to unpack a bundle (2 GiB by default)
 _NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
 Listener = Callable[[frozenset[int]], None]
@@ -98,6 +114,7 @@ class Jobs:
         self._interrupted: set[str] = set()  # keys of cancelled replicas sent SIGINT
         self._unsubscribe: Callable[[], None] | None = None
         self._dirty: dict[int, Job] = {}  # jobs whose replicas moved, settled soon (`_flush`)
+        self.bundles = bundles.Sender(master)
 
     # --- lifecycle ---------------------------------------------------------
     def start(self, path: Path) -> None:
@@ -111,11 +128,17 @@ class Jobs:
         for name in self.cluster.node_names():
             self._node_moved(name)
         self._unsubscribe = self.cluster.subscribe(self._on_change)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # placement alone (a benchmark): no loop, no retention
+        self._spawn(self._retain())
 
     async def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.bundles.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -168,6 +191,8 @@ class Jobs:
                 for rep in job.replicas:
                     self._targets.pop(rep.target, None)
                     self._interrupted.discard(rep.key)
+                if job.bundle and not any(j.bundle == job.bundle for j in self.open.values()):
+                    bundles.forget(self.master.config.state_dir, job.bundle)
 
     # --- queries ------------------------------------------------------------
     def get(self, job_id: int) -> Job:
@@ -247,8 +272,14 @@ class Jobs:
         app: str | None = None,
         name: str | None = None,
         outputs: Sequence[str] = (),
+        bundle: str | None = None,
     ) -> Job:
-        """Queue a job and place what fits now; its ticket.  VerbError, nothing stored, if bad."""
+        """Queue a job and place what fits now; its ticket.  VerbError, nothing stored, if bad.
+
+        ``bundle``: a tar/zip file or a directory on this machine, kept in
+        ``STATE_DIR/bundles/`` and unpacked into each replica's directory
+        before its command runs (see `master.bundles`).
+        """
         if self.store is None:
             raise VerbError("the master is not running")
         if not argv or not argv[0]:
@@ -269,6 +300,15 @@ class Jobs:
         demand = Demand(0, count, mem, spread)
         if never := self.sched.never_fits(demand):
             raise VerbError(never)
+        taken = None
+        if bundle:
+            state_dir = self.master.config.state_dir
+            taken = await asyncio.to_thread(bundles.take, state_dir, bundle)
+            if not bundles.local_path(state_dir, taken.sha256).exists():
+                # A job with the same bundle ended meanwhile and its copy went with it.
+                taken = await asyncio.to_thread(bundles.take, state_dir, bundle)
+            if self.store is None:  # closed while the bundle was copied
+                raise VerbError("the master is not running")
         job = Job(
             id=0,
             name=name,
@@ -280,6 +320,9 @@ class Jobs:
             outputs=globs,
             submitted_at=time.time(),
             replicas=[Replica(index=i) for i in range(count)],
+            bundle=taken.sha256 if taken else "",
+            bundle_name=taken.name if taken else "",
+            bundle_bytes=taken.bytes if taken else 0,
         )
         try:
             self.store.add(job)
@@ -330,20 +373,24 @@ class Jobs:
         await asyncio.gather(*(self._launch(job, rep) for rep in reps))
         self._settle(job)
 
+    def _not_run(self, job: Job, rep: Replica) -> bool:
+        """A replica of a job cancelled before it started: it never will (True)."""
+        if not job.cancelled:
+            return False
+        self._release(job, rep)
+        rep.state, rep.reason, rep.ended_at = NOT_RUN, "cancelled before it started", time.time()
+        return True
+
     async def _launch(self, job: Job, rep: Replica) -> None:
-        if job.cancelled:
-            self._release(job, rep)
-            rep.state, rep.reason, rep.ended_at = (
-                NOT_RUN,
-                "cancelled before it started",
-                time.time(),
-            )
+        if self._not_run(job, rep):
             return
         try:
             link = self.master.link(rep.node)
         except VerbError as e:
             rep.reason = f"not launched yet: {e}"
             return  # launched when the node registers again (reconcile)
+        if job.bundle and (not await self._bundle(job, rep, link) or self._not_run(job, rep)):
+            return
         workdir = job.workdir(rep.index)
 
         def ask(i: int) -> Launch:
@@ -370,6 +417,73 @@ class Jobs:
         view = self.cluster.proc(rep.target)
         if view is not None:
             self._follow(job, rep, view)
+
+    async def _bundle(self, job: Job, rep: Replica, link: Any, again: bool = True) -> bool:
+        """Send ``job``'s bundle to ``rep``'s node (once per node) and unpack it there.
+
+        True once it is unpacked in the replica's directory.  False when the
+        replica failed (its state says why) or must wait for its node to
+        register again (a lost connection: `_reconcile` asks again).
+        """
+        rep.steps = []
+        sending = Step(name="sending", started_at=time.time(), total=job.bundle_bytes)
+        rep.steps.append(sending)
+        self._publish([job.id])
+
+        def watch(done: int, total: int) -> None:
+            sending.done, sending.total = done, total
+            self._publish([job.id])
+
+        send = self.bundles.send(rep.node, link, job.bundle, watch)
+        assert send.task is not None
+        try:
+            sent = await asyncio.shield(send.task)
+        except CallRefused as e:
+            return self._step_failed(job, rep, sending, f"bundle not taken by {rep.node}: {e}")
+        except CallError as e:
+            sending.note = f"not sent ({e}); sent again when {rep.node} reports"
+            rep.reason = sending.note
+            return False
+        except (sftp.PushError, OSError, VerbError) as e:
+            why = f"bundle not sent to {rep.node}: {bundles.error_line(e)}"
+            return self._step_failed(job, rep, sending, why)
+        finally:
+            if watch in send.watchers:
+                send.watchers.remove(watch)
+        sending.ended_at, sending.sent, sending.done = time.time(), sent, sending.total
+        sending.note = "already on the node" if sent == 0 else f"{human_bytes(sent)} sent"
+        unpacking = Step(name="unpacking", started_at=time.time())
+        rep.steps.append(unpacking)
+        self._publish([job.id])
+        workdir = job.workdir(rep.index)
+
+        def ask(i: int) -> Unpack:
+            return Unpack(id=i, app=job.app, workdir=workdir, sha256=job.bundle, key=rep.key)
+
+        try:
+            reply = await link.call(ask, UnpackReply, UNPACK_TIMEOUT)
+        except CallRefused as e:
+            if again and bundles.NOT_HERE in str(e):  # it held it once: send it again
+                self.bundles.forget(link, job.bundle)
+                return await self._bundle(job, rep, link, again=False)
+            return self._step_failed(job, rep, unpacking, f"bundle refused: {e}")
+        except CallError as e:
+            unpacking.note = f"not confirmed ({e}); asked again when {rep.node} reports"
+            rep.reason = unpacking.note
+            return False
+        unpacking.ended_at = time.time()
+        unpacking.note = f"{reply.files:,} files, {human_bytes(reply.bytes)}"
+        if not reply.files and not reply.bytes:
+            unpacking.note = "unpacked before"
+        rep.reason = ""
+        self._publish([job.id])
+        return True
+
+    def _step_failed(self, job: Job, rep: Replica, step: Step, why: str) -> bool:
+        step.ended_at, step.failed, step.note = time.time(), True, why
+        self._release(job, rep)
+        rep.state, rep.reason, rep.ended_at = LAUNCH_FAILED, why, time.time()
+        return False
 
     def _attach(self, job: Job, rep: Replica, pid: int) -> None:
         self._targets.pop(rep.target, None)
@@ -493,6 +607,60 @@ class Jobs:
         for job_id, again in resend.items():
             self._spawn(self._launch_all(self.open[job_id], again))
         return list(moved.values())
+
+    # --- working directories ----------------------------------------------------------
+    async def purge(self, job: Job, reps: Sequence[Replica]) -> dict[int, str]:
+        """Remove ``reps``' working directories on their nodes: index -> "" or why not.
+
+        A replica still running keeps its directory.  Once every replica
+        of an ended job that started has none, the ticket says ``purged``.
+        """
+        out: dict[int, str] = {}
+
+        async def one(rep: Replica) -> None:
+            if not rep.ended:
+                out[rep.index] = "still running: its directory is kept"
+                return
+            try:
+                link = self.master.link(rep.node)
+            except VerbError as e:
+                out[rep.index] = f"not purged: {e}"
+                return
+            workdir = job.workdir(rep.index)
+            try:
+                await link.call(lambda i: Purge(id=i, app=job.app, workdir=workdir), Removed, 60.0)
+            except CallError as e:
+                out[rep.index] = f"not purged: {e}"
+                return
+            out[rep.index] = ""
+
+        await asyncio.gather(*(one(r) for r in reps if r.node))
+        started = [r for r in job.replicas if r.node]
+        if job.ended and all(out.get(r.index) == "" for r in started) and not job.purged:
+            job.purged = True
+            if self.store is not None:
+                self.store.save(job)
+        return out
+
+    async def _retain(self) -> None:
+        """Purge ended jobs' working directories past ``[jobs] keep_workdirs``, if set."""
+        while self.store is not None:
+            try:
+                keep = load_keep_workdirs(self.master.config.state_dir)
+            except ConfigError as e:
+                log.warning("%s", e)
+                keep = None
+            if keep is not None:
+                cutoff = time.time() - keep
+                for job in self.store.ended(ENDED_SHOWN):
+                    if job.purged or job.ended_at is None or job.ended_at > cutoff:
+                        continue
+                    reps = [r for r in job.replicas if r.node]
+                    if reps:
+                        await self.purge(job, reps)
+            await asyncio.sleep(
+                RETAIN_TICK if keep is None else min(RETAIN_TICK, max(0.5, keep / 4))
+            )
 
     # --- cancel ----------------------------------------------------------------------
     async def cancel(self, ids: Sequence[int]) -> list[Job]:

@@ -38,6 +38,24 @@ PENDING, LAUNCHING, LAUNCH_FAILED, NOT_RUN = "pending", "launching", "failed", "
 HOLDING = (LAUNCHING, *ALIVE_STATES, "lost")  # replica states that hold their node's memory
 
 
+class Step(msgspec.Struct, kw_only=True):
+    """A step a replica went through before its process: ``sending`` its bundle, ``unpacking``.
+
+    ``done``/``total``: bytes of a send (``done`` of ``total`` sent so far;
+    ``sent`` the bytes that really went, 0 when the node had the bundle);
+    ``note``: how it ended ("1,204 files, 3.1M", "refused: ...").
+    """
+
+    name: str
+    started_at: float
+    ended_at: float | None = None
+    done: int = 0
+    total: int = 0
+    sent: int = 0
+    note: str = ""
+    failed: bool = False
+
+
 class Replica(msgspec.Struct, kw_only=True):
     """One replica of a job: where it runs and how it went."""
 
@@ -54,6 +72,7 @@ class Replica(msgspec.Struct, kw_only=True):
     cpu_user: float = 0.0
     cpu_sys: float = 0.0
     max_rss: int = 0
+    steps: list[Step] = []  # with a bundle: sending, unpacking (then its process runs)
 
     @property
     def target(self) -> str:
@@ -95,6 +114,10 @@ class Job(msgspec.Struct, kw_only=True):
     state: str = "queued"
     reason: str = ""  # why it failed or waits, in a line
     replicas: list[Replica] = []
+    bundle: str = ""  # sha256 of its bundle (STATE_DIR/bundles/SHA256), "" without one
+    bundle_name: str = ""
+    bundle_bytes: int = 0
+    purged: bool = False  # its working directories were removed on the nodes
 
     @property
     def ended(self) -> bool:

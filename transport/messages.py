@@ -343,6 +343,38 @@ class JobFiles(Request):
     globs: list[str]
 
 
+class BundleHave(Request):
+    """Whether the node holds bundle ``sha256`` (``ROOT/bundles/SHA256``); where to send it."""
+
+    sha256: str
+
+
+class BundleCommit(Request):
+    """The bundle was sent to the path `BundleHave` named: check its hash and keep it."""
+
+    sha256: str
+
+
+class Unpack(Request):
+    """Unpack bundle ``sha256`` as the replica's working directory ``workdir`` of ``app``.
+
+    ``key``: the replica's launch key; asked again with it (a master that
+    restarted), a directory already unpacked for it is left as it is.
+    """
+
+    app: str
+    workdir: str
+    sha256: str
+    key: str = ""
+
+
+class Purge(Request):
+    """Remove the replica's working directory ``workdir`` of ``app`` (results fetched)."""
+
+    app: str
+    workdir: str
+
+
 # Replies: worker -> master.
 
 
@@ -427,6 +459,21 @@ class JobFilesReply(Base):
     files: list[JobFile] = []
 
 
+class BundleAt(Base):
+    """``present``: the node holds the bundle; ``path``: where it is, or where to send it."""
+
+    id: int
+    present: bool
+    path: str
+
+
+class UnpackReply(Base):
+    id: int
+    files: int
+    bytes: int
+    seconds: float
+
+
 class Ok(Base):
     id: int
 
@@ -453,6 +500,10 @@ Message = (
     | Remove
     | PrepareApp
     | JobFiles
+    | BundleHave
+    | BundleCommit
+    | Unpack
+    | Purge
     | Error
     | Launched
     | StatusReply
@@ -464,6 +515,8 @@ Message = (
     | Removed
     | AppReady
     | JobFilesReply
+    | BundleAt
+    | UnpackReply
     | Ok
 )
 
@@ -479,6 +532,10 @@ REQUESTS = (
     Remove,
     PrepareApp,
     JobFiles,
+    BundleHave,
+    BundleCommit,
+    Unpack,
+    Purge,
 )
 REPLIES = (
     Error,
@@ -492,5 +549,7 @@ REPLIES = (
     Removed,
     AppReady,
     JobFilesReply,
+    BundleAt,
+    UnpackReply,
     Ok,
 )

@@ -2,11 +2,11 @@
 
 Wire::
 
-    POST /v1/jobs/ID/fetch {"to": "/abs/results"}
+    POST /v1/jobs/ID/fetch {"to": "/abs/results", "purge": false}
     -> NDJSON: {"progress": {"node": "n1", "done": 1048576, "total": 4194304}} ...
                then {"result": {"job", "dir", "seconds",
                                 "replicas": [{"index", "node", "dir", "files", "bytes",
-                                              "errors"}]}}
+                                              "errors", "purged", "kept"}]}}
        (or {"error": "..."} if it failed on the way)
 
 ``to`` is a directory on the master's machine (the command line runs beside
@@ -14,7 +14,8 @@ it); ``DIR/ID`` is made.  Files come over SFTP with deploy's SSH settings
 and host-key rules.  Each replica's log is ``LAUNCH.log`` in its directory.
 It works while the job runs (what exists so far) and after.  A ``to`` that
 is a file, or a job none of whose replicas started, is a 400 and writes
-nothing.
+nothing.  With ``purge``, each ended replica whose files all arrived has its
+working directory removed on its node (``purged``); ``kept`` says why not.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ FETCH_TIMEOUT = 6 * 3600.0
 class FetchRequest(Shape):
     id: JobId
     to: FilePath
+    purge: bool = False
 
 
 def result_lines(result: dict[str, Any]) -> Output:
@@ -63,6 +65,10 @@ def result_lines(result: dict[str, Any]) -> Output:
             f"({human_bytes(r.get('bytes') or 0)}) in {r.get('dir')}"
         )
         err.extend(f"fetch {where}: {e}" for e in r.get("errors") or [])
+        if r.get("purged"):
+            out.append(f"{where}: working directory removed from {r.get('node')}")
+        elif r.get("kept"):
+            out.append(f"{where}: working directory kept: {r['kept']}")
     return Output(out, err, 1 if err else 0)
 
 
@@ -73,9 +79,10 @@ class FetchVerb(Verb[FetchRequest]):
         "Copies each started replica's log (LAUNCH.log) and the files of its\n"
         "directory that match the job's --output patterns, over SFTP with the\n"
         "SSH settings of deploy. Works while the job runs and after it ended;\n"
-        "fetching again refreshes the copies."
+        "fetching again refreshes the copies. --purge then removes each ended\n"
+        "replica's working directory from its node once its files are all home."
     )
-    examples = "corral fetch 12\ncorral fetch 12 --to ~/results"
+    examples = "corral fetch 12\ncorral fetch 12 --to ~/results\ncorral fetch 12 --purge"
     json_help = "print the result as JSON"
     method = "POST"
     path = "/v1/jobs/{id}/fetch"
@@ -86,9 +93,15 @@ class FetchVerb(Verb[FetchRequest]):
         p.add_argument(
             "--to", metavar="DIR", default=".", help="where to put ID/ (default: this directory)"
         )
+        p.add_argument(
+            "--purge",
+            action="store_true",
+            help="then remove the replicas' working directories on the nodes",
+        )
 
     def request(self, args: Args) -> dict[str, Any]:
-        return {"id": args.id, "to": os.path.abspath(os.path.expanduser(args.to))}
+        to = os.path.abspath(os.path.expanduser(args.to))
+        return {"id": args.id, "to": to, "purge": bool(args.purge)}
 
     async def call(self, plane: Plane, req: FetchRequest) -> Reply:
         from corral.master.fetch import Fetch, prepare
@@ -102,7 +115,7 @@ class FetchVerb(Verb[FetchRequest]):
         # Errors in the request (unknown job, a file in the way) answer as a
         # status, before the stream starts.
         job, dest = prepare(plane.master, req.id, req.to)
-        task = asyncio.ensure_future(Fetch(plane.master, ssh, job, dest, progress).run())
+        task = asyncio.ensure_future(Fetch(plane.master, ssh, job, dest, progress, req.purge).run())
         return _stream(task, queue)
 
     def text(self, args: Args, reply: Reply) -> Output:

@@ -3,8 +3,15 @@
 Wire::
 
     POST /v1/jobs {"argv": ["./sim", "--steps", "100"], "replicas": 4, "mem": 104857600,
-                   "spread": false, "app": null, "name": null, "outputs": ["out.txt"]}
+                   "spread": false, "app": null, "name": null, "outputs": ["out.txt"],
+                   "bundle": "/abs/app.tar.gz"}
     -> the job's ticket (see ``corral job``)
+
+``bundle`` (optional) is an absolute path on the master's machine (the
+command line runs beside it): a .tar, .tar.gz/.tgz, .tar.zst or .zip file,
+or a directory (sent as a tar).  The master keeps a copy in its state
+directory; each node that gets a replica receives it once (by sha256) and
+unpacks it into the replica's directory before the command runs.
 
 ``mem`` is bytes per replica.  A job no known node could ever take (one
 replica larger than every node's offer) is refused (400) with each node's
@@ -14,6 +21,7 @@ offer; one that does not fit now is queued, and its ticket says why.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Annotated, Any
 
@@ -29,7 +37,7 @@ from corral.master.verbs.base import (
     Verb,
     print_json,
 )
-from corral.master.verbs.shapes import Argv, Text
+from corral.master.verbs.shapes import Argv, FilePath, Text
 from corral.transport.sizes import SizeError, parse_size
 
 DEFAULT_MEM = "100M"
@@ -44,6 +52,7 @@ class SubmitRequest(Shape):
     app: Text | None = None
     name: Text | None = None
     outputs: Annotated[list[Glob], Limits(max_length=256)] = []
+    bundle: FilePath | None = None
 
 
 def size(text: str) -> int:
@@ -75,10 +84,14 @@ replicas are placed together or not at all, packed onto the fullest nodes
 that fit, or one a node with --spread. A job that does not fit waits in a
 first-in-first-out queue: `corral jobs` shows its position and why. Each
 replica runs in ROOT/apps/APP/jobs/ID/INDEX/ on its node; `corral fetch ID`
-brings back its log and the files matching --output."""
+brings back its log and the files matching --output. --bundle PATH (a .tar,
+.tar.gz, .tar.zst or .zip file, or a directory) is sent once to each node
+that gets a replica and unpacked into each replica's directory first; the
+command is looked for there (`./run.sh`), and `make run` runs its Makefile."""
     examples = """\
 corral submit --replicas 4 --mem 2G -- ./simulate --steps 1000
-corral submit --replicas 3 --spread --name sweep --output 'out/*.csv' -- ./sweep.sh"""
+corral submit --replicas 3 --spread --name sweep --output 'out/*.csv' -- ./sweep.sh
+corral submit --bundle app.tar.gz --replicas 2 --output 'out/*' -- make run"""
     json_help = "print the ticket as JSON"
     method = "POST"
     path = "/v1/jobs"
@@ -107,6 +120,12 @@ corral submit --replicas 3 --spread --name sweep --output 'out/*.csv' -- ./sweep
             default=[],
             help="files `fetch` brings back, relative to the replica's directory (repeatable)",
         )
+        p.add_argument(
+            "--bundle",
+            metavar="PATH",
+            help="a .tar/.tar.gz/.tar.zst/.zip file or a directory, unpacked in each replica's "
+            "directory before the command runs",
+        )
         p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
 
     def request(self, args: Args) -> dict[str, Any]:
@@ -123,6 +142,7 @@ corral submit --replicas 3 --spread --name sweep --output 'out/*.csv' -- ./sweep
             "app": args.app,
             "name": args.name,
             "outputs": list(args.output),
+            "bundle": os.path.abspath(os.path.expanduser(args.bundle)) if args.bundle else None,
         }
 
     async def call(self, plane: Plane, req: SubmitRequest) -> Reply:
@@ -135,6 +155,7 @@ corral submit --replicas 3 --spread --name sweep --output 'out/*.csv' -- ./sweep
             app=req.app or None,
             name=req.name or None,
             outputs=req.outputs,
+            bundle=req.bundle or None,
         )
         return jobs.ticket(job)
 

@@ -32,7 +32,13 @@ from textual.widgets import Button, DataTable, Static
 
 from corral.master.control import Master, VerbError
 from corral.master.fetch import FetchProgress, FetchResult, fetch
-from corral.master.job_report import REPLICA_HEADERS, job_row, replica_row, ticket_lines
+from corral.master.job_report import (
+    REPLICA_HEADERS,
+    job_row,
+    replica_row,
+    steps_text,
+    ticket_lines,
+)
 from corral.master.jobs import Jobs
 from corral.master.tickets import Job
 from corral.transport.messages import ALIVE_STATES
@@ -412,10 +418,19 @@ def facts_text(ticket: Mapping[str, Any], now: float) -> Text:
     return text
 
 
-def replica_cells(row: Mapping[str, Any], now: float) -> tuple[Text, ...]:
-    cells = replica_row(row, now)
+def replica_headers(steps: bool) -> tuple[str, ...]:
+    """The ticket's replica columns; with a bundle, STEPS (sending 34%, unpacking...) too."""
+    if not steps:
+        return REPLICA_HEADERS
+    return (*REPLICA_HEADERS[:-1], "STEPS", REPLICA_HEADERS[-1])
+
+
+def replica_cells(row: Mapping[str, Any], now: float, steps: bool = False) -> tuple[Text, ...]:
+    cells: tuple[object, ...] = replica_row(row, now)
+    if steps:
+        cells = (*cells[:-1], steps_text(row, now), cells[-1])
     out = []
-    for label, value in zip(REPLICA_HEADERS, cells, strict=True):
+    for label, value in zip(replica_headers(steps), cells, strict=True):
         justify = "right" if label in ("#", "CPU", "MAX RSS", "TIME") else None
         style = ""
         if label == "STATE":
@@ -460,6 +475,7 @@ class TicketScreen(Screen[None]):
         self.ticket: dict[str, Any] = {}
         self._scheduled = False
         self._unsubscribe: Callable[[], None] | None = None
+        self.steps = False  # the job has a bundle: a STEPS column
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="job-ticket", classes="detail"):
@@ -471,7 +487,11 @@ class TicketScreen(Screen[None]):
         pane = self.query_one("#job-ticket")
         pane.border_title = f"Job {self.job_id}"
         table = self.query_one(DataTable)
-        for label in REPLICA_HEADERS:
+        try:
+            self.steps = bool(self.jobs.get(self.job_id).bundle)
+        except VerbError:
+            self.steps = False
+        for label in replica_headers(self.steps):
             table.add_column(label, key=label)
         self._unsubscribe = self.jobs.subscribe(self._on_jobs)
         self.set_interval(1.0, self._tick)  # run times, live CPU and RSS
@@ -506,11 +526,11 @@ class TicketScreen(Screen[None]):
         table = self.query_one(DataTable)
         for row in self.ticket.get("replicas") or []:
             key = str(row.get("index"))
-            cells = replica_cells(row, now)
+            cells = replica_cells(row, now, self.steps)
             if key not in table.rows:
                 table.add_row(*cells, key=key)
                 continue
-            for label, cell in zip(REPLICA_HEADERS, cells, strict=True):
+            for label, cell in zip(replica_headers(self.steps), cells, strict=True):
                 if str(table.get_cell(key, label)) != cell.plain:
                     table.update_cell(key, label, cell)
 

@@ -1,0 +1,245 @@
+"""Job bundles on the master: taken in at submit, sent once per node, unpacked per replica.
+
+``submit --bundle PATH`` takes a tar (plain, gz, bz2, xz, zst) or zip file,
+or a directory (made into a plain tar), and keeps it in the master's state
+directory as ``STATE_DIR/bundles/SHA256`` (`take`): hashed once, while it
+is copied, so a queued job can start after a master restart and a file
+changed after the submit changes nothing.
+
+When a replica is placed (`Sender`), its node is asked whether it holds
+that sha256 (``BundleHave``); if not it is sent over SFTP with deploy's SSH
+settings and host-key rules (a temporary name renamed into place) and the
+worker checks its hash (``BundleCommit``).  Replicas of one job on one
+node share one send; a node that holds it already is sent nothing, and
+one known to hold it (it said so, or took it, since it registered) is not
+even asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import tarfile
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from corral.master.config import ConfigError, SshConfig, load_ssh
+from corral.master.errors import VerbError
+from corral.master.server import WorkerLink
+from corral.master.ssh import target as ssh_target
+from corral.master.ssh import thread_progress
+from corral.transport import archives, sftp
+from corral.transport.messages import BundleAt, BundleCommit, BundleHave
+
+if TYPE_CHECKING:
+    from corral.master.control import Master
+
+BUNDLES_DIR = "bundles"
+CHUNK = 1 << 20
+PROGRESS_INTERVAL = 0.1
+MiB = 1 << 20
+NOT_HERE = "is not on this node"  # the worker's refusal of an unpack without its bundle
+COMMIT_PER_MIB = 0.05  # seconds a worker may take to hash a MiB (at least 30 s in all)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    sha256: str
+    bytes: int
+    kind: str
+    name: str  # what the operator gave, for the ticket
+
+
+class _Hashing:
+    """A file-like sink that hashes and counts what is written to it."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def take(state_dir: Path, path: str | Path) -> Bundle:
+    """Copy ``path`` into ``STATE_DIR/bundles/SHA256``; VerbError (one line) if it cannot be one.
+
+    Blocking: run it in a thread.
+    """
+    src = Path(path).expanduser().absolute()
+    if not src.exists():
+        raise VerbError(f"bad --bundle {src}: no such file or directory")
+    home = state_dir / BUNDLES_DIR
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = home / f".incoming-{secrets.token_hex(6)}"
+    try:
+        with tmp.open("xb") as out:
+            sink = _Hashing(out)
+            if src.is_dir():
+                what = "tar"
+                _tar_dir(src, sink)
+            elif src.is_file():
+                what = _copy(src, sink)
+            else:
+                raise VerbError(f"bad --bundle {src}: not a file or a directory")
+        sha = sink.sha.hexdigest()
+        final = home / sha
+        os.replace(tmp, final)  # the same content: replacing it changes nothing
+    except OSError as e:
+        raise VerbError(f"bad --bundle {src}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Bundle(sha, sink.size, what, src.name)
+
+
+def _copy(src: Path, sink: _Hashing) -> str:
+    with src.open("rb") as f:
+        head = f.read(archives.HEAD)
+        what = archives.kind(head)
+        if what is None:
+            raise VerbError(
+                f"bad --bundle {src}: not a tar, tar.gz, tar.zst or zip file (nor a directory)"
+            )
+        sink.write(head)
+        while block := f.read(CHUNK):
+            sink.write(block)
+    return what
+
+
+def _tar_dir(src: Path, sink: _Hashing) -> None:
+    """``src``'s contents as a plain tar stream (names relative to it, symlinks kept as such)."""
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+        for child in sorted(src.iterdir()):
+            tf.add(child, arcname=child.name, recursive=True, filter=clean)
+
+
+def local_path(state_dir: Path, sha: str) -> Path:
+    return state_dir / BUNDLES_DIR / sha
+
+
+def forget(state_dir: Path, sha: str) -> None:
+    """The master's copy of a bundle no open job uses any more."""
+    local_path(state_dir, sha).unlink(missing_ok=True)
+
+
+def ssh_config(master: Master) -> SshConfig:
+    if master.config.ssh is not None:
+        return master.config.ssh
+    try:
+        return load_ssh(master.config.state_dir)
+    except ConfigError as e:
+        raise VerbError(str(e)) from None
+
+
+# progress(done, total) of one node's send, on the loop
+SendProgress = Callable[[int, int], None]
+
+
+@dataclass
+class Send:
+    """One bundle going to one node; the replicas placed there wait for it together."""
+
+    node: str
+    sha256: str
+    watchers: list[SendProgress] = field(default_factory=list)
+    task: asyncio.Future[int] | None = None  # bytes sent (0: the node had it)
+    seconds: float = 0.0
+
+    def tell(self, node: str, done: int, total: int) -> None:
+        for watch in list(self.watchers):
+            watch(done, total)
+
+
+class Sender:
+    """Sends bundles to nodes for `Jobs`: one send per node and bundle at a time."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.sends: dict[tuple[str, str], Send] = {}
+        self.sent_bytes: dict[str, int] = {}  # node -> bundle bytes sent since the start
+        # Bundles each node said it holds, or took, over its connection (a
+        # worker that registers again is asked anew): a resubmit asks
+        # nothing.  A node that no longer has one refuses the unpack
+        # (`NOT_HERE`); `Jobs` then forgets it and sends it again.
+        self.held: weakref.WeakKeyDictionary[WorkerLink, set[str]] = weakref.WeakKeyDictionary()
+
+    def forget(self, link: WorkerLink, sha: str) -> None:
+        self.held.get(link, set()).discard(sha)
+
+    def send(self, node: str, link: WorkerLink, sha: str, watch: SendProgress) -> Send:
+        """The send of ``sha`` to ``node``: the one in flight, or a new one."""
+        key = (node, sha)
+        send = self.sends.get(key)
+        if sha in self.held.get(link, ()) and send is None:
+            send = Send(node, sha)  # held: nothing to ask, nothing to send
+            send.task = asyncio.get_running_loop().create_future()
+            send.task.set_result(0)
+        elif send is None or send.task is None or send.task.done():
+            send = Send(node, sha)
+            send.task = asyncio.ensure_future(self._run(send, link))
+            self.sends[key] = send
+            send.task.add_done_callback(lambda _t: self._done(key, send))
+        send.watchers.append(watch)
+        return send
+
+    def close(self) -> None:
+        """Stop the sends in flight (the master is stopping)."""
+        for send in list(self.sends.values()):
+            if send.task is not None:
+                send.task.cancel()
+
+    def _done(self, key: tuple[str, str], send: Send) -> None:
+        if send.task is not None and not send.task.cancelled():
+            send.task.exception()  # read: the replicas waiting on it have said why
+        if self.sends.get(key) is send:
+            del self.sends[key]
+
+    async def _run(self, send: Send, link: WorkerLink) -> int:
+        t0 = time.monotonic()
+        sha = send.sha256
+        local = local_path(self.master.config.state_dir, sha)
+        if not local.is_file():
+            raise VerbError(f"the master lost its copy of bundle {sha[:12]} ({local})")
+        have = await link.call(lambda i: BundleHave(id=i, sha256=sha), BundleAt)
+        if have.present:
+            self.held.setdefault(link, set()).add(sha)
+            send.seconds = time.monotonic() - t0
+            size = local.stat().st_size
+            send.tell(send.node, size, size)
+            return 0
+        view = self.master.cluster.node(send.node)
+        ssh = ssh_config(self.master)
+        target = ssh_target(view, ssh, ssh.trust_unknown_host_keys)
+        upload = sftp.Upload(local, have.path, 0o600)
+        hop = thread_progress(send.tell, send.node, PROGRESS_INTERVAL)
+        report = await asyncio.to_thread(sftp.push, target, [upload], hop)
+        size = report.bytes
+        timeout = max(30.0, size / MiB * COMMIT_PER_MIB)
+        await link.call(lambda i: BundleCommit(id=i, sha256=sha), BundleAt, timeout)
+        self.sent_bytes[send.node] = self.sent_bytes.get(send.node, 0) + size
+        self.held.setdefault(link, set()).add(sha)
+        send.seconds = time.monotonic() - t0
+        return size
+
+
+def error_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
