@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, NoReturn, Protocol, TypeVar
@@ -158,12 +159,33 @@ def print_json(reply: Reply) -> None:
 
 # --- arguments ----------------------------------------------------------------------------
 class Formatter(argparse.RawDescriptionHelpFormatter):
-    """Help as written; a ``REMAINDER`` argument shows its metavar (``-- PROGRAM ...``)."""
+    """Help as written; a ``REMAINDER`` argument shows its metavar (``-- PROGRAM ...``).
+
+    The width is found as ``shutil.get_terminal_size`` finds it, without
+    importing shutil (and the compression modules it loads): argparse makes
+    a formatter for every argument added, so every verb would pay for it.
+    """
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        if kwargs.get("width") is None:
+            kwargs["width"] = terminal_width() - 2  # argparse's own margin
+        super().__init__(prog, **kwargs)
 
     def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
         if action.nargs == argparse.REMAINDER and isinstance(action.metavar, str):
             return action.metavar
         return super()._format_args(action, default_metavar)
+
+
+def terminal_width() -> int:
+    """``$COLUMNS``, else stdout's terminal width, else 80."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isascii() and columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 class Parser(argparse.ArgumentParser):
