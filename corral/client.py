@@ -376,7 +376,7 @@ class Connection:
     def connect(self) -> None:
         # An ASCII host as bytes: a str would load the idna codec (and unicodedata).
         host = self.host.encode() if self.host.isascii() else self.host
-        sock = socket.create_connection((host, self.port), self.timeout)
+        sock = socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock = self.secure(sock)

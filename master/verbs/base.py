@@ -182,8 +182,9 @@ def terminal_width() -> int:
     columns = os.environ.get("COLUMNS", "")
     if columns.isascii() and columns.isdigit() and int(columns) > 0:
         return int(columns)
+    stdout = sys.__stdout__
     try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+        return (os.get_terminal_size(stdout.fileno()).columns if stdout else 0) or 80
     except (AttributeError, ValueError, OSError):
         return 80
 
