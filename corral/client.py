@@ -20,10 +20,10 @@ run against.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import json
 import os
-import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 
 # The command line runs this module on every client verb, so it stays off
 # the standard library's heavy modules: no http.client (with the email
-# package, 20 ms of start-up), no pathlib, dataclasses or urllib.  Paths
-# are strings inside; the functions other modules call still take and
-# return Paths, importing pathlib when they are called.
+# package, 20 ms of start-up), no pathlib, dataclasses or urllib, and the
+# C socket module without socket.py (its enum tables and selectors cost
+# milliseconds; nothing here needs them).  Paths are strings inside; the
+# functions other modules call still take and return Paths, importing
+# pathlib when they are called.
 
 DEFAULT_API = "127.0.0.1:7071"
 API_ENV = "CORRAL_API"
@@ -168,8 +170,8 @@ def master_answers(state: str | os.PathLike[str], besides: str | None = None) ->
         return False
     try:
         host, port = split_hostport(address, 7071, what="API address", port_zero=False)
-        with socket.create_connection((host, port), timeout=0.3):
-            return True
+        dial(host, port, 0.3).close()
+        return True
     except (OSError, ValueError):
         return False
 
@@ -263,9 +265,9 @@ def _why(e: BaseException) -> str:
     """A socket failure in a few lowercase words."""
     if isinstance(e, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(e, TimeoutError | socket.timeout):
+    if isinstance(e, TimeoutError):
         return "timed out"
-    if isinstance(e, socket.gaierror):
+    if isinstance(e, _socket.gaierror):
         return f"unknown host ({e.strerror})"
     if isinstance(e, ConnectionResetError):
         return "connection reset"
@@ -298,10 +300,70 @@ def _query(params: dict[str, Any]) -> str:
 MAX_LINE = 64 * 1024  # a status line, a header, a chunk size or an NDJSON line is shorter
 
 
+def dial(host: str, port: int, timeout: float) -> _socket.socket:
+    """A TCP connection to ``host:port`` (each address in turn), as ``socket.create_connection``."""
+    # An ASCII host as bytes: a str would load the idna codec (and unicodedata).
+    name: str | bytes = host.encode() if host.isascii() else host
+    error: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error or OSError(f"no address for {host}")
+
+
+class Reader:
+    """Buffered reads from a socket (a ``makefile`` without socket.py)."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buf += data
+        return bool(data)
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def readline(self, limit: int) -> bytes:
+        """A line with its newline; shorter only at the end of the stream or at ``limit``."""
+        start = 0
+        while True:
+            end = self.buf.find(b"\n", start, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self.buf) >= limit:
+                return self._take(limit)
+            start = len(self.buf)
+            if not self._fill():
+                return self._take(len(self.buf))
+
+    def read(self, n: int) -> bytes:
+        """``n`` bytes, fewer only at the end of the stream."""
+        while len(self.buf) < n and self._fill():
+            pass
+        return self._take(n)
+
+    def read1(self, n: int) -> bytes:
+        """What is buffered, else one receive (b"" at the end of the stream)."""
+        if not self.buf:
+            self._fill()
+        return self._take(n)
+
+
 class Response:
     """A reply's status and headers, read; its body on demand (sized, chunked or to close)."""
 
-    def __init__(self, file: Any) -> None:
+    def __init__(self, file: Reader) -> None:
         self._file = file
         status = self._line().split(None, 2)
         if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
@@ -315,13 +377,13 @@ class Response:
             self.headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
 
     def _line(self) -> bytes:
-        line: bytes = self._file.readline(MAX_LINE)
+        line = self._file.readline(MAX_LINE)
         if not line.endswith(b"\n"):
             raise ClosedEarly() if len(line) < MAX_LINE else BadReply("a line too long")
         return line
 
     def _exactly(self, n: int) -> bytes:
-        data: bytes = self._file.read(n)
+        data = self._file.read(n)
         if len(data) < n:
             raise ClosedEarly()
         return data
@@ -370,23 +432,25 @@ class Connection:
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        self.sock: socket.socket | None = None
-        self._file: Any = None
+        self.sock: Any = None  # a _socket.socket, or what `secure` made of it
 
     def connect(self) -> None:
-        # An ASCII host as bytes: a str would load the idna codec (and unicodedata).
-        host = self.host.encode() if self.host.isascii() else self.host
-        sock = socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
+        sock = dial(self.host, self.port, self.timeout)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             self.sock = self.secure(sock)
         except BaseException:
             sock.close()
             raise
-        self._file = self.sock.makefile("rb")
 
-    def secure(self, sock: socket.socket) -> socket.socket:
-        """The one place a TLS context would wrap the socket (``ssl`` imported only then)."""
+    def secure(self, sock: _socket.socket) -> Any:
+        """The one place TLS would wrap the connection; plain HTTP returns it as it is.
+
+        With TLS: import ``socket`` and ``ssl`` here, make a ``socket.socket``
+        of ``sock.detach()`` and return ``context.wrap_socket(it,
+        server_hostname=self.host)``; the reader only needs ``recv``,
+        ``sendall``, ``settimeout`` and ``close``.
+        """
         return sock
 
     def request(
@@ -394,18 +458,15 @@ class Connection:
     ) -> Response:
         if self.sock is None:
             self.connect()
-        assert self.sock is not None
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         if body is not None or method in ("POST", "PUT"):
             head.append(f"Content-Length: {len(body or b'')}")
         head.append("Connection: close")
         self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
-        return Response(self._file)
+        return Response(Reader(self.sock))
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
         if self.sock is not None:
             self.sock.close()
 
