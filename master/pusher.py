@@ -171,6 +171,7 @@ async def push(
     finally:
         for c in children:
             c.stop()
+        await asyncio.gather(*(c.proc.wait() for c in children))  # reaped, pipes closed
         if control is not None:
             await loop.run_in_executor(None, control.close)
     return sftp.PushReport(target.host, sent, time.monotonic() - start)

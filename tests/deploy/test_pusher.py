@@ -79,3 +79,17 @@ def test_a_failed_range_leaves_no_temporary_and_says_why(target: SshTarget, tmp_
         asyncio.run(pusher.push(target, [Upload(src, str(blocker), 0o644)], None, 2))
     assert blocker.is_dir()
     assert [p for p in blocker.parent.iterdir() if TMP_MARK in p.name] == []
+
+
+def test_an_unknown_host_key_fails_before_any_byte_and_ends_the_children(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    known = tmp_path / "empty_known_hosts"
+    known.write_text("")
+    target = SshTarget(sshd.host, sshd.port, sshd.user, sshd.key, known)
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(MiB))
+    dest = tmp_path / "node" / "data.bin"
+    with pytest.raises(PushError, match="unknown host key"):
+        asyncio.run(pusher.push(target, [Upload(src, str(dest), 0o644)], None, 2))
+    assert not dest.parent.exists()
