@@ -81,15 +81,17 @@ class MasterConfig:
 
 
 class SignalResult(msgspec.Struct, frozen=True):
-    """One target of a signal.  With a wait: ``ended`` says whether it ended in
-    time, ``reason`` how ("killed by SIGINT") and ``seconds`` how long after the
-    signal went out; without one they stay null."""
-
     target: str
     delivered: bool
     message: str = ""
-    ended: bool | None = None
-    reason: str | None = None
+
+
+class WaitedSignalResult(SignalResult, frozen=True):
+    """A signal's result after a wait: ``ended`` in time or not, ``reason`` how
+    ("killed by SIGINT"), ``seconds`` how long after the signal went out."""
+
+    ended: bool = False
+    reason: str = ""
     seconds: float | None = None
 
 
@@ -347,18 +349,19 @@ class Master:
             ends = await watch.wait([r.target for r in sent if r.delivered], wait)
         finally:
             watch.close()
-        results = []
+        results: list[SignalResult] = []
         for r in sent:
             end = ends.get(r.target)
             if not r.delivered:
                 results.append(r)
-            elif end is None:
-                results.append(msgspec.structs.replace(r, ended=False))
-            else:
+                continue
+            waited = WaitedSignalResult(r.target, r.delivered, r.message)
+            if end is not None:
                 secs = round(end.seconds, 3)
-                results.append(
-                    msgspec.structs.replace(r, ended=True, reason=end.reason, seconds=secs)
+                waited = msgspec.structs.replace(
+                    waited, ended=True, reason=end.reason, seconds=secs
                 )
+            results.append(waited)
         return results
 
     async def _signal(self, target: str, sig: str) -> SignalResult:

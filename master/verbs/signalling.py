@@ -22,8 +22,9 @@ workers' process events, it does not poll)::
     -> {"results": [{"target": "n1:4242", "delivered": true, "message": "",
                      "ended": true, "reason": "killed by SIGINT", "seconds": 0.31}]}
 
-A target still running at the timeout has ``"ended": false``.  Without a
-wait, ``ended``, ``reason`` and ``seconds`` are null.
+A target still running at the timeout has ``"ended": false`` (``reason``
+"", ``seconds`` null).  Without a wait, or for a target the signal did not
+reach, a result has only ``target``, ``delivered`` and ``message``.
 """
 
 from __future__ import annotations
