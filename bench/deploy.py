@@ -14,8 +14,9 @@ node, push, rename.
     to as many fresh directories at once over one open OpenSSH connection
     (ControlMaster) to the same sshd: what an operator's own tools do.
 
-A node's push of 16 MiB or more is written by child processes
-(master/pusher.py); the figures include starting them.
+On 4 cores or more, a node's push of 64 MiB or more is written by child
+processes (master/pusher.py), and the figures include starting them; on
+fewer cores every push runs in a thread.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ imports the master, never the other way round.  One deploy, in order::
                                             run instead connects, checks the host
                                             key, logs in and opens SFTP (no writes),
                                             so an unreachable node is its error;
-                                            16 MiB or more: master/pusher.py, the
-                                            bytes written by child processes
+                                            64 MiB or more on 4+ cores: the bytes
+                                            written by child processes (pusher)
     settle     Hashes(app, sent) again      in the background, off the verb's
                                             clock: checks what arrived and warms
                                             the worker's hash cache
@@ -494,9 +494,8 @@ class _Run:
     async def _push(self, name: str, app_dir: str, plan: NodePlan) -> sftp.PushReport:
         target = self._target(name)
         uploads = deploy.uploads(plan, app_dir)
-        size = sum(f.size for f in plan.send)
-        if size >= pusher.PROCESS_MIN:  # beyond what one packet loop moves: processes
-            parts = pusher.parts_for(self.nodes, size)
+        parts = pusher.parts_for(self.nodes, sum(f.size for f in plan.send))
+        if parts:  # beyond what one packet loop moves, and cores to spare: processes
             return await pusher.push(target, uploads, self._progress_on_loop(name), parts)
         callback = self._progress_hop(name)
         loop = asyncio.get_running_loop()

@@ -45,10 +45,12 @@ def test_split_covers_every_byte_once_in_about_equal_parts() -> None:
 
 
 def test_parts_follow_cores_nodes_and_size() -> None:
-    assert pusher.parts_for(1, 200 * MiB, cpus=2) == 2
-    assert pusher.parts_for(3, 50 * MiB, cpus=2) == 1
+    assert pusher.parts_for(1, 200 * MiB, cpus=4) == 4
+    assert pusher.parts_for(3, 100 * MiB, cpus=4) == 1
     assert pusher.parts_for(1, 200 * MiB, cpus=32) == pusher.MAX_PARTS
-    assert pusher.parts_for(1, 9 * MiB, cpus=8) == 1  # ranges no smaller than PART_MIN
+    assert pusher.parts_for(1, 70 * MiB, cpus=64) == 4  # ranges no smaller than PART_MIN
+    assert pusher.parts_for(1, 200 * MiB, cpus=2) == 0  # 2 cores: a thread does better
+    assert pusher.parts_for(1, 20 * MiB, cpus=64) == 0  # too small to pay a child's start
 
 
 def test_a_large_push_from_three_processes_arrives_whole(target: SshTarget, tmp_path: Path) -> None:
