@@ -14,10 +14,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from corral.master import verbs
 from corral.master.verbs.base import CommandError, Formatter, Parser, UsageError, Verb
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 DESCRIPTION = """\
 Run programs on many Linux machines from one terminal.

@@ -25,14 +25,15 @@ import errno
 import json
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from corral.master.state import default_state_path
 from corral.master.verbs.base import ApiError, CommandError, Unreachable, UsageError
 from corral.transport.addresses import split_hostport
 
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 # The command line runs this module on every client verb, so it stays off
 # the standard library's heavy modules: no http.client (with the email

@@ -7,7 +7,8 @@ address here without loading the master.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
 
 if TYPE_CHECKING:  # pathlib costs the command line milliseconds it does not need
     from pathlib import Path
