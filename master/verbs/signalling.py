@@ -30,7 +30,6 @@ reach, a result has only ``target``, ``delivered`` and ``message``.
 from __future__ import annotations
 
 import argparse
-from typing import Annotated, Any, ClassVar
 
 from corral.master.verbs.base import (
     Api,
@@ -43,7 +42,14 @@ from corral.master.verbs.base import (
     Verb,
     target,
 )
-from corral.master.verbs.shapes import Names
+
+# For mypy only: the command line loads this module on every run, without typing;
+# the API resolves these names in the annotations (`wire._names`).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Annotated, Any, ClassVar
+
+    from corral.master.verbs.shapes import Names
 
 DESCRIPTION = """\
 Prints 'delivered {signal} to NODE:PID' for each; a target that could not be
