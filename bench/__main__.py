@@ -12,6 +12,7 @@ BENCHES = [
     "heartbeat",
     "worker_idle",
     "launch",
+    "cli_start",
     "heal",
     "tui_feed",
     "log_pane",

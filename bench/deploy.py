@@ -10,6 +10,13 @@ node, push, rename.
 (b) the same file again, unchanged: time per node vs scp copying it again.
 (c) a 50 MB app (a gcc-built program, its library, a 50 MB data file) to
     8 workers at once, beside 8 sequential scp runs of the same files.
+(d) a fresh 50 MiB file to 3 and to 8 workers at once, beside rsync of it
+    to as many fresh directories at once over one open OpenSSH connection
+    (ControlMaster) to the same sshd: what an operator's own tools do.
+
+On 4 cores or more, a node's push of 64 MiB or more is written by child
+processes (master/pusher.py), and the figures include starting them; on
+fewer cores every push runs in a thread.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from typing import Any
 
 from bench.cluster import LocalCluster
 from bench.report import line, median
+from bench.sshmux import control_master, rsync_e
 from tests.deploy.sshd import Sshd, sshd_available, start_sshd
 
 MiB = 2**20
 BIG = 200 * MiB
 APP_DATA = 50 * MiB
+FAN = 50 * MiB
 ROUNDS = 3
 UNCHANGED_RUNS = 7
 WORKERS = 8
@@ -146,8 +155,8 @@ def _measure(cluster: LocalCluster, sshd: Sshd, base: Path, names: list[str]) ->
             f"{median(push_times):.2f} s), {ratio:.2f}x scp; worker's check afterwards "
             f"{median(settle_times):.2f} s in the background",
             f"scp {BIG / MiB / scp_s:.0f} MiB/s ({scp_s:.2f} s), median of {ROUNDS}",
-            ">= 0.8x scp",
-            ratio >= 0.8,
+            ">= 1.5x scp",
+            ratio >= 1.5,
         )
     ]
 
@@ -183,6 +192,7 @@ def _measure(cluster: LocalCluster, sshd: Sshd, base: Path, names: list[str]) ->
         shutil.rmtree(dest)
     seconds, reply = _deploy(cluster, file=str(exe), libs=[str(p) for p in libs], all=True)
     assert all(sum(f["bytes"] for f in r["sent"]) == total for r in reply["results"]), reply
+    lines += _fanout(cluster, sshd, base, names)
     lines.append(
         line(
             f"deploy a {total / MiB:.0f} MB app ({len(files)} files) to {len(names)} workers",
@@ -193,3 +203,45 @@ def _measure(cluster: LocalCluster, sshd: Sshd, base: Path, names: list[str]) ->
         )
     )
     return lines
+
+
+def _fanout(cluster: LocalCluster, sshd: Sshd, base: Path, names: list[str]) -> list[str]:
+    """(d): 50 MiB to 3 and to 8 workers at once, beside as many rsyncs at once."""
+    if not shutil.which("rsync"):
+        return ["[SKIP] deploy 50 MiB to 3 and 8 workers: rsync (the reference) not installed"]
+    data = _random_file(base / "fan.bin", FAN)
+    out = []
+    with control_master(sshd, base) as ssh:
+        e, where = rsync_e(ssh)
+        for count in (3, len(names)):
+            nodes = names[:count]
+            corral_s, rsync_s = [], []
+            for i in range(ROUNDS):
+                _touch_content(data, 100 + i)
+                dests = [base / "rsync" / f"r{i}-{n}" for n in nodes]
+                for d in dests:
+                    d.mkdir(parents=True)
+                cmds = [["rsync", "-a", "-e", e, str(data), f"{where}:{d}/"] for d in dests]
+                t0 = time.monotonic()
+                procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL) for c in cmds]
+                if any(p.wait() for p in procs):
+                    raise RuntimeError("rsync failed")
+                rsync_s.append(time.monotonic() - t0)
+                shutil.rmtree(base / "rsync")
+                app = f"fan{count}r{i}"
+                seconds, _ = _deploy(cluster, file=str(data), app=app, nodes=nodes, force=True)
+                corral_s.append(seconds)
+                _settled(cluster, data, app, nodes)
+                cluster.call("POST", "/v1/rm", {"app": app, "nodes": nodes, "logs": True})
+            c, r = median(corral_s), median(rsync_s)
+            out.append(
+                line(
+                    f"deploy 50 MiB to {count} workers at once",
+                    f"{c:.2f} s ({count * FAN / MiB / c:.0f} MiB/s in all)",
+                    f"{count} rsync at once over an open connection {r:.2f} s "
+                    f"({count * FAN / MiB / r:.0f} MiB/s), median of {ROUNDS}",
+                    "<= rsync",
+                    c <= r,
+                )
+            )
+    return out

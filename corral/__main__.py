@@ -14,10 +14,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from corral.master import verbs
 from corral.master.verbs.base import CommandError, Formatter, Parser, UsageError, Verb
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 DESCRIPTION = """\
 Run programs on many Linux machines from one terminal.
@@ -170,8 +173,9 @@ def build_parser(given: str | None = None) -> Parser:
     """The whole command line.
 
     ``given`` is the verb on the command line: of the client verbs only its
-    record is loaded (the others are named, for the list of choices), and
-    the worker daemon is asked for its flags only for ``worker``.  None
+    record is loaded and it is the only verb the parser knows (the others
+    are named, for the list of choices, when ``given`` is no client verb),
+    and the worker daemon is asked for its flags only for ``worker``.  None
     loads everything, for ``corral --help``.
     """
     parser = Parser(prog="corral", description=DESCRIPTION, epilog=EPILOG)
@@ -179,6 +183,11 @@ def build_parser(given: str | None = None) -> Parser:
 
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    if given in verbs.NAMES:
+        # A client verb alone: every parser argparse makes costs start-up time
+        # (its gettext lookups), and the others are not needed to parse this one.
+        _client_verb(sub, verbs.get(given), _finding_the_master())
+        return parser
     _master_verb(sub)
     _worker_verb(sub, given == "worker")
     _demo_verb(sub)

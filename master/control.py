@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from corral.master.config import ConfigError, SshConfig, load_history
+from corral.master.ends import EndWatch
 from corral.master.errors import VerbError as VerbError  # re-exported: the verbs raise it
 from corral.master.events import EventLog
 from corral.master.jobs import Jobs
@@ -83,6 +84,15 @@ class SignalResult(msgspec.Struct, frozen=True):
     target: str
     delivered: bool
     message: str = ""
+
+
+class WaitedSignalResult(SignalResult, frozen=True):
+    """A signal's result after a wait: ``ended`` in time or not, ``reason`` how
+    ("killed by SIGINT"), ``seconds`` how long after the signal went out."""
+
+    ended: bool = False
+    reason: str = ""
+    seconds: float | None = None
 
 
 class LaunchResult(msgspec.Struct, frozen=True):
@@ -303,11 +313,15 @@ class Master:
                 errors[name] = str(res)
         return LaunchResult(procs=procs, errors={n: errors[n] for n in picked if n in errors})
 
-    async def signal(self, targets: Sequence[str], signal: str) -> list[SignalResult]:
+    async def signal(
+        self, targets: Sequence[str], signal: str, wait: float | None = None
+    ) -> list[SignalResult]:
         """Send ``signal`` to each target's process group, all at once.
 
         Each target is its own result: a bad name, an unknown process or a
         lost node fails that target alone.  An unknown signal fails the verb.
+        With ``wait`` (seconds), return once every target the signal reached
+        has ended, or the time is up, saying of each how it ended.
         """
         if not targets:
             raise VerbError("no process given: expected NODE:PID")
@@ -316,7 +330,39 @@ class Master:
         except BadName as e:
             raise VerbError(str(e)) from None
         unique = list(dict.fromkeys(targets))
-        return list(await asyncio.gather(*(self._signal(t, sig) for t in unique)))
+        if wait is None:
+            return list(await asyncio.gather(*(self._signal(t, sig) for t in unique)))
+        return await self._signal_and_wait(unique, sig, wait)
+
+    async def _signal_and_wait(
+        self, targets: list[str], sig: str, wait: float
+    ) -> list[SignalResult]:
+        known = []
+        for t in targets:
+            with contextlib.suppress(VerbError):  # _signal reports it
+                known.append(self._proc(t))
+        watch = EndWatch(self.cluster, known)  # before the signal: no end can slip by
+        try:
+            sent = await asyncio.gather(*(self._signal(t, sig) for t in targets))
+            for r in sent:
+                watch.check_now(r.target)
+            ends = await watch.wait([r.target for r in sent if r.delivered], wait)
+        finally:
+            watch.close()
+        results: list[SignalResult] = []
+        for r in sent:
+            end = ends.get(r.target)
+            if not r.delivered:
+                results.append(r)
+                continue
+            waited = WaitedSignalResult(r.target, r.delivered, r.message)
+            if end is not None:
+                secs = round(end.seconds, 3)
+                waited = msgspec.structs.replace(
+                    waited, ended=True, reason=end.reason, seconds=secs
+                )
+            results.append(waited)
+        return results
 
     async def _signal(self, target: str, sig: str) -> SignalResult:
         try:

@@ -16,7 +16,9 @@ imports the master, never the other way round.  One deploy, in order::
       push     sftp.push in a thread        one SSH client per thread; a dry
                                             run instead connects, checks the host
                                             key, logs in and opens SFTP (no writes),
-                                            so an unreachable node is its error
+                                            so an unreachable node is its error;
+                                            64 MiB or more on 4+ cores: the bytes
+                                            written by child processes (pusher)
     settle     Hashes(app, sent) again      in the background, off the verb's
                                             clock: checks what arrived and warms
                                             the worker's hash cache
@@ -49,7 +51,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import paramiko
 
-from corral.master import deploy, elf
+from corral.master import deploy, elf, pusher
 from corral.master.config import ConfigError, SshConfig, load_ssh
 from corral.master.control import VerbError
 from corral.master.deploy import LocalFile, NodePlan, PlanError
@@ -492,9 +494,28 @@ class _Run:
     async def _push(self, name: str, app_dir: str, plan: NodePlan) -> sftp.PushReport:
         target = self._target(name)
         uploads = deploy.uploads(plan, app_dir)
+        parts = pusher.parts_for(self.nodes, sum(f.size for f in plan.send))
+        if parts:  # beyond what one packet loop moves, and cores to spare: processes
+            return await pusher.push(target, uploads, self._progress_on_loop(name), parts)
         callback = self._progress_hop(name)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, sftp.push, target, uploads, callback)
+
+    def _progress_on_loop(self, name: str) -> sftp.Progress | None:
+        """A ``(done, total)`` callback on the loop, at most every 50 ms (and at the end)."""
+        if self.progress is None:
+            return None
+        last = 0.0
+
+        def report(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if done < total and now - last < PROGRESS_INTERVAL:
+                return
+            last = now
+            self._report(name, done, total)
+
+        return report
 
     def _report(self, name: str, done: int, total: int) -> None:
         if self.progress is None:

@@ -7,13 +7,24 @@ address here without loading the master.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+
+if TYPE_CHECKING:  # pathlib costs the command line milliseconds it does not need
+    from pathlib import Path
+
+
+def default_state_path() -> str:
+    """``$XDG_STATE_HOME/corral``, or ``~/.local/state/corral``, as a string."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "corral")
 
 
 def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/corral``, or ``~/.local/state/corral``."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "corral"
+    """`default_state_path` as a Path."""
+    from pathlib import Path
+
+    return Path(default_state_path())
 
 
 def write_atomic(path: Path, text: str) -> None:

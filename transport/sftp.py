@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import hashlib
 import os
 import posixpath
@@ -43,17 +42,32 @@ Progress = Callable[[int, int], None]
 
 _known_hosts_lock = threading.Lock()
 
-_AEAD = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# AES-GCM first: one AEAD pass per packet instead of AES-CTR plus an HMAC.
+# On AES-NI with PCLMUL (what cryptography's OpenSSL uses) GCM seals 32 KiB
+# packets at about 1.8 GiB/s against 0.8 GiB/s for AES-CTR with HMAC-SHA256,
+# and uploads about 1.4x as fast as paramiko's default order.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
-class _Transport(paramiko.Transport):
-    """Prefer AES-GCM: one AEAD pass per packet instead of AES-CTR plus an HMAC,
-    measured about 1.4x the upload throughput of paramiko's default order."""
+def _transport(sock: object, **kwargs: object) -> paramiko.Transport:
+    """A Transport with our window and packet sizes, GCM ciphers preferred.
 
-    _preferred_ciphers = (
-        *_AEAD,
-        *(c for c in paramiko.Transport._preferred_ciphers if c not in _AEAD),  # type: ignore[attr-defined]
+    The order is set through paramiko's public `SecurityOptions`, before the
+    client starts negotiating; a server without GCM gets the usual order.
+    """
+    transport = paramiko.Transport(
+        sock,  # type: ignore[arg-type]
+        default_window_size=WINDOW_SIZE,
+        default_max_packet_size=MAX_PACKET_SIZE,
+        **kwargs,  # type: ignore[arg-type]
     )
+    options = transport.get_security_options()
+    offered = tuple(options.ciphers)
+    options.ciphers = (
+        *(c for c in PREFERRED_CIPHERS if c in offered),
+        *(c for c in offered if c not in PREFERRED_CIPHERS),
+    )
+    return transport
 
 
 class PushError(Exception):
@@ -202,11 +216,7 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
             timeout=target.timeout,
             banner_timeout=target.timeout,
             auth_timeout=target.timeout,
-            transport_factory=functools.partial(
-                _Transport,
-                default_window_size=WINDOW_SIZE,
-                default_max_packet_size=MAX_PACKET_SIZE,
-            ),
+            transport_factory=_transport,
         )
     except BaseException as exc:
         client.close()
@@ -346,6 +356,127 @@ def _rename(sftp: paramiko.SFTPClient, tmp: str, final: str) -> None:
 def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
     with contextlib.suppress(OSError, paramiko.SSHException):
         sftp.remove(path)
+
+
+# --------------------------------------------------------------------------
+# Sending from several processes (master/pusher.py): the control steps and the ranges
+# --------------------------------------------------------------------------
+
+
+class Control:
+    """The control side of a push whose bytes other connections write.
+
+    `open` makes the directories and creates every file empty under its
+    hidden temporary name (``tmps``, in the order of the uploads); other
+    connections write ranges into them (`write_ranges`); `finish` gives
+    each its mode and renames it into place; `close` removes whatever was
+    not renamed, so a failed push leaves no half-written file.
+    """
+
+    def __init__(self, target: SshTarget, uploads: list[Upload]) -> None:
+        self.target = target
+        self.uploads = uploads
+        self.tmps: list[str] = []
+        self.renamed = 0
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @classmethod
+    def open(cls, target: SshTarget, uploads: list[Upload]) -> Control:
+        for upload in uploads:
+            if not posixpath.isabs(upload.remote):
+                raise PushError(f"remote path must be absolute: {upload.remote!r}")
+        self = cls(target, uploads)
+        self._client = _connect(target)
+        try:
+            self._sftp = self._client.open_sftp()
+        except (OSError, paramiko.SSHException) as exc:
+            self.close()
+            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
+        made: set[str] = set()
+        try:
+            for upload in uploads:
+                directory, name = posixpath.split(upload.remote)
+                _makedirs(self._sftp, directory, made)
+                tmp = posixpath.join(directory, f".{name}{TMP_MARK}{secrets.token_hex(4)}")
+                self._sftp.open(tmp, "wb").close()
+                self.tmps.append(tmp)
+        except (OSError, paramiko.SSHException) as exc:
+            self.close()
+            raise PushError(f"{target.host}: preparing {upload.remote} failed: {exc}") from exc
+        return self
+
+    def finish(self, seconds: float) -> list[Sent]:
+        """Mode and rename for every file; what was sent (each took ``seconds``)."""
+        assert self._sftp is not None
+        sent = []
+        for upload, tmp in zip(self.uploads, self.tmps, strict=True):
+            try:
+                self._sftp.chmod(tmp, upload.mode & 0o7777)
+                _rename(self._sftp, tmp, upload.remote)
+            except (OSError, paramiko.SSHException) as exc:
+                raise PushError(
+                    f"{self.target.host}: placing {upload.remote} failed: {exc}"
+                ) from exc
+            self.renamed += 1
+            sent.append(Sent(upload.remote, upload.local.stat().st_size, seconds))
+        return sent
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            for tmp in self.tmps[self.renamed :]:
+                _remove_quietly(self._sftp, tmp)
+            self._sftp.close()
+        if self._client is not None:
+            self._client.close()
+
+
+def write_ranges(
+    target: SshTarget, writes: list[tuple[Path, str, int, int]], report: Callable[[int], None]
+) -> None:
+    """Write ``(local, remote, offset, length)`` ranges into files that exist on the node.
+
+    ``report(n)`` is called after every ``n`` bytes handed to SSH.  Raises
+    `PushError` (or `HostKeyError`) naming the node.
+    """
+    client = _connect(target)
+    try:
+        try:
+            sftp = client.open_sftp()
+        except (OSError, paramiko.SSHException) as exc:
+            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
+        try:
+            for local, remote, offset, length in writes:
+                try:
+                    _write_range(sftp, local, remote, offset, length, report)
+                except (OSError, paramiko.SSHException) as exc:
+                    raise PushError(f"{target.host}: sending {remote} failed: {exc}") from exc
+        finally:
+            sftp.close()
+    finally:
+        client.close()
+
+
+def _write_range(
+    sftp: paramiko.SFTPClient,
+    local: Path,
+    remote: str,
+    offset: int,
+    length: int,
+    report: Callable[[int], None],
+) -> None:
+    with local.open("rb") as src, sftp.open(remote, "r+") as dst:
+        dst.set_pipelined(True)
+        dst.MAX_REQUEST_SIZE = WRITE_REQUEST
+        src.seek(offset)
+        dst.seek(offset)
+        left = length
+        while left > 0 and (chunk := src.read(min(WRITE_REQUEST, left))):
+            dst.write(chunk)
+            left -= len(chunk)
+            report(len(chunk))
+        if left:
+            raise PushError(f"{local} is shorter than when the push began")
 
 
 # --------------------------------------------------------------------------

@@ -9,9 +9,12 @@ verb is a new module and its name here.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from corral.master.verbs.base import Verb
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 # In the order `corral --help` lists them.
 NAMES = (

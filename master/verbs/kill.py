@@ -6,15 +6,15 @@ Wire: ``POST /v1/signal {"targets": [...], "signal": "SIGKILL"}``, see
 
 from __future__ import annotations
 
-from corral.master.verbs.signalling import DESCRIPTION, SignalVerb
+from corral.master.verbs.signalling import DESCRIPTION, WAIT_TIMEOUT, SignalVerb
 
 
 class Kill(SignalVerb):
     name = "kill"
     signal = "SIGKILL"
     summary = "stop processes forcefully (SIGKILL to each process group)"
-    description = DESCRIPTION.format(signal=signal)
-    examples = "corral kill n1:4242 n2:977"
+    description = DESCRIPTION.format(signal=signal, timeout=WAIT_TIMEOUT)
+    examples = "corral kill n1:4242 n2:977\ncorral kill --wait n1:4242"
 
 
 VERB = Kill()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from corral.master.verbs.base import (
     Api,
@@ -30,7 +29,14 @@ from corral.master.verbs.base import (
     Verb,
     node_choice,
 )
-from corral.master.verbs.shapes import Argv, Key, Names, Text
+
+# For mypy only: the command line loads this module on every run, without typing;
+# the API resolves these names in the annotations (`wire._names`).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from corral.master.verbs.shapes import Argv, Key, Names, Text
 
 
 class LaunchRequest(Shape):

@@ -18,10 +18,13 @@ memory in use, ``mem_used``.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from corral.master.text import duration, human_bytes, render
 from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 HEADERS = (
     "NODE",

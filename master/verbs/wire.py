@@ -12,11 +12,12 @@ line reads.
 from __future__ import annotations
 
 import types
-from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 
 from corral.master.model import ProcView
+from corral.master.verbs import shapes
 from corral.master.verbs.base import Limits, Shape
 
 
@@ -35,9 +36,21 @@ def struct_of(shape: type[Shape]) -> type[msgspec.Struct]:
     return struct
 
 
+def _names() -> dict[str, Any]:
+    """What a shape's annotations may name without importing it at run time.
+
+    A verb module the command line loads on every run (launch, stop, kill)
+    imports `typing` and `shapes` only for mypy, so its annotations are
+    resolved here, where both are loaded anyway.
+    """
+    public = {k: v for k, v in vars(shapes).items() if not k.startswith("_")}
+    return {**public, "Annotated": Annotated, "Any": Any, "ClassVar": ClassVar, "Limits": Limits}
+
+
 def _struct(shape: type[Shape]) -> type[msgspec.Struct]:
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-    for name, hint in get_type_hints(shape, include_extras=True).items():
+    hints = get_type_hints(shape, localns=_names(), include_extras=True)
+    for name, hint in hints.items():
         typed = _typed(hint)
         has_default = hasattr(shape, name)
         fields.append((name, typed, getattr(shape, name)) if has_default else (name, typed))

@@ -150,7 +150,7 @@ def test_parse_errors_are_one_line(line: str, error: str) -> None:
 
 
 def test_usage_lines_come_from_the_declarations() -> None:
-    assert USAGE["stop"] == "stop [--json] NODE:PID [NODE:PID ...]"
+    assert USAGE["stop"] == "stop [--wait] [--timeout S] [--json] NODE:PID [NODE:PID ...]"
     assert USAGE["launch"].endswith("-- PROGRAM [ARGS...]")
     assert set(USAGE) == set(verbs.NAMES)
     with pytest.raises(CommandError, match=r"\(usage: rm "):

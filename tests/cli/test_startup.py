@@ -1,0 +1,63 @@
+"""What a read verb loads: the standard library it needs, nothing heavy (not its time).
+
+``corral nodes`` runs as a real process against a real master; the modules
+it imported are read back from inside it (``sys.modules`` at exit, written
+by an ``atexit`` hook installed through ``-c``), so the test sees exactly
+what the command line pays for.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cli.conftest import REPO, Cluster
+
+HEAVY = ("http.client", "email", "asyncio", "textual", "paramiko", "msgspec", "ssl")
+AVOIDED = ("pathlib", "dataclasses", "urllib", "shutil", "socket", "encodings.idna")
+
+PROBE = """
+import atexit, json, sys
+OUT = sys.argv[1]
+def dump():
+    with open(OUT, "w") as f:
+        json.dump(sorted(sys.modules), f)
+atexit.register(dump)
+from corral.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def modules_of(cluster: Cluster, tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+    out = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), *args],
+        env=cluster.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done.returncode, set(json.loads(out.read_text()))
+
+
+def loaded(modules: set[str], name: str) -> bool:
+    return any(m == name or m.startswith(name + ".") for m in modules)
+
+
+def test_a_read_verb_imports_nothing_heavy(cluster: Cluster, tmp_path: Path) -> None:
+    status, modules = modules_of(cluster, tmp_path, "nodes")
+    assert status == 0
+    assert "corral.master.verbs.nodes" in modules  # it did run the verb
+    assert [m for m in HEAVY if loaded(modules, m)] == []
+    assert [m for m in (*AVOIDED, "typing") if loaded(modules, m)] == []
+    others = {m for m in modules if m.startswith("corral.master.verbs.")}
+    assert others <= {"corral.master.verbs.base", "corral.master.verbs.nodes"}, others
+
+
+def test_stop_wait_imports_nothing_heavy_either(cluster: Cluster, tmp_path: Path) -> None:
+    status, modules = modules_of(cluster, tmp_path, "stop", "--wait", "w1:999999")
+    assert status == 1  # no such process: the point is what it loaded to say so
+    assert [m for m in (*HEAVY, *AVOIDED, "typing") if loaded(modules, m)] == []
