@@ -83,6 +83,7 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 # takes at most a quarter of the stack limit (2 MiB by default) of
 # arguments and environment.
 ORDER_ROOM = 1 << 20  # bytes
+SHIM_NICE = 19  # added to a shim's nice value once its seed is forked (see _shim_main)
 
 
 class Usage(NamedTuple):
@@ -175,22 +176,37 @@ def fork_spare() -> Spare:
     return Spare(pid, _start_of(pid), seed, seed_start, cmd_w, order_w, rep_r, pidfd)
 
 
-def hand(spare: Spare, spec: Spec) -> None:
-    """Give ``spec`` to ``spare``'s seed, which then execs it, and to its shim.
-
-    `SpecTooLarge` (nothing written) if the spec would not fit in the
-    shim's pipe: the shim reads it only after the exec, so a write that
-    blocked would block the daemon until then.
-    """
+def encode_spec(spec: Spec) -> bytes:
+    """``spec`` as the seed and the shim read it (JSON)."""
     # vars(), not dataclasses.asdict: no deep copy of the environment.
-    data = json.dumps(vars(spec)).encode()
+    return json.dumps(vars(spec)).encode()
+
+
+def check_room(spare: Spare, data: bytes) -> None:
+    """`SpecTooLarge` if ``data`` (an encoded spec) would not fit in ``spare``'s shim pipe.
+
+    The shim reads its spec only after the exec, so a write that blocked
+    would block the daemon until then.
+    """
     room = fcntl.fcntl(spare.order, fcntl.F_GETPIPE_SZ)
     if len(data) > room:
         raise SpecTooLarge(
             f"command line and environment too large: {len(data)} bytes, at most {room}"
         )
+
+
+def hand(spare: Spare, data: bytes) -> bool:
+    """Give a spec (``data``, see `encode_spec`) to ``spare``'s seed, which execs it, and its shim.
+
+    Check the room first (`check_room`).  False if the seed was gone (a
+    signal killed it): its shim, if alive, still gets the spec, and
+    records the launch and how the seed ended.
+    """
     try:
         _write_all(spare.cmd, data)
+        taken = True
+    except OSError:
+        taken = False
     finally:
         os.close(spare.cmd)
     # The seed has its orders: the program runs even if the shim is gone
@@ -198,6 +214,7 @@ def hand(spare: Spare, spec: Spec) -> None:
     with contextlib.suppress(OSError):
         _write_all(spare.order, data)
     os.close(spare.order)
+    return taken
 
 
 class SpecTooLarge(ValueError):
@@ -241,18 +258,48 @@ def _shim_main(cmd: int, order: int, report: int, ack: int) -> NoReturn:
         seed_start = _start_of(seed)
         _write_all(ack, f"{seed} {seed_start}".encode())
         os.close(ack)
-        _shim_run(seed, seed_start, order, info_r)
+        humble = _step_back()
+        _shim_run(seed, seed_start, order, info_r, humble)
     except BaseException:
         os._exit(1)
     os._exit(0)
 
 
-def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
+def _step_back() -> bool:
+    """Lower the shim's CPU priority, its seed forked (at the daemon's, which it keeps).
+
+    The shim's own work is bookkeeping: the launch record, written while the
+    launch's reply and its program start are on their way, and the exit
+    record.  It yields the CPU to them when they contend.  Under the
+    kernel's autogroups (``/proc/sys/kernel/sched_autogroup_enabled``), a
+    session is a scheduling group and a nice value ranks processes only
+    within theirs: the shim, alone in its session, lowers its group's too.
+    False if that was refused (for other users than root, at most one
+    change in 100 ms is let through); `_shim_run` tries again.
+    """
+    with contextlib.suppress(OSError):
+        os.nice(SHIM_NICE)
+    try:
+        fd = os.open("/proc/self/autogroup", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return True  # no autogroups here: the nice value is enough
+    try:
+        os.write(fd, b"%d" % SHIM_NICE)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _shim_run(seed: int, seed_start: int, order: int, info: int, humble: bool = True) -> None:
     """Record the launch ordered (if any), wait for the seed, record its end."""
     # The seed first: EOF once it has execed (or died).  Writing the record
     # meanwhile would take a CPU from the launch's reply and exec, on their
     # way at that moment; the spec waits in the pipe.
     base = _read_all(info)
+    if not humble:
+        _step_back()
     data = _read_all(order)
     spec = Spec(**json.loads(data)) if data else None
     if spec is not None:
