@@ -196,9 +196,18 @@ def check_room(spare: Spare, data: bytes) -> None:
 
 
 def hand(spare: Spare, data: bytes) -> bool:
-    """Give a spec (``data``, see `encode_spec`) to ``spare``'s seed, which execs it, and its shim.
+    """`give` ``data`` to ``spare`` and let its seed `go`; what `give` returned."""
+    taken = give(spare, data)
+    go(spare)
+    return taken
 
-    Check the room first (`check_room`).  False if the seed was gone (a
+
+def give(spare: Spare, data: bytes) -> bool:
+    """Give a spec (``data``, see `encode_spec`) to ``spare``'s seed and to its shim.
+
+    Check the room first (`check_room`).  The seed reads it, then waits
+    for `go` (the end of its pipe), which it also gets if this process
+    dies first: once given, a spec runs.  False if the seed was gone (a
     signal killed it): its shim, if alive, still gets the spec, and
     records the launch and how the seed ended.
     """
@@ -207,14 +216,17 @@ def hand(spare: Spare, data: bytes) -> bool:
         taken = True
     except OSError:
         taken = False
-    finally:
-        os.close(spare.cmd)
     # The seed has its orders: the program runs even if the shim is gone
     # (the daemon then watches it alone).
     with contextlib.suppress(OSError):
         _write_all(spare.order, data)
     os.close(spare.order)
     return taken
+
+
+def go(spare: Spare) -> None:
+    """Let ``spare``'s seed, given its spec, start on it (it execs the program)."""
+    os.close(spare.cmd)
 
 
 class SpecTooLarge(ValueError):

@@ -218,11 +218,11 @@ class Supervisor:
         spare taken for each before any is handed its spec, so a refusal
         (a Refusal saying why) starts nothing.  Their infos, in order.
 
-        Once nothing can refuse them, ``told(infos)`` is called, and only
-        then are the seeds handed their specs: a reply sent from there is
-        not held up by programs starting beside it.  A seed found gone then
-        (killed meanwhile) is a process that ended before its exec: its
-        shim records how, as for any other end.
+        Once every seed has its spec (and would run it even if this daemon
+        died now), ``told(infos)`` is called, and only then are the seeds
+        let go: a reply sent from there is not held up by programs starting
+        beside it.  A seed found gone (killed meanwhile) is a process that
+        ended before its exec: its shim records how, as for any other end.
         """
         specs = make_specs(self.store, app, argv, env, self.boot_id, self._taken, items)
         for spec in specs:
@@ -239,12 +239,18 @@ class Supervisor:
             procs = [
                 self._adopt_spare(spec, spare) for spec, spare in zip(specs, spares, strict=True)
             ]
-            infos = [proc.info for proc in procs]
-            if told is not None:
-                told(infos)
-            for proc, spare, data in zip(procs, spares, datas, strict=True):
-                if not shim.hand(spare, data):
-                    self.log(f"{proc.rec.launch}: its seed was gone before it got its spec")
+            given = []
+            try:  # once given, a spec runs: every seed given one goes, whatever happens
+                for proc, spare, data in zip(procs, spares, datas, strict=True):
+                    if not shim.give(spare, data):
+                        self.log(f"{proc.rec.launch}: its seed was gone before it got its spec")
+                    given.append(spare)
+                infos = [proc.info for proc in procs]
+                if told is not None:
+                    told(infos)
+            finally:
+                for spare in given:
+                    shim.go(spare)
         finally:
             self._arm_refill()
         return infos

@@ -136,8 +136,8 @@ def test_a_batch_with_fields_of_the_wrong_type_is_a_bad_frame():
             decode_body(body)
 
 
-async def test_a_seed_killed_before_its_spec_ends_as_killed(supervisors, root: Path):
-    """The pid is told before the seed gets its spec: a seed dying meanwhile is an end like any."""
+async def test_a_seed_killed_before_it_goes_ends_as_killed(supervisors, root: Path):
+    """The pid is told before the seed, given its spec, may go: dying meanwhile is an end."""
     sup = supervisors()
     told: list[m.ProcInfo] = []
 
