@@ -11,7 +11,8 @@ every change of state to the ticket store.  The data flow::
                 from the queue's head while they fit, stores the placement
                 (each replica's node and launch key) before anything is
                 sent, then launches every replica in its working directory
-                ``ROOT/apps/APP/jobs/ID/INDEX``
+                ``ROOT/apps/APP/jobs/ID/INDEX``: one `LaunchBatch` per node,
+                all nodes at once
     cluster     process changes move replicas (found by NODE:PID); a node
                 that registers is reconciled: a replica is found again by
                 its launch key, one whose launch never arrived is sent
