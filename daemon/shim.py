@@ -83,6 +83,7 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 # takes at most a quarter of the stack limit (2 MiB by default) of
 # arguments and environment.
 ORDER_ROOM = 1 << 20  # bytes
+WORKDIR_MODE = 0o700  # a job's working directory, made by its seed (as daemon.jobs says)
 SHIM_NICE = 19  # added to a shim's nice value once its seed is forked (see _shim_main)
 
 
@@ -364,7 +365,9 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
         os.close(log)
         if spec.workdir:  # walked again from the app's fd: no symlink followed
             what = f"enter {'/'.join(spec.workdir)}"
-            work = beneath.walk(app, spec.workdir)
+            # The daemon refused a symlink it found there; what is missing
+            # is made here, off the launch reply's way (see AppStore.programs).
+            work = beneath.walk_making(app, spec.workdir, WORKDIR_MODE)
             try:
                 os.fchdir(work)
             finally:

@@ -39,8 +39,9 @@ def make_spec(
     """Check the request and work out everything the seed and the shim will need.
 
     ``taken(launch)`` says whether a launch id is in use already.
-    ``workdir`` (``jobs/ID/INDEX``, see `daemon.jobs`), if any, is made and
-    becomes the program's working directory.  SpecError (or StoreError, or
+    ``workdir`` (``jobs/ID/INDEX``, see `daemon.jobs`), if any, becomes the
+    program's working directory: checked here, made by its seed (see
+    `AppStore.programs`).  SpecError (or StoreError, or
     `jobs.JobError`) says why it cannot run; a bad ``workdir`` is refused
     before anything is made.
     """
@@ -68,7 +69,7 @@ def make_specs(
     workdirs = [jobs.workdir_parts(workdir) if workdir else () for _, workdir in items]
     env = launch_env(f"{store.apps_dir}/{app}", env)
     try:  # finds it, walking beneath ROOT (see daemon.beneath); makes the app's dirs
-        progs = store.programs(app, argv[0], env.get("PATH") or _PATH, workdirs)
+        progs = store.programs(app, argv[0], env.get("PATH") or _PATH, workdirs, make=False)
     except daemon_exe.NotExecutable as e:
         raise SpecError(f"cannot execute {argv[0]!r}: {e}") from None
     mine: set[str] = set()  # ids given in this batch, not yet anyone's

@@ -11,6 +11,7 @@ meant to run in a thread (``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -141,20 +142,34 @@ class AppStore:
         return self.programs(app, cmd, search, [tuple(workdir)])[0]
 
     def programs(
-        self, app: str, cmd: str, search: str, workdirs: Sequence[Sequence[str]]
+        self,
+        app: str,
+        cmd: str,
+        search: str,
+        workdirs: Sequence[Sequence[str]],
+        make: bool = True,
     ) -> list[Program]:
         """`program` for several working directories (a job's replicas on this node) at once.
 
-        Every working directory is made; ``cmd`` is looked up once, unless
-        it is relative to each of them (``./run.sh``).  One program per
-        working directory, in order.
+        ``cmd`` is looked up once, unless it is relative to each working
+        directory (``./run.sh``), which is then made.  Without ``make``,
+        the others are only checked as far as they exist (a symlink is
+        refused): each seed makes the rest as it walks there
+        (`beneath.walk_making`), after the launch's reply, since on a busy
+        disk a directory's creation costs up to a millisecond.  One program
+        per working directory, in order.
         """
         app_fd = self._open_app(app, create=True)
         work_fds: list[int] = []
+        relative = "/" in cmd and not cmd.startswith("/")
         try:
             for workdir in workdirs:
-                work_fds.append(self._make_workdir(app_fd, app, workdir) if workdir else -1)
-            if "/" in cmd and not cmd.startswith("/"):
+                if workdir and (make or relative):
+                    work_fds.append(self._make_workdir(app_fd, app, workdir))
+                else:
+                    work_fds.append(-1)
+                    self._check_workdir(app_fd, app, workdir)
+            if relative:
                 return [
                     self._relative(app_fd if fd < 0 else fd, app, cmd, workdir if fd >= 0 else ())
                     for fd, workdir in zip(work_fds, workdirs, strict=True)
@@ -189,6 +204,16 @@ class AppStore:
         if path is None:
             raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
         return self._absolute(path)
+
+    @staticmethod
+    def _check_workdir(app_fd: int, app: str, workdir: Sequence[str]) -> None:
+        """Refuse a working directory with a symlink or a file where a directory goes.
+
+        Walks as far as it exists: the rest its seed makes.
+        """
+        if workdir:
+            with contextlib.suppress(FileNotFoundError):
+                os.close(beneath.open_dir(app_fd, workdir, where=(APPS, app)))
 
     @staticmethod
     def _make_workdir(app_fd: int, app: str, workdir: Sequence[str]) -> int:

@@ -62,7 +62,7 @@ SIGNALS = {
 REFILL_AFTER = 0.005  # seconds
 # With a spare still ready, the rest wait for a pause in the launches: a
 # job's replicas arrive together, and forking beside them slows them all.
-TOP_UP_AFTER = 0.05  # seconds
+TOP_UP_AFTER = 0.02  # seconds
 SPARE_TIMEOUT = 10.0  # a spare comes within milliseconds unless the box is dying
 # The kernel's RSS counters are per-CPU and approximate: the seed's peak as
 # wait4 folds it in can exceed the figure the seed read just before its exec.
