@@ -271,54 +271,47 @@ def _shim_main(cmd: int, order: int, report: int, ack: int) -> NoReturn:
         seed_start = _start_of(seed)
         _write_all(ack, f"{seed} {seed_start}".encode())
         os.close(ack)
-        humble = _step_back()
-        _shim_run(seed, seed_start, order, info_r, humble)
+        _shim_run(seed, seed_start, order, info_r)
     except BaseException:
         os._exit(1)
     os._exit(0)
 
 
-def _step_back() -> bool:
-    """Lower the shim's CPU priority, its seed forked (at the daemon's, which it keeps).
+def _step_back() -> None:
+    """Lower the shim's CPU priority, its launch recorded: what is left is the exit record.
 
-    The shim's own work is bookkeeping: the launch record, written while the
-    launch's reply and its program start are on their way, and the exit
-    record.  It yields the CPU to them when they contend.  Under the
-    kernel's autogroups (``/proc/sys/kernel/sched_autogroup_enabled``), a
-    session is a scheduling group and a nice value ranks processes only
-    within theirs: the shim, alone in its session, lowers its group's too.
-    False if that was refused (for other users than root, at most one
-    change in 100 ms is let through); `_shim_run` tries again.
+    The launch record is written first, at the daemon's priority: a daemon
+    restarted before it exists would not adopt the program, and on a busy
+    box a shim at nice 19 may wait seconds for a CPU.  What follows (the
+    wait, the exit record) yields the CPU to launches.  Under the kernel's
+    autogroups (``/proc/sys/kernel/sched_autogroup_enabled``), a session is
+    a scheduling group and a nice value ranks processes only within theirs:
+    the shim, alone in its session, lowers its group's too (best effort:
+    for other users than root, at most one change in 100 ms is let through).
     """
     with contextlib.suppress(OSError):
         os.nice(SHIM_NICE)
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open("/proc/self/autogroup", os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        return True  # no autogroups here: the nice value is enough
-    try:
-        os.write(fd, b"%d" % SHIM_NICE)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+        try:
+            os.write(fd, b"%d" % SHIM_NICE)
+        finally:
+            os.close(fd)
 
 
-def _shim_run(seed: int, seed_start: int, order: int, info: int, humble: bool = True) -> None:
+def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
     """Record the launch ordered (if any), wait for the seed, record its end."""
     # The seed first: EOF once it has execed (or died).  Writing the record
     # meanwhile would take a CPU from the launch's reply and exec, on their
     # way at that moment; the spec waits in the pipe.
     base = _read_all(info)
-    if not humble:
-        _step_back()
     data = _read_all(order)
     spec = Spec(**json.loads(data)) if data else None
     if spec is not None:
         _write_launch(spec, seed, seed_start)
         setproctitle.setproctitle(f"corral-shim {spec.launch} {spec.exe}")
         setproctitle.setthreadtitle("corral-shim")  # the title call rewrote comm too
+    _step_back()
     _, status, ru = os.wait4(seed, 0)
     if spec is not None:
         # No peak from the seed: it failed before the exec, so all of it is the seed's.
