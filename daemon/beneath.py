@@ -49,6 +49,24 @@ def walk(base: int, parts: Sequence[str]) -> int:
     return _descend(base, parts, lambda fd, _i, name: os.open(name, DIR_FLAGS, dir_fd=fd))
 
 
+def walk_making(base: int, parts: Sequence[str], mode: int) -> int:
+    """`walk`, making each directory that is missing (``mode``) on the way.
+
+    A symlink or a file on the way raises ``OSError`` (ELOOP or ENOTDIR),
+    as `walk` does: nothing is made through one.
+    """
+
+    def step(fd: int, _i: int, name: str) -> int:
+        try:
+            return os.open(name, DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):  # made meanwhile: opened below
+                os.mkdir(name, mode, dir_fd=fd)
+            return os.open(name, DIR_FLAGS, dir_fd=fd)
+
+    return _descend(base, parts, step)
+
+
 def _descend(base: int, parts: Sequence[str], step: Callable[[int, int, str], int]) -> int:
     """A new fd for ``parts`` beneath ``base``, each opened by ``step(fd, index, name)``.
 

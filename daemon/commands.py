@@ -8,6 +8,11 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
                                         proc.key = key, kept across restarts;
                                         workdir: jobs/ID/INDEX in the app dir, made
                                         0700 and the program's cwd)
+    LaunchBatch(id, app, argv, env, items[key, workdir])
+                                     -> LaunchedBatch(id, procs)   (one proc per item, in
+                                        order; each item as a Launch with its key and
+                                        workdir; the items not seen before start all
+                                        or none: one Error, nothing started)
     Status(id)                       -> StatusReply(id, procs)
     Signal(id, pid, signal)          -> Signalled(id, delivered, message, proc)
     Usage(id)                        -> UsageReply(id, procs, children_*)
@@ -38,6 +43,8 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -50,6 +57,7 @@ from corral.daemon.logs import LogStreams
 from corral.daemon.store import AppStore, StoreError
 from corral.daemon.supervisor import Supervisor
 from corral.transport import messages as m
+from corral.transport.connection import ConnectionClosed
 
 Log = Callable[[str], None]
 LAUNCH_KEYS = 4096  # request keys remembered for idempotent launches
@@ -65,15 +73,19 @@ class Handlers:
         send: Callable[[m.Message], Awaitable[None]],
         log: Log,
         launch_keys: OrderedDict[str, asyncio.Future[m.ProcInfo]] | None = None,
+        send_now: Callable[[m.Message], None] | None = None,
     ) -> None:
+        """``send_now``, if given, sends without waiting (a launch's reply, ahead of its exec)."""
         self.sup = sup
         self.store = store
         self.send = send
+        self.send_now = send_now
         self.log = log
         self.launch_keys = OrderedDict() if launch_keys is None else launch_keys
         self.streams = LogStreams(send)
         self._table: dict[type, Callable[[Any], Awaitable[m.Message | None]]] = {
             m.Launch: self.launch,
+            m.LaunchBatch: self.launch_batch,
             m.Status: self.status,
             m.Signal: self.signal,
             m.Usage: self.usage,
@@ -110,36 +122,34 @@ class Handlers:
 
     # ------------------------------------------------------------ processes
 
-    async def launch(self, req: m.Launch) -> m.Message:
+    async def launch(self, req: m.Launch) -> m.Message | None:
         # The launch itself runs in a task of its own, shielded: a session
         # that ends (the master died) cancels this handler, never a launch
         # half done, which would start a program its key no longer names.
+        early = _Early(self.send_now, lambda infos: m.Launched(id=req.id, proc=infos[0]))
         if req.key:
-            info = await self._launch_once(req)
+            info = await self._launch_once(req, early)
         else:
-            info = await asyncio.shield(self._start(req))
-        return m.Launched(id=req.id, proc=info)
+            info = await asyncio.shield(self._start(req, early))
+        return None if early.sent else m.Launched(id=req.id, proc=info)
 
-    def _start(self, req: m.Launch) -> asyncio.Future[m.ProcInfo]:
+    def _start(self, req: m.Launch, early: _Early) -> asyncio.Future[m.ProcInfo]:
         """The launch as a task of its own, whose failure is heard even with nobody waiting."""
-        task = asyncio.ensure_future(self._launch(req))
+        task = asyncio.ensure_future(self._launch(req, early))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return task
 
-    async def _launch(self, req: m.Launch) -> m.ProcInfo:
-        info = await self.sup.launch(req.app, req.argv, req.env, req.key, req.workdir)
+    async def _launch(self, req: m.Launch, early: _Early) -> m.ProcInfo:
+        info = await self.sup.launch(req.app, req.argv, req.env, req.key, req.workdir, early)
         self.log(f"launched {req.app}: {' '.join(req.argv)} as pid {info.pid}")
         return info
 
-    async def _launch_once(self, req: m.Launch) -> m.ProcInfo:
+    async def _launch_once(self, req: m.Launch, early: _Early) -> m.ProcInfo:
         """The process launched under ``req.key``: started now, or the one started before."""
         first = self.launch_keys.get(req.key)
         if first is not None:
-            info = await asyncio.shield(first)
-            self.log(f"launch key {req.key} seen before: pid {info.pid}, nothing started")
-            proc = self.sup.procs.get(info.launch)
-            return info if proc is None else self.sup.refresh(proc)
-        task = self._start(req)
+            return await self._seen(req.key, first)
+        task = self._start(req, early)
         self.launch_keys[req.key] = task
         while len(self.launch_keys) > LAUNCH_KEYS:
             self.launch_keys.popitem(last=False)
@@ -151,6 +161,50 @@ class Handlers:
         failed = task.cancelled() or task.exception() is not None
         if failed and self.launch_keys.get(key) is task:
             del self.launch_keys[key]
+
+    async def launch_batch(self, req: m.LaunchBatch) -> m.Message | None:
+        check_batch(req)
+        first = {i.key: self.launch_keys[i.key] for i in req.items if i.key in self.launch_keys}
+        new = [i for i in req.items if i.key not in first]
+        started: dict[str, asyncio.Future[m.ProcInfo]] = {}
+        # All new: the reply goes as soon as the pids are known.
+        early = _Early(
+            self.send_now if not first else None,
+            lambda infos: m.LaunchedBatch(id=req.id, procs=infos),
+        )
+        if new:
+            # One task starts them all (shielded, as a single launch is);
+            # each key is remembered by a future of its own process.
+            batch = asyncio.ensure_future(self._launch_many(req, new, early))
+            for index, item in enumerate(new):
+                pick = asyncio.ensure_future(_pick(batch, index))
+                pick.add_done_callback(functools.partial(self._forget_failed, item.key))
+                started[item.key] = self.launch_keys[item.key] = pick
+            while len(self.launch_keys) > LAUNCH_KEYS:
+                self.launch_keys.popitem(last=False)
+        procs = []
+        for item in req.items:
+            if item.key in started:
+                procs.append(await asyncio.shield(started[item.key]))
+            else:
+                procs.append(await self._seen(item.key, first[item.key]))
+        return None if early.sent else m.LaunchedBatch(id=req.id, procs=procs)
+
+    async def _launch_many(
+        self, req: m.LaunchBatch, items: list[m.LaunchItem], early: _Early
+    ) -> list[m.ProcInfo]:
+        pairs = [(i.key, i.workdir) for i in items]
+        infos = await self.sup.launch_many(req.app, req.argv, req.env, pairs, early)
+        pids = ", ".join(str(info.pid) for info in infos)
+        self.log(f"launched {req.app}: {' '.join(req.argv)} as pids {pids}")
+        return infos
+
+    async def _seen(self, key: str, first: asyncio.Future[m.ProcInfo]) -> m.ProcInfo:
+        """The process launched under ``key`` before, as it is now."""
+        info = await asyncio.shield(first)
+        self.log(f"launch key {key} seen before: pid {info.pid}, nothing started")
+        proc = self.sup.procs.get(info.launch)
+        return info if proc is None else self.sup.refresh(proc)
 
     async def status(self, req: m.Status) -> m.Message:
         return m.StatusReply(id=req.id, procs=self.sup.infos())
@@ -320,3 +374,44 @@ class Handlers:
             self.sup.forget_app(req.app)
         self.log(f"removed {req.app}: {', '.join(removed) or 'nothing'}")
         return m.Removed(id=req.id, removed=removed, stopped=stopped)
+
+
+def check_batch(req: m.LaunchBatch) -> None:
+    """Refuse a batch that is empty, too large, or whose keys are missing or repeated."""
+    if not 1 <= len(req.items) <= m.MAX_BATCH:
+        raise Refusal(f"bad launch batch: {len(req.items)} launches, give 1 to {m.MAX_BATCH}")
+    keys = set()
+    for item in req.items:
+        if not item.key:
+            raise Refusal("bad launch batch: every launch needs a request key")
+        if item.key in keys:
+            raise Refusal(f"bad launch batch: key {item.key[:80]!r} given twice")
+        keys.add(item.key)
+
+
+async def _pick(batch: asyncio.Future[list[m.ProcInfo]], index: int) -> m.ProcInfo:
+    """The ``index``-th process of a batch launch."""
+    return (await asyncio.shield(batch))[index]
+
+
+class _Early:
+    """A launch's reply, sent by `Supervisor.launch_many` once the pids are known (``told``).
+
+    Without ``send_now`` it sends nothing, and the handler replies as usual.
+    """
+
+    def __init__(
+        self,
+        send_now: Callable[[m.Message], None] | None,
+        make: Callable[[list[m.ProcInfo]], m.Message],
+    ) -> None:
+        self.send_now = send_now
+        self.make = make
+        self.sent = False
+
+    def __call__(self, infos: list[m.ProcInfo]) -> None:
+        if self.send_now is None:
+            return
+        with contextlib.suppress(ConnectionClosed):  # the handler's own send says so
+            self.send_now(self.make(infos))
+            self.sent = True

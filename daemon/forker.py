@@ -41,14 +41,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from corral.daemon import shim
 from corral.daemon.shim import Usage
 
-# Spares kept ready: a job puts several replicas on a node at once, and a
-# second launch that finds none waits for a fork (milliseconds).
-SPARES = 2
+# Spares kept ready: a job puts several replicas on a node at once (a
+# batch), and a launch that finds none waits for a fork (milliseconds).
+# One more than a job's usual two a node: after such a batch one is left,
+# so none is forked until launches pause (see Supervisor._arm_refill).
+SPARES = 3
 _MSG = 128  # bytes: "s PID START SEED START" fits with room to spare
 _FDS = 4
 
@@ -116,6 +118,15 @@ class Forker:
             return await asyncio.wait_for(self._ready.get(), timeout)
         finally:
             self._waiting -= 1
+
+    def give_back(self, spares: Sequence[shim.Spare]) -> None:
+        """Spares taken but not handed a spec (a batch refused): ready for the next launch."""
+        for spare in spares:
+            if self._closed:
+                shim.retire(spare)
+                os.close(spare.pidfd)
+            else:
+                self._ready.put_nowait(spare)
 
     def has_spare(self) -> bool:
         """Whether a spare is ready or coming for the next launch."""

@@ -87,7 +87,9 @@ class Session:
         self.node = node
         self.conn = conn
         self.heartbeat = heartbeat
-        self.handlers = Handlers(node.sup, node.store, conn.send, node.log, node.launch_keys)
+        self.handlers = Handlers(
+            node.sup, node.store, conn.send, node.log, node.launch_keys, conn.send_nowait
+        )
         self._requests: set[asyncio.Task[None]] = set()
         # Master clock -> our loop clock, which no wall-clock step can move.
         self._skew = asyncio.get_running_loop().time() - master_now if master_now else None

@@ -83,6 +83,8 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 # takes at most a quarter of the stack limit (2 MiB by default) of
 # arguments and environment.
 ORDER_ROOM = 1 << 20  # bytes
+WORKDIR_MODE = 0o700  # a job's working directory, made by its seed (as daemon.jobs says)
+SHIM_NICE = 19  # added to a shim's nice value once its seed is forked (see _shim_main)
 
 
 class Usage(NamedTuple):
@@ -175,29 +177,57 @@ def fork_spare() -> Spare:
     return Spare(pid, _start_of(pid), seed, seed_start, cmd_w, order_w, rep_r, pidfd)
 
 
-def hand(spare: Spare, spec: Spec) -> None:
-    """Give ``spec`` to ``spare``'s seed, which then execs it, and to its shim.
-
-    `SpecTooLarge` (nothing written) if the spec would not fit in the
-    shim's pipe: the shim reads it only after the exec, so a write that
-    blocked would block the daemon until then.
-    """
+def encode_spec(spec: Spec) -> bytes:
+    """``spec`` as the seed and the shim read it (JSON)."""
     # vars(), not dataclasses.asdict: no deep copy of the environment.
-    data = json.dumps(vars(spec)).encode()
+    return json.dumps(vars(spec)).encode()
+
+
+def check_room(spare: Spare, data: bytes) -> None:
+    """`SpecTooLarge` if ``data`` (an encoded spec) would not fit in ``spare``'s shim pipe.
+
+    The shim reads its spec only after the exec, so a write that blocked
+    would block the daemon until then.
+    """
     room = fcntl.fcntl(spare.order, fcntl.F_GETPIPE_SZ)
     if len(data) > room:
         raise SpecTooLarge(
             f"command line and environment too large: {len(data)} bytes, at most {room}"
         )
+
+
+def hand(spare: Spare, data: bytes) -> bool:
+    """`give` ``data`` to ``spare`` and let its seed `go`; what `give` returned."""
+    taken = give(spare, data)
+    go(spare)
+    return taken
+
+
+def give(spare: Spare, data: bytes) -> bool:
+    """Give a spec (``data``, see `encode_spec`) to ``spare``'s seed and to its shim.
+
+    Check the room first (`check_room`).  The seed reads it, then waits
+    for `go` (the end of its pipe), which it also gets if this process
+    dies first: once given, a spec runs.  False if the seed was gone (a
+    signal killed it): its shim, if alive, still gets the spec, and
+    records the launch and how the seed ended.
+    """
     try:
         _write_all(spare.cmd, data)
-    finally:
-        os.close(spare.cmd)
+        taken = True
+    except OSError:
+        taken = False
     # The seed has its orders: the program runs even if the shim is gone
     # (the daemon then watches it alone).
     with contextlib.suppress(OSError):
         _write_all(spare.order, data)
     os.close(spare.order)
+    return taken
+
+
+def go(spare: Spare) -> None:
+    """Let ``spare``'s seed, given its spec, start on it (it execs the program)."""
+    os.close(spare.cmd)
 
 
 class SpecTooLarge(ValueError):
@@ -247,6 +277,28 @@ def _shim_main(cmd: int, order: int, report: int, ack: int) -> NoReturn:
     os._exit(0)
 
 
+def _step_back() -> None:
+    """Lower the shim's CPU priority, its launch recorded: what is left is the exit record.
+
+    The launch record is written first, at the daemon's priority: a daemon
+    restarted before it exists would not adopt the program, and on a busy
+    box a shim at nice 19 may wait seconds for a CPU.  What follows (the
+    wait, the exit record) yields the CPU to launches.  Under the kernel's
+    autogroups (``/proc/sys/kernel/sched_autogroup_enabled``), a session is
+    a scheduling group and a nice value ranks processes only within theirs:
+    the shim, alone in its session, lowers its group's too (best effort:
+    for other users than root, at most one change in 100 ms is let through).
+    """
+    with contextlib.suppress(OSError):
+        os.nice(SHIM_NICE)
+    with contextlib.suppress(OSError):
+        fd = os.open("/proc/self/autogroup", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"%d" % SHIM_NICE)
+        finally:
+            os.close(fd)
+
+
 def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
     """Record the launch ordered (if any), wait for the seed, record its end."""
     # The seed first: EOF once it has execed (or died).  Writing the record
@@ -259,6 +311,7 @@ def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
         _write_launch(spec, seed, seed_start)
         setproctitle.setproctitle(f"corral-shim {spec.launch} {spec.exe}")
         setproctitle.setthreadtitle("corral-shim")  # the title call rewrote comm too
+    _step_back()
     _, status, ru = os.wait4(seed, 0)
     if spec is not None:
         # No peak from the seed: it failed before the exec, so all of it is the seed's.
@@ -305,7 +358,9 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
         os.close(log)
         if spec.workdir:  # walked again from the app's fd: no symlink followed
             what = f"enter {'/'.join(spec.workdir)}"
-            work = beneath.walk(app, spec.workdir)
+            # The daemon refused a symlink it found there; what is missing
+            # is made here, off the launch reply's way (see AppStore.programs).
+            work = beneath.walk_making(app, spec.workdir, WORKDIR_MODE)
             try:
                 os.fchdir(work)
             finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from corral.daemon import exe as daemon_exe
 from corral.daemon import jobs
@@ -39,33 +39,63 @@ def make_spec(
     """Check the request and work out everything the seed and the shim will need.
 
     ``taken(launch)`` says whether a launch id is in use already.
-    ``workdir`` (``jobs/ID/INDEX``, see `daemon.jobs`), if any, is made and
-    becomes the program's working directory.  SpecError (or StoreError, or
+    ``workdir`` (``jobs/ID/INDEX``, see `daemon.jobs`), if any, becomes the
+    program's working directory: checked here, made by its seed (see
+    `AppStore.programs`).  SpecError (or StoreError, or
     `jobs.JobError`) says why it cannot run; a bad ``workdir`` is refused
     before anything is made.
+    """
+    return make_specs(store, app, argv, env, boot_id, taken, [(key, workdir)])[0]
+
+
+def make_specs(
+    store: AppStore,
+    app: str,
+    argv: list[str],
+    env: dict[str, str],
+    boot_id: str,
+    taken: Callable[[str], bool],
+    items: Sequence[tuple[str, str]],
+) -> list[Spec]:
+    """`make_spec` for several launches of one command, each ``(key, workdir)``.
+
+    Everything is checked (every working directory included) before
+    anything is made; the program is looked up once.  Each spec gets a
+    launch id of its own.
     """
     if not valid_app_name(app):
         raise SpecError(f"invalid app name {app!r}")
     check_command(argv, env)
-    parts = jobs.workdir_parts(workdir) if workdir else ()
+    workdirs = [jobs.workdir_parts(workdir) if workdir else () for _, workdir in items]
     env = launch_env(f"{store.apps_dir}/{app}", env)
     try:  # finds it, walking beneath ROOT (see daemon.beneath); makes the app's dirs
-        prog = store.program(app, argv[0], env.get("PATH") or _PATH, parts)
+        progs = store.programs(app, argv[0], env.get("PATH") or _PATH, workdirs, make=False)
     except daemon_exe.NotExecutable as e:
         raise SpecError(f"cannot execute {argv[0]!r}: {e}") from None
-    return Spec(
-        launch=new_launch_id(taken),
-        app=app,
-        exe=prog.path,
-        beneath=list(prog.beneath),
-        script=prog.script,
-        argv=list(argv),
-        env=env,
-        started_at=time.time(),
-        boot_id=boot_id,
-        key=key,
-        workdir=list(parts),
-    )
+    mine: set[str] = set()  # ids given in this batch, not yet anyone's
+
+    def in_use(launch: str) -> bool:
+        return launch in mine or taken(launch)
+
+    specs = []
+    for (key, _), parts, prog in zip(items, workdirs, progs, strict=True):
+        launch = new_launch_id(in_use)
+        mine.add(launch)
+        spec = Spec(
+            launch=launch,
+            app=app,
+            exe=prog.path,
+            beneath=list(prog.beneath),
+            script=prog.script,
+            argv=list(argv),
+            env=env,
+            started_at=time.time(),
+            boot_id=boot_id,
+            key=key,
+            workdir=list(parts),
+        )
+        specs.append(spec)
+    return specs
 
 
 def check_command(argv: list[str], env: dict[str, str]) -> None:

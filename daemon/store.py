@@ -11,6 +11,7 @@ meant to run in a thread (``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -139,33 +140,81 @@ class AppStore:
         `daemon.exe.NotExecutable` says why it cannot run, StoreError why
         it may not.
         """
+        return self.programs(app, cmd, search, [tuple(workdir)])[0]
+
+    def programs(
+        self,
+        app: str,
+        cmd: str,
+        search: str,
+        workdirs: Sequence[Sequence[str]],
+        make: bool = True,
+    ) -> list[Program]:
+        """`program` for several working directories (a job's replicas on this node) at once.
+
+        ``cmd`` is looked up once, unless it is relative to each working
+        directory (``./run.sh``), which is then made.  Without ``make``,
+        the others are only checked as far as they exist (a symlink is
+        refused): each seed makes the rest as it walks there
+        (`beneath.walk_making`), after the launch's reply, since on a busy
+        disk a directory's creation costs up to a millisecond.  One program
+        per working directory, in order.
+        """
         app_fd = self._open_app(app, create=True)
-        work_fd = -1
+        work_fds: list[int] = []
+        relative = "/" in cmd and not cmd.startswith("/")
         try:
-            if workdir:
-                work_fd = self._make_workdir(app_fd, app, workdir)
-            if cmd.startswith("/"):
-                return self._absolute(cmd)
-            if "/" in cmd:
-                if work_fd >= 0:
-                    found = self._inside(work_fd, cmd, (APPS, app, *workdir))
+            for workdir in workdirs:
+                if workdir and (make or relative):
+                    work_fds.append(self._make_workdir(app_fd, app, workdir))
                 else:
-                    found = self._inside(app_fd, cmd, (APPS, app))
-                if found is None:
-                    raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
-                return found
-            if beneath.valid_name(cmd) and _present(app_fd, f"bin/{cmd}"):
-                found = self._inside(app_fd, f"bin/{cmd}", (APPS, app), lookup=True)
-                if found is not None:
-                    return found
+                    work_fds.append(-1)
+                    self._check_workdir(app_fd, app, workdir)
+            if relative:
+                return [
+                    self._relative(app_fd if fd < 0 else fd, app, cmd, workdir if fd >= 0 else ())
+                    for fd, workdir in zip(work_fds, workdirs, strict=True)
+                ]
+            found = self._find(app_fd, app, cmd)
         finally:
             os.close(app_fd)
-            if work_fd >= 0:
-                os.close(work_fd)
+            for fd in work_fds:
+                if fd >= 0:
+                    os.close(fd)
+        if found is None:
+            found = self._on_path(cmd, search)
+        return [found] * len(workdirs)
+
+    def _relative(self, base: int, app: str, cmd: str, workdir: Sequence[str]) -> Program:
+        """``cmd`` with a slash, relative to ``base`` (the working directory, else the app dir)."""
+        found = self._inside(base, cmd, (APPS, app, *workdir))
+        if found is None:
+            raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
+        return found
+
+    def _find(self, app_fd: int, app: str, cmd: str) -> Program | None:
+        """``cmd`` by its absolute path, or in the app's bin/; None: look it up on the PATH."""
+        if cmd.startswith("/"):
+            return self._absolute(cmd)
+        if beneath.valid_name(cmd) and _present(app_fd, f"bin/{cmd}"):
+            return self._inside(app_fd, f"bin/{cmd}", (APPS, app), lookup=True)
+        return None
+
+    def _on_path(self, cmd: str, search: str) -> Program:
         path = shutil.which(cmd, path=search)
         if path is None:
             raise daemon_exe.NotExecutable(os.strerror(errno.ENOENT))
         return self._absolute(path)
+
+    @staticmethod
+    def _check_workdir(app_fd: int, app: str, workdir: Sequence[str]) -> None:
+        """Refuse a working directory with a symlink or a file where a directory goes.
+
+        Walks as far as it exists: the rest its seed makes.
+        """
+        if workdir:
+            with contextlib.suppress(FileNotFoundError):
+                os.close(beneath.open_dir(app_fd, workdir, where=(APPS, app)))
 
     @staticmethod
     def _make_workdir(app_fd: int, app: str, workdir: Sequence[str]) -> int:

@@ -27,7 +27,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from corral.daemon.errors import Refusal
 from corral.daemon.forker import SPARES, Forker, ForkerGone
 from corral.daemon.records import ExitRecord, LaunchRecord
 from corral.daemon.shim import Usage, own_children_usage
-from corral.daemon.spec import make_spec
+from corral.daemon.spec import make_specs
 from corral.daemon.store import AppStore
 from corral.transport.messages import ProcInfo, ProcSample
 
@@ -62,7 +62,7 @@ SIGNALS = {
 REFILL_AFTER = 0.005  # seconds
 # With a spare still ready, the rest wait for a pause in the launches: a
 # job's replicas arrive together, and forking beside them slows them all.
-TOP_UP_AFTER = 0.05  # seconds
+TOP_UP_AFTER = 0.02  # seconds
 SPARE_TIMEOUT = 10.0  # a spare comes within milliseconds unless the box is dying
 # The kernel's RSS counters are per-CPU and approximate: the seed's peak as
 # wait4 folds it in can exceed the figure the seed read just before its exec.
@@ -72,6 +72,9 @@ FIRST_SAMPLE_AFTER = 0.005  # seconds after the exec: the loader has mapped the 
 # ended processes remembered (records on disk), newest first, none older.
 KEEP_ENDED = 500
 KEEP_ENDED_FOR = 7 * 86400.0
+
+
+Told = Callable[[list[ProcInfo]], None]
 
 
 class SupervisorError(Refusal):
@@ -181,7 +184,13 @@ class Supervisor:
     # ------------------------------------------------------------ launch
 
     async def launch(
-        self, app: str, argv: list[str], env: dict[str, str], key: str = "", workdir: str = ""
+        self,
+        app: str,
+        argv: list[str],
+        env: dict[str, str],
+        key: str = "",
+        workdir: str = "",
+        told: Told | None = None,
     ) -> ProcInfo:
         """Start ``argv`` for ``app``; its info at once, else a Refusal saying why.
 
@@ -190,36 +199,95 @@ class Supervisor:
 
         The reply does not wait for the exec: the pid is the seed's, which
         becomes the program (see `daemon.shim`), and what the exec would
-        refuse is refused here first (see `daemon.spec`).
+        refuse is refused here first (see `daemon.spec`).  ``told`` (see
+        `launch_many`) may send it before the seed is even handed its spec.
         """
-        spec = make_spec(
-            self.store, app, argv, env, self.boot_id, self._taken, key=key, workdir=workdir
-        )
-        # The log exists before the pid is told: a program stopped before its seed
-        # reached the exec still has one (empty), as `logs` and rm's "logs kept" expect.
-        log = self.store.log_path(app, spec.launch)
+        return (await self.launch_many(app, argv, env, [(key, workdir)], told))[0]
+
+    async def launch_many(
+        self,
+        app: str,
+        argv: list[str],
+        env: dict[str, str],
+        items: Sequence[tuple[str, str]],
+        told: Told | None = None,
+    ) -> list[ProcInfo]:
+        """`launch` ``argv`` once per item ``(key, workdir)``: every one, or none.
+
+        Every check is made, every working directory and log made and a
+        spare taken for each before any is handed its spec, so a refusal
+        (a Refusal saying why) starts nothing.  Their infos, in order.
+
+        Once every seed has its spec (and would run it even if this daemon
+        died now), ``told(infos)`` is called, and only then are the seeds
+        let go: a reply sent from there is not held up by programs starting
+        beside it.  A seed found gone (killed meanwhile) is a process that
+        ended before its exec: its shim records how, as for any other end.
+        """
+        specs = make_specs(self.store, app, argv, env, self.boot_id, self._taken, items)
+        for spec in specs:
+            self._make_log(spec)
+        spares = await self._take(len(specs))
+        try:
+            datas = [shim.encode_spec(spec) for spec in specs]
+            try:
+                for spare, data in zip(spares, datas, strict=True):
+                    shim.check_room(spare, data)
+            except shim.SpecTooLarge as e:
+                self._forker.give_back(spares)
+                raise SupervisorError(str(e)) from None
+            procs = [
+                self._adopt_spare(spec, spare) for spec, spare in zip(specs, spares, strict=True)
+            ]
+            given = []
+            try:  # once given, a spec runs: every seed given one goes, whatever happens
+                for proc, spare, data in zip(procs, spares, datas, strict=True):
+                    if not shim.give(spare, data):
+                        self.log(f"{proc.rec.launch}: its seed was gone before it got its spec")
+                    given.append(spare)
+                infos = [proc.info for proc in procs]
+                if told is not None:
+                    told(infos)
+            finally:
+                for spare in given:
+                    shim.go(spare)
+        finally:
+            self._arm_refill()
+        return infos
+
+    def _make_log(self, spec: shim.Spec) -> None:
+        """Create the launch's log.
+
+        The log exists before the pid is told: a program stopped before its
+        seed reached the exec still has one (empty), as `logs` and rm's
+        "logs kept" expect.
+        """
+        log = self.store.log_path(spec.app, spec.launch)
         try:
             os.close(log.open(shim.LOG_FLAGS, shim.PRIVATE))
         except OSError as e:
             raise SupervisorError(f"launch failed: cannot create {log}: {e.strerror}") from None
-        spare = await self._take()
-        try:
-            self._hand(spare, spec)
-        finally:
-            assert self._loop is not None
-            # Once per burst: a refill armed by an earlier launch waits for this one.
-            if self._refill is not None:
-                self._refill.cancel()
-            if self._forker.has_spare():  # the rest once launches pause
-                self._refill = self._loop.call_later(TOP_UP_AFTER, self._refilled, SPARES)
-            else:  # one for the next launch, soon; the rest once launches pause
-                self._refill = self._loop.call_later(REFILL_AFTER, self._refilled, 1)
+
+    def _adopt_spare(self, spec: shim.Spec, spare: shim.Spare) -> Proc:
+        """The process ``spare`` becomes with ``spec``, known and watched from now on."""
         rec = records.launch_record(spec, (spare.pid, spare.start), (spare.seed, spare.seed_start))
         proc = Proc(rec, new_info(rec), report=spare.report)
         self.procs[rec.launch] = proc
         self._watch_fd(proc, spare.pidfd, self._shim_ended)
+        assert self._loop is not None
         self._loop.add_reader(spare.report, self._exec_report, proc)
-        return proc.info
+        return proc
+
+    def _arm_refill(self) -> None:
+        """After a launch (or a batch): new spares once it is out of the way."""
+        assert self._loop is not None
+        # Once per burst: a refill armed by an earlier launch waits for this one.
+        if self._refill is not None:
+            self._refill.cancel()
+        if self._forker.has_spare():  # the rest once launches pause
+            self._refill = self._loop.call_later(TOP_UP_AFTER, self._refilled, SPARES)
+        else:  # one for the next launch, soon; the rest once launches pause
+            self._refill = self._loop.call_later(REFILL_AFTER, self._refilled, 1)
 
     def _refilled(self, spares: int) -> None:
         self._refill = None
@@ -232,28 +300,20 @@ class Supervisor:
         """Whether the launch id is in use: by a process here, or by a record in ROOT/run."""
         return launch in self.procs or records.exists(self.run_dir, launch)
 
-    @staticmethod
-    def _hand(spare: shim.Spare, spec: shim.Spec) -> None:
-        """Give ``spec`` to ``spare``; if it cannot take it, let the spare go and say why."""
+    async def _take(self, count: int) -> list[shim.Spare]:
+        """``count`` spares, or none (those taken go back) and a SupervisorError."""
+        spares: list[shim.Spare] = []
         try:
-            shim.hand(spare, spec)
-        except shim.SpecTooLarge as e:
-            shim.retire(spare)
-            os.close(spare.pidfd)
-            raise SupervisorError(str(e)) from None
-        except OSError as e:
-            os.close(spare.report)  # hand() has closed the others
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
-            os.close(spare.pidfd)
-            raise SupervisorError(f"launch failed: the spare seed is gone ({e.strerror})") from None
-
-    async def _take(self) -> shim.Spare:
-        try:
-            return await self._forker.take(SPARE_TIMEOUT)
+            for _ in range(count):
+                spares.append(await self._forker.take(SPARE_TIMEOUT))
         except (ForkerGone, OSError, TimeoutError) as e:
+            self._forker.give_back(spares)
             why = e or "timed out"
             raise SupervisorError(f"launch failed: no shim to start it ({why})") from None
+        except BaseException:
+            self._forker.give_back(spares)
+            raise
+        return spares
 
     def _exec_report(self, proc: Proc) -> None:
         """The seed's report pipe is readable: EOF means it execed, "err N" that it could not.

@@ -11,8 +11,9 @@ every change of state to the ticket store.  The data flow::
                 from the queue's head while they fit, stores the placement
                 (each replica's node and launch key) before anything is
                 sent, then launches every replica in its working directory
-                ``ROOT/apps/APP/jobs/ID/INDEX`` (a job's bundle is first sent
-                once per node and unpacked there: `_bundle`, `master.bundles`)
+                ``ROOT/apps/APP/jobs/ID/INDEX``: one `LaunchBatch` per node,
+                all nodes at once (a job's bundle is first sent once per node
+                and unpacked there: `_bundle`, `master.bundles`)
     cluster     process changes move replicas (found by NODE:PID); a node
                 that registers is reconciled: a replica is found again by
                 its launch key, one whose launch never arrived is sent
@@ -60,8 +61,10 @@ from corral.transport import sftp
 from corral.transport.connection import CallError, CallRefused
 from corral.transport.messages import (
     ALIVE_STATES,
-    Launch,
-    Launched,
+    MAX_BATCH,
+    LaunchBatch,
+    LaunchedBatch,
+    LaunchItem,
     Purge,
     Removed,
     Unpack,
@@ -370,53 +373,82 @@ class Jobs:
         task.add_done_callback(self._tasks.discard)
 
     async def _launch_all(self, job: Job, reps: Sequence[Replica]) -> None:
-        await asyncio.gather(*(self._launch(job, rep) for rep in reps))
+        """Launch ``reps``: one `LaunchBatch` per node (of at most `MAX_BATCH`), all at once."""
+        by_node: dict[str, list[Replica]] = {}
+        for rep in reps:
+            by_node.setdefault(rep.node, []).append(rep)
+        batches = [
+            group[i : i + MAX_BATCH]
+            for group in by_node.values()
+            for i in range(0, len(group), MAX_BATCH)
+        ]
+        await asyncio.gather(*(self._launch(job, batch) for batch in batches))
         self._settle(job)
 
-    def _not_run(self, job: Job, rep: Replica) -> bool:
-        """A replica of a job cancelled before it started: it never will (True)."""
+    def _not_run(self, job: Job, reps: Sequence[Replica]) -> bool:
+        """Replicas of a job cancelled before they started: they never will (True)."""
         if not job.cancelled:
             return False
-        self._release(job, rep)
-        rep.state, rep.reason, rep.ended_at = NOT_RUN, "cancelled before it started", time.time()
+        now = time.time()
+        for rep in reps:
+            self._release(job, rep)
+            rep.state, rep.reason, rep.ended_at = NOT_RUN, "cancelled before it started", now
         return True
 
-    async def _launch(self, job: Job, rep: Replica) -> None:
-        if self._not_run(job, rep):
-            return
-        try:
-            link = self.master.link(rep.node)
-        except VerbError as e:
-            rep.reason = f"not launched yet: {e}"
-            return  # launched when the node registers again (reconcile)
-        if job.bundle and (not await self._bundle(job, rep, link) or self._not_run(job, rep)):
-            return
-        workdir = job.workdir(rep.index)
+    async def _launch(self, job: Job, reps: list[Replica]) -> None:
+        """Launch ``reps``, replicas placed on one node, in one request.
 
-        def ask(i: int) -> Launch:
-            return Launch(id=i, app=job.app, argv=job.argv, key=rep.key, workdir=workdir)
+        With a bundle, each is first unpacked in its directory (the bundle
+        sent to the node once for all of them); only those unpacked launch.
+        """
+        if self._not_run(job, reps):
+            return
+        node = reps[0].node
+        try:
+            link = self.master.link(node)
+        except VerbError as e:
+            for rep in reps:
+                rep.reason = f"not launched yet: {e}"
+            return  # launched when the node registers again (reconcile)
+        if job.bundle:
+            unpacked = await asyncio.gather(*(self._bundle(job, rep, link) for rep in reps))
+            reps = [rep for rep, ok in zip(reps, unpacked, strict=True) if ok]
+            if not reps or self._not_run(job, reps):
+                return
+        items = [LaunchItem(rep.key, job.workdir(rep.index)) for rep in reps]
+
+        def ask(i: int) -> LaunchBatch:
+            return LaunchBatch(id=i, app=job.app, argv=job.argv, items=items)
 
         for attempt in range(LAUNCH_ATTEMPTS):
             try:
-                reply = await link.call(ask, Launched)
+                reply = await link.call(ask, LaunchedBatch)
                 break
             except CallRefused as e:
-                self._release(job, rep)
-                rep.state, rep.reason = LAUNCH_FAILED, f"launch failed: {e}"
-                rep.ended_at = time.time()
+                now = time.time()
+                for rep in reps:
+                    self._release(job, rep)
+                    rep.state, rep.reason, rep.ended_at = LAUNCH_FAILED, f"launch failed: {e}", now
                 return
             except CallError as e:
-                # Unknown whether it started.  Asking again with the same key
-                # starts it at most once; with the node gone, it is asked by
-                # its key when the node registers again (`_reconcile`).
-                rep.reason = f"launch not confirmed ({e}); asked again when {rep.node} reports"
+                # Unknown whether they started.  Asking again with the same
+                # keys starts each at most once; with the node gone, they are
+                # asked by their keys when it registers again (`_reconcile`).
+                for rep in reps:
+                    rep.reason = f"launch not confirmed ({e}); asked again when {node} reports"
                 if link.closed or attempt == LAUNCH_ATTEMPTS - 1:
                     return
-        self._attach(job, rep, reply.proc.pid)
-        self.cluster.update_proc(rep.node, reply.proc)
-        view = self.cluster.proc(rep.target)
-        if view is not None:
-            self._follow(job, rep, view)
+        keys = [proc.key for proc in reply.procs]
+        if keys != [rep.key for rep in reps]:  # a worker out of step: as if no reply came
+            for rep in reps:
+                rep.reason = f"launch not confirmed ({node} answered for other launches)"
+            return
+        for rep, proc in zip(reps, reply.procs, strict=True):
+            self._attach(job, rep, proc.pid)
+            self.cluster.update_proc(node, proc)
+            view = self.cluster.proc(rep.target)
+            if view is not None:
+                self._follow(job, rep, view)
 
     async def _bundle(self, job: Job, rep: Replica, link: Any, again: bool = True) -> bool:
         """Send ``job``'s bundle to ``rep``'s node (once per node) and unpack it there.

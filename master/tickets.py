@@ -202,14 +202,17 @@ class TicketStore:
         return (row[0] if row else 0) + 1
 
     def add(self, job: Job) -> int:
-        """Store a new job; its id (the ``id`` given is ignored)."""
-        cur = self.db.execute(
-            "INSERT INTO jobs (open, state, ticket) VALUES (1, ?, x'')", (job.state,)
-        )
-        job_id = cur.lastrowid
-        assert job_id is not None
-        job.id = job_id
-        self.save(job)
+        """Store a new job (one transaction); its id (the ``id`` given is ignored)."""
+        with self._transaction():
+            cur = self.db.execute(
+                "INSERT INTO jobs (open, state, ticket) VALUES (1, ?, x'')", (job.state,)
+            )
+            job_id = cur.lastrowid
+            assert job_id is not None
+            job.id = job_id
+            self.db.execute(
+                "UPDATE jobs SET ticket = ? WHERE id = ?", (_encode.encode(job), job_id)
+            )
         return job_id
 
     def save(self, *jobs: Job) -> None:

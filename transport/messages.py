@@ -259,6 +259,33 @@ class Launch(Request):
     workdir: str = ""
 
 
+class LaunchItem(msgspec.Struct):
+    """One launch of a `LaunchBatch`: its request key and working directory."""
+
+    key: str
+    workdir: str = ""
+
+
+MAX_BATCH = 256  # launches in one LaunchBatch; a master sends more as several
+
+
+class LaunchBatch(Request):
+    """Several launches of one command at once (a job's replicas placed on one node).
+
+    Each item is launched as `Launch` would with its ``key`` (required,
+    unique in the batch) and ``workdir``.  An item whose key the worker
+    has seen gets that first process; the others start together or not at
+    all: every check is made, and a spare ready for each, before any is
+    started, so a refusal (one `Error`) starts none.  Replied to by one
+    `LaunchedBatch`.  1 to `MAX_BATCH` items.
+    """
+
+    app: str
+    argv: list[str]
+    env: dict[str, str] = {}
+    items: list[LaunchItem] = []
+
+
 class Status(Request):
     pass
 
@@ -388,6 +415,13 @@ class Launched(Base):
     proc: ProcInfo
 
 
+class LaunchedBatch(Base):
+    """The processes of a `LaunchBatch`, one per item, in the items' order."""
+
+    id: int
+    procs: list[ProcInfo]
+
+
 class StatusReply(Base):
     id: int
     procs: list[ProcInfo]
@@ -490,6 +524,7 @@ Message = (
     | Pong
     | ProcEvent
     | Launch
+    | LaunchBatch
     | Status
     | Signal
     | Usage
@@ -506,6 +541,7 @@ Message = (
     | Purge
     | Error
     | Launched
+    | LaunchedBatch
     | StatusReply
     | Signalled
     | UsageReply
@@ -522,6 +558,7 @@ Message = (
 
 REQUESTS = (
     Launch,
+    LaunchBatch,
     Status,
     Signal,
     Usage,
@@ -540,6 +577,7 @@ REQUESTS = (
 REPLIES = (
     Error,
     Launched,
+    LaunchedBatch,
     StatusReply,
     Signalled,
     UsageReply,

@@ -347,7 +347,7 @@ async def test_the_seed_walks_again_when_it_execs(forker_root, outside: Path, sw
     )
     spare = await forker.take(5.0)
     try:
-        shim.hand(spare, spec)
+        shim.hand(spare, shim.encode_spec(spec))
         report = await asyncio.to_thread(_read_report, spare.report)
     finally:
         os.close(spare.report)
@@ -378,7 +378,7 @@ async def test_the_shim_writes_no_record_through_a_symlinked_run(forker_root, ou
     )
     spare = await forker.take(5.0)
     try:
-        shim.hand(spare, spec)
+        shim.hand(spare, shim.encode_spec(spec))
         assert await asyncio.to_thread(_read_report, spare.report) == b""  # execed
     finally:
         os.close(spare.report)

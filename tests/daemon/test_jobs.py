@@ -238,7 +238,7 @@ async def test_the_seed_walks_to_the_working_directory_again(tmp_path: Path, swa
         )
         spare = await forker.take(5.0)
         try:
-            shim.hand(spare, spec)
+            shim.hand(spare, shim.encode_spec(spec))
             report = await asyncio.to_thread(read_all, spare.report)
         finally:
             os.close(spare.report)
