@@ -43,9 +43,11 @@ def _read(path: Path) -> str:
 class LocalCluster:
     """A master process and any number of worker processes under one directory."""
 
-    def __init__(self, base: Path, heartbeat: float = 1.0) -> None:
+    def __init__(self, base: Path, heartbeat: float = 1.0, plain: bool = False) -> None:
+        """``plain``: the channel without TLS (`bench.plainchannel`), a benchmark's reference."""
         self.base = base
         self.heartbeat = heartbeat
+        self.corral = [sys.executable, "-m", "bench.plainchannel" if plain else "corral"]
         self.state = base / "master"
         self.master: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -56,7 +58,7 @@ class LocalCluster:
     # --- processes ----------------------------------------------------------
     def start_master(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "corral", "master", "--headless"]
+        cmd = [*self.corral, "master", "--headless"]
         cmd += ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
         cmd += ["--state-dir", str(self.state), "--heartbeat", str(self.heartbeat)]
         log = open(self.base / "master.out", "wb")  # noqa: SIM115
@@ -76,7 +78,7 @@ class LocalCluster:
         """Start worker ``name``; ``extra_args`` go to ``corral worker`` (``--ssh-port N``)."""
         root = self.worker_root(name)
         root.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "corral", "worker", "--master", self.listen]
+        cmd = [*self.corral, "worker", "--master", self.listen]
         cmd += ["--name", name, "--root", str(root), *extra_args]
         env = dict(os.environ, CORRAL_TOKEN=self.token)
         log = open(self.base / f"{name}.out", "ab")  # noqa: SIM115

@@ -2,7 +2,9 @@
 
 Where the master is, in order: ``--api HOST:PORT``, ``$CORRAL_API``, the
 ``STATE_DIR/api`` file a running master writes, then ``127.0.0.1:7071``.
-The bearer token: ``$CORRAL_TOKEN``, then ``STATE_DIR/token``.  STATE_DIR:
+The bearer token: ``$CORRAL_TOKEN``, then ``STATE_DIR/token``.  An API on a
+non-loopback address is reached over TLS, trusting the cluster CA in
+``STATE_DIR/tls/ca.crt`` (the master serves TLS on any such address).  STATE_DIR:
 ``--state-dir``, ``$CORRAL_STATE_DIR``, then the master's default.
 
 A running ``corral demo`` leaves a pointer to its state dir (`DemoPointer`,
@@ -33,7 +35,7 @@ from urllib.parse import urlencode
 
 from corral.master.state import default_state_dir
 from corral.master.verbs.base import ApiError, CommandError, Unreachable, UsageError
-from corral.transport.addresses import split_hostport
+from corral.transport.addresses import is_loopback, split_hostport
 
 DEFAULT_API = "127.0.0.1:7071"
 API_ENV = "CORRAL_API"
@@ -160,7 +162,7 @@ def state_dir(given: str | None) -> Path:
 
 def split_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``http://`` allowed) into a pair; `UsageError` if malformed."""
-    text = text.strip().removeprefix("http://").rstrip("/")
+    text = text.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
     try:
         return split_hostport(text, 7071, what="API address", port_zero=False)
     except ValueError as e:
@@ -225,11 +227,18 @@ def _query(params: dict[str, Any]) -> str:
 class Client:
     """One master's control API: JSON requests and an NDJSON stream reader."""
 
-    def __init__(self, api: str, token: str | CommandError, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        api: str,
+        token: str | CommandError,
+        timeout: float = TIMEOUT,
+        ca: Path | None = None,
+    ) -> None:
         self.api = api
         self.host, self.port = split_address(api)
         self.token = token  # or why there is none: reported once the master is reachable
         self.timeout = timeout
+        self.ca = ca  # the cluster CA's certificate, for an API off loopback (TLS)
 
     @classmethod
     def from_args(cls, api: str | None, state: str | None) -> Client:
@@ -240,17 +249,34 @@ class Client:
             token: str | CommandError = find_token(sd)
         except CommandError as e:
             token = e
-        return cls(address, token)
+        return cls(address, token, ca=sd / "tls" / "ca.crt")
 
     # --- plumbing -----------------------------------------------------------
     def _unreachable(self, e: BaseException, connected: bool = False) -> Unreachable:
         hint = " (is `corral master` running?)" if isinstance(e, ConnectionRefusedError) else ""
         return Unreachable(f"cannot reach the master at {self.api}: {_why(e)}{hint}", connected)
 
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        """Plain HTTP on loopback; elsewhere HTTPS that trusts only the cluster CA."""
+        if is_loopback(self.host):
+            return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        import ssl
+
+        if self.ca is None or not self.ca.exists():
+            raise CommandError(
+                f"the API at {self.api} is served over TLS, and the cluster CA's certificate "
+                f"{self.ca or 'STATE_DIR/tls/ca.crt'} is not here (copy it, or use --state-dir)"
+            )
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.ca))
+        except (OSError, ssl.SSLError) as e:
+            raise CommandError(f"cannot use the CA certificate {self.ca}: {e}") from None
+        return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=ctx)
+
     def _open(
         self, method: str, path: str, body: Any = None, timeout: float | None = None
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
+        conn = self._connection(timeout or self.timeout)
         if isinstance(self.token, CommandError):
             # No token: if there is no master either, that is the news.
             try:

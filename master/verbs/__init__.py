@@ -29,6 +29,8 @@ NAMES = (
     "job",
     "cancel",
     "fetch",
+    "node",
+    "token",
 )
 
 _loaded: dict[str, Verb[Any]] = {}
