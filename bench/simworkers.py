@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.master.server import MAX_UNAUTHENTICATED_PER_HOST
-from corral.transport import handshake, tls
+from corral.transport import handshake, keys, tls
 from corral.transport.connection import Connection, ConnectionClosed
 from corral.transport.messages import (
     Error,
@@ -51,7 +51,7 @@ class CertStore:
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="corral-sim-"))
-        self.key = tls.new_key()
+        self.key = keys.new_key()
         self.contexts: dict[tuple[str, int, str], ssl.SSLContext] = {}
 
     def files(self, host: str, port: int, name: str) -> tls.NodeFiles:
@@ -67,11 +67,11 @@ class CertStore:
         reader, writer = await asyncio.open_connection(host, port, ssl=tls.enroll_context())
         conn = Connection(reader, writer)
         try:
-            done = await handshake.enroll(conn, token, name, tls.csr_der(self.key, name))
+            done = await handshake.enroll(conn, token, name, keys.csr_der(self.key, name))
         finally:
             await conn.close()
         files.dir.mkdir(parents=True, exist_ok=True)
-        tls.write_private(files.key, tls.key_pem(self.key))
+        tls.write_private(files.key, keys.key_pem(self.key))
         files.store(done.cert, done.ca)
         ctx = self.contexts[host, port, name] = files.context()
         return ctx

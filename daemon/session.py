@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from corral.daemon import keygen
 from corral.daemon.commands import Handlers
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
@@ -207,7 +208,7 @@ class Session:
         if files is None:
             return None
         try:
-            return tls.renew_time(files.certificate())
+            return files.info().renew_at
         except (OSError, ValueError):
             return None
 
@@ -220,14 +221,22 @@ class Session:
         if time.monotonic() < self.node.renew_not_before:
             return
         self.node.renew_not_before = time.monotonic() + RENEW_GAP
-        try:
-            csr = tls.csr_der(files.load_key(), self.node.name)
-        except (OSError, ValueError, tls.TlsError) as e:
-            self.node.log(f"cannot renew the certificate: {e}")
-            return
         self._renewing = True
         self.node.log("certificate two thirds through its life: asking the master for a new one")
-        self.conn.send_nowait(m.Renew(id=RENEW_ID, csr=csr))
+        task = asyncio.create_task(self._ask_renewal(files))
+        self._requests.add(task)  # cancelled with the session
+        task.add_done_callback(self._requests.discard)
+
+    async def _ask_renewal(self, files: tls.NodeFiles) -> None:
+        """A new key and CSR (made in a child: `daemon.keygen`), sent as a `Renew`."""
+        try:
+            csr = await keygen.make(files, self.node.name)
+        except (OSError, TimeoutError, tls.TlsError) as e:
+            self._renewing = False
+            self.node.log(f"cannot renew the certificate: {e}")
+            return
+        with contextlib.suppress(ConnectionClosed):  # the next session tries again
+            self.conn.send_nowait(m.Renew(id=RENEW_ID, csr=csr))
 
     def _renewed(self, msg: m.Renewed | m.Error) -> None:
         self._renewing = False
@@ -237,15 +246,13 @@ class Session:
             self.node.log(f"certificate not renewed: {why}")
             return
         try:
-            files.store(msg.cert)
+            info = files.store(msg.cert)
         except (OSError, ValueError) as e:
             self.node.log(f"certificate not renewed: cannot store it: {e}")
             return
-        self._renew_at = self._renew_time()
-        cert = files.certificate()
-        self.node.log(
-            f"certificate renewed: valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-        )
+        self._renew_at = info.renew_at
+        until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.not_after))
+        self.node.log(f"certificate renewed: valid until {until} UTC")
 
     def _proc_changed(self, info: m.ProcInfo) -> None:
         # Best effort: if the connection is gone, the next Register carries it.

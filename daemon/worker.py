@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.daemon import procfs
+from corral.daemon import keygen, procfs
 from corral.daemon.session import Node, Session
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
@@ -284,13 +284,16 @@ class Worker:
                 f"no usable certificate for {cfg.name} in {self.certs.dir} (none, or expired)"
                 " and no token to enroll with"
             )
-        key = self.certs.new_key()
+        csr = await keygen.make(self.certs, cfg.name)
         conn = await self._dial(tls.enroll_context())
         try:
-            done = await handshake.enroll(conn, cfg.token, cfg.name, tls.csr_der(key, cfg.name))
+            done = await handshake.enroll(conn, cfg.token, cfg.name, csr)
         finally:
             await conn.close()
-        self.certs.store(done.cert, done.ca)
+        try:
+            self.certs.store(done.cert, done.ca)
+        except ValueError as e:
+            raise tls.TlsError(f"the master sent an unusable certificate: {e}") from None
         self.log(f"enrolled with {cfg.host}:{cfg.port}: certificate in {self.certs.dir}")
 
     async def _connect_once(self) -> None:

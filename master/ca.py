@@ -32,14 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from corral.transport.tls import (
-    api_context,
-    key_pem,
-    new_key,
-    renew_time,
-    server_context,
-    write_private,
-)
+from corral.transport.keys import key_pem, new_key
+from corral.transport.tls import api_context, cert_info, server_context, write_private
 
 NODE_LIFETIME = 90 * 86400.0
 CA_LIFETIME = 10 * 365 * 86400.0
@@ -235,7 +229,7 @@ class CA:
         write_private(self.server_key, key_pem(key))
         write_private(self.server_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         self.server_names = names
-        self.server_renew_at = renew_time(cert)
+        self.server_renew_at = cert_info(cert.public_bytes(serialization.Encoding.DER)).renew_at
 
     def refresh_server_cert(self) -> bool:
         """Past two thirds of its life, a new serving certificate, loaded where it serves.

@@ -18,16 +18,12 @@ A node keeps its files in ``ROOT/tls/`` (`NodeFiles`): ``node.key``
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 ALPN_CHANNEL = "corral/3"
 ALPN_ENROLL = "corral-enroll/3"
@@ -39,44 +35,100 @@ class TlsError(Exception):
     """A certificate, key or CA file is missing, unreadable or wrong; the message says which."""
 
 
-def new_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh EC P-256 key: small certificates, fast handshakes."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def csr_der(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
-    """A certificate signing request for node ``name`` (CN), signed by ``key``."""
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.DER)
-
-
 def der_to_pem(der: bytes) -> bytes:
-    return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+    return ssl.DER_cert_to_PEM_cert(der).encode()
 
 
-def common_name(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    value = names[0].value if names else ""
-    return value if isinstance(value, str) else value.decode(errors="replace")
+# --- reading a certificate without `cryptography` ----------------------------------
+# The worker needs three facts of its own certificate: the name it is for and
+# when it starts and stops being valid.  `cryptography` would read them but
+# costs the daemon ~10 MiB of memory for the rest of its life (the worker's
+# RSS budget is 40 MiB), so this reads just those fields of the DER (X.509:
+# RFC 5280 4.1); the certificate is one our CA made, checked by the token
+# proof that brought it.
+_CN = bytes.fromhex("0603550403")  # OID 2.5.4.3, commonName, as DER
+_STRINGS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii", 0x14: "latin-1", 0x1E: "utf-16-be"}
 
 
-def renew_time(cert: x509.Certificate) -> float:
-    """When a node should ask for a new certificate: two thirds into this one's life."""
-    begin = cert.not_valid_before_utc.timestamp()
-    end = cert.not_valid_after_utc.timestamp()
-    return begin + RENEW_AT * (end - begin)
+@dataclass(frozen=True)
+class CertInfo:
+    """What a node needs to know of its certificate."""
+
+    name: str  # the subject's CN
+    not_before: float  # Unix time
+    not_after: float
+
+    @property
+    def renew_at(self) -> float:
+        """When a node should ask for a new certificate: two thirds into this one's life."""
+        return self.not_before + RENEW_AT * (self.not_after - self.not_before)
+
+
+def _tlv(der: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, body start, body end) of the DER element at ``pos``; ValueError if malformed."""
+    if pos + 2 > end:
+        raise ValueError("truncated certificate")
+    tag, size = der[pos], der[pos + 1]
+    pos += 2
+    if size & 0x80:
+        count = size & 0x7F
+        if not 0 < count <= 4 or pos + count > end:
+            raise ValueError("bad length in certificate")
+        size = int.from_bytes(der[pos : pos + count], "big")
+        pos += count
+    if pos + size > end:
+        raise ValueError("truncated certificate")
+    return tag, pos, pos + size
+
+
+def _children(der: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    found = []
+    while start < end:
+        tag, body, start = _tlv(der, start, end)
+        found.append((tag, body, start))
+    return found
+
+
+def _time(tag: int, text: bytes) -> float:
+    """A UTCTime (0x17, YYMMDDHHMMSSZ) or GeneralizedTime (0x18, YYYYMMDDHHMMSSZ)."""
+    digits = text.decode("ascii").removesuffix("Z")
+    if tag == 0x17:
+        year = int(digits[:2])
+        digits = str(year + (1900 if year >= 50 else 2000)) + digits[2:]
+    elif tag != 0x18:
+        raise ValueError("bad time in certificate")
+    if len(digits) != 14 or not digits.isdigit():
+        raise ValueError("bad time in certificate")
+    parts = [int(digits[:4])] + [int(digits[i : i + 2]) for i in range(4, 14, 2)]
+    return float(calendar.timegm((*parts, 0, 0, 0)))
+
+
+def _common_name(der: bytes, start: int, end: int) -> str:
+    for _, set_start, set_end in _children(der, start, end):  # RDNs: SETs
+        for _, pair, pair_end in _children(der, set_start, set_end):  # SEQUENCE {OID, value}
+            _, _, oid_end = _tlv(der, pair, pair_end)
+            if der[pair:oid_end] != _CN:
+                continue
+            tag, body, body_end = _tlv(der, oid_end, pair_end)
+            return der[body:body_end].decode(_STRINGS.get(tag, "latin-1"), errors="replace")
+    return ""
+
+
+def cert_info(der: bytes) -> CertInfo:
+    """The subject CN and validity of a certificate (DER); ValueError if it is not one."""
+    try:
+        _, body, end = _tlv(der, 0, len(der))  # Certificate
+        _, body, end = _tlv(der, body, end)  # tbsCertificate
+        fields = _children(der, body, end)
+        if fields and fields[0][0] == 0xA0:  # [0] version
+            fields = fields[1:]
+        # serialNumber, signature, issuer, validity, subject, ...
+        validity, subject = fields[3], fields[4]
+        (t1, b1, e1), (t2, b2, e2) = _children(der, validity[1], validity[2])
+        begin, until = _time(t1, der[b1:e1]), _time(t2, der[b2:e2])
+        return CertInfo(_common_name(der, subject[1], subject[2]), begin, until)
+    except (IndexError, UnicodeDecodeError) as e:
+        raise ValueError(f"not a certificate: {e}") from None
 
 
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -173,20 +225,33 @@ def peer_of(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Peer | None:
 
 
 class NodeFiles:
-    """A node's key, certificate and CA certificate, in ``ROOT/tls/``."""
+    """A node's key, certificate and CA certificate, in ``ROOT/tls/``.
+
+    The key is made (and a CSR over it) by ``python -m corral.daemon.keygen``:
+    ``node.key.new`` until the certificate for it arrives (`store`).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.key = directory / "node.key"
+        self.pending_key = directory / "node.key.new"
         self.cert = directory / "node.crt"
         self.ca = directory / "ca.crt"
+
+    def info(self) -> CertInfo:
+        """The node certificate's name and validity; OSError or ValueError if unusable."""
+        try:
+            der = ssl.PEM_cert_to_DER_cert(self.cert.read_text())
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{self.cert}: {e}") from None
+        return cert_info(der)
 
     def enrolled_as(self) -> str | None:
         """The node name this node holds a certificate for; None if it has none."""
         if not (self.key.exists() and self.cert.exists() and self.ca.exists()):
             return None
         try:
-            return common_name(self.certificate())
+            return self.info().name
         except (OSError, ValueError):
             return None
 
@@ -195,34 +260,23 @@ class NodeFiles:
         if self.enrolled_as() != name:
             return False
         try:
-            return now < self.certificate().not_valid_after_utc.timestamp()
+            return now < self.info().not_after
         except (OSError, ValueError):
             return False
 
-    def certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.cert.read_bytes())
+    def store(self, cert_der: bytes, ca_der: bytes | None = None) -> CertInfo:
+        """Keep the certificate issued for the key keygen made (and the CA's, if given).
 
-    def load_key(self) -> ec.EllipticCurvePrivateKey:
-        key = serialization.load_pem_private_key(self.key.read_bytes(), None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise TlsError(f"{self.key} is not an EC key")
-        return key
-
-    def new_key(self) -> ec.EllipticCurvePrivateKey:
-        """A fresh key, written (0600) beside the certificate it will have."""
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = new_key()
-        write_private(self.key.with_name("node.key.new"), key_pem(key))
-        return key
-
-    def store(self, cert_der: bytes, ca_der: bytes | None = None) -> None:
-        """Keep the certificate issued for the key `new_key` made (and the CA's, if given)."""
+        ValueError (and nothing written) if ``cert_der`` is not a certificate.
+        """
+        info = cert_info(cert_der)
+        pem = der_to_pem(cert_der)
         if ca_der is not None:
             write_private(self.ca, der_to_pem(ca_der), 0o644)
-        pending = self.key.with_name("node.key.new")
-        if pending.exists():
-            pending.replace(self.key)
-        write_private(self.cert, der_to_pem(cert_der), 0o644)
+        if self.pending_key.exists():
+            self.pending_key.replace(self.key)
+        write_private(self.cert, pem, 0o644)
+        return info
 
     def context(self) -> ssl.SSLContext:
         """The TLS context to dial the master with this node's certificate."""

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from bench.cluster import LocalCluster, wait_until
 from corral.master.ca import CA
-from corral.transport import handshake, tls
+from corral.transport import handshake, keys, tls
 from corral.transport.auth import AuthError
 from corral.transport.codec import encode
 from corral.transport.connection import Connection, ConnectionClosed
@@ -97,6 +98,11 @@ def node_serial(c: LocalCluster, name: str) -> int:
     return cert.serial_number
 
 
+def maps_cryptography(pid: int) -> bool:
+    """True if process ``pid`` has `cryptography`'s library mapped (it imported it)."""
+    return "cryptography" in Path(f"/proc/{pid}/maps").read_text()
+
+
 async def tls_connect(c: LocalCluster, ctx: ssl.SSLContext) -> Connection:
     host, port = host_port(c)
     reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
@@ -141,6 +147,9 @@ def test_a_worker_enrolls_restarts_and_reconnects_without_the_token(
     assert tls.NodeFiles(files).enrolled_as() == "n1"
     assert (files / "ca.crt").read_bytes() == (cluster.state / "tls" / "ca.crt").read_bytes()
     assert event_with(cluster, "n1 enrolled from")
+    # The key and CSR were made in a child: the daemon itself never loads
+    # `cryptography` (~10 MiB it would keep for good).
+    assert not maps_cryptography(cluster.workers["n1"].pid)
     serial = node_serial(cluster, "n1")
     stop_worker(cluster, "n1")
     cluster.wait_node("n1", "left")
@@ -209,11 +218,11 @@ async def test_a_certificate_from_another_ca_is_refused(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     other = CA(tmp_path / "other-ca").open()
-    key = tls.new_key()
+    key = keys.new_key()
     files = tls.NodeFiles(tmp_path / "forged")
     files.dir.mkdir()
-    tls.write_private(files.key, tls.key_pem(key))
-    files.store(other.sign_node("n1", tls.csr_der(key, "n1")))
+    tls.write_private(files.key, keys.key_pem(key))
+    files.store(other.sign_node("n1", keys.csr_der(key, "n1")))
     files.ca.write_bytes((cluster.state / "tls" / "ca.crt").read_bytes())  # trusts the master
     await refused_at_once(
         cluster, files.context(), Hello(version=PROTOCOL_VERSION, name="n1", nonce=b"")
@@ -299,6 +308,7 @@ def test_a_certificate_renews_over_the_channel_with_no_restart(
     proc = start_worker(cluster, "n1", token=cluster.token, CORRAL_TEST_CLOCK=str(clock))
     cluster.wait_node("n1", "alive")
     serial = node_serial(cluster, "n1")
+    key = (cluster.worker_root("n1") / "tls" / "node.key").read_bytes()
     before = cluster.nodes()["n1"]
     clock.write_text(str(SIXTY_ONE_DAYS))  # two thirds of 90 days have passed, to the worker
     wait_until(lambda: event_with(cluster, "n1: certificate renewed"), 15, "the renewal")
@@ -312,6 +322,8 @@ def test_a_certificate_renews_over_the_channel_with_no_restart(
     assert issued == [serial, node_serial(cluster, "n1")]  # the master has both on record
     log = worker_log(cluster, "n1")
     assert "certificate renewed" in log and log.count("connected to") == 1
+    assert (cluster.worker_root("n1") / "tls" / "node.key").read_bytes() != key  # a new key
+    assert not maps_cryptography(proc.pid)
     # The new certificate is the one it connects with from now on.
     stop_worker(cluster, "n1")
     start_worker(cluster, "n1", token=None)
@@ -324,12 +336,13 @@ def test_a_certificate_renews_over_the_channel_with_no_restart(
 def test_node_certificates_are_backdated_for_clock_skew(tmp_path: Path) -> None:
     now = 1_800_000_000.0
     ca = CA(tmp_path / "ca", clock=lambda: now).open()
-    key = tls.new_key()
-    cert = x509.load_der_x509_certificate(ca.sign_node("n1", tls.csr_der(key, "n1")))
+    key = keys.new_key()
+    cert = x509.load_der_x509_certificate(ca.sign_node("n1", keys.csr_der(key, "n1")))
     assert cert.not_valid_before_utc.timestamp() == now - 300
     assert cert.not_valid_after_utc.timestamp() == now + 90 * 86400
-    assert tls.common_name(cert) == "n1"
-    assert tls.renew_time(cert) == pytest.approx(now - 300 + (90 * 86400 + 300) * 2 / 3)
+    info = tls.cert_info(cert.public_bytes(serialization.Encoding.DER))
+    assert (info.name, info.not_before, info.not_after) == ("n1", now - 300, now + 90 * 86400)
+    assert info.renew_at == pytest.approx(now - 300 + (90 * 86400 + 300) * 2 / 3)
     assert ca.expires("n1") == now + 90 * 86400
     with pytest.raises(ValueError, match="malformed CSR"):
         ca.sign_node("n2", b"not a csr")
@@ -439,11 +452,11 @@ def test_a_node_whose_certificate_expired_enrolls_again_with_the_token(
 ) -> None:
     # A node that was away for more than 90 days: its certificate ran out.
     long_ago = CA(cluster.state / "tls", clock=lambda: 1_000_000_000.0).open()
-    key = tls.new_key()
+    key = keys.new_key()
     files = tls.NodeFiles(cluster.worker_root("n1") / "tls")
     files.dir.mkdir(parents=True)
-    tls.write_private(files.key, tls.key_pem(key))
-    files.store(long_ago.sign_node("n1", tls.csr_der(key, "n1")), long_ago.cert_der)
+    tls.write_private(files.key, keys.key_pem(key))
+    files.store(long_ago.sign_node("n1", keys.csr_der(key, "n1")), long_ago.cert_der)
     old = node_serial(cluster, "n1")
     start_worker(cluster, "n1", token=cluster.token)
     cluster.wait_node("n1", "alive")

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from corral.master.ca import CA
-from corral.transport import handshake, tls
+from corral.transport import handshake, keys, tls
 from corral.transport.auth import AuthError
 from corral.transport.connection import Connection
 from corral.transport.messages import Challenge, Enroll, Enrolled, Message
@@ -100,10 +100,10 @@ def relay(upstream: tuple[str, int], rewrite: Rewrite) -> Callable[[Connection],
 
 
 async def enroll(address: tuple[str, int], token: str = TOKEN) -> tuple[Enrolled, Any]:
-    key = tls.new_key()
+    key = keys.new_key()
     conn = await dial(address)
     try:
-        return await handshake.enroll(conn, token, "n1", tls.csr_der(key, "n1")), key
+        return await handshake.enroll(conn, token, "n1", keys.csr_der(key, "n1")), key
     finally:
         await conn.close()
 
@@ -112,7 +112,7 @@ async def test_enrollment_gives_a_certificate_for_the_nodes_own_key(ca: CA) -> N
     async for address in serve(master(ca)):
         done, key = await enroll(address)
     cert = x509.load_der_x509_certificate(done.cert)
-    assert tls.common_name(cert) == "n1"
+    assert tls.cert_info(done.cert).name == "n1"
     raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     assert cert.public_key().public_bytes(*raw) == key.public_key().public_bytes(*raw)
     assert done.ca == ca.cert_der
@@ -128,7 +128,7 @@ async def test_a_wrong_token_gets_no_certificate(ca: CA) -> None:
 
 
 async def test_a_relay_cannot_swap_in_its_own_key(ca: CA) -> None:
-    mine = tls.csr_der(tls.new_key(), "n1")
+    mine = keys.csr_der(keys.new_key(), "n1")
 
     def swap(msg: Message) -> Message:
         if isinstance(msg, Enroll):
