@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from corral.transport import handshake, tls
+from corral.transport import handshake, streams, tls
 from corral.transport.connection import Connection
 from corral.transport.messages import MAX_FRAME, MAX_HANDSHAKE_FRAME, Hello, Welcome
 
@@ -69,7 +69,7 @@ def patch_worker() -> None:
     async def plain_dial(self: worker.Worker, ctx: object) -> Connection:
         cfg = self.config
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(cfg.host, cfg.port), worker.dial_timeout(self._heartbeat)
+            streams.open_connection(cfg.host, cfg.port), worker.dial_timeout(self._heartbeat)
         )
         return Connection(reader, writer)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.master.server import MAX_UNAUTHENTICATED_PER_HOST
-from corral.transport import handshake, keys, tls
+from corral.transport import handshake, keys, streams, tls
 from corral.transport.connection import Connection, ConnectionClosed
 from corral.transport.messages import (
     Error,
@@ -98,10 +98,10 @@ async def dial(
     ``plain``: no TLS, for a master of `bench.plainchannel` (a benchmark's reference).
     """
     if plain:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await streams.open_connection(host, port)
     else:
         ctx = await certs().context(host, port, token, name)
-        reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
+        reader, writer = await streams.open_connection(host, port, ssl=ctx, server_hostname=host)
     conn = Connection(reader, writer)
     try:
         return conn, await handshake.connect_channel(conn, name)

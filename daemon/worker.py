@@ -33,7 +33,7 @@ from corral.daemon import keygen, procfs
 from corral.daemon.session import Node, Session
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
-from corral.transport import auth, handshake, tls
+from corral.transport import auth, handshake, streams, tls
 from corral.transport.addresses import split_hostport
 from corral.transport.codec import FrameError
 from corral.transport.connection import Connection, ConnectionClosed
@@ -269,7 +269,7 @@ class Worker:
         cfg = self.config
         timeout = dial_timeout(self._heartbeat)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
+            streams.open_connection(
                 cfg.host, cfg.port, ssl=ctx, server_hostname=cfg.host, ssl_handshake_timeout=timeout
             ),
             timeout,

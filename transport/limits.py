@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from corral.transport.streams import stream_pair
+
 if TYPE_CHECKING:
     from ssl import SSLContext
 
@@ -264,11 +266,10 @@ class GuardedServer:
             if not self._gate.enter(peer):
                 conn.close()
                 return
-        reader = asyncio.StreamReader(limit=self._limit)
-        protocol = asyncio.StreamReaderProtocol(reader)
+        reader, protocol, buffered = stream_pair(self._limit)
         try:
             transport, _ = await self._loop.connect_accepted_socket(
-                lambda: protocol, conn, ssl=self._ssl, ssl_handshake_timeout=self._ssl_timeout
+                lambda: buffered, conn, ssl=self._ssl, ssl_handshake_timeout=self._ssl_timeout
             )
         except (OSError, TimeoutError) as e:  # TLS handshakes fail or time out too
             conn.close()
