@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from corral.master.server import MAX_UNAUTHENTICATED_PER_HOST
+from corral.master.server import MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_HOST
 from corral.transport import handshake, keys, streams, tls
 from corral.transport.connection import Connection, ConnectionClosed
 from corral.transport.messages import (
@@ -58,13 +58,20 @@ class CertStore:
         safe = "".join(c if c.isalnum() else f"%{ord(c):02x}" for c in name)
         return tls.NodeFiles(self.dir / f"{host}-{port}" / safe)
 
-    async def context(self, host: str, port: int, token: str, name: str) -> ssl.SSLContext:
-        """The TLS context for ``name`` at that master: enroll first if it has none."""
+    async def context(
+        self, host: str, port: int, token: str, name: str, **where: Any
+    ) -> ssl.SSLContext:
+        """The TLS context for ``name`` at that master: enroll first if it has none.
+
+        ``where``: more for `streams.open_connection` (``local_addr``).
+        """
         ctx = self.contexts.get((host, port, name))
         if ctx is not None:
             return ctx
         files = self.files(host, port, name)
-        reader, writer = await asyncio.open_connection(host, port, ssl=tls.enroll_context())
+        reader, writer = await streams.open_connection(
+            host, port, ssl=tls.enroll_context(), **where
+        )
         conn = Connection(reader, writer)
         try:
             done = await handshake.enroll(conn, token, name, keys.csr_der(self.key, name))
@@ -91,17 +98,21 @@ def certs() -> CertStore:
 
 
 async def dial(
-    host: str, port: int, token: str, name: str, plain: bool = False
+    host: str, port: int, token: str, name: str, plain: bool = False, source: str | None = None
 ) -> tuple[Connection, Welcome]:
     """A channel to the master as node ``name``: TLS with its certificate, then the hello.
 
     ``plain``: no TLS, for a master of `bench.plainchannel` (a benchmark's reference).
+    ``source``: the local address to dial from (a loopback address of its own).
     """
+    where: dict[str, Any] = {"local_addr": (source, 0)} if source else {}
     if plain:
-        reader, writer = await streams.open_connection(host, port)
+        reader, writer = await streams.open_connection(host, port, **where)
     else:
-        ctx = await certs().context(host, port, token, name)
-        reader, writer = await streams.open_connection(host, port, ssl=ctx, server_hostname=host)
+        ctx = await certs().context(host, port, token, name, **where)
+        reader, writer = await streams.open_connection(
+            host, port, ssl=ctx, server_hostname=host, **where
+        )
     conn = Connection(reader, writer)
     try:
         return conn, await handshake.connect_channel(conn, name)
@@ -113,9 +124,18 @@ async def dial(
 class SimWorker:
     """Connects, authenticates, registers, then beats until stopped or paused."""
 
-    def __init__(self, host: str, port: int, token: str, name: str, plain: bool = False) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        name: str,
+        plain: bool = False,
+        source: str | None = None,
+    ) -> None:
         self.host, self.port, self.token, self.name = host, port, token, name
         self.plain = plain
+        self.source = source  # the local address it dials from (None: the kernel's choice)
         self.conn: Connection | None = None
         self.welcome: Welcome | None = None
         self.beating = True
@@ -124,7 +144,7 @@ class SimWorker:
 
     async def connect(self) -> Welcome:
         self.conn, self.welcome = await dial(
-            self.host, self.port, self.token, self.name, self.plain
+            self.host, self.port, self.token, self.name, self.plain, self.source
         )
         await self.conn.send(Register(facts=facts(self.name)))
         return self.welcome
@@ -173,12 +193,17 @@ class SimWorker:
 async def connect_all(workers: list[SimWorker], patient: bool = False) -> int:
     """Connect and start each of ``workers``, as real workers would; how many made it.
 
-    A refused dial (the master admits a few handshakes per address at once,
-    and all of these come from one) is tried again after a jittered pause
-    that grows as a real worker's backoff does, capped at one beat.
-    ``patient``: the first dial too waits a worker's first backoff.
+    A refused dial is tried again after a real worker's backoff (jittered,
+    doubling from 0.1 s, capped at one beat).  ``patient``: the first dial
+    too waits a worker's first backoff.  At most as many dials are under way
+    at once as the master lets handshakes run from their addresses (from
+    distinct addresses, its global limit): more would only be refused, and
+    this process shares the machine's cores with the master it measures.
     """
-    sem = asyncio.Semaphore(MAX_UNAUTHENTICATED_PER_HOST)
+    sources = {w.source for w in workers}
+    sem = asyncio.Semaphore(
+        MAX_UNAUTHENTICATED if len(sources) > 1 else MAX_UNAUTHENTICATED_PER_HOST
+    )
 
     async def up(w: SimWorker) -> bool:
         if patient:
@@ -189,15 +214,18 @@ async def connect_all(workers: list[SimWorker], patient: bool = False) -> int:
                     await w.connect()
                 except Exception:
                     w.conn = None
-                    await asyncio.sleep(
-                        min(1.0, 0.05 * 2 ** min(attempt, 5)) * random.uniform(0.5, 1)
-                    )
-                    continue
-            w.start_beating()
-            return True
+                else:
+                    w.start_beating()
+                    return True
+            await asyncio.sleep(min(1.0, 0.1 * 2 ** min(attempt, 5)) * random.uniform(0.5, 1))
         return False
 
     return sum(await asyncio.gather(*(up(w) for w in workers)))
+
+
+def loopback(i: int) -> str:
+    """A loopback address of its own for simulated node ``i``: 2,000 nodes are 2,000 hosts."""
+    return f"127.42.{i // 250}.{i % 250 + 1}"
 
 
 async def run_many(
@@ -215,7 +243,9 @@ async def run_many(
     every connection at once and reconnect them all (printing
     ``reconnected N in S s``), and beat on.
     """
-    workers = [SimWorker(host, port, token, f"sim{i:05d}", plain) for i in range(count)]
+    workers = [
+        SimWorker(host, port, token, f"sim{i:05d}", plain, loopback(i)) for i in range(count)
+    ]
     ok = await connect_all(workers)
     print(f"connected {ok}", flush=True)
     if storm:
@@ -226,7 +256,7 @@ async def run_many(
                 w._task.cancel()
             if w.conn is not None:
                 w.conn.abort()
-        workers = [SimWorker(host, port, token, w.name, plain) for w in workers]
+        workers = [SimWorker(host, port, token, w.name, plain, w.source) for w in workers]
         ok = await connect_all(workers, patient=True)
         print(f"reconnected {ok} in {time.monotonic() - t0:.2f} s", flush=True)
     await asyncio.sleep(seconds)

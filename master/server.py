@@ -233,7 +233,10 @@ class WorkerServer:
         host = peer.rpartition(":")[0]
         crowded = self._crowded(host)
         if crowded:
-            self._refused(peer, crowded)
+            # Full everywhere: one line for everyone (a storm from 2,000 nodes
+            # would otherwise log a line for each of them).
+            everyone = self._unauthenticated.total() >= MAX_UNAUTHENTICATED
+            self._refused(peer, crowded, "*" if everyone else None)
             return False
         self._unauthenticated[host] += 1
         return True
@@ -277,10 +280,10 @@ class WorkerServer:
             self._tasks.discard(task)
             await conn.close()
 
-    def _refused(self, peer: str, why: str) -> None:
-        """One short line per refusal, at most one per address and kind every 10 s."""
+    def _refused(self, peer: str, why: str, source: str | None = None) -> None:
+        """One short line per refusal, at most one per address (or ``source``) and kind in 10 s."""
         kind = "".join(c for c in why if not c.isdigit())[:40]  # "frame length N exceeds..."
-        key = f"{peer.rpartition(':')[0]} {kind}"
+        key = f"{source or peer.rpartition(':')[0]} {kind}"
         line = self._refusals.admit(key, f"{peer} refused: {why[:160]}")
         if line is not None:
             log.warning("worker connection from %s", line)
@@ -325,11 +328,14 @@ class WorkerServer:
             with contextlib.suppress(ConnectionClosed):
                 conn.send_nowait(Refused(reason=refused))
             raise AuthError(refused)
+        # Its certificate, from our CA, on record and not revoked, says who it
+        # is: its place among the unauthenticated goes to the next in line now,
+        # not a round trip later (in a reconnect storm that place is the queue).
+        authenticated()
         history = (self.cluster.keep_ended, self.cluster.keep_ended_for)
         name = await handshake.accept_channel(
             conn, peer.name, self.heartbeat, self._admit, history=history
         )
-        authenticated()
         # The handshake took at least a round trip: the worker's reading of our
         # clock is off by less than that, so a deadline gets that much grace.
         grace = DEADLINE_GRACE + (time.monotonic() - began)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bench.cluster import LocalCluster, wait_until
 from corral.master.ca import CA
+from corral.master.server import MAX_UNAUTHENTICATED_PER_HOST
 from corral.transport import handshake, keys, tls
 from corral.transport.auth import AuthError
 from corral.transport.codec import encode
@@ -243,6 +244,25 @@ async def test_node1s_certificate_cannot_claim_to_be_node2(cluster: LocalCluster
     await conn.close()
     assert "n2" not in cluster.nodes()
     assert cluster.nodes()["n1"]["state"] == "left"
+
+
+async def test_a_certified_peer_leaves_the_unauthenticated_count_before_its_hello(
+    cluster: LocalCluster,
+) -> None:
+    # Past its TLS handshake, a node whose certificate is on record no longer
+    # holds one of the few places its address has among handshakes under way.
+    cluster.start_worker("n1")
+    stop_worker(cluster, "n1")
+    cluster.wait_node("n1", "left")
+    ctx = tls.NodeFiles(cluster.worker_root("n1") / "tls").context()
+    held = [await tls_connect(cluster, ctx) for _ in range(MAX_UNAUTHENTICATED_PER_HOST + 2)]
+    try:
+        last = held[-1]  # not refused at the gate: the master says welcome
+        welcome = await handshake.connect_channel(last, "n1")
+        assert welcome.heartbeat == H
+    finally:
+        for conn in held:
+            conn.abort()
 
 
 # --- revocation and the token -------------------------------------------------------------
