@@ -21,8 +21,11 @@ from typing import Any
 import psutil
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns something truthy; raise after ``timeout``."""
+def wait_until(
+    cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", every: float = 0.01
+) -> Any:
+    """Poll ``cond`` every ``every`` seconds until it returns something truthy; raise after
+    ``timeout``.  (A condition that asks the master about 2,000 nodes costs it ms: poll slower.)"""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
@@ -30,7 +33,7 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "cond
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(every)
 
 
 def _read(path: Path) -> str:

@@ -50,7 +50,7 @@ def measure(plain: bool) -> tuple[float, float, int, int]:
                 stdout=subprocess.PIPE,
             )
             try:
-                wait_until(lambda: len(cluster.nodes()) >= WORKERS, 300, f"{WORKERS} nodes")
+                wait_until(lambda: len(cluster.nodes()) >= WORKERS, 300, f"{WORKERS} nodes", 1.0)
                 time.sleep(3.0)  # let the first-beat spread settle into steady state
                 # The median of three windows: this machine may be shared.
                 busy = sorted(cpu_share(master, WINDOW) for _ in range(3))[1]
