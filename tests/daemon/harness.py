@@ -143,8 +143,12 @@ class FakeMaster:
         else:
             self.others.append(msg)
 
-    async def connected(self, registers: int = 1, timeout: float = 5.0) -> m.Register:
-        """Wait for the ``registers``-th Register; return it."""
+    async def connected(self, registers: int = 1, timeout: float = 15.0) -> m.Register:
+        """Wait for the ``registers``-th Register; return it.
+
+        (A first start enrolls, with a child process making the key: on a
+        loaded machine that alone can take seconds.)
+        """
         await wait_for(lambda: len(self.registers) >= registers and self.conn, timeout, "register")
         return self.registers[registers - 1]
 
