@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -51,7 +52,7 @@ class CertStore:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="corral-sim-"))
         self.key = keys.new_key()
-        self.contexts: dict[tuple[str, int, str], tls.ResumingContext] = {}
+        self.contexts: dict[tuple[str, int, str], ssl.SSLContext] = {}
 
     def files(self, host: str, port: int, name: str) -> tls.NodeFiles:
         safe = "".join(c if c.isalnum() else f"%{ord(c):02x}" for c in name)
@@ -59,7 +60,7 @@ class CertStore:
 
     async def context(
         self, host: str, port: int, token: str, name: str, **where: Any
-    ) -> tls.ResumingContext:
+    ) -> ssl.SSLContext:
         """The TLS context for ``name`` at that master: enroll first if it has none.
 
         ``where``: more for `streams.open_connection` (``local_addr``).
@@ -114,10 +115,7 @@ async def dial(
         )
     conn = Connection(reader, writer)
     try:
-        welcome = await handshake.connect_channel(conn, name)
-        if not plain:  # a real worker resumes its session at the next dial: so do these
-            ctx.keep(writer.get_extra_info("ssl_object"))
-        return conn, welcome
+        return conn, await handshake.connect_channel(conn, name)
     except BaseException:
         conn.abort()
         raise

@@ -191,8 +191,6 @@ class Worker:
         self.node.certs = self.certs
         self.node.clock = renewal_clock()
         self._conn: Connection | None = None
-        self._context: tls.ResumingContext | None = None  # and the certificate file it has:
-        self._context_of: tuple[int, int, int] | None = None
         self._heartbeat = DEFAULT_HEARTBEAT  # the last one a master announced
         self._attempt = 0
         self._last_failure = ""
@@ -298,27 +296,13 @@ class Worker:
             raise tls.TlsError(f"the master sent an unusable certificate: {e}") from None
         self.log(f"enrolled with {cfg.host}:{cfg.port}: certificate in {self.certs.dir}")
 
-    def _channel_context(self) -> tls.ResumingContext:
-        """The context to dial with: the same one while the certificate is (its session
-        resumes at the next dial), a new one once the certificate was renewed or replaced."""
-        try:
-            st = self.certs.cert.stat()
-            version = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            version = None
-        if self._context is None or version is None or version != self._context_of:
-            self._context, self._context_of = self.certs.context(), version
-        return self._context
-
     async def _connect_once(self) -> None:
         cfg = self.config
         if not self.certs.usable_for(cfg.name, time.time()):  # none yet, or expired
             await self._enroll()
-        ctx = self._channel_context()
-        conn = await self._dial(ctx)
+        conn = await self._dial(self.certs.context())
         try:
             welcome = await handshake.connect_channel(conn, cfg.name)
-            ctx.keep(conn.writer.get_extra_info("ssl_object"))  # its ticket came before the Welcome
             heartbeat = self._heartbeat = _clamp_heartbeat(welcome.heartbeat)
             now = welcome.now if math.isfinite(welcome.now) and welcome.now > 0 else 0.0
             self.log(f"connected to {cfg.host}:{cfg.port} (heartbeat {heartbeat:g}s)")

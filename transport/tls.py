@@ -24,15 +24,11 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 ALPN_CHANNEL = "corral/3"
 ALPN_ENROLL = "corral-enroll/3"
 TLS_HANDSHAKE_TIMEOUT = 5.0
 RENEW_AT = 2 / 3  # of a certificate's lifetime: when its node asks for a new one
-
-
-C = TypeVar("C", bound=ssl.SSLContext)
 
 
 class TlsError(Exception):
@@ -149,7 +145,7 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise
 
 
-def _tls13(ctx: C) -> C:
+def _tls13(ctx: ssl.SSLContext) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     return ctx
@@ -167,10 +163,9 @@ def server_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
     ctx.load_verify_locations(cafile=str(ca))
     ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.set_alpn_protocols([ALPN_CHANNEL, ALPN_ENROLL])
-    # One ticket per handshake, so a worker that comes back resumes
-    # (`ResumingContext`); it is good for OpenSSL's two hours, and a resumed
-    # connection's certificate is checked against the record as a new one is.
-    ctx.num_tickets = 1
+    # No session tickets: asyncio's streams cannot resume a session, so
+    # tickets would cost every handshake their encryption and a round of bytes.
+    ctx.num_tickets = 0
     return ctx
 
 
@@ -195,44 +190,9 @@ def enroll_context() -> ssl.SSLContext:
     return ctx
 
 
-class ResumingContext(ssl.SSLContext):
-    """A client context that offers, at its next handshake, the session of its last one.
-
-    asyncio (and uvloop) make a connection's TLS object with ``wrap_bio``
-    and take no session, so resumption happens here: `keep` the session once
-    a connection has its ticket, and the next dial offers it.  A resumed
-    TLS 1.3 handshake does a fresh key exchange but no certificate checks
-    or signatures (the master knows the certificate from the ticket, and
-    still checks it against its record and the revoked list): about half
-    of what a full handshake costs the master, which in a reconnect storm
-    is most of its work.  A master that does not know the ticket (it
-    restarted) makes a full handshake of it.
-    """
-
-    session: ssl.SSLSession | None = None
-
-    def wrap_bio(
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLObject:
-        return super().wrap_bio(
-            incoming, outgoing, server_side, server_hostname, session or self.session
-        )
-
-    def keep(self, ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> None:
-        """Remember ``ssl_object``'s session for the next dial, if it has a ticket by now."""
-        session = ssl_object.session if ssl_object is not None else None
-        if session is not None and session.has_ticket:
-            self.session = session
-
-
-def client_context(cert: Path, key: Path, ca: Path) -> ResumingContext:
+def client_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
     """A worker with its certificate: the master's must chain to ``ca`` and name its address."""
-    ctx = _tls13(ResumingContext(ssl.PROTOCOL_TLS_CLIENT))
+    ctx = _tls13(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     ctx.load_verify_locations(cafile=str(ca))
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols([ALPN_CHANNEL])
@@ -318,7 +278,7 @@ class NodeFiles:
         write_private(self.cert, pem, 0o644)
         return info
 
-    def context(self) -> ResumingContext:
+    def context(self) -> ssl.SSLContext:
         """The TLS context to dial the master with this node's certificate."""
         try:
             return client_context(self.cert, self.key, self.ca)

@@ -265,33 +265,6 @@ async def test_a_certified_peer_leaves_the_unauthenticated_count_before_its_hell
             conn.abort()
 
 
-async def test_a_node_that_comes_back_resumes_its_session_and_is_checked_all_the_same(
-    cluster: LocalCluster,
-) -> None:
-    cluster.start_worker("n1")
-    stop_worker(cluster, "n1")
-    cluster.wait_node("n1", "left")
-    ctx = tls.NodeFiles(cluster.worker_root("n1") / "tls").context()
-    first = await tls_connect(cluster, ctx)
-    await handshake.connect_channel(first, "n1")
-    ctx.keep(first.writer.get_extra_info("ssl_object"))
-    await first.close()
-    assert ctx.session is not None
-
-    again = await tls_connect(cluster, ctx)  # no certificate checks or signatures this time
-    assert again.writer.get_extra_info("ssl_object").session_reused
-    with pytest.raises(AuthError, match="certificate is for node 'n1', not 'n2'"):
-        await handshake.connect_channel(again, "n2")  # the name still comes from the certificate
-    await again.close()
-
-    assert corral(cluster, "node", "revoke", "n1").returncode == 0
-    revoked = await tls_connect(cluster, ctx)
-    assert revoked.writer.get_extra_info("ssl_object").session_reused
-    with pytest.raises(AuthError, match="is revoked"):
-        await handshake.connect_channel(revoked, "n1")
-    await revoked.close()
-
-
 # --- revocation and the token -------------------------------------------------------------
 
 
