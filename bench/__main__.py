@@ -10,6 +10,7 @@ from bench.report import machine
 
 BENCHES = [
     "heartbeat",
+    "reconnect",
     "worker_idle",
     "launch",
     "cli_start",

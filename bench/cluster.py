@@ -21,8 +21,11 @@ from typing import Any
 import psutil
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns something truthy; raise after ``timeout``."""
+def wait_until(
+    cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", every: float = 0.01
+) -> Any:
+    """Poll ``cond`` every ``every`` seconds until it returns something truthy; raise after
+    ``timeout``.  (A condition that asks the master about 2,000 nodes costs it ms: poll slower.)"""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
@@ -30,7 +33,7 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "cond
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(every)
 
 
 def _read(path: Path) -> str:
@@ -43,9 +46,11 @@ def _read(path: Path) -> str:
 class LocalCluster:
     """A master process and any number of worker processes under one directory."""
 
-    def __init__(self, base: Path, heartbeat: float = 1.0) -> None:
+    def __init__(self, base: Path, heartbeat: float = 1.0, plain: bool = False) -> None:
+        """``plain``: the channel without TLS (`bench.plainchannel`), a benchmark's reference."""
         self.base = base
         self.heartbeat = heartbeat
+        self.corral = [sys.executable, "-m", "bench.plainchannel" if plain else "corral"]
         self.state = base / "master"
         self.master: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -56,7 +61,7 @@ class LocalCluster:
     # --- processes ----------------------------------------------------------
     def start_master(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "corral", "master", "--headless"]
+        cmd = [*self.corral, "master", "--headless"]
         cmd += ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
         cmd += ["--state-dir", str(self.state), "--heartbeat", str(self.heartbeat)]
         log = open(self.base / "master.out", "wb")  # noqa: SIM115
@@ -76,7 +81,7 @@ class LocalCluster:
         """Start worker ``name``; ``extra_args`` go to ``corral worker`` (``--ssh-port N``)."""
         root = self.worker_root(name)
         root.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "corral", "worker", "--master", self.listen]
+        cmd = [*self.corral, "worker", "--master", self.listen]
         cmd += ["--name", name, "--root", str(root), *extra_args]
         env = dict(os.environ, CORRAL_TOKEN=self.token)
         log = open(self.base / f"{name}.out", "ab")  # noqa: SIM115

@@ -113,12 +113,9 @@ class SoakWorker(SimWorker):
         for _ in range(LIVE):
             p = self._new(long=True)
             self.procs[p.pid] = p
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        from corral.transport import handshake
-        from corral.transport.connection import Connection
+        from bench.simworkers import dial
 
-        self.conn = Connection(reader, writer)
-        self.welcome = await handshake.connect(self.conn, self.token, self.name)
+        self.conn, self.welcome = await dial(self.host, self.port, self.token, self.name)
         await self.conn.send(Register(facts=_facts(self.name), procs=list(self.procs.values())))
         self.tasks = [
             asyncio.create_task(self._beats()),

@@ -2,7 +2,9 @@
 
 Where the master is, in order: ``--api HOST:PORT``, ``$CORRAL_API``, the
 ``STATE_DIR/api`` file a running master writes, then ``127.0.0.1:7071``.
-The bearer token: ``$CORRAL_TOKEN``, then ``STATE_DIR/token``.  STATE_DIR:
+The bearer token: ``$CORRAL_TOKEN``, then ``STATE_DIR/token``.  An API on a
+non-loopback address is reached over TLS, trusting the cluster CA in
+``STATE_DIR/tls/ca.crt`` (the master serves TLS on any such address).  STATE_DIR:
 ``--state-dir``, ``$CORRAL_STATE_DIR``, then the master's default.
 
 A running ``corral demo`` leaves a pointer to its state dir (`DemoPointer`,
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 
 from corral.master.state import default_state_path
 from corral.master.verbs.base import ApiError, CommandError, Unreachable, UsageError
-from corral.transport.addresses import split_hostport
+from corral.transport.addresses import is_loopback, split_hostport
 
 TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
 if TYPE_CHECKING:
@@ -212,7 +214,7 @@ def state_dir(given: str | None) -> Path:
 
 def split_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``http://`` allowed) into a pair; `UsageError` if malformed."""
-    text = text.strip().removeprefix("http://").rstrip("/")
+    text = text.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
     try:
         return split_hostport(text, 7071, what="API address", port_zero=False)
     except ValueError as e:
@@ -431,8 +433,9 @@ class Response:
 class Connection:
     """One request and its reply over a plain socket (``http.client`` would cost 20 ms)."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, context: Any = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.context = context  # an ssl.SSLContext for HTTPS, None for plain HTTP
         self.sock: Any = None  # a _socket.socket, or what `secure` made of it
 
     def connect(self) -> None:
@@ -445,14 +448,22 @@ class Connection:
             raise
 
     def secure(self, sock: _socket.socket) -> Any:
-        """The one place TLS would wrap the connection; plain HTTP returns it as it is.
+        """``sock`` wrapped in TLS when there is a context; plain HTTP keeps it as it is.
 
-        With TLS: import ``socket`` and ``ssl`` here, make a ``socket.socket``
-        of ``sock.detach()`` and return ``context.wrap_socket(it,
-        server_hostname=self.host)``; the reader only needs ``recv``,
-        ``sendall``, ``settimeout`` and ``close``.
+        The reader needs only ``recv``, ``sendall``, ``settimeout`` and
+        ``close``, which an ``ssl.SSLSocket`` has too.
         """
-        return sock
+        if self.context is None:
+            return sock
+        import socket  # only for HTTPS: socket.py's enum tables cost start-up
+
+        plain = socket.socket(fileno=sock.detach())
+        try:
+            plain.settimeout(self.timeout)
+            return self.context.wrap_socket(plain, server_hostname=self.host)
+        except BaseException:
+            plain.close()
+            raise
 
     def request(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None
@@ -475,11 +486,18 @@ class Connection:
 class Client:
     """One master's control API: JSON requests and an NDJSON stream reader."""
 
-    def __init__(self, api: str, token: str | CommandError, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        api: str,
+        token: str | CommandError,
+        timeout: float = TIMEOUT,
+        ca: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.api = api
         self.host, self.port = split_address(api)
         self.token = token  # or why there is none: reported once the master is reachable
         self.timeout = timeout
+        self.ca = ca  # the cluster CA's certificate, for an API off loopback (TLS)
 
     @classmethod
     def from_args(cls, api: str | None, state: str | None) -> Client:
@@ -490,17 +508,35 @@ class Client:
             token: str | CommandError = find_token(sd)
         except CommandError as e:
             token = e
-        return cls(address, token)
+        return cls(address, token, ca=os.path.join(sd, "tls", "ca.crt"))
 
     # --- plumbing -----------------------------------------------------------
     def _unreachable(self, e: BaseException, connected: bool = False) -> Unreachable:
         hint = " (is `corral master` running?)" if isinstance(e, ConnectionRefusedError) else ""
         return Unreachable(f"cannot reach the master at {self.api}: {_why(e)}{hint}", connected)
 
+    def _connection(self, timeout: float) -> Connection:
+        """Plain HTTP on loopback; elsewhere HTTPS that trusts only the cluster CA."""
+        if is_loopback(self.host):
+            return Connection(self.host, self.port, timeout)
+        import ssl
+
+        ca = os.fspath(self.ca) if self.ca is not None else None
+        if ca is None or not os.path.exists(ca):
+            raise CommandError(
+                f"the API at {self.api} is served over TLS, and the cluster CA's certificate "
+                f"{ca or 'STATE_DIR/tls/ca.crt'} is not here (copy it, or use --state-dir)"
+            )
+        try:
+            ctx = ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as e:
+            raise CommandError(f"cannot use the CA certificate {ca}: {e}") from None
+        return Connection(self.host, self.port, timeout, context=ctx)
+
     def _open(
         self, method: str, path: str, body: Any = None, timeout: float | None = None
     ) -> tuple[Connection, Response]:
-        conn = Connection(self.host, self.port, timeout or self.timeout)
+        conn = self._connection(timeout or self.timeout)
         if isinstance(self.token, CommandError):
             # No token: if there is no master either, that is the news.
             try:

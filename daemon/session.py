@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,13 +24,17 @@ from pathlib import Path
 
 import psutil
 
+from corral.daemon import keygen
 from corral.daemon.commands import Handlers
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
 from corral.transport import messages as m
+from corral.transport import tls
 from corral.transport.connection import Connection, ConnectionClosed
 
 Log = Callable[[str], None]
+RENEW_ID = 1 << 62  # the id of the worker's own Renew request (the master's ids count up from 1)
+RENEW_GAP = 600.0  # seconds (monotonic) between two renewal attempts, whatever clocks say
 
 
 @dataclass
@@ -48,6 +53,11 @@ class Node:
     # Launches by the operator's request key, across sessions: a retry to a
     # restarted master gets the first launch's process, not a second one.
     launch_keys: OrderedDict[str, asyncio.Future[m.ProcInfo]] = field(default_factory=OrderedDict)
+    # The node's certificate files (None: no renewal), the wall clock that says
+    # when a certificate is due (tests move it), and when renewing may next be tried.
+    certs: tls.NodeFiles | None = None
+    clock: Callable[[], float] = time.time
+    renew_not_before: float = 0.0  # monotonic
 
     def facts(self, ssh_host: str) -> m.NodeFacts:
         return m.NodeFacts(
@@ -93,6 +103,8 @@ class Session:
         self._requests: set[asyncio.Task[None]] = set()
         # Master clock -> our loop clock, which no wall-clock step can move.
         self._skew = asyncio.get_running_loop().time() - master_now if master_now else None
+        self._renew_at = self._renew_time()
+        self._renewing = False
 
     async def run(self) -> None:
         """Register, then beat and serve; raises `ConnectionClosed`/`FrameError` at the end."""
@@ -146,6 +158,9 @@ class Session:
     def _dispatch(self, msg: m.Message) -> None:
         if isinstance(msg, m.Pong):
             return  # its arrival was the point
+        if isinstance(msg, m.Renewed | m.Error) and msg.id == RENEW_ID:
+            self._renewed(msg)
+            return
         if isinstance(msg, m.Goodbye):
             raise ConnectionClosed(f"master said goodbye: {msg.reason or 'no reason'}")
         if not hasattr(msg, "id"):
@@ -187,6 +202,59 @@ class Session:
                 self.node.sup.prune()  # ended processes past the history's age
             beat = m.Heartbeat(seq=seq, metrics=self.node.metrics(), procs=self.node.sup.samples())
             await self.conn.send(beat)
+            self._maybe_renew()
+
+    # --- certificate renewal -------------------------------------------------
+    def _renew_time(self) -> float | None:
+        files = self.node.certs
+        if files is None:
+            return None
+        try:
+            return files.info().renew_at
+        except (OSError, ValueError):
+            return None
+
+    def _maybe_renew(self) -> None:
+        """Ask for a new certificate once two thirds of this one's life have passed."""
+        files = self.node.certs
+        due = self._renew_at is not None and self.node.clock() >= self._renew_at
+        if files is None or not due or self._renewing:
+            return
+        if time.monotonic() < self.node.renew_not_before:
+            return
+        self.node.renew_not_before = time.monotonic() + RENEW_GAP
+        self._renewing = True
+        self.node.log("certificate two thirds through its life: asking the master for a new one")
+        task = asyncio.create_task(self._ask_renewal(files))
+        self._requests.add(task)  # cancelled with the session
+        task.add_done_callback(self._requests.discard)
+
+    async def _ask_renewal(self, files: tls.NodeFiles) -> None:
+        """A new key and CSR (made in a child: `daemon.keygen`), sent as a `Renew`."""
+        try:
+            csr = await keygen.make(files, self.node.name)
+        except (OSError, TimeoutError, tls.TlsError) as e:
+            self._renewing = False
+            self.node.log(f"cannot renew the certificate: {e}")
+            return
+        with contextlib.suppress(ConnectionClosed):  # the next session tries again
+            self.conn.send_nowait(m.Renew(id=RENEW_ID, csr=csr))
+
+    def _renewed(self, msg: m.Renewed | m.Error) -> None:
+        self._renewing = False
+        files = self.node.certs
+        if isinstance(msg, m.Error) or files is None:
+            why = msg.message if isinstance(msg, m.Error) else "no certificate files"
+            self.node.log(f"certificate not renewed: {why}")
+            return
+        try:
+            info = files.store(msg.cert)
+        except (OSError, ValueError) as e:
+            self.node.log(f"certificate not renewed: cannot store it: {e}")
+            return
+        self._renew_at = info.renew_at
+        until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.not_after))
+        self.node.log(f"certificate renewed: valid until {until} UTC")
 
     def _proc_changed(self, info: m.ProcInfo) -> None:
         # Best effort: if the connection is gone, the next Register carries it.

@@ -1,12 +1,15 @@
 """The worker daemon's entry point: configuration, the reconnect loop, shutdown.
 
 ``corral worker`` (and ``python -m corral.daemon``) call `add_arguments` and `main`.
-The daemon dials the master, authenticates, registers its full state and
-serves requests (`daemon.session`); whenever the master is away it retries
-with jittered exponential backoff, capped at one heartbeat H, while the
-programs keep running.  A dial gets H/2: after a partition heals, the node
-is back within 2H.  SIGTERM
-or SIGINT: say goodbye, exit 0, leave the programs running.
+The daemon dials the master over TLS with its certificate from
+``ROOT/tls/``, registers its full state and serves requests
+(`daemon.session`).  Without a certificate (its first start, or a new
+``--name``) it first enrolls: the cluster token and a CSR for a key made
+here buy a certificate, and the token is not needed again.  Whenever the
+master is away it retries with jittered exponential backoff, capped at one
+heartbeat H, while the programs keep running.  A dial gets H/2: after a
+partition heals, the node is back within 2H.  SIGTERM or SIGINT: say
+goodbye, exit 0, leave the programs running.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ import os
 import random
 import signal
 import socket
+import ssl
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.daemon import procfs
+from corral.daemon import keygen, procfs
 from corral.daemon.session import Node, Session
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
 from corral.daemon.unpack import MAX_FILES, Limits
-from corral.transport import auth, handshake
+from corral.transport import auth, handshake, streams, tls
 from corral.transport.addresses import split_hostport
 from corral.transport.codec import FrameError
 from corral.transport.connection import Connection, ConnectionClosed
@@ -55,7 +61,7 @@ class Config:
     port: int
     name: str
     root: Path
-    token: str
+    token: str  # "" when the node holds a certificate and no token was given
     ssh_host: str | None
     ssh_port: int
     mem_offer: int = 0  # bytes offered to jobs (--mem; default MemTotal less 10%)
@@ -101,10 +107,16 @@ def parse_address(text: str) -> tuple[str, int]:
 def config_from_args(args: argparse.Namespace) -> Config:
     """Validate ``args``; ConfigError says what is wrong."""
     host, port = parse_address(args.master)
+    name = args.name or socket.gethostname()
     try:
         token = auth.load_token(args.token_file)
     except auth.AuthError as e:
-        raise ConfigError(str(e)) from None
+        # Enrolled already: the certificate is what gets it in.  A bad token
+        # file is an error all the same; only a missing token is not.
+        certs = tls.NodeFiles(Path(args.root).expanduser().absolute() / "tls")
+        if args.token_file or certs.enrolled_as() != name:
+            raise ConfigError(str(e)) from None
+        token = ""
     if not 0 < args.ssh_port < 65536:
         raise ConfigError(f"bad --ssh-port {args.ssh_port}")
     mem_offer = parse_mem(args.mem)  # before --root is made: a bad value changes nothing
@@ -117,7 +129,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ConfigError(f"cannot use --root {args.root}: {e.strerror}") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot use --root {args.root}: not writable")
-    name = args.name or socket.gethostname()
     return Config(host, port, name, root, token, args.ssh_host, args.ssh_port, mem_offer, limits)
 
 
@@ -205,6 +216,9 @@ class Worker:
             log=self.log,
             mem_offer=config.mem_offer,
         )
+        self.certs = tls.NodeFiles(config.root / "tls")
+        self.node.certs = self.certs
+        self.node.clock = renewal_clock()
         self._conn: Connection | None = None
         self._heartbeat = DEFAULT_HEARTBEAT  # the last one a master announced
         self._attempt = 0
@@ -245,7 +259,14 @@ class Worker:
         while True:
             try:
                 await self._connect_once()
-            except (OSError, ConnectionClosed, FrameError, auth.AuthError, TimeoutError) as e:
+            except (
+                OSError,
+                ConnectionClosed,
+                FrameError,
+                auth.AuthError,
+                TimeoutError,
+                tls.TlsError,
+            ) as e:
                 self._failed(e)
             except Exception as e:  # whatever the master sends, the worker stays up
                 self._failed(e)
@@ -254,8 +275,12 @@ class Worker:
 
     def _failed(self, e: Exception) -> None:
         addr = f"{self.config.host}:{self.config.port}"
-        if isinstance(e, auth.AuthError):
+        if isinstance(e, tls.TlsError):
+            text = str(e)
+        elif isinstance(e, auth.AuthError):
             text = f"handshake with {addr} failed: {e}"
+            if "is revoked" in str(e):
+                text += f" (to enroll again: remove {self.certs.cert}, restart with the token)"
         elif isinstance(e, FrameError):
             text = f"bad frame from master, closing: {e}"
         elif isinstance(e, ConnectionClosed):
@@ -269,14 +294,44 @@ class Worker:
             self.log(text)
         self._last_failure = text
 
+    async def _dial(self, ctx: ssl.SSLContext) -> Connection:
+        cfg = self.config
+        timeout = dial_timeout(self._heartbeat)
+        reader, writer = await asyncio.wait_for(
+            streams.open_connection(
+                cfg.host, cfg.port, ssl=ctx, server_hostname=cfg.host, ssl_handshake_timeout=timeout
+            ),
+            timeout,
+        )
+        return Connection(reader, writer)
+
+    async def _enroll(self) -> None:
+        """Trade the token and a CSR for this node's certificate (kept in ROOT/tls/)."""
+        cfg = self.config
+        if not cfg.token:
+            raise tls.TlsError(
+                f"no usable certificate for {cfg.name} in {self.certs.dir} (none, or expired)"
+                " and no token to enroll with"
+            )
+        csr = await keygen.make(self.certs, cfg.name)
+        conn = await self._dial(tls.enroll_context())
+        try:
+            done = await handshake.enroll(conn, cfg.token, cfg.name, csr)
+        finally:
+            await conn.close()
+        try:
+            self.certs.store(done.cert, done.ca)
+        except ValueError as e:
+            raise tls.TlsError(f"the master sent an unusable certificate: {e}") from None
+        self.log(f"enrolled with {cfg.host}:{cfg.port}: certificate in {self.certs.dir}")
+
     async def _connect_once(self) -> None:
         cfg = self.config
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(cfg.host, cfg.port), dial_timeout(self._heartbeat)
-        )
-        conn = Connection(reader, writer)
+        if not self.certs.usable_for(cfg.name, time.time()):  # none yet, or expired
+            await self._enroll()
+        conn = await self._dial(self.certs.context())
         try:
-            welcome = await handshake.connect(conn, cfg.token, cfg.name)
+            welcome = await handshake.connect_channel(conn, cfg.name)
             heartbeat = self._heartbeat = _clamp_heartbeat(welcome.heartbeat)
             now = welcome.now if math.isfinite(welcome.now) and welcome.now > 0 else 0.0
             self.log(f"connected to {cfg.host}:{cfg.port} (heartbeat {heartbeat:g}s)")
@@ -287,3 +342,23 @@ class Worker:
         finally:
             self._conn = None
             await conn.close()
+
+
+def renewal_clock() -> Callable[[], float]:
+    """The wall clock certificate renewal goes by: ``time.time``, moved for tests.
+
+    ``$CORRAL_TEST_CLOCK`` names a file holding seconds to add (read at each
+    call; absent or unreadable: none), so a test can move a running worker's
+    clock two months on and watch it renew.
+    """
+    path = os.environ.get("CORRAL_TEST_CLOCK", "")
+    if not path:
+        return time.time
+
+    def clock() -> float:
+        try:
+            return time.time() + float(Path(path).read_text() or 0)
+        except (OSError, ValueError):
+            return time.time()
+
+    return clock

@@ -17,6 +17,11 @@ its module's docstring::
     GET  /v1/jobs/ID    job          DELETE /v1/jobs/ID  cancel
     POST /v1/jobs/ID/fetch  fetch (an NDJSON stream of progress, then the result)
 
+The API listens on loopback by default and speaks plain HTTP there.  On
+any other address it serves TLS with the master's serving certificate, from
+the cluster CA (clients trust ``STATE_DIR/tls/ca.crt``), and it refuses to
+start if it cannot.
+
 plus the event log, which no verb prints::
 
     GET  /v1/events?limit=N  -> {"events": [Event]}  (the last N, at most 10,000)
@@ -47,7 +52,7 @@ from corral.master.state import write_atomic
 from corral.master.verbs import wire
 from corral.master.verbs.base import Limits, Plane, Shape, Verb
 from corral.master.verbs.wire import BadInput
-from corral.transport.addresses import split_hostport
+from corral.transport.addresses import is_loopback, split_hostport
 
 Route = Callable[[Request], Awaitable[Response | Stream]]
 
@@ -73,6 +78,7 @@ class ApiServer:
         self.master = master
         self.plane = Plane(master, deployer)
         self.address = ""
+        self.scheme = "http"
         self.routes: dict[tuple[str, str], Route] = {}
         # Paths with parts (/v1/jobs/{id}): matched in turn, after the plain ones.
         self.patterns: list[tuple[str, re.Pattern[str], Route]] = []
@@ -87,8 +93,17 @@ class ApiServer:
         self.http = HttpServer(self.handle, gate=self.refusal)
 
     async def start(self, host: str, port: int) -> str:
-        bound_host, bound_port = await self.http.start(host, port)
+        ctx = None
+        if not is_loopback(host):
+            if self.master.ca is None:
+                raise StartError(f"refusing to serve the API on {host} without TLS: no CA")
+            try:
+                ctx = self.master.ca.api_context()
+            except (OSError, ValueError) as e:
+                raise StartError(f"refusing to serve the API on {host} without TLS: {e}") from None
+        bound_host, bound_port = await self.http.start(host, port, ctx)
         self.address = f"{bound_host}:{bound_port}"
+        self.scheme = "http" if ctx is None else "https"
         return self.address
 
     async def stop(self) -> None:
@@ -199,6 +214,8 @@ async def start_api(master: Master, deployer: Deployer, address: str | None = No
     host, port = split_hostport(address or master.config.api, 7071)
     try:
         await server.start(host, port)
+    except StartError:
+        raise
     except OSError as e:
         raise StartError(f"cannot listen for the API on {host}:{port}: {why(e)}") from None
     write_atomic(master.config.state_dir / "api", server.address + "\n")

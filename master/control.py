@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 
+from corral.master.ca import CA, serving_names
 from corral.master.config import ConfigError, SshConfig, load_history
 from corral.master.ends import EndWatch
 from corral.master.errors import VerbError as VerbError  # re-exported: the verbs raise it
@@ -36,7 +37,7 @@ from corral.master.state import default_state_dir, write_atomic
 from corral.master.tails import TailKeeper
 from corral.master.tickets import StoreError
 from corral.transport.addresses import split_hostport
-from corral.transport.auth import ensure_token
+from corral.transport.auth import ensure_token, new_token
 from corral.transport.connection import CallError, ConnectionClosed
 from corral.transport.messages import (
     Launch,
@@ -52,6 +53,7 @@ from corral.transport.messages import (
     UsageReply,
     valid_app_name,
 )
+from corral.transport.tls import write_private
 
 log = logging.getLogger("corral.master")
 
@@ -134,6 +136,7 @@ class Master:
         self.cluster = Cluster(event_sink=self.events.append)
         self.tails: TailKeeper | None = None  # ended processes' last log lines (from start)
         self.token = ""
+        self.ca: CA | None = None
         self.server: WorkerServer | None = None
         self.listen_address = ""
         self._launch_keys: OrderedDict[
@@ -163,8 +166,14 @@ class Master:
             self.jobs.start(state / "jobs.db")
         except StoreError as e:
             raise StartError(str(e)) from None
-        self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat)
         host, port = split_hostport(self.config.listen, 7070)
+        api_host = split_hostport(self.config.api, 7071)[0]
+        try:
+            self.ca = CA(state / "tls").open()
+            self.ca.write_server_cert(serving_names([host, api_host]))
+        except (OSError, ValueError) as e:
+            raise StartError(f"cannot set up the cluster CA in {state / 'tls'}: {e}") from None
+        self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat, self.ca)
         try:
             self.listen_address = await self.server.start(host, port)
         except OSError as e:
@@ -255,6 +264,36 @@ class Master:
     def _proc_for(self, target: str) -> tuple[WorkerLink, ProcView]:
         proc = self._proc(target)
         return self.link(proc.node), proc
+
+    # --- certificates and the token ---------------------------------------
+    def revoke_node(self, node: str) -> int:
+        """Cut ``node`` off and refuse its certificates; VerbError if it never enrolled."""
+        if self.server is None or self.ca is None:
+            raise VerbError("the master is not running")
+        if node not in self.ca.nodes:
+            raise VerbError(f"unknown node: {node} (no certificate on record)")
+        return self.server.revoke(node)
+
+    def cert_expiry(self, node: str) -> float | None:
+        """When ``node``'s newest certificate expires (Unix time); None if it has none."""
+        return None if self.ca is None else self.ca.expires(node)
+
+    def rotate_token(self) -> Path:
+        """A new enrollment token in ``STATE_DIR/token``; enrolled nodes keep their certificates.
+
+        The API's bearer token is the same token, so it changes too.
+        """
+        path = self.config.state_dir / "token"
+        token = new_token()
+        try:
+            write_private(path, (token + "\n").encode())
+        except OSError as e:
+            raise VerbError(f"cannot write {path}: {why(e)}") from None
+        self.token = token
+        if self.server is not None:
+            self.server.token = token
+        self.cluster.note("token.rotated", "", "the enrollment token was replaced")
+        return path
 
     # --- verbs -------------------------------------------------------------
     async def launch(

@@ -30,7 +30,7 @@ async def serve(master: Master, announce: Announce = _print, ready: Announce | N
     if api is None:
         return 1
     announce(f"corral master: workers connect to {master.listen_address}")
-    announce(f"corral master: control API on http://{api.address}")
+    announce(f"corral master: control API on {api.scheme}://{api.address}")
     announce(f"corral master: state in {master.config.state_dir}")
     if ready is not None:
         ready(master.listen_address)

@@ -33,6 +33,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from ssl import SSLContext
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -127,13 +128,20 @@ class HttpServer:
         self._server: GuardedServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen; the address actually bound (port 0 picks one)."""
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> tuple[str, int]:
+        """Listen (over TLS with ``ssl``); the address actually bound (port 0 picks one)."""
         limit = raise_nofile_limit()
         log.debug("open-files limit %d", limit)
         short = _error_bytes(503, "server busy: out of file descriptors; try again")
         self._server = await start_server(
-            self._accept, host, port, budget=self.fds, limit=MAX_HEAD, refusal=short
+            self._accept,
+            host,
+            port,
+            budget=self.fds,
+            limit=MAX_HEAD,
+            refusal=short,
+            ssl=ssl,
+            ssl_handshake_timeout=None if ssl is None else self.head_timeout,
         )
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]

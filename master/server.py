@@ -5,6 +5,13 @@ routes what arrives: replies to their waiters, heartbeats and events into
 the `Cluster`.  A bad frame or a failed handshake closes that one
 connection with a logged reason; the master keeps serving everyone else.
 
+Every connection is TLS 1.3 (`transport.tls`).  One that presents a client
+certificate from the CA runs the channel, under the name in its
+certificate, unless that certificate is revoked or no longer on record.
+One without a certificate that asked (by ALPN) to enroll may only do that:
+prove the token, get a certificate for its CSR, and be closed.  Any other
+is closed before a frame is read: it never reaches the frame loop.
+
 A peer that has not authenticated gets little: frames of a few KiB, a few
 seconds, and a place among at most `MAX_UNAUTHENTICATED` such connections
 (`MAX_UNAUTHENTICATED_PER_HOST` from one address).  Every heartbeat is
@@ -19,25 +26,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
+from corral.master.ca import CA
 from corral.master.events import RateLimiter
 from corral.master.model import Cluster
-from corral.transport import handshake
+from corral.transport import handshake, tls
 from corral.transport.auth import AuthError
 from corral.transport.codec import FrameError
 from corral.transport.connection import DEADLINE_GRACE, Calls, Connection, ConnectionClosed
 from corral.transport.limits import FdBudget, GuardedServer, raise_nofile_limit, start_server
 from corral.transport.messages import (
+    Error,
     Goodbye,
     Heartbeat,
     LogChunk,
     Pong,
     ProcEvent,
+    Refused,
     Register,
+    Renew,
+    Renewed,
     Request,
     Unfollow,
 )
@@ -124,15 +137,26 @@ class WorkerLink:
         self.streams.clear()
 
 
+def _tls_why(e: BaseException) -> str:
+    """A TLS failure in a few words: OpenSSL's reason ("WRONG_VERSION_NUMBER"), else the text."""
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    reason = getattr(e, "reason", None)
+    return str(reason or e or type(e).__name__)
+
+
 class WorkerServer:
     """Accepts workers on a TCP port and keeps node liveness up to date."""
 
-    def __init__(self, cluster: Cluster, token: str, heartbeat: float) -> None:
+    def __init__(self, cluster: Cluster, token: str, heartbeat: float, ca: CA) -> None:
         self.cluster = cluster
         self.token = token
+        self.ca = ca
+        self.wrong_tokens = 0  # enrollments refused for a wrong token, since start
         self.heartbeat = heartbeat
         self.links: dict[str, WorkerLink] = {}
         self._server: GuardedServer | None = None
+        self._context: ssl.SSLContext | None = None  # the channel's TLS, server side
         self._refusals = RateLimiter()
         self._clock: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -141,10 +165,18 @@ class WorkerServer:
 
     async def start(self, host: str, port: int) -> str:
         raise_nofile_limit()
+        self._context = self.ca.channel_context()
         # A flood of connections here stops FD_RESERVE short of the limit: the
         # API (which keeps a smaller reserve) and the links we have still work.
         self._server = await start_server(
-            self._accept, host, port, budget=FdBudget(reserve=FD_RESERVE), limit=READ_LIMIT
+            self._accept,
+            host,
+            port,
+            budget=FdBudget(reserve=FD_RESERVE),
+            limit=READ_LIMIT,
+            ssl=self._context,
+            ssl_handshake_timeout=tls.TLS_HANDSHAKE_TIMEOUT,
+            gate=self,
         )
         sock = self._server.sockets[0].getsockname()
         self.address = f"{sock[0]}:{sock[1]}"
@@ -195,26 +227,43 @@ class WorkerServer:
             return f"{MAX_UNAUTHENTICATED_PER_HOST} handshakes from {host} already under way"
         return ""
 
+    # --- the gate: before the TLS handshake -------------------------------
+    def enter(self, peer: str) -> bool:
+        """A connection from ``peer`` may start its TLS handshake: it counts as unauthenticated."""
+        host = peer.rpartition(":")[0]
+        crowded = self._crowded(host)
+        if crowded:
+            # Full everywhere: one line for everyone (a storm from 2,000 nodes
+            # would otherwise log a line for each of them).
+            everyone = self._unauthenticated.total() >= MAX_UNAUTHENTICATED
+            self._refused(peer, crowded, "*" if everyone else None)
+            return False
+        self._unauthenticated[host] += 1
+        return True
+
+    def _authenticated(self, host: str) -> None:
+        self._unauthenticated[host] -= 1
+        if self._unauthenticated[host] <= 0:
+            del self._unauthenticated[host]
+
+    def failed(self, peer: str, error: BaseException) -> None:
+        """Its TLS handshake failed: plaintext, no certificate of our CA, or too slow."""
+        self._authenticated(peer.rpartition(":")[0])
+        self._refused(peer, f"TLS handshake failed: {_tls_why(error)}")
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection whose TLS handshake is done (`enter` counted it)."""
         task = asyncio.current_task()
         assert task is not None
         conn = Connection(reader, writer)
         host = conn.peer.rpartition(":")[0]
-        crowded = self._crowded(host)
-        if crowded:
-            conn.abort()
-            self._refused(conn.peer, crowded)
-            return
         self._tasks.add(task)
-        self._unauthenticated[host] += 1
         counted = [True]  # still among the unauthenticated
 
         def authenticated() -> None:
             if counted[0]:
                 counted[0] = False
-                self._unauthenticated[host] -= 1
-                if self._unauthenticated[host] <= 0:
-                    del self._unauthenticated[host]
+                self._authenticated(host)
 
         try:
             await self._serve(conn, authenticated)
@@ -231,22 +280,62 @@ class WorkerServer:
             self._tasks.discard(task)
             await conn.close()
 
-    def _refused(self, peer: str, why: str) -> None:
-        """One short line per refusal, at most one per address and kind every 10 s."""
+    def _refused(self, peer: str, why: str, source: str | None = None) -> None:
+        """One short line per refusal, at most one per address (or ``source``) and kind in 10 s."""
         kind = "".join(c for c in why if not c.isdigit())[:40]  # "frame length N exceeds..."
-        key = f"{peer.rpartition(':')[0]} {kind}"
+        key = f"{source or peer.rpartition(':')[0]} {kind}"
         line = self._refusals.admit(key, f"{peer} refused: {why[:160]}")
         if line is not None:
             log.warning("worker connection from %s", line)
             self.cluster.note("node.refused", "", f"connection from {line}")
 
+    def revoke(self, name: str) -> int:
+        """Refuse ``name``'s certificates from now on and cut it off; how many it had."""
+        count = self.ca.revoke(name)
+        link = self.links.pop(name, None)
+        if link is not None:
+            link.drop(f"the certificate of {name} was revoked")
+        if self.cluster.has_node(name) and self.cluster.node_state(name) in ("alive", "suspect"):
+            self.cluster.set_node_state(name, "lost", f"{name} is lost (certificate revoked)")
+        self.cluster.note("node.revoked", name, f"{name}: certificates revoked ({count})")
+        return count
+
+    def _sign(self, name: str, csr: bytes) -> tuple[bytes, bytes]:
+        return self.ca.sign_node(name, csr), self.ca.cert_der
+
+    async def _enroll(self, conn: Connection) -> None:
+        """A connection without a certificate: enrollment, and nothing else."""
+        try:
+            name = await handshake.accept_enroll(conn, self.token, self._sign, self._admit)
+        except AuthError as e:
+            if "wrong cluster token" not in str(e):
+                raise
+            self.wrong_tokens += 1
+            raise AuthError(f"{e} ({self.wrong_tokens} since start)") from None
+        self.cluster.note("node.enrolled", name, f"{name} enrolled from {conn.peer}")
+
     async def _serve(self, conn: Connection, authenticated: Callable[[], None]) -> None:
         began = time.monotonic()
-        history = (self.cluster.keep_ended, self.cluster.keep_ended_for)
-        name = await handshake.accept(
-            conn, self.token, self.heartbeat, self._admit, history=history
-        )
+        ssl_object = conn.writer.get_extra_info("ssl_object")
+        peer = tls.peer_of(ssl_object)
+        if peer is None:  # checked before any frame is read
+            if ssl_object is None or ssl_object.selected_alpn_protocol() != tls.ALPN_ENROLL:
+                raise AuthError("TLS without a client certificate")
+            await self._enroll(conn)
+            return
+        refused = self.ca.allowed(peer.name, peer.serial)
+        if refused:  # said, so the worker can log why; nothing of its is read
+            with contextlib.suppress(ConnectionClosed):
+                conn.send_nowait(Refused(reason=refused))
+            raise AuthError(refused)
+        # Its certificate, from our CA, on record and not revoked, says who it
+        # is: its place among the unauthenticated goes to the next in line now,
+        # not a round trip later (in a reconnect storm that place is the queue).
         authenticated()
+        history = (self.cluster.keep_ended, self.cluster.keep_ended_for)
+        name = await handshake.accept_channel(
+            conn, peer.name, self.heartbeat, self._admit, history=history
+        )
         # The handshake took at least a round trip: the worker's reading of our
         # clock is off by less than that, so a deadline gets that much grace.
         grace = DEADLINE_GRACE + (time.monotonic() - began)
@@ -256,6 +345,7 @@ class WorkerServer:
         if msg.facts.name != name:
             raise FrameError(f"registered as {msg.facts.name!r} after saying hello as {name!r}")
         reason = self._admit(name)  # again: another connection may have won meanwhile
+        reason = reason or self.ca.allowed(peer.name, peer.serial)  # or a revoke come
         if reason:
             raise AuthError(reason)
         stale = self.links.get(name)
@@ -297,12 +387,31 @@ class WorkerServer:
                     del link.streams[msg.id]
                     if not msg.eof:  # paused: the follower resumes from its offset
                         link.conn.send_nowait(Unfollow(id=link.calls.next_id(), stream=msg.id))
+            elif isinstance(msg, Renew):
+                link.conn.send_nowait(self._renew(link.name, msg))
             elif isinstance(msg, Goodbye):
                 why = f"{link.name} left" + (f": {msg.reason}" if msg.reason else "")
                 self.cluster.set_node_state(link.name, "left", why)
                 return
             elif not link.calls.resolve(msg):
                 log.debug("ignoring unexpected %s from %s", type(msg).__name__, link.name)
+
+    def _refresh_certificate(self) -> None:
+        """The serving certificate renewed, two thirds into its life (a long-running master)."""
+        try:
+            if self.ca.refresh_server_cert():
+                self.cluster.note("master.renewed", "", "the master's certificate was renewed")
+        except (OSError, ValueError) as e:
+            log.warning("cannot renew the master's certificate: %s", e)
+
+    def _renew(self, name: str, msg: Renew) -> Renewed | Error:
+        """A new certificate for ``name`` (the one its current certificate names)."""
+        try:
+            cert = self.ca.sign_node(name, msg.csr)
+        except ValueError as e:
+            return Error(id=msg.id, message=f"renewal refused: {e}")
+        self.cluster.note("node.renewed", name, f"{name}: certificate renewed")
+        return Renewed(id=msg.id, cert=cert)
 
     # --- liveness -------------------------------------------------------
     async def _liveness(self) -> None:
@@ -318,6 +427,7 @@ class WorkerServer:
             if now - expired >= EXPIRE_EVERY:
                 expired = now
                 self.cluster.expire()
+                self._refresh_certificate()
             for name in self.cluster.node_names():
                 state = self.cluster.node_state(name)
                 if state not in ("alive", "suspect"):

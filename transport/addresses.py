@@ -31,3 +31,15 @@ def split_hostport(
     if not host or not digits or not (0 if port_zero else 1) <= int(port) <= 65535:
         raise ValueError(f"bad {what} {text!r}: expected HOST:PORT")
     return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IPs (127.0.0.0/8, ::1): traffic that stays here."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,9 +1,9 @@
-"""Mutual HMAC-SHA256 challenge-response over the cluster token.
+"""The cluster token: its file, and HMAC-SHA256 proofs over it.
 
-Each side sends a fresh random nonce and proves it holds the token by
-HMAC-ing both nonces under a role label, so a proof can be neither replayed
-nor reflected back at its sender.  Nothing but handshake frames is acted on
-before both proofs check out.
+The token is what a node enrolls with (`transport.handshake.enroll`): each
+side sends a fresh random nonce and proves it holds the token by HMAC-ing
+both nonces, and what it vouches for, under a role label, so a proof can be
+neither replayed nor reflected back at its sender.
 """
 
 from __future__ import annotations
@@ -29,14 +29,6 @@ def new_nonce() -> bytes:
 def proof(token: bytes, role: str, first: bytes, second: bytes) -> bytes:
     """HMAC-SHA256 over a role label and both nonces."""
     return hmac.new(token, role.encode() + b"\0" + first + second, hashlib.sha256).digest()
-
-
-def master_proof(token: bytes, worker_nonce: bytes, master_nonce: bytes) -> bytes:
-    return proof(token, "corral-master", worker_nonce, master_nonce)
-
-
-def worker_proof(token: bytes, worker_nonce: bytes, master_nonce: bytes) -> bytes:
-    return proof(token, "corral-worker", master_nonce, worker_nonce)
 
 
 def check(expected: bytes, got: bytes) -> bool:

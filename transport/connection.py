@@ -9,7 +9,6 @@ by the reply each request expects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections import deque
@@ -26,6 +25,9 @@ READ_CHUNK = 256 * 1024  # bytes asked of the stream at a time
 # error in the worker's reading of the master's clock (at most the one-way
 # latency of the Welcome it learned it from) and the reply's trip back.
 DEADLINE_GRACE = 0.25
+
+
+CLOSE_WAIT = 1.0  # seconds a close may take before the connection is dropped
 
 
 class ConnectionClosed(Exception):
@@ -86,10 +88,17 @@ class Connection:
             raise ConnectionClosed(str(e)) from None
 
     async def close(self) -> None:
+        """Close, waiting at most `CLOSE_WAIT` for it (a TLS peer may never answer
+        our close_notify); then the connection is dropped."""
         if not self.writer.is_closing():
             self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
+        try:
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self.writer.wait_closed()
+        except TimeoutError:
+            self.writer.transport.abort()
+        except (ConnectionError, OSError):
+            pass
 
 
 class CallError(Exception):

@@ -32,7 +32,9 @@ import resource
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from corral.transport.streams import stream_pair
 
 if TYPE_CHECKING:
     from ssl import SSLContext
@@ -151,6 +153,18 @@ class FdBudget:
         self._min_gap = 50 * took
 
 
+class Gate(Protocol):
+    """Asked about each connection before its TLS handshake (see `start_server`)."""
+
+    def enter(self, peer: str) -> bool:
+        """May ``peer`` (``HOST:PORT``) start its TLS handshake?  False: it is closed now."""
+        ...
+
+    def failed(self, peer: str, error: BaseException) -> None:
+        """Its TLS handshake failed (or timed out): the callback will not run for it."""
+        ...
+
+
 class GuardedServer:
     """Listening sockets whose accept loop asks an `FdBudget` about each connection.
 
@@ -178,8 +192,10 @@ class GuardedServer:
         refusal: bytes,
         ssl: SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._cb = client_connected_cb
+        self._gate = gate
         self._ssl = ssl
         self._ssl_timeout = ssl_handshake_timeout
         self.budget = budget
@@ -242,14 +258,23 @@ class GuardedServer:
                 self._loop.add_reader(sock.fileno(), self._on_readable, sock)
 
     async def _serve(self, conn: socket.socket) -> None:
-        reader = asyncio.StreamReader(limit=self._limit)
-        protocol = asyncio.StreamReaderProtocol(reader)
+        peer = ""
+        if self._gate is not None:
+            with contextlib.suppress(OSError, IndexError):
+                address = conn.getpeername()
+                peer = f"{address[0]}:{address[1]}"
+            if not self._gate.enter(peer):
+                conn.close()
+                return
+        reader, protocol, buffered = stream_pair(self._limit)
         try:
             transport, _ = await self._loop.connect_accepted_socket(
-                lambda: protocol, conn, ssl=self._ssl, ssl_handshake_timeout=self._ssl_timeout
+                lambda: buffered, conn, ssl=self._ssl, ssl_handshake_timeout=self._ssl_timeout
             )
-        except (OSError, TimeoutError):  # TLS handshakes fail or time out too
+        except (OSError, TimeoutError) as e:  # TLS handshakes fail or time out too
             conn.close()
+            if self._gate is not None:
+                self._gate.failed(peer, e)
             return
         writer = asyncio.StreamWriter(transport, protocol, reader, self._loop)
         try:
@@ -287,17 +312,19 @@ async def start_server(
     refusal: bytes = b"",
     ssl: SSLContext | None = None,
     ssl_handshake_timeout: float | None = None,
+    gate: Gate | None = None,
 ) -> GuardedServer:
     """Like `asyncio.start_server`, but no connection may eat into ``budget``'s reserve.
 
     ``refusal`` is sent (best effort) to a connection turned away for want
     of descriptors, before it is closed.  Binds every address ``host``
     resolves to, as asyncio does.  ``ssl`` wraps each kept connection in TLS
-    (the handshake runs after the budget said yes).  Call
-    `raise_nofile_limit` first.
+    (the handshake runs after the budget said yes, and after ``gate``, if
+    given, let it in: a peer still in its TLS handshake already counts
+    against whatever the gate limits).  Call `raise_nofile_limit` first.
     """
     server = GuardedServer(
-        client_connected_cb, budget or FdBudget(), limit, refusal, ssl, ssl_handshake_timeout
+        client_connected_cb, budget or FdBudget(), limit, refusal, ssl, ssl_handshake_timeout, gate
     )
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

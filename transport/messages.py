@@ -4,11 +4,19 @@ All messages are msgspec Structs in one tagged union (`Message`); the tag is
 the class name.  Requests carry an ``id`` that their reply echoes; events
 (``ProcEvent``, ``LogChunk``, ``Heartbeat``) are unsolicited.
 
-Handshake, in order (see ``transport.auth``)::
+All of it runs inside TLS 1.3 (see ``transport.tls``).  Enrollment, on a
+connection without a client certificate that offered the enroll ALPN::
 
-    worker -> master   Hello(version, name, nonce)
-    master -> worker   Challenge(version, nonce, proof)      or Refused
-    worker -> master   Auth(proof)
+    worker -> master   Enroll(version, name, nonce, csr)
+    master -> worker   Challenge(version, nonce, proof=b"")  or Refused
+    worker -> master   Auth(proof)            token HMAC over both nonces and the CSR
+    master -> worker   Enrolled(cert, ca, proof)             or Refused, then close
+
+where ``Enrolled.proof`` is the master's token HMAC over both nonces and the
+two certificates: the worker trusts the CA it is handed only with it.  The
+channel, on a connection whose client certificate names the node::
+
+    worker -> master   Hello(version, name, nonce)           name: the certificate's
     master -> worker   Welcome(heartbeat, now)               or Refused
     worker -> master   Register(facts, procs, apps)          full state
 
@@ -29,7 +37,7 @@ from typing import Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_FRAME = 16 * 1024 * 1024
 MAX_HANDSHAKE_FRAME = 4 * 1024  # what a peer may send before it has authenticated
 APP_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -186,6 +194,23 @@ class Welcome(Base):
     now: float = 0.0
     keep_ended: int = 500
     keep_ended_for: float = 7 * 86400.0
+
+
+class Enroll(Base):
+    """A worker without a certificate asks for one: ``csr`` (DER) for node ``name``."""
+
+    version: int
+    name: str
+    nonce: bytes
+    csr: bytes
+
+
+class Enrolled(Base):
+    """The node's certificate and the CA's (DER), with the master's token proof over both."""
+
+    cert: bytes
+    ca: bytes
+    proof: bytes
 
 
 class Refused(Base):
@@ -405,6 +430,20 @@ class Purge(Request):
 # Replies: worker -> master.
 
 
+class Renew(Request):
+    """Worker -> master: a new certificate for the key in ``csr`` (DER), same node name.
+
+    The one request a worker sends; the master answers `Renewed` or `Error`.
+    """
+
+    csr: bytes
+
+
+class Renewed(Base):
+    id: int
+    cert: bytes
+
+
 class Error(Base):
     id: int
     message: str
@@ -517,6 +556,8 @@ Message = (
     | Challenge
     | Auth
     | Welcome
+    | Enroll
+    | Enrolled
     | Refused
     | Register
     | Goodbye
@@ -539,6 +580,8 @@ Message = (
     | BundleCommit
     | Unpack
     | Purge
+    | Renew
+    | Renewed
     | Error
     | Launched
     | LaunchedBatch

@@ -32,6 +32,8 @@ NAMES = (
     "job",
     "cancel",
     "fetch",
+    "node",
+    "token",
 )
 
 _loaded: dict[str, Verb[Any]] = {}

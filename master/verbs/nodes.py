@@ -7,12 +7,13 @@ Wire::
                    "mem_used", "cpu_percent", "load1", "last_beat", "procs_running",
                    "procs_total", "ssh_host", "ssh_port", "boot_id", "root",
                    "cpu_history", "version", "worker_pid", "kernel",
-                   "mem_offer", "mem_held"}]}
+                   "mem_offer", "mem_held", "cert_expires"}]}
 
 ``state`` is alive, suspect, lost or left; ``last_beat`` is Unix time.
 ``mem_offer`` is the memory the node offers to jobs (``worker --mem``),
 ``mem_held`` what placed, unfinished replicas hold of it; neither is the
-memory in use, ``mem_used``.
+memory in use, ``mem_used``.  ``cert_expires``: when the node's newest
+certificate expires (Unix time), null if it has none on record (revoked).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ HEADERS = (
     "LOAD",
     "PROCS",
     "BEAT",
+    "CERT",
 )
 
 
@@ -59,7 +61,16 @@ def _row(n: dict[str, Any], now: float) -> tuple[object, ...]:
         f"{float(n.get('load1', 0.0)):.2f}",
         f"{n.get('procs_running', 0)}/{n.get('procs_total', 0)}",
         duration(now - float(n.get("last_beat", now))),
+        _cert(n.get("cert_expires"), now),
     )
+
+
+def _cert(expires: float | None, now: float) -> str:
+    """How long the node's certificate has left ("89d"), "expired", or "-" without one."""
+    if expires is None:
+        return "-"
+    left = float(expires) - now
+    return duration(left) if left > 0 else "expired"
 
 
 class Nodes(Verb[NodesQuery]):
@@ -68,7 +79,8 @@ class Nodes(Verb[NodesQuery]):
     description = (
         "States: alive, suspect (one beat missed), lost (two missed), left.\n"
         "MEM is memory in use of the total; JOBS MEM what jobs' replicas hold of\n"
-        "the memory the node offers to jobs (worker --mem)."
+        "the memory the node offers to jobs (worker --mem). CERT: how long the\n"
+        "node's certificate has left (it renews itself with a third to go)."
     )
     examples = "corral nodes\ncorral nodes --json | jq -r '.nodes[].name'"
     path = "/v1/nodes"
@@ -82,6 +94,7 @@ class Nodes(Verb[NodesQuery]):
         for view in plane.master.cluster.nodes():
             node = msgspec.to_builtins(view)
             node["mem_held"] = jobs.held(view.name)
+            node["cert_expires"] = plane.master.cert_expiry(view.name)
             nodes.append(node)
         return {"nodes": nodes}
 

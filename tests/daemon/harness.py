@@ -1,8 +1,9 @@
 """A fake master and a real worker process, for the daemon's tests.
 
-`FakeMaster` is an asyncio TCP server on 127.0.0.1 port 0 that runs the real
-handshake, records what the worker sends (Register, Heartbeat, ProcEvent,
-follow LogChunks, Goodbye) and lets a test send requests with `call`.
+`FakeMaster` is an asyncio TLS server on 127.0.0.1 port 0, with a real CA
+(`corral.master.ca`), that enrolls workers and runs the real handshake,
+records what the worker sends (Register, Heartbeat, ProcEvent, follow
+LogChunks, Goodbye) and lets a test send requests with `call`.
 `WorkerProcess` runs ``python -m corral.daemon`` as a real child process.
 """
 
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,7 +26,8 @@ import psutil
 
 from corral.daemon import procfs, records
 from corral.daemon.supervisor import Proc, Supervisor
-from corral.transport import auth, handshake
+from corral.master.ca import CA
+from corral.transport import auth, handshake, tls
 from corral.transport import messages as m
 from corral.transport.codec import FrameError
 from corral.transport.connection import Calls, Connection, ConnectionClosed
@@ -67,9 +70,15 @@ class FakeMaster:
         self.calls = Calls()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.ca = CA(Path(tempfile.mkdtemp(prefix="corral-fake-ca-")))
+        self.enrolled: list[str] = []
 
     async def start(self, port: int = 0) -> FakeMaster:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", port)
+        self.ca.open()
+        self.ca.write_server_cert(["127.0.0.1"])
+        self._server = await asyncio.start_server(
+            self._client, "127.0.0.1", port, ssl=self.ca.channel_context()
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -94,7 +103,14 @@ class FakeMaster:
         self._tasks.add(task)
         conn = Connection(reader, writer)
         try:
-            await handshake.accept(conn, self.token, self.heartbeat, self.admit)
+            peer = tls.peer_of(writer.get_extra_info("ssl_object"))
+            if peer is None:  # enrollment, as the real master does it
+                sign = lambda name, csr: (self.ca.sign_node(name, csr), self.ca.cert_der)  # noqa: E731
+                self.enrolled.append(
+                    await handshake.accept_enroll(conn, self.token, sign, self.admit)
+                )
+                return
+            await handshake.accept_channel(conn, peer.name, self.heartbeat, self.admit)
             self.conn = conn
             while True:
                 msg = await conn.recv()
@@ -127,8 +143,12 @@ class FakeMaster:
         else:
             self.others.append(msg)
 
-    async def connected(self, registers: int = 1, timeout: float = 5.0) -> m.Register:
-        """Wait for the ``registers``-th Register; return it."""
+    async def connected(self, registers: int = 1, timeout: float = 15.0) -> m.Register:
+        """Wait for the ``registers``-th Register; return it.
+
+        (A first start enrolls, with a child process making the key: on a
+        loaded machine that alone can take seconds.)
+        """
         await wait_for(lambda: len(self.registers) >= registers and self.conn, timeout, "register")
         return self.registers[registers - 1]
 

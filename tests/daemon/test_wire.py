@@ -20,9 +20,10 @@ async def test_wrong_token_is_refused_and_retried(master, spawn_worker, root: Pa
     worker = spawn_worker(master.port, token="not-the-token")
     await wait_for(lambda: len(master.refusals) >= 2, what="two refused attempts")
     assert master.registers == []
-    # The token is mutual: the worker is first to see the master's proof fail.
-    assert "master failed authentication: wrong cluster token" in master.refusals[0]
+    # Enrollment: the worker proves the token first, and the master refuses it.
+    assert "enrollment refused: wrong cluster token" in master.refusals[0]
     assert "handshake with" in worker.stderr() and "wrong cluster token" in worker.stderr()
+    assert not (root / "tls" / "node.crt").exists()
     assert not (root / "apps").exists()
 
 
@@ -48,7 +49,8 @@ async def test_master_without_token_gets_nothing_run(spawn_worker, root: Path):
     server = await asyncio.start_server(impostor, "127.0.0.1", 0)
     try:
         worker = spawn_worker(server.sockets[0].getsockname()[1])
-        await wait_for(lambda: "expected Challenge, got Launch" in worker.stderr(), what="refusal")
+        # It speaks plaintext: the worker's TLS handshake fails, nothing is read as a frame.
+        await wait_for(lambda: "cannot reach master" in worker.stderr(), what="refusal")
     finally:
         server.close()
         await server.wait_closed()

@@ -418,6 +418,12 @@ async def test_every_verb_has_help_a_route_and_works_from_the_command_line(
     assert notified(app, "n2: removed")
     assert not (workers.base / "n2" / "apps" / "sleepy").exists()
 
+    await line("token rotate")
+    assert notified(app, "new enrollment token in ")
+    await line("node revoke n2")
+    assert notified(app, "n2: disconnected; 1 certificate revoked")
+    await until(pilot, lambda: app.master.cluster.node_state("n2") == "lost")
+
     assert tried == set(verbs.NAMES), "a verb without a : case here"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bench.simworkers import SimWorker, facts
+from bench.simworkers import SimWorker, certs, facts
 from corral.master.control import Master, MasterConfig
 from corral.transport import handshake
 from corral.transport.auth import AuthError
@@ -48,6 +48,14 @@ def addr(m: Master) -> tuple[str, int]:
 
 async def raw(m: Master) -> Connection:
     reader, writer = await asyncio.open_connection(*addr(m))
+    return Connection(reader, writer)
+
+
+async def certified(m: Master, name: str) -> Connection:
+    """A TLS connection with a certificate for ``name`` (enrolled first), before any frame."""
+    host, port = addr(m)
+    ctx = await certs().context(host, port, m.token, name)
+    reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
     return Connection(reader, writer)
 
 
@@ -99,9 +107,9 @@ async def test_wrong_token_refused_and_others_served(master: Master) -> None:
 
 
 async def test_version_mismatch_names_both_versions(master: Master) -> None:
-    conn = await raw(master)
+    conn = await certified(master, "future")
     with pytest.raises(AuthError, match=f"master speaks {PROTOCOL_VERSION}, worker speaks 99"):
-        await handshake.connect(conn, master.token, "future", version=99)
+        await handshake.connect_channel(conn, "future", version=99)
     await conn.close()
 
 
@@ -117,14 +125,14 @@ async def test_version_mismatch_names_both_versions(master: Master) -> None:
     ids=["huge-length", "truncated", "garbage", "no-handshake", "wrong-types"],
 )
 async def test_bad_frames_close_only_that_connection(master: Master, payload: bytes) -> None:
+    # Inside TLS, from a peer with a certificate: a plaintext one never gets this far.
     ok = await good_worker(master, "steady")
-    conn = await raw(master)
+    conn = await certified(master, "sneaky")
     conn.writer.write(payload)
-    await conn.writer.drain()
-    conn.writer.write_eof()
+    await conn.writer.drain()  # (no half-close in TLS: a truncated frame waits out the handshake)
     with pytest.raises((ConnectionClosed, AuthError, Exception)):
         while True:
-            await asyncio.wait_for(conn.recv(), 5)
+            await asyncio.wait_for(conn.recv(), handshake.HANDSHAKE_TIMEOUT + 3)
     await conn.close()
     assert not master.cluster.has_node("sneaky")
     beats = ok.seq
@@ -134,11 +142,11 @@ async def test_bad_frames_close_only_that_connection(master: Master, payload: by
 
 
 async def test_hello_then_silence_times_out_cleanly(master: Master) -> None:
-    conn = await raw(master)
-    await conn.send(Hello(version=PROTOCOL_VERSION, name="mute", nonce=b"n" * 32))
-    challenge = await conn.recv()
-    assert type(challenge).__name__ == "Challenge"
-    await conn.close()  # vanish mid-handshake
+    conn = await certified(master, "mute")
+    await conn.send(Hello(version=PROTOCOL_VERSION, name="mute", nonce=b""))
+    welcome = await conn.recv()
+    assert type(welcome).__name__ == "Welcome"
+    await conn.close()  # vanish before registering
     ok = await good_worker(master, "after")
     assert master.cluster.node_state("after") == "alive"
     await ok.close()
@@ -184,7 +192,7 @@ async def test_suspect_lost_and_back(master: Master) -> None:
     back = await good_worker(master, "flaky")  # the worker reconnects, as a real one does
     assert master.cluster.node_state("flaky") == "alive"
     kinds = [e.kind for e in master.cluster.events if e.node == "flaky"]
-    assert kinds == ["node.joined", "node.suspect", "node.lost", "node.back"]
+    assert kinds == ["node.enrolled", "node.joined", "node.suspect", "node.lost", "node.back"]
     await w.close()
     await back.close()
 
@@ -218,7 +226,8 @@ async def test_a_lost_nodes_name_can_be_taken_over(master: Master) -> None:
 
 
 async def test_an_unauthenticated_peer_cannot_announce_a_big_frame(master: Master) -> None:
-    reader, writer = await asyncio.open_connection(*addr(master))
+    conn = await certified(master, "big")
+    reader, writer = conn.reader, conn.writer
     writer.write(struct.pack(">I", 16 * 1024 * 1024) + b"\x81" * 1024)  # a "16 MiB hello"
     await writer.drain()
     assert await asyncio.wait_for(reader.read(), 5) is not None  # closed without waiting
