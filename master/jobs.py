@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from corral.master.errors import VerbError
+from corral.master.etcd_store import EtcdTicketStore
 from corral.master.model import Change, ProcView
 from corral.master.scheduler import Demand, Scheduler
 from corral.master.text import human_bytes
@@ -70,6 +71,7 @@ LAUNCH_ATTEMPTS = 2  # a launch whose reply was lost is asked again (same key) o
 _NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
 Listener = Callable[[frozenset[int]], None]
+Store = TicketStore | EtcdTicketStore
 
 
 def check_output_glob(glob: str) -> str:
@@ -91,7 +93,7 @@ class Jobs:
         self.cluster = master.cluster
         self.sched = Scheduler()
         self.open: dict[int, Job] = {}  # jobs not ended, by id (oldest first)
-        self.store: TicketStore | None = None
+        self.store: Store | None = None
         self._targets: dict[str, tuple[Job, Replica]] = {}  # NODE:PID -> its replica
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -111,6 +113,35 @@ class Jobs:
         for name in self.cluster.node_names():
             self._node_moved(name)
         self._unsubscribe = self.cluster.subscribe(self._on_change)
+
+    def take_up(self, store: Store) -> None:
+        """A new term (masters on etcd): forget what this master knew, adopt ``store``'s jobs.
+
+        The queue comes back in submission order; replicas are found again
+        by their launch keys as their nodes register (or now, for nodes
+        still connected).  `StoreError` if the store cannot be read.
+        """
+        jobs = store.open_jobs()
+        for task in list(self._tasks):
+            task.cancel()
+        self.store = store
+        self.sched = Scheduler()
+        self.open.clear()
+        self._targets.clear()
+        self._interrupted.clear()
+        self._dirty = {}
+        for job in jobs:
+            self._adopt(job)
+        for name in self.cluster.node_names():
+            self._node_moved(name)
+        if self._unsubscribe is None:
+            self._unsubscribe = self.cluster.subscribe(self._on_change)
+        for name in self.cluster.node_names():
+            if self.cluster.node_state(name) in ("alive", "suspect"):
+                for job in self._reconcile(name):
+                    self._settle(job)
+        self._drain()
+        self._publish(self.open)
 
     async def close(self) -> None:
         if self._unsubscribe is not None:
@@ -156,18 +187,26 @@ class Jobs:
             except Exception:  # a view's bug must not stop the jobs
                 log.exception("jobs listener failed")
 
-    def _save(self, jobs: Iterable[Job]) -> None:
-        """Write ``jobs`` to the store (one transaction) and forget those that ended."""
+    def _save(self, jobs: Iterable[Job]) -> bool:
+        """Write ``jobs`` to the store (one transaction) and forget those that ended.
+
+        False if the store refused (etcd: this master's term is over).
+        """
         jobs = list(jobs)
         if not jobs:
-            return
+            return True
         if self.store is not None:
-            self.store.save(*jobs)
+            try:
+                self.store.save(*jobs)
+            except StoreError as e:
+                self.cluster.note("jobs.unsaved", "", str(e))
+                return False
         for job in jobs:
             if job.ended and self.open.pop(job.id, None) is not None:
                 for rep in job.replicas:
                     self._targets.pop(rep.target, None)
                     self._interrupted.discard(rep.key)
+        return True
 
     # --- queries ------------------------------------------------------------
     def get(self, job_id: int) -> Job:
@@ -297,6 +336,8 @@ class Jobs:
     # --- placement and launch ---------------------------------------------------
     def _drain(self) -> None:
         """Place what fits from the head of the queue, store it, then launch it."""
+        if not self.master.acting:  # a standby, or a leader whose lease is in doubt
+            return
         placed = self.sched.drain()
         if not placed:
             return
@@ -313,7 +354,8 @@ class Jobs:
             jobs.append(job)
         # Stored before anything is sent: a master that dies now finds the
         # keys, and asks the workers for them, instead of launching again.
-        self._save(jobs)
+        if not self._save(jobs):
+            return
         for job in jobs:
             where = ", ".join(sorted(set(r.node for r in job.replicas)))
             self.cluster.note("job.started", "", f"job {job.id} ({job.name}) placed on {where}")

@@ -31,6 +31,7 @@ NAMES = (
     "fetch",
     "node",
     "token",
+    "masters",
 )
 
 _loaded: dict[str, Verb[Any]] = {}

@@ -1,0 +1,66 @@
+"""Standby masters on etcd: election, redirect, forwarding, failover and fencing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.cluster import wait_until
+from bench.ha import HaCluster
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_two_masters_one_leads(ha: HaCluster) -> None:
+    view = ha.masters_view("m2")  # a standby answers too
+    assert view["m1"]["role"] == "leader" and view["m1"]["term"] > 0
+    assert view["m2"]["role"] == "standby" and view["m2"]["term"] == 0
+    ha.use("m1")
+    assert set(ha.nodes()) == {"n1", "n2"}  # workers listed m1 first and stayed
+    assert all(n["state"] == "alive" for n in ha.nodes().values())
+
+
+def test_worker_listing_the_standby_first_goes_to_the_leader(ha: HaCluster) -> None:
+    root = ha.worker_root("n3")
+    ha.listen = ",".join(reversed([m.listen for m in ha.masters.values()]))
+    ha.masters = dict(reversed(list(ha.masters.items())))  # m2 (standby) listed first
+    ha.use("m1")
+    ha.start_worker("n3")
+    assert ha.nodes()["n3"]["state"] == "alive"
+    assert (root / "term").read_text().strip() == str(ha.masters_view()["m1"]["term"])
+
+
+def test_client_at_the_standby_launches_through_the_leader(ha: HaCluster) -> None:
+    ha.use("m2")
+    key = ha.launch("n1", ["sleep", "30"])
+    ha.use("m1")
+    assert ha.wait_proc(key, lambda p: p["state"] in ("running", "sleeping"))
+    out = subprocess.run(
+        [sys.executable, "-m", "corral", "masters", "--api", ha.masters["m2"].api],
+        capture_output=True,
+        text=True,
+        env={"CORRAL_TOKEN": ha.token, "PATH": "/usr/bin:/bin"},
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:2] == ["MASTER", "ROLE"]
+    assert any(line.split()[:2] == ["m1", "leader"] for line in lines)
+    assert any(line.split()[:2] == ["m2", "standby"] for line in lines)
+
+
+def test_wrong_etcd_url_is_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = subprocess.run(
+        [sys.executable, "-m", "corral", "master", "--headless", "--state-dir", str(tmp_path)]
+        + ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--etcd", "http://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode != 0
+    assert out.stderr.strip().count("\n") == 0, out.stderr
+    assert "etcd" in out.stderr and "127.0.0.1:1" in out.stderr
+    assert not (tmp_path / "listen").exists()  # nothing bound
+    wait_until(lambda: True)
