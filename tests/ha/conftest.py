@@ -16,6 +16,7 @@ from bench.ha import Etcd, HaCluster, etcd_binary
 
 H = 0.5  # heartbeat
 LEASE = 2  # seconds: short, so failovers happen in test time
+MEM = "64M"  # what each worker offers to jobs: one replica of 64M fills a node
 
 
 @pytest.fixture
@@ -37,8 +38,8 @@ def ha(tmp_path: Path, etcd: Etcd) -> Iterator[HaCluster]:
     try:
         c.start_ha_master("m1")
         c.start_ha_master("m2")
-        c.start_worker("n1")
-        c.start_worker("n2")
+        c.start_worker("n1", extra_args=["--mem", MEM])
+        c.start_worker("n2", extra_args=["--mem", MEM])
         yield c
     finally:
         c.stop()

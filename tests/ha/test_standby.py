@@ -64,3 +64,64 @@ def test_wrong_etcd_url_is_one_line(tmp_path) -> None:  # type: ignore[no-untype
     assert "etcd" in out.stderr and "127.0.0.1:1" in out.stderr
     assert not (tmp_path / "listen").exists()  # nothing bound
     wait_until(lambda: True)
+
+
+MB = 1024 * 1024
+
+
+def _sleepers(ha: HaCluster) -> list[int]:
+    """PIDs of the `sleep` programs the workers run (every launch, whoever asked)."""
+    import psutil
+
+    roots = [str(ha.worker_root(n)) for n in ha.workers]
+    out = []
+    for p in psutil.process_iter(["name", "cwd"]):
+        cwd = p.info.get("cwd") or ""
+        if p.info.get("name") == "sleep" and any(cwd.startswith(r) for r in roots):
+            out.append(p.pid)
+    return sorted(out)
+
+
+def _jobs(ha: HaCluster) -> dict[int, dict[str, object]]:
+    return {j["id"]: j for j in ha.call("GET", "/v1/jobs")["jobs"]}
+
+
+def _submit(ha: HaCluster, replicas: int, name: str) -> int:
+    body = {"argv": ["sleep", "300"], "replicas": replicas, "mem": 64 * MB, "spread": True}
+    body["name"] = name
+    return int(ha.call("POST", "/v1/jobs", body)["id"])
+
+
+def test_kill_9_the_leader_jobs_go_on(ha: HaCluster) -> None:
+    running = _submit(ha, 2, "first")  # fills n1 and n2
+    queued = [_submit(ha, 1, "second"), _submit(ha, 1, "third")]
+    wait_until(lambda: _jobs(ha)[running]["state"] == "running", 20, "the first job to run")
+    wait_until(lambda: len(_sleepers(ha)) == 2, 20, "its two replicas")
+    before = _sleepers(ha)
+    term = ha.masters_view("m2")["m1"]["term"]
+
+    ha.kill_master("m1")
+    ha.use("m2")
+    wait_until(lambda: ha.leader() == "m2", 20, "m2 to lead")
+    view = ha.masters_view()
+    assert view["m2"]["term"] > term
+    wait_until(
+        lambda: all(n["state"] == "alive" for n in ha.nodes().values()) and len(ha.nodes()) == 2,
+        20,
+        "n1 and n2 at m2",
+    )
+    jobs = _jobs(ha)
+    assert jobs[running]["state"] == "running"
+    assert [jobs[j]["state"] for j in queued] == ["queued", "queued"]
+    assert [jobs[j]["position"] for j in queued] == [1, 2]  # the queue's order kept
+    assert _sleepers(ha) == before  # the replicas ran on; none launched twice
+    for n in ("n1", "n2"):
+        assert (ha.worker_root(n) / "term").read_text().strip() == str(view["m2"]["term"])
+
+    # The new leader launches: the first job's end makes room for both queued ones.
+    ha.call("DELETE", f"/v1/jobs/{running}")
+    wait_until(
+        lambda: [_jobs(ha)[j]["state"] for j in queued] == ["running", "running"],
+        20,
+        "the queued jobs to run",
+    )
