@@ -129,7 +129,11 @@ class ApiServer:
             return refused
         standby = self.master.election is not None and not self.master.acting
         if standby and request.path not in LOCAL:
-            return await self.forward(request)
+            reply = await self.forward(request)
+            if reply is not None:
+                return reply
+            if request.method != "GET":  # nobody to pass it to: refused, reads served here
+                return _error(self.master.standby_reason(), 503)
         route = self.routes.get((request.method, request.path))
         if route is None:
             route, known = self._match(request)
@@ -147,17 +151,18 @@ class ApiServer:
         except ValueError as e:
             return _error(f"bad request: {e}")
 
-    async def forward(self, request: Request) -> Response | Stream:
+    async def forward(self, request: Request) -> Response | None:
         """A standby passes a request to the leader's API and its answer back.
 
         The leader's API is on loopback in plain HTTP, or TLS with the
         cluster CA (the masters share it); the token is the cluster's.
+        None when no other master leads (etcd unreachable, or no leader yet).
         """
         why = self.master.standby_reason()
         e = self.master.election
         leader = e.leader if e is not None else None
-        if leader is None or leader.name == (e.me.name if e else ""):
-            return _error(why, 503)
+        if leader is None or e is None or leader.name == e.me.name or not e.reachable:
+            return None
         if self._client is None:
             import httpx
 

@@ -288,16 +288,19 @@ class Master:
         if seen == self._seen:
             return
         before, self._seen = self._seen, seen
-        was_acting, was_term, _, was_reachable = before or (False, 0, "", True)
+        was_acting, was_term, was_leader, was_reachable = before or (False, 0, "", True)
         if e.reachable != was_reachable:
             if e.reachable:
                 self.cluster.note("etcd.back", "", "etcd answers again")
             else:
-                self.cluster.note("etcd.down", "", f"etcd unreachable: {e.error}; not acting")
+                self.cluster.note("etcd.down", "", f"etcd unreachable: {e.error}")
         if e.acting and e.term != was_term:
             self._take_up(e.term)
         elif was_acting and not e.acting:
             self.cluster.note("master.standby", "", self.standby_reason())
+        if leader and leader != e.me.name and leader != was_leader and e.leader is not None:
+            term = e.leader.term
+            self.cluster.note("master.standby", "", f"{leader} leads (term {term}): standing by")
         if leader and leader != e.me.name and self.server is not None and self.server.links:
             self.server.send_away(f"{leader} leads now")
 

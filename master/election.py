@@ -182,9 +182,12 @@ class Election:
 
     async def _run(self) -> None:
         due = time.monotonic()
+        acting = self.acting
         while True:
             await asyncio.sleep(POLL)
-            acting = self.acting
+            if acting != self.acting:  # the renew deadline passed while we slept
+                acting = self.acting
+                self.changed()
             try:
                 if time.monotonic() >= due:
                     due = time.monotonic() + self.ttl / 3
@@ -196,6 +199,7 @@ class Election:
             except Exception:  # the campaign must outlive a bad answer
                 log.exception("election round failed")
             if acting != self.acting:
+                acting = self.acting
                 self.changed()
 
     def _reached(self) -> None:

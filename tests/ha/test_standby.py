@@ -125,3 +125,81 @@ def test_kill_9_the_leader_jobs_go_on(ha: HaCluster) -> None:
         20,
         "the queued jobs to run",
     )
+
+
+def _events(ha: HaCluster, via: str) -> list[str]:
+    saved = ha.api
+    ha.use(via)
+    try:
+        return [e["message"] for e in ha.call("GET", "/v1/events?limit=200")["events"]]
+    finally:
+        ha.api = saved
+
+
+def test_sigstop_leader_past_its_lease_launches_nothing(ha: HaCluster) -> None:
+    import signal
+
+    ha.use("m1")
+    key = ha.launch("n1", ["sleep", "300"])
+    ha.wait_proc(key, lambda p: p["state"] in ("running", "sleeping"))
+    ha.kill_master("m1", signal.SIGSTOP)
+    ha.use("m2")
+    wait_until(lambda: ha.leader() == "m2", 20, "m2 to lead")
+    wait_until(lambda: len(ha.nodes()) == 2, 20, "the workers at m2")
+    wait_until(lambda: all(n["state"] == "alive" for n in ha.nodes().values()), 20, "alive")
+    ha.kill_master("m1", signal.SIGCONT)
+    # Woken, m1 knows at once that it may not act: a standby, it forwards to m2.
+    # (its key in the masters' list went with its lease: back once it has a new one)
+    wait_until(
+        lambda: ha.masters_view("m1").get("m1", {}).get("role") == "standby", 20, "m1 a standby"
+    )
+    assert ha.masters_view("m1")["m2"]["role"] == "leader"
+    ha.use("m1")
+    second = ha.launch("n2", ["sleep", "300"])  # through m1, carried out by m2
+    ha.use("m2")
+    assert ha.wait_proc(second, lambda p: p["state"] in ("running", "sleeping"))
+    assert len(_sleepers(ha)) == 2  # the first and the forwarded one: nothing else
+    assert any("m2 leads" in line for line in _events(ha, "m1"))
+
+
+def test_worker_refuses_an_older_term(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A worker that has seen term 7 refuses a command without one, with a line in its log."""
+    from bench.cluster import LocalCluster
+
+    c = LocalCluster(tmp_path, heartbeat=0.5)
+    try:
+        c.start_master()
+        root = c.worker_root("n1")
+        root.mkdir(parents=True)
+        (root / "term").write_text("7\n")
+        c.start_worker("n1")
+        res = c.call("POST", "/v1/launch", {"argv": ["sleep", "30"], "nodes": ["n1"]})
+        assert res["procs"] == []
+        assert "term 0 is older than term 7" in res["errors"]["n1"]
+        log = (tmp_path / "n1.out").read_text()
+        assert "refused Launch" in log and "term 0 is older than term 7" in log
+    finally:
+        c.stop()
+
+
+def test_etcd_down_the_leader_stops_acting_and_resumes(ha: HaCluster) -> None:
+    ha.use("m1")
+    key = ha.launch("n1", ["sleep", "300"])
+    ha.etcd.stop()
+    gone = "not acting: etcd is unreachable"
+    wait_until(lambda: any(gone in e for e in _events(ha, "m1")), 20, "m1 to stop acting")
+    ha.use("m1")
+    with pytest.raises(OSError) as refused:  # urllib's HTTPError: 503 with the reason
+        ha.launch("n2", ["sleep", "300"])
+    assert "etcd" in refused.value.read().decode()  # type: ignore[attr-defined]
+    assert ha.proc(key) is None or len(_sleepers(ha)) == 1  # the program runs on
+    ha.etcd.start()
+    wait_until(lambda: ha.leader() is not None, 30, "a leader again")
+    lead = ha.leader()
+    assert lead is not None
+    ha.use(lead)
+    wait_until(lambda: len(ha.nodes()) == 2, 20, "workers at the leader")
+    wait_until(lambda: all(n["state"] == "alive" for n in ha.nodes().values()), 20, "alive")
+    again = ha.launch("n2", ["sleep", "300"])
+    assert ha.wait_proc(again, lambda p: p["state"] in ("running", "sleeping"))
+    assert len(_sleepers(ha)) == 2
