@@ -24,6 +24,7 @@ BENCHES = [
     "scheduler",
     "submit",
     "jobs_restart",
+    "failover",
 ]
 
 

@@ -51,6 +51,7 @@ class Etcd:
         if binary is None:
             raise RuntimeError("etcd is not installed (Debian: apt-get install etcd-server)")
         peer = f"http://127.0.0.1:{self.peer_port}"
+        self.base.mkdir(parents=True, exist_ok=True)
         cmd = [binary, "--name", "t", "--data-dir", str(self.base / "etcd-data")]
         cmd += ["--listen-client-urls", self.url, "--advertise-client-urls", self.url]
         cmd += ["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer]

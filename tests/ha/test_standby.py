@@ -53,8 +53,21 @@ def test_client_at_the_standby_launches_through_the_leader(ha: HaCluster) -> Non
 
 def test_wrong_etcd_url_is_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = subprocess.run(
-        [sys.executable, "-m", "corral", "master", "--headless", "--state-dir", str(tmp_path)]
-        + ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--etcd", "http://127.0.0.1:1"],
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "master",
+            "--headless",
+            "--state-dir",
+            str(tmp_path),
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--etcd",
+            "http://127.0.0.1:1",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
