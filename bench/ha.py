@@ -104,8 +104,8 @@ class HaCluster(LocalCluster):
     def start_ha_master(self, name: str) -> Master:
         state = self.base / f"master-{name}"
         state.mkdir(parents=True, exist_ok=True)
-        first = next(iter(self.masters.values()), None)
-        if first is not None:  # one cluster: one CA and one token for every master
+        first = next((m for m in self.masters.values() if m.name != name), None)
+        if first is not None and name not in self.masters:  # one CA and token for all
             if not (state / "tls").exists():
                 (state / "tls").symlink_to(first.state / "tls")
             shutil.copy(first.state / "token", state / "token")
@@ -126,7 +126,7 @@ class HaCluster(LocalCluster):
             raise RuntimeError(f"master {name} exited: {_read(self.base / f'master-{name}.out')}")
         m.listen, m.api = _read(state / "listen"), _read(state / "api")
         self.masters[name] = m
-        if first is None:
+        if len(self.masters) == 1:
             self.state, self.token = state, _read(state / "token")
             self.master, self.listen, self.api = proc, m.listen, m.api
         return m

@@ -253,6 +253,20 @@ class Master:
         ]
         return {"masters": rows, "this": e.me.name, "etcd": why}
 
+    def ha_summary(self) -> tuple[str, str, str]:
+        """For the dashboard's header: (role, term or leader, the other masters); "" alone."""
+        e = self.election
+        if e is None:
+            return "", "", ""
+        others = ", ".join(e.others)
+        if e.acting:
+            return "leader", f"term {e.term}", others
+        if not e.reachable:
+            return "etcd unreachable", "", others
+        if e.leader is not None and e.leader.name != e.me.name:
+            return "standby", f"{e.leader.name} leads (term {e.leader.term})", others
+        return "standby", "no leader", others
+
     @property
     def acting(self) -> bool:
         """This master may accept workers, schedule and command: the leader, or alone."""

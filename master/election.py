@@ -85,6 +85,7 @@ class Election:
         self.reachable = True
         self.error = ""  # why etcd could not be used, while it cannot
         self.renewed_at = -math.inf  # monotonic: when the last successful renewal was sent
+        self.others: list[str] = []  # the other masters' names, read at each renewal
         self._task: asyncio.Task[None] | None = None
 
     # --- what the master asks -----------------------------------------------------
@@ -113,7 +114,10 @@ class Election:
         await self.etcd.status()
         found = await self.etcd.get(MASTERS_PREFIX + self.me.name)
         if found and found[0].lease:
-            raise EtcdError(f"a master named {self.me.name!r} is already running on this etcd")
+            raise EtcdError(
+                f"a master named {self.me.name!r} is already on this etcd"
+                f" (if it died, its lease ends within {self.ttl} s)"
+            )
         await self._new_lease()
         await self._campaign()
         self._task = asyncio.create_task(self._run())
@@ -179,6 +183,7 @@ class Election:
             await self._new_lease()
             return
         self.renewed_at = sent
+        self.others = [m.name for m in await self.masters() if m.name != self.me.name]
 
     async def _run(self) -> None:
         due = time.monotonic()

@@ -286,7 +286,9 @@ class Dashboard(Screen[None]):
             view = cluster.proc(shown) if followed and shown is not None else None
             if view is not None:
                 log_pane.update_proc(view)
-            self.query_one(ClusterHeader).counts = dict(tally.counts)
+            header = self.query_one(ClusterHeader)
+            header.counts = dict(tally.counts)
+            header.ha = self.master.ha_summary()
 
     @on(ProcsTable.Selected)
     def _selected(self, event: ProcsTable.Selected) -> None:
