@@ -113,8 +113,10 @@ class HaCluster(LocalCluster):
         for stale in ("api", "listen"):
             with contextlib.suppress(FileNotFoundError):
                 (state / stale).unlink()
+        # Restarted, a master takes its old port again: the workers list it.
+        listen = self.masters[name].listen if name in self.masters else "127.0.0.1:0"
         cmd = [*self.corral, "master", "--headless", "--name", name]
-        cmd += ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
+        cmd += ["--listen", listen, "--api", "127.0.0.1:0"]
         cmd += ["--state-dir", str(state), "--heartbeat", str(self.heartbeat)]
         cmd += ["--etcd", self.etcd.url, "--lease", str(self.lease)]
         log = open(self.base / f"master-{name}.out", "ab")  # noqa: SIM115

@@ -215,6 +215,7 @@ class Worker:
         self._heartbeat = DEFAULT_HEARTBEAT  # the last one a master announced
         self._attempt = 0
         self._last_failure = ""
+        self._logged: set[str] = set()  # failures said since the last connect (several masters)
 
     def log(self, text: str) -> None:
         """One line per event on stderr."""
@@ -298,8 +299,9 @@ class Worker:
         if leader == self._target:
             return False
         text = f"{self._target[0]}:{self._target[1]} is a standby; the leader is {e.leader}"
-        if text != self._last_failure:
+        if text not in self._logged:
             self.log(text)
+            self._logged.add(text)
         self._last_failure = text
         self._target = leader
         return True
@@ -320,9 +322,12 @@ class Worker:
             text = f"cannot reach master {addr}: {getattr(e, 'strerror', None) or e or 'timeout'}"
         else:
             text = f"session with {addr} ended by an unexpected error: {e!r}"
-        # A master that stays down would fill the log with the same line.
-        if text != self._last_failure:
+        # A master that stays down would fill the log with the same line (with
+        # several masters listed, the same few lines in turn).
+        if text != self._last_failure and text not in self._logged:
             self.log(text)
+            if len(self.masters) > 1:
+                self._logged.add(text)
         self._last_failure = text
 
     async def _dial(self, ctx: ssl.SSLContext) -> Connection:
@@ -368,6 +373,7 @@ class Worker:
             term = f", term {welcome.term}" if welcome.term else ""
             self.log(f"connected to {host}:{port} (heartbeat {heartbeat:g}s{term})")
             self._attempt, self._last_failure = 0, ""
+            self._logged.clear()
             self.sup.set_history(welcome.keep_ended, welcome.keep_ended_for)
             self._conn = conn
             await Session(self.node, conn, heartbeat, now).run()

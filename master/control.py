@@ -145,6 +145,7 @@ class Master:
         self.jobs = Jobs(self)
         self.election: Election | None = None
         self._store_etcd: SyncEtcd | None = None
+        self._store_aio: Etcd | None = None
         self.api_address = ""
         self._seen: tuple[object, ...] = ()  # the election's state last reported
 
@@ -213,6 +214,7 @@ class Master:
         me = MasterInfo(name, self.listen_address, self.api_address)
         election = Election(Etcd(self.config.etcd), me, self.config.lease, self._election_moved)
         self._store_etcd = SyncEtcd(self.config.etcd)
+        self._store_aio = Etcd(self.config.etcd)
         self.election = election
         try:
             await election.start()
@@ -327,7 +329,7 @@ class Master:
                 with contextlib.suppress(OSError, ValueError):
                     self.ca.open()  # nodes enrolled with another master (shared CA)
         try:
-            self.jobs.take_up(EtcdTicketStore(self._store_etcd, term))
+            self.jobs.take_up(EtcdTicketStore(self._store_etcd, term, self._store_aio))
         except StoreError as e:
             self.cluster.note("master.error", "", f"jobs not taken up: {e}")
         name = self.election.me.name
@@ -347,6 +349,8 @@ class Master:
         await self.jobs.close()
         if self._store_etcd is not None:
             self._store_etcd.close()
+        if self._store_aio is not None:
+            await self._store_aio.close()
         if self.tails is not None:
             await self.tails.close()
             self.tails = None

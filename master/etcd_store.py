@@ -15,9 +15,12 @@ left it.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import msgspec
 
-from corral.master.etcd import EtcdError, SyncEtcd, delete_op, put_op, term_compare
+from corral.master.etcd import Etcd, EtcdError, SyncEtcd, delete_op, put_op, term_compare
 from corral.master.tickets import Job, StoreError
 
 JOBS = "/corral/jobs/"
@@ -36,9 +39,12 @@ def _id(job_id: int) -> str:
 class EtcdTicketStore:
     """Tickets in etcd, written only while ``term`` is the election key's revision."""
 
-    def __init__(self, etcd: SyncEtcd, term: int) -> None:
+    def __init__(self, etcd: SyncEtcd, term: int, aio: Etcd | None = None) -> None:
         self.etcd = etcd
+        self.aio = aio  # submits: written together, one transaction for all that wait
         self.term = term
+        self._waiting: list[tuple[Job, asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
         try:
             found = etcd.get(NEXT)
         except EtcdError as e:
@@ -70,6 +76,46 @@ class EtcdTicketStore:
         )
         self._next = job.id + 1
         return job.id
+
+    async def add_async(self, job: Job) -> int:
+        """`add`, without holding up the loop; submits that arrive meanwhile share one write.
+
+        Ids follow the order of the calls, so the queue's order is the
+        submission order.  StoreError as `add`.
+        """
+        if self.aio is None:
+            return self.add(job)
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((job, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting())
+        return await done
+
+    async def _write_waiting(self) -> None:
+        assert self.aio is not None
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            first = self._next
+            for i, (job, _) in enumerate(batch):
+                job.id = first + i
+            ops: list[dict[str, Any]] = [put_op(NEXT, str(first + len(batch)).encode())]
+            ops += [put_op(OPEN + _id(job.id), _encode.encode(job)) for job, _ in batch]
+            try:
+                reply = await self.aio.call(
+                    "kv/txn", {"compare": [term_compare(self.term)], "success": ops}
+                )
+                why = "" if reply.get("succeeded") else f"term {self.term} is over"
+            except EtcdError as e:
+                why = f"cannot write the jobs to etcd: {e}"
+            if not why:
+                self._next = first + len(batch)
+            for job, done in batch:
+                if done.done():
+                    continue
+                if why:
+                    done.set_exception(StoreError(f"not written: {why}"))
+                else:
+                    done.set_result(job.id)
 
     def save(self, *jobs: Job) -> None:
         """Write ``jobs`` whole, in one transaction; an ended one moves to ``ended/``."""

@@ -321,9 +321,11 @@ class Jobs:
             replicas=[Replica(index=i) for i in range(count)],
         )
         try:
-            self.store.add(job)
+            await self.store.add_async(job)
         except StoreError as e:
             raise VerbError(str(e)) from None
+        if self.store is None:  # closed while it was written
+            raise VerbError("the master is not running")
         self.open[job.id] = job
         self.sched.enqueue(self._demand(job))
         self.cluster.note(
