@@ -183,6 +183,8 @@ class ApiServer:
                 headers=headers,
             )
         except Exception as err:  # the leader went away meanwhile: one line, no trace
+            if request.method == "GET":
+                return None  # a read: answered here, from what this master knows
             return _error(f"{why}; forwarding to it failed: {err or type(err).__name__}", 503)
         kind = reply.headers.get("content-type", "application/json")
         return Response(reply.status_code, reply.content, kind)

@@ -131,6 +131,13 @@ def test_kill_9_the_leader_jobs_go_on(ha: HaCluster) -> None:
     for n in ("n1", "n2"):
         assert (ha.worker_root(n) / "term").read_text().strip() == str(view["m2"]["term"])
 
+    # The old leader, started again, joins as a standby.
+    ha.start_ha_master("m1")
+    wait_until(
+        lambda: ha.masters_view("m1").get("m1", {}).get("role") == "standby", 20, "m1 back"
+    )
+    assert ha.masters_view("m1")["m2"]["role"] == "leader"
+
     # The new leader launches: the first job's end makes room for both queued ones.
     ha.call("DELETE", f"/v1/jobs/{running}")
     wait_until(
@@ -186,6 +193,8 @@ def test_worker_refuses_an_older_term(tmp_path) -> None:  # type: ignore[no-unty
         root.mkdir(parents=True)
         (root / "term").write_text("7\n")
         c.start_worker("n1")
+        alone = c.call("GET", "/v1/masters")["masters"]  # without --etcd: the one master
+        assert [(m["role"], m["term"]) for m in alone] == [("leader", 0)]
         res = c.call("POST", "/v1/launch", {"argv": ["sleep", "30"], "nodes": ["n1"]})
         assert res["procs"] == []
         assert "term 0 is older than term 7" in res["errors"]["n1"]
