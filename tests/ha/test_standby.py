@@ -133,9 +133,7 @@ def test_kill_9_the_leader_jobs_go_on(ha: HaCluster) -> None:
 
     # The old leader, started again, joins as a standby.
     ha.start_ha_master("m1")
-    wait_until(
-        lambda: ha.masters_view("m1").get("m1", {}).get("role") == "standby", 20, "m1 back"
-    )
+    wait_until(lambda: ha.masters_view("m1").get("m1", {}).get("role") == "standby", 20, "m1 back")
     assert ha.masters_view("m1")["m2"]["role"] == "leader"
 
     # The new leader launches: the first job's end makes room for both queued ones.
