@@ -300,11 +300,11 @@ class Master:
         if e is None:
             return
         leader = e.leader.name if e.leader else ""
-        seen = (e.acting, e.term, leader, e.reachable)
+        seen = (e.acting, e.term, leader, e.reachable, e.expired)
         if seen == self._seen:
             return
         before, self._seen = self._seen, seen
-        was_acting, was_term, was_leader, was_reachable = before or (False, 0, "", True)
+        was_acting, was_term, was_leader, was_reachable, _ = before or (False, 0, "", True, False)
         if e.reachable != was_reachable:
             if e.reachable:
                 self.cluster.note("etcd.back", "", "etcd answers again")
@@ -319,6 +319,10 @@ class Master:
             self.cluster.note("master.standby", "", f"{leader} leads (term {term}): standing by")
         if leader and leader != e.me.name and self.server is not None and self.server.links:
             self.server.send_away(f"{leader} leads now")
+        elif not e.acting and e.expired and self.server is not None and self.server.links:
+            # Cut off from etcd past our lease: another master may lead; let the
+            # workers look for it (they come back here if we lead again).
+            self.server.send_away("this master's lease has ended")
 
     def _take_up(self, term: int) -> None:
         """This master won ``term``: fence with it, and take up the jobs where they are."""

@@ -101,6 +101,11 @@ class Election:
         return self.leading and time.monotonic() < deadline
 
     @property
+    def expired(self) -> bool:
+        """Our lease has surely ended (no renewal for a whole TTL): another master may lead."""
+        return time.monotonic() > self.renewed_at + self.ttl
+
+    @property
     def role(self) -> str:
         if self.acting:
             return "leader"
@@ -187,11 +192,11 @@ class Election:
 
     async def _run(self) -> None:
         due = time.monotonic()
-        acting = self.acting
+        acting, expired = self.acting, self.expired
         while True:
             await asyncio.sleep(POLL)
-            if acting != self.acting:  # the renew deadline passed while we slept
-                acting = self.acting
+            if (acting, expired) != (self.acting, self.expired):  # a deadline passed meanwhile
+                acting, expired = self.acting, self.expired
                 self.changed()
             try:
                 if time.monotonic() >= due:
@@ -203,8 +208,8 @@ class Election:
                 self._lost(str(e))
             except Exception:  # the campaign must outlive a bad answer
                 log.exception("election round failed")
-            if acting != self.acting:
-                acting = self.acting
+            if (acting, expired) != (self.acting, self.expired):
+                acting, expired = self.acting, self.expired
                 self.changed()
 
     def _reached(self) -> None:
