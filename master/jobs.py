@@ -195,6 +195,10 @@ class Jobs:
         jobs = list(jobs)
         if not jobs:
             return True
+        if not self.master.acting:
+            # Not leading (etcd): the write would be refused, or hang on an etcd that is
+            # down. A new term reads the tickets back and the workers tell the rest.
+            return False
         if self.store is not None:
             try:
                 self.store.save(*jobs)
