@@ -18,7 +18,6 @@ of a millisecond, like SQLite's fsyncs).
 from __future__ import annotations
 
 import base64
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +132,6 @@ class _Urls:
 
     def __init__(self, urls: Sequence[str]) -> None:
         self.urls = list(urls)
-        self._next = itertools.count()
         self.good = 0
 
     def order(self) -> list[str]:
