@@ -33,3 +33,16 @@ def test_worker_takes_several_masters() -> None:
         parse_masters("a:1,")
     with pytest.raises(ConfigError):
         parse_masters("a:1,b")
+
+
+def test_a_negative_term_is_a_bad_frame() -> None:
+    import msgspec
+
+    from corral.transport.codec import FrameError, decode_body
+    from corral.transport.messages import Launch
+
+    good = msgspec.msgpack.encode(Launch(id=1, app="a", argv=["x"], term=5))
+    assert decode_body(good) == Launch(id=1, app="a", argv=["x"], term=5)
+    bad = msgspec.msgpack.encode({"type": "Launch", "id": 1, "app": "a", "argv": ["x"], "term": -1})
+    with pytest.raises(FrameError):
+        decode_body(bad)
