@@ -33,7 +33,7 @@ command the master has reported as failed is never carried out afterwards.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 
@@ -41,9 +41,6 @@ PROTOCOL_VERSION = 3
 MAX_FRAME = 16 * 1024 * 1024
 MAX_HANDSHAKE_FRAME = 4 * 1024  # what a peer may send before it has authenticated
 APP_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-Term = Annotated[
-    int, msgspec.Meta(ge=0, le=2**63 - 1)
-]  # an etcd revision; a bad one is a bad frame
 JOBS_DIR = "jobs"  # ROOT/apps/APP/jobs/ID/INDEX: a job's replica's working directory
 
 # Process states (DESIGN.md "Process states and reasons").
@@ -197,7 +194,7 @@ class Welcome(Base):
     now: float = 0.0
     keep_ended: int = 500
     keep_ended_for: float = 7 * 86400.0
-    term: Term = 0  # the leader's term with ``--etcd`` (the election key's revision); 0: none
+    term: int = 0  # the leader's term with ``--etcd`` (the election key's revision); 0: none
 
 
 class Enroll(Base):
@@ -278,7 +275,7 @@ class Request(Base, kw_only=True):
 
     id: int
     deadline: float = 0.0
-    term: Term = 0
+    term: int = 0
 
 
 class Launch(Request):

@@ -35,14 +35,7 @@ def test_worker_takes_several_masters() -> None:
         parse_masters("a:1,b")
 
 
-def test_a_negative_term_is_a_bad_frame() -> None:
-    import msgspec
-
-    from corral.transport.codec import FrameError, decode_body
-    from corral.transport.messages import Launch
-
-    good = msgspec.msgpack.encode(Launch(id=1, app="a", argv=["x"], term=5))
-    assert decode_body(good) == Launch(id=1, app="a", argv=["x"], term=5)
-    bad = msgspec.msgpack.encode({"type": "Launch", "id": 1, "app": "a", "argv": ["x"], "term": -1})
-    with pytest.raises(FrameError):
-        decode_body(bad)
+def test_a_negative_term_is_refused_once_a_term_was_seen(tmp_path: Path) -> None:
+    fence = Fence(tmp_path)
+    fence.see(3)
+    assert "term -1 is older than term 3" in fence.refusal(-1)
