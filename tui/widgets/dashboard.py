@@ -596,7 +596,7 @@ class Dashboard(Screen[None]):
             return f"launched {', '.join(keys)}"
         if name == "deploy":
             return summary(reply)
-        if name in ("nodes", "ps", "usage") or cmd.args.json:
+        if name in ("nodes", "ps", "usage", "masters") or cmd.args.json:
             text = json.dumps(reply, indent=2) if cmd.args.json else "\n".join(out.out)
             self.app.push_screen(CommandOutput(f"corral {name}", text))
             return ""
