@@ -26,6 +26,7 @@ BENCHES = [
     "submit",
     "jobs_restart",
     "bundle",
+    "failover",
 ]
 
 

@@ -101,6 +101,22 @@ def _master_verb(sub: Subparsers[Parser]) -> None:
         default=1.0,
         help="heartbeat period announced to workers (default 1)",
     )
+    ha = p.add_argument_group("standby masters (several masters on etcd, one leads)")
+    ha.add_argument(
+        "--etcd",
+        metavar="URL[,URL...]",
+        help="etcd's client URLs: campaign for the lead, keep jobs in etcd",
+    )
+    ha.add_argument(
+        "--name", metavar="NAME", help="this master's name among them (default: host-pid)"
+    )
+    ha.add_argument(
+        "--lease",
+        metavar="SECONDS",
+        type=_positive,
+        default=5.0,
+        help="the leader's lease TTL; renewed every third of it (default 5)",
+    )
 
 
 def _config_flag(p: Parser) -> None:

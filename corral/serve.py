@@ -122,14 +122,27 @@ def reach_line(state: Path, pointer: bool = False) -> str:
 
 def master_config(args: argparse.Namespace) -> MasterConfig:
     from corral.master.control import MasterConfig
+    from corral.master.etcd import parse_urls
 
     check_address("--listen", args.listen, 7070)
     check_address("--api", args.api, 7071)
+    etcd: list[str] = []
+    if getattr(args, "etcd", None) is not None:
+        try:
+            etcd = parse_urls(args.etcd)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    name = getattr(args, "name", None) or ""
+    if name and (len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name)):
+        raise UsageError(f"--name: bad master name {name!r}: use 1-64 of A-Z a-z 0-9 . _ -")
     return MasterConfig(
         listen=args.listen,
         api=args.api,
         state_dir=state_dir(args.state_dir),
         heartbeat=args.heartbeat,
+        etcd=etcd,
+        name=name,
+        lease=getattr(args, "lease", 5.0),
     )
 
 

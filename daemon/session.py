@@ -26,6 +26,7 @@ import psutil
 
 from corral.daemon import keygen
 from corral.daemon.commands import Handlers
+from corral.daemon.fence import Fence
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
 from corral.transport import messages as m
@@ -58,6 +59,7 @@ class Node:
     certs: tls.NodeFiles | None = None
     clock: Callable[[], float] = time.time
     renew_not_before: float = 0.0  # monotonic
+    fence: Fence | None = None  # the highest leader term seen (masters on etcd)
 
     def facts(self, ssh_host: str) -> m.NodeFacts:
         return m.NodeFacts(
@@ -166,6 +168,8 @@ class Session:
         if not hasattr(msg, "id"):
             self.node.log(f"ignoring unexpected {type(msg).__name__} from master")
             return
+        if isinstance(msg, m.Request) and self._fenced(msg):
+            return
         late = self._lateness(msg.deadline) if isinstance(msg, m.Request) else 0.0
         if late > 0:
             what = f"{type(msg).__name__} {getattr(msg, 'id', '?')}"
@@ -176,6 +180,17 @@ class Session:
         task = asyncio.create_task(self.handlers.handle(msg))
         self._requests.add(task)
         task.add_done_callback(self._request_done)
+
+    def _fenced(self, msg: m.Request) -> bool:
+        """A request of an older term than one seen: refused, with one line in the log."""
+        fence = self.node.fence
+        why = fence.refusal(msg.term) if fence is not None else ""
+        if not why:
+            return False
+        self.node.log(f"refused {type(msg).__name__} {msg.id}: {why}")
+        with contextlib.suppress(ConnectionClosed):
+            self.conn.send_nowait(m.Error(id=msg.id, message=f"refused by the worker: {why}"))
+        return True
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self._requests.discard(task)

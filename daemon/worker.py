@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.daemon import keygen, procfs
+from corral.daemon.fence import Fence
 from corral.daemon.session import Node, Session
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
@@ -66,11 +67,19 @@ class Config:
     ssh_port: int
     mem_offer: int = 0  # bytes offered to jobs (--mem; default MemTotal less 10%)
     bundle_limits: Limits = field(default_factory=Limits)  # --bundle-max-files, --bundle-max-bytes
+    # Every master it may talk to (--master A,B,...), the first one first; a
+    # standby among them sends the worker to the leader.
+    masters: tuple[tuple[str, int], ...] = ()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the worker's options to ``parser`` (shared with ``corral worker``)."""
-    parser.add_argument("--master", required=True, metavar="HOST:PORT", help="master address")
+    parser.add_argument(
+        "--master",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="master address; several masters on etcd: each one, the leader is found",
+    )
     parser.add_argument("--name", default=None, help="node name (default: the hostname)")
     parser.add_argument("--root", default=DEFAULT_ROOT, metavar="DIR", help="worker directory")
     parser.add_argument("--token-file", metavar="F", help="cluster token (else $CORRAL_TOKEN)")
@@ -104,9 +113,18 @@ def parse_address(text: str) -> tuple[str, int]:
         raise ConfigError(str(e)) from None
 
 
+def parse_masters(text: str) -> tuple[tuple[str, int], ...]:
+    """``HOST:PORT[,HOST:PORT...]`` -> the addresses, in order; ConfigError if one is malformed."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise ConfigError(f"--master: empty address in {text!r}")
+    return tuple(dict.fromkeys(parse_address(p) for p in parts))
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """Validate ``args``; ConfigError says what is wrong."""
-    host, port = parse_address(args.master)
+    masters = parse_masters(args.master)
+    host, port = masters[0]
     name = args.name or socket.gethostname()
     try:
         token = auth.load_token(args.token_file)
@@ -129,7 +147,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ConfigError(f"cannot use --root {args.root}: {e.strerror}") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot use --root {args.root}: not writable")
-    return Config(host, port, name, root, token, args.ssh_host, args.ssh_port, mem_offer, limits)
+    return Config(
+        host, port, name, root, token, args.ssh_host, args.ssh_port, mem_offer, limits, masters
+    )
 
 
 def bundle_limits(files: int, size: str) -> Limits:
@@ -219,10 +239,14 @@ class Worker:
         self.certs = tls.NodeFiles(config.root / "tls")
         self.node.certs = self.certs
         self.node.clock = renewal_clock()
+        self.node.fence = Fence(config.root)
+        self.masters = list(config.masters or ((config.host, config.port),))
+        self._target = self.masters[0]  # the master dialled next
         self._conn: Connection | None = None
         self._heartbeat = DEFAULT_HEARTBEAT  # the last one a master announced
         self._attempt = 0
         self._last_failure = ""
+        self._logged: set[str] = set()  # failures said since the last connect (several masters)
 
     def log(self, text: str) -> None:
         """One line per event on stderr."""
@@ -259,6 +283,12 @@ class Worker:
         while True:
             try:
                 await self._connect_once()
+            except auth.Redirect as e:
+                if self._redirected(e):
+                    await asyncio.sleep(random.uniform(0.02, 0.05))  # straight to the leader
+                    continue
+                self._failed(e)
+                self._next_master()
             except (
                 OSError,
                 ConnectionClosed,
@@ -270,11 +300,45 @@ class Worker:
                 self._failed(e)
             except Exception as e:  # whatever the master sends, the worker stays up
                 self._failed(e)
+            else:
+                self._failed(ConnectionClosed("the session ended"))
+            if self._session_failed():
+                self._next_master()
             await asyncio.sleep(backoff(self._attempt, self._heartbeat))
             self._attempt += 1
 
+    def _session_failed(self) -> bool:
+        """Whether to try another master now: one was listed, and this one did not serve us."""
+        return len(self.masters) > 1
+
+    def _next_master(self) -> None:
+        """The next listed master after the one just tried (a leader's address may be unlisted)."""
+        if self._target in self.masters:
+            i = (self.masters.index(self._target) + 1) % len(self.masters)
+        else:
+            i = 0
+        self._target = self.masters[i]
+
+    def _redirected(self, e: auth.Redirect) -> bool:
+        """A standby named the leader: go there next; False if it named none usable."""
+        try:
+            leader = split_hostport(
+                e.leader, None, what="leader", port_zero=False, default_host=None
+            )
+        except ValueError:
+            return False
+        if leader == self._target:
+            return False
+        text = f"{self._target[0]}:{self._target[1]} is a standby; the leader is {e.leader}"
+        if text not in self._logged:
+            self.log(text)
+            self._logged.add(text)
+        self._last_failure = text
+        self._target = leader
+        return True
+
     def _failed(self, e: Exception) -> None:
-        addr = f"{self.config.host}:{self.config.port}"
+        addr = f"{self._target[0]}:{self._target[1]}"
         if isinstance(e, tls.TlsError):
             text = str(e)
         elif isinstance(e, auth.AuthError):
@@ -289,17 +353,20 @@ class Worker:
             text = f"cannot reach master {addr}: {getattr(e, 'strerror', None) or e or 'timeout'}"
         else:
             text = f"session with {addr} ended by an unexpected error: {e!r}"
-        # A master that stays down would fill the log with the same line.
-        if text != self._last_failure:
+        # A master that stays down would fill the log with the same line (with
+        # several masters listed, the same few lines in turn).
+        if text != self._last_failure and text not in self._logged:
             self.log(text)
+            if len(self.masters) > 1:
+                self._logged.add(text)
         self._last_failure = text
 
     async def _dial(self, ctx: ssl.SSLContext) -> Connection:
-        cfg = self.config
+        host, port = self._target
         timeout = dial_timeout(self._heartbeat)
         reader, writer = await asyncio.wait_for(
             streams.open_connection(
-                cfg.host, cfg.port, ssl=ctx, server_hostname=cfg.host, ssl_handshake_timeout=timeout
+                host, port, ssl=ctx, server_hostname=host, ssl_handshake_timeout=timeout
             ),
             timeout,
         )
@@ -323,7 +390,8 @@ class Worker:
             self.certs.store(done.cert, done.ca)
         except ValueError as e:
             raise tls.TlsError(f"the master sent an unusable certificate: {e}") from None
-        self.log(f"enrolled with {cfg.host}:{cfg.port}: certificate in {self.certs.dir}")
+        host, port = self._target
+        self.log(f"enrolled with {host}:{port}: certificate in {self.certs.dir}")
 
     async def _connect_once(self) -> None:
         cfg = self.config
@@ -332,16 +400,33 @@ class Worker:
         conn = await self._dial(self.certs.context())
         try:
             welcome = await handshake.connect_channel(conn, cfg.name)
+            host, port = self._target
+            self._check_term(welcome.term)
             heartbeat = self._heartbeat = _clamp_heartbeat(welcome.heartbeat)
             now = welcome.now if math.isfinite(welcome.now) and welcome.now > 0 else 0.0
-            self.log(f"connected to {cfg.host}:{cfg.port} (heartbeat {heartbeat:g}s)")
+            term = f", term {welcome.term}" if welcome.term else ""
+            self.log(f"connected to {host}:{port} (heartbeat {heartbeat:g}s{term})")
             self._attempt, self._last_failure = 0, ""
+            self._logged.clear()
             self.sup.set_history(welcome.keep_ended, welcome.keep_ended_for)
             self._conn = conn
             await Session(self.node, conn, heartbeat, now).run()
         finally:
             self._conn = None
             await conn.close()
+
+    def _check_term(self, term: int) -> None:
+        """A master announcing an older term than one seen is a deposed leader: not followed."""
+        fence = self.node.fence
+        if fence is None or not term:
+            return
+        why = fence.refusal(term)
+        if why:
+            raise auth.AuthError(f"not following it: {why}")
+        try:
+            fence.see(term)
+        except OSError as e:
+            raise auth.AuthError(f"cannot record term {term} in {self.config.root}: {e}") from None
 
 
 def renewal_clock() -> Callable[[], float]:

@@ -61,6 +61,8 @@ log = logging.getLogger("corral.master")
 _json = msgspec.json.Encoder()
 
 MAX_EVENTS = 10_000  # /v1/events?limit= is capped here
+FORWARD_TIMEOUT = 120.0  # a standby waits this long for the leader's answer (deploys are long)
+LOCAL = ("/v1/masters", "/v1/events")  # what a standby answers itself; the rest goes to the leader
 
 
 class EventsQuery(Shape):
@@ -91,6 +93,7 @@ class ApiServer:
         self.routes["GET", "/v1/events"] = self.events
         self._paths = {path for _, path in self.routes}
         self.http = HttpServer(self.handle, gate=self.refusal)
+        self._client: Any = None  # httpx.AsyncClient for a standby's forwarding, made once needed
 
     async def start(self, host: str, port: int) -> str:
         ctx = None
@@ -108,6 +111,8 @@ class ApiServer:
 
     async def stop(self) -> None:
         await self.http.stop()
+        if self._client is not None:
+            await self._client.aclose()
 
     def refusal(self, request: Request) -> Response | None:
         """401 unless the headers carry the token; None lets the request in."""
@@ -122,6 +127,13 @@ class ApiServer:
         refused = self.refusal(request)
         if refused is not None:
             return refused
+        standby = self.master.election is not None and not self.master.acting
+        if standby and request.path not in LOCAL:
+            reply = await self.forward(request)
+            if reply is not None:
+                return reply
+            if request.method != "GET":  # nobody to pass it to: refused, reads served here
+                return _error(self.master.standby_reason(), 503)
         route = self.routes.get((request.method, request.path))
         if route is None:
             route, known = self._match(request)
@@ -138,6 +150,44 @@ class ApiServer:
             return _error(str(e), 404 if missing else 400)
         except ValueError as e:
             return _error(f"bad request: {e}")
+
+    async def forward(self, request: Request) -> Response | None:
+        """A standby passes a request to the leader's API and its answer back.
+
+        The leader's API is on loopback in plain HTTP, or TLS with the
+        cluster CA (the masters share it); the token is the cluster's.
+        None when no other master leads (etcd unreachable, or no leader yet).
+        """
+        why = self.master.standby_reason()
+        e = self.master.election
+        leader = e.leader if e is not None else None
+        if leader is None or e is None or leader.name == e.me.name or not e.reachable:
+            return None
+        if self._client is None:
+            import httpx
+
+            ca = self.master.ca.cert_path if self.master.ca is not None else None
+            self._client = httpx.AsyncClient(
+                timeout=FORWARD_TIMEOUT, verify=str(ca) if ca else True
+            )
+        scheme = "http" if is_loopback(split_hostport(leader.api, 7071)[0]) else "https"
+        headers = {
+            k: v for k, v in request.headers.items() if k in ("authorization", "content-type")
+        }
+        try:
+            reply = await self._client.request(
+                request.method,
+                f"{scheme}://{leader.api}{request.path}",
+                params=request.query,
+                content=request.body,
+                headers=headers,
+            )
+        except Exception as err:  # the leader went away meanwhile: one line, no trace
+            if request.method == "GET":
+                return None  # a read: answered here, from what this master knows
+            return _error(f"{why}; forwarding to it failed: {err or type(err).__name__}", 503)
+        kind = reply.headers.get("content-type", "application/json")
+        return Response(reply.status_code, reply.content, kind)
 
     def _match(self, request: Request) -> tuple[Route | None, bool]:
         """The pattern route for ``request`` (its path parts put in its query); and whether
@@ -220,4 +270,10 @@ async def start_api(master: Master, deployer: Deployer, address: str | None = No
         raise StartError(f"cannot listen for the API on {host}:{port}: {why(e)}") from None
     write_atomic(master.config.state_dir / "api", server.address + "\n")
     log.info("control API on %s", server.address)
+    master.api_address = server.address
+    try:
+        await master.campaign()  # masters on etcd: where clients reach us is now known
+    except StartError:
+        await server.stop()
+        raise
     return server

@@ -21,13 +21,17 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from corral.master.ca import CA, serving_names
 from corral.master.config import ConfigError, SshConfig, load_history
+from corral.master.election import Election, MasterInfo
 from corral.master.ends import EndWatch
 from corral.master.errors import VerbError as VerbError  # re-exported: the verbs raise it
+from corral.master.etcd import Etcd, EtcdError, SyncEtcd
+from corral.master.etcd_store import EtcdTicketStore
 from corral.master.events import EventLog
 from corral.master.jobs import Jobs
 from corral.master.model import Cluster, ProcView
@@ -80,6 +84,11 @@ class MasterConfig:
     # How deploys reach the workers' sshd; None: read STATE_DIR/config.toml
     # ([ssh]) at each deploy, so an edit applies without a restart.
     ssh: SshConfig | None = None
+    # Standby masters: etcd's client URLs ([]: one master, state in state_dir),
+    # this master's name among them, and the election lease's TTL in seconds.
+    etcd: list[str] = field(default_factory=list)
+    name: str = ""
+    lease: float = 5.0
 
 
 class SignalResult(msgspec.Struct, frozen=True):
@@ -144,6 +153,11 @@ class Master:
         ] = OrderedDict()
         self.started_at = time.time()
         self.jobs = Jobs(self)
+        self.election: Election | None = None
+        self._store_etcd: SyncEtcd | None = None
+        self._store_aio: Etcd | None = None
+        self.api_address = ""
+        self._seen: tuple[object, ...] = ()  # the election's state last reported
 
     # --- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -162,10 +176,13 @@ class Master:
             raise StartError(str(e)) from None
         self.cluster.keep_ended, self.cluster.keep_ended_for = history.keep, history.max_age
         self._start_history()
-        try:  # before workers connect: they are reconciled with its open jobs
-            self.jobs.start(state / "jobs.db")
-        except StoreError as e:
-            raise StartError(str(e)) from None
+        if self.config.etcd:
+            await self._reach_etcd()
+        else:
+            try:  # before workers connect: they are reconciled with its open jobs
+                self.jobs.start(state / "jobs.db")
+            except StoreError as e:
+                raise StartError(str(e)) from None
         host, port = split_hostport(self.config.listen, 7070)
         api_host = split_hostport(self.config.api, 7071)[0]
         try:
@@ -180,6 +197,157 @@ class Master:
             raise StartError(f"cannot listen for workers on {host}:{port}: {why(e)}") from None
         write_atomic(state / "listen", self.listen_address + "\n")
         log.info("listening for workers on %s", self.listen_address)
+        if self.config.etcd:
+            self.server.standby = self._standby
+
+    # --- standby masters on etcd -------------------------------------------
+    async def _reach_etcd(self) -> None:
+        """Check etcd answers before anything binds: a wrong URL is a one-line error."""
+        etcd = Etcd(self.config.etcd)
+        try:
+            await etcd.status()
+        except EtcdError as e:
+            await etcd.close()
+            raise StartError(f"--etcd: {e}") from None
+        await etcd.close()
+
+    async def campaign(self) -> None:
+        """Join the election (masters on etcd), once the API's address is known.
+
+        The front end calls it after `start` and the API; a master without
+        ``--etcd`` leads alone and this does nothing.  StartError if etcd
+        cannot be used.
+        """
+        if not self.config.etcd or self.election is not None:
+            return
+        name = self.config.name or f"{os.uname().nodename}-{os.getpid()}"
+        me = MasterInfo(name, self.listen_address, self.api_address)
+        election = Election(Etcd(self.config.etcd), me, self.config.lease, self._election_moved)
+        self._store_etcd = SyncEtcd(self.config.etcd)
+        self._store_aio = Etcd(self.config.etcd)
+        self.election = election
+        try:
+            await election.start()
+        except EtcdError as e:
+            self.election = None
+            await election.stop()
+            raise StartError(f"--etcd: {e}") from None
+        self._election_moved()
+
+    async def masters(self) -> dict[str, Any]:
+        """The masters (``corral masters``): each one's role, and the leader's term."""
+        e = self.election
+        if e is None:
+            me = {
+                "name": self.config.name or os.uname().nodename,
+                "address": self.listen_address,
+                "api": self.api_address,
+                "role": "leader",
+                "leader_since": self.started_at,
+                "term": 0,
+            }
+            return {"masters": [me], "this": me["name"], "etcd": ""}
+        try:
+            found = await e.masters()
+            why = ""
+        except EtcdError as err:
+            found, why = [e.me], str(err)
+        rows = [
+            {
+                "name": m.name,
+                "address": m.listen,
+                "api": m.api,
+                "role": "leader" if m.term else "standby",
+                "leader_since": m.since if m.term else 0,
+                "term": m.term,
+            }
+            for m in found
+        ]
+        return {"masters": rows, "this": e.me.name, "etcd": why}
+
+    def ha_summary(self) -> tuple[str, str, str]:
+        """For the dashboard's header: (role, term or leader, the other masters); "" alone."""
+        e = self.election
+        if e is None:
+            return "", "", ""
+        others = ", ".join(e.others)
+        if e.acting:
+            return "leader", f"term {e.term}", others
+        if not e.reachable:
+            return "etcd unreachable", "", others
+        if e.leader is not None and e.leader.name != e.me.name:
+            return "standby", f"{e.leader.name} leads (term {e.leader.term})", others
+        return "standby", "no leader", others
+
+    @property
+    def acting(self) -> bool:
+        """This master may accept workers, schedule and command: the leader, or alone."""
+        return self.election is None or self.election.acting
+
+    def standby_reason(self) -> str:
+        """Why this master does not act now, in one line ("" when it does)."""
+        e = self.election
+        if e is None or e.acting:
+            return ""
+        if not e.reachable:
+            return f"not acting: etcd is unreachable ({e.error})"
+        if e.leader is not None and e.leader.name != e.me.name:
+            return f"this master is a standby: {e.leader.name} leads (API {e.leader.api})"
+        if e.leading:
+            return "not acting: the lease could not be renewed in time"
+        return "not acting: no master leads yet"
+
+    def _standby(self) -> tuple[str, str]:
+        """For a worker's hello: why we take no workers, and the leader's address."""
+        why = self.standby_reason()
+        e = self.election
+        leader = e.leader.listen if why and e is not None and e.leader is not None else ""
+        return why, leader if leader != self.listen_address else ""
+
+    def _election_moved(self) -> None:
+        """The election changed: a new term to take up, a lead lost, etcd gone or back."""
+        e = self.election
+        if e is None:
+            return
+        leader = e.leader.name if e.leader else ""
+        seen = (e.acting, e.term, leader, e.reachable, e.expired)
+        if seen == self._seen:
+            return
+        before, self._seen = self._seen, seen
+        was_acting, was_term, was_leader, was_reachable, _ = before or (False, 0, "", True, False)
+        if e.reachable != was_reachable:
+            if e.reachable:
+                self.cluster.note("etcd.back", "", "etcd answers again")
+            else:
+                self.cluster.note("etcd.down", "", f"etcd unreachable: {e.error}")
+        if e.acting and e.term != was_term:
+            self._take_up(e.term)
+        elif was_acting and not e.acting:
+            self.cluster.note("master.standby", "", self.standby_reason())
+        if leader and leader != e.me.name and leader != was_leader and e.leader is not None:
+            term = e.leader.term
+            self.cluster.note("master.standby", "", f"{leader} leads (term {term}): standing by")
+        if leader and leader != e.me.name and self.server is not None and self.server.links:
+            self.server.send_away(f"{leader} leads now")
+        elif not e.acting and e.expired and self.server is not None and self.server.links:
+            # Cut off from etcd past our lease: another master may lead; let the
+            # workers look for it (they come back here if we lead again).
+            self.server.send_away("this master's lease has ended")
+
+    def _take_up(self, term: int) -> None:
+        """This master won ``term``: fence with it, and take up the jobs where they are."""
+        assert self.election is not None and self._store_etcd is not None
+        if self.server is not None:
+            self.server.set_term(term)
+            if self.ca is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self.ca.open()  # nodes enrolled with another master (shared CA)
+        try:
+            self.jobs.take_up(EtcdTicketStore(self._store_etcd, term, self._store_aio))
+        except StoreError as e:
+            self.cluster.note("master.error", "", f"jobs not taken up: {e}")
+        name = self.election.me.name
+        self.cluster.note("master.leader", "", f"{name} leads (term {term})")
 
     def _start_history(self) -> None:
         """The recent events of earlier runs, for the events pane; log tails from now on."""
@@ -190,7 +358,13 @@ class Master:
             self.tails = TailKeeper(self.cluster, self.logs)
 
     async def stop(self) -> None:
+        if self.election is not None:
+            await self.election.stop()  # the lease goes at once: a standby leads now
         await self.jobs.close()
+        if self._store_etcd is not None:
+            self._store_etcd.close()
+        if self._store_aio is not None:
+            await self._store_aio.close()
         if self.tails is not None:
             await self.tails.close()
             self.tails = None
@@ -200,7 +374,13 @@ class Master:
 
     # --- helpers -----------------------------------------------------------
     def link(self, node: str) -> WorkerLink:
-        """The connection to ``node``; VerbError at once if it is unknown, lost or gone."""
+        """The connection to ``node``; VerbError at once if it is unknown, lost or gone.
+
+        VerbError too while this master may not command (a standby, or a
+        leader whose lease is in doubt).
+        """
+        if not self.acting:
+            raise VerbError(self.standby_reason())
         if not self.cluster.has_node(node):
             raise VerbError(f"unknown node: {node}")
         if self.server is None:
@@ -527,7 +707,8 @@ class Master:
         finally:
             if link.streams.pop(rid, None) is not None and not link.conn.writer.is_closing():
                 with contextlib.suppress(Exception):
-                    link.conn.send_nowait(Unfollow(id=link.calls.next_id(), stream=rid))
+                    unfollow = Unfollow(id=link.calls.next_id(), stream=rid, term=link.calls.term)
+                    link.conn.send_nowait(unfollow)
 
     @staticmethod
     def _open_follow(
@@ -539,7 +720,15 @@ class Master:
         rid, stream = link.calls.next_id(), Follow()
         link.streams[rid] = stream
         deadline = time.time() + link.window()
-        ask = Logs(id=rid, deadline=deadline, pid=pid, tail=tail, offset=offset, follow=True)
+        ask = Logs(
+            id=rid,
+            deadline=deadline,
+            term=link.calls.term,
+            pid=pid,
+            tail=tail,
+            offset=offset,
+            follow=True,
+        )
         try:
             link.conn.send_nowait(ask)
         except ConnectionClosed:

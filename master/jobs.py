@@ -42,6 +42,7 @@ import msgspec
 from corral.master import bundles
 from corral.master.config import ConfigError, load_keep_workdirs
 from corral.master.errors import VerbError
+from corral.master.etcd_store import EtcdTicketStore
 from corral.master.model import Change, ProcView
 from corral.master.scheduler import Demand, Scheduler
 from corral.master.text import human_bytes
@@ -89,6 +90,7 @@ UNPACK_TIMEOUT = 900.0  # seconds a worker may take to unpack a bundle (2 GiB by
 _NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
 Listener = Callable[[frozenset[int]], None]
+Store = TicketStore | EtcdTicketStore
 
 
 def check_output_glob(glob: str) -> str:
@@ -110,7 +112,7 @@ class Jobs:
         self.cluster = master.cluster
         self.sched = Scheduler()
         self.open: dict[int, Job] = {}  # jobs not ended, by id (oldest first)
-        self.store: TicketStore | None = None
+        self.store: Store | None = None
         self._targets: dict[str, tuple[Job, Replica]] = {}  # NODE:PID -> its replica
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -136,6 +138,35 @@ class Jobs:
         except RuntimeError:
             return  # placement alone (a benchmark): no loop, no retention
         self._spawn(self._retain())
+
+    def take_up(self, store: Store) -> None:
+        """A new term (masters on etcd): forget what this master knew, adopt ``store``'s jobs.
+
+        The queue comes back in submission order; replicas are found again
+        by their launch keys as their nodes register (or now, for nodes
+        still connected).  `StoreError` if the store cannot be read.
+        """
+        jobs = store.open_jobs()
+        for task in list(self._tasks):
+            task.cancel()
+        self.store = store
+        self.sched = Scheduler()
+        self.open.clear()
+        self._targets.clear()
+        self._interrupted.clear()
+        self._dirty = {}
+        for job in jobs:
+            self._adopt(job)
+        for name in self.cluster.node_names():
+            self._node_moved(name)
+        if self._unsubscribe is None:
+            self._unsubscribe = self.cluster.subscribe(self._on_change)
+        for name in self.cluster.node_names():
+            if self.cluster.node_state(name) in ("alive", "suspect"):
+                for job in self._reconcile(name):
+                    self._settle(job)
+        self._drain()
+        self._publish(self.open)
 
     async def close(self) -> None:
         if self._unsubscribe is not None:
@@ -182,13 +213,24 @@ class Jobs:
             except Exception:  # a view's bug must not stop the jobs
                 log.exception("jobs listener failed")
 
-    def _save(self, jobs: Iterable[Job]) -> None:
-        """Write ``jobs`` to the store (one transaction) and forget those that ended."""
+    def _save(self, jobs: Iterable[Job]) -> bool:
+        """Write ``jobs`` to the store (one transaction) and forget those that ended.
+
+        False if the store refused (etcd: this master's term is over).
+        """
         jobs = list(jobs)
         if not jobs:
-            return
+            return True
+        if not self.master.acting:
+            # Not leading (etcd): the write would be refused, or hang on an etcd that is
+            # down. A new term reads the tickets back and the workers tell the rest.
+            return False
         if self.store is not None:
-            self.store.save(*jobs)
+            try:
+                self.store.save(*jobs)
+            except StoreError as e:
+                self.cluster.note("jobs.unsaved", "", str(e))
+                return False
         for job in jobs:
             if job.ended and self.open.pop(job.id, None) is not None:
                 for rep in job.replicas:
@@ -196,6 +238,7 @@ class Jobs:
                     self._interrupted.discard(rep.key)
                 if job.bundle and not any(j.bundle == job.bundle for j in self.open.values()):
                     bundles.forget(self.master.config.state_dir, job.bundle)
+        return True
 
     # --- queries ------------------------------------------------------------
     def get(self, job_id: int) -> Job:
@@ -328,9 +371,11 @@ class Jobs:
             bundle_bytes=taken.bytes if taken else 0,
         )
         try:
-            self.store.add(job)
+            await self.store.add_async(job)
         except StoreError as e:
             raise VerbError(str(e)) from None
+        if self.store is None:  # closed while it was written
+            raise VerbError("the master is not running")
         self.open[job.id] = job
         self.sched.enqueue(self._demand(job))
         self.cluster.note(
@@ -343,6 +388,8 @@ class Jobs:
     # --- placement and launch ---------------------------------------------------
     def _drain(self) -> None:
         """Place what fits from the head of the queue, store it, then launch it."""
+        if not self.master.acting:  # a standby, or a leader whose lease is in doubt
+            return
         placed = self.sched.drain()
         if not placed:
             return
@@ -359,7 +406,8 @@ class Jobs:
             jobs.append(job)
         # Stored before anything is sent: a master that dies now finds the
         # keys, and asks the workers for them, instead of launching again.
-        self._save(jobs)
+        if not self._save(jobs):
+            return
         for job in jobs:
             where = ", ".join(sorted(set(r.node for r in job.replicas)))
             self.cluster.note("job.started", "", f"job {job.id} ({job.name}) placed on {where}")

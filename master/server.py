@@ -36,7 +36,7 @@ from corral.master.ca import CA
 from corral.master.events import RateLimiter
 from corral.master.model import Cluster
 from corral.transport import handshake, tls
-from corral.transport.auth import AuthError
+from corral.transport.auth import AuthError, Redirect
 from corral.transport.codec import FrameError
 from corral.transport.connection import DEADLINE_GRACE, Calls, Connection, ConnectionClosed
 from corral.transport.limits import FdBudget, GuardedServer, raise_nofile_limit, start_server
@@ -162,6 +162,10 @@ class WorkerServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._unauthenticated: Counter[str] = Counter()  # source host -> handshakes under way
         self.address = ""
+        # Masters on etcd: the term stamped on every command, and why this
+        # master takes no workers now, with the leader's address ("", "": it leads).
+        self.term = 0
+        self.standby: Callable[[], tuple[str, str]] | None = None
 
     async def start(self, host: str, port: int) -> str:
         raise_nofile_limit()
@@ -267,6 +271,8 @@ class WorkerServer:
 
         try:
             await self._serve(conn, authenticated)
+        except Redirect as e:  # a standby's everyday answer, not a refusal worth a line
+            log.debug("worker %s sent to the leader %s: %s", conn.peer, e.leader, e)
         except (AuthError, FrameError) as e:
             self._refused(conn.peer, str(e))
         except (ConnectionClosed, TimeoutError):
@@ -300,6 +306,22 @@ class WorkerServer:
         self.cluster.note("node.revoked", name, f"{name}: certificates revoked ({count})")
         return count
 
+    def set_term(self, term: int) -> None:
+        """A new term: stamped from now on on every command, on every link."""
+        self.term = term
+        for link in self.links.values():
+            link.calls.term = term
+
+    def send_away(self, reason: str) -> None:
+        """Another master leads: say goodbye to every worker, which then goes to it."""
+        for name, link in list(self.links.items()):
+            with contextlib.suppress(Exception):
+                link.conn.send_nowait(Goodbye(reason=reason))
+            del self.links[name]
+            link.drop(reason)
+            if self.cluster.node_state(name) in ("alive", "suspect"):
+                self.cluster.set_node_state(name, "lost", f"{name} went to the leader ({reason})")
+
     def _sign(self, name: str, csr: bytes) -> tuple[bytes, bytes]:
         return self.ca.sign_node(name, csr), self.ca.cert_der
 
@@ -324,6 +346,10 @@ class WorkerServer:
             await self._enroll(conn)
             return
         refused = self.ca.allowed(peer.name, peer.serial)
+        if refused and self.standby is not None:
+            # Masters on etcd share the CA: the node may have enrolled with another.
+            self.ca.open()
+            refused = self.ca.allowed(peer.name, peer.serial)
         if refused:  # said, so the worker can log why; nothing of its is read
             with contextlib.suppress(ConnectionClosed):
                 conn.send_nowait(Refused(reason=refused))
@@ -334,7 +360,13 @@ class WorkerServer:
         authenticated()
         history = (self.cluster.keep_ended, self.cluster.keep_ended_for)
         name = await handshake.accept_channel(
-            conn, peer.name, self.heartbeat, self._admit, history=history
+            conn,
+            peer.name,
+            self.heartbeat,
+            self._admit,
+            history=history,
+            term=self.term,
+            standby=self.standby,
         )
         # The handshake took at least a round trip: the worker's reading of our
         # clock is off by less than that, so a deadline gets that much grace.
@@ -353,6 +385,7 @@ class WorkerServer:
             log.warning("node %s: replacing its stale connection from %s", name, stale.conn.peer)
             stale.drop(f"node {name} reconnected")
         link = WorkerLink(name, conn, lambda: self._window(name), grace)
+        link.calls.term = self.term
         self.links[name] = link
         why = "closed by the worker"
         try:
@@ -386,7 +419,9 @@ class WorkerServer:
                 if not link.streams[msg.id].feed(msg):
                     del link.streams[msg.id]
                     if not msg.eof:  # paused: the follower resumes from its offset
-                        link.conn.send_nowait(Unfollow(id=link.calls.next_id(), stream=msg.id))
+                        link.conn.send_nowait(
+                            Unfollow(id=link.calls.next_id(), stream=msg.id, term=self.term)
+                        )
             elif isinstance(msg, Renew):
                 link.conn.send_nowait(self._renew(link.name, msg))
             elif isinstance(msg, Goodbye):

@@ -215,6 +215,10 @@ class TicketStore:
             )
         return job_id
 
+    async def add_async(self, job: Job) -> int:
+        """`add`, for callers on the loop (the etcd store's is truly asynchronous)."""
+        return self.add(job)
+
     def save(self, *jobs: Job) -> None:
         """Write ``jobs`` whole, in one transaction."""
         rows = [(0 if j.ended else 1, j.state, _encode.encode(j), j.id) for j in jobs]

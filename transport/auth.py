@@ -22,6 +22,14 @@ class AuthError(Exception):
     """The peer failed the handshake; the message says how."""
 
 
+class Redirect(AuthError):
+    """A standby master turned us away; ``leader`` is the leader's address ("" if none)."""
+
+    def __init__(self, reason: str, leader: str) -> None:
+        super().__init__(reason)
+        self.leader = leader
+
+
 def new_nonce() -> bytes:
     return secrets.token_bytes(NONCE_SIZE)
 

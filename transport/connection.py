@@ -122,6 +122,7 @@ class Calls:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Message]] = {}
         self.grace = grace
+        self.term = 0  # stamped on every request (the leader's term, masters on etcd)
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -144,6 +145,7 @@ class Calls:
         rid = self.next_id()
         msg = make(rid)
         msg.deadline = time.time() + min(deliver_within or timeout, timeout)
+        msg.term = self.term
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:

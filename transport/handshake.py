@@ -168,8 +168,15 @@ async def accept_channel(
     timeout: float = HANDSHAKE_TIMEOUT,
     version: int = PROTOCOL_VERSION,
     history: tuple[int, float] = (500, 7 * 86400.0),
+    term: int = 0,
+    standby: Callable[[], tuple[str, str]] | None = None,
 ) -> str:
-    """Master side, on a connection whose client certificate names ``certified``."""
+    """Master side, on a connection whose client certificate names ``certified``.
+
+    ``standby`` says why this master takes no workers now and where the
+    leader is (``("", "")`` while it leads): the worker is refused with the
+    leader's address.  ``term`` goes to the worker in the Welcome.
+    """
     until = asyncio.get_running_loop().time() + timeout
     conn.limit = MAX_HANDSHAKE_FRAME
     hello = await _recv(conn, until)
@@ -180,13 +187,20 @@ async def accept_channel(
     if hello.name != certified:
         why = f"certificate is for node {certified!r}, not {hello.name!r}"
         raise await _refuse(conn, why)
+    if standby is not None:
+        why, leader = standby()
+        if why:
+            with contextlib.suppress(ConnectionClosed, FrameError):
+                await conn.send(Refused(reason=why, leader=leader))
+            raise auth.Redirect(why, leader)
     reason = admit(hello.name)
     if reason:
         raise await _refuse(conn, reason)
     keep, keep_for = history
-    await conn.send(
-        Welcome(heartbeat=heartbeat, now=time.time(), keep_ended=keep, keep_ended_for=keep_for)
+    welcome = Welcome(
+        heartbeat=heartbeat, now=time.time(), keep_ended=keep, keep_ended_for=keep_for, term=term
     )
+    await conn.send(welcome)
     conn.limit = MAX_FRAME
     return hello.name
 
@@ -202,6 +216,8 @@ async def connect_channel(
     conn.limit = MAX_HANDSHAKE_FRAME
     await conn.send(Hello(version=version, name=name, nonce=b""))
     msg = await _recv(conn, until)
+    if isinstance(msg, Refused) and msg.leader:
+        raise auth.Redirect(msg.reason, msg.leader)
     if isinstance(msg, Refused):
         raise auth.AuthError(f"master refused: {msg.reason}")
     if not isinstance(msg, Welcome):

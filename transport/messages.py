@@ -194,6 +194,7 @@ class Welcome(Base):
     now: float = 0.0
     keep_ended: int = 500
     keep_ended_for: float = 7 * 86400.0
+    term: int = 0  # the leader's term with ``--etcd`` (the election key's revision); 0: none
 
 
 class Enroll(Base):
@@ -214,9 +215,14 @@ class Enrolled(Base):
 
 
 class Refused(Base):
-    """Either side ends the handshake with a reason."""
+    """Either side ends the handshake with a reason.
+
+    ``leader``: a standby master's answer to a Hello, the leader's worker
+    address (HOST:PORT), where the worker goes instead; "" when none leads.
+    """
 
     reason: str
+    leader: str = ""
 
 
 class Register(Base):
@@ -261,11 +267,15 @@ class Request(Base, kw_only=True):
     """Common head of every request: its id and its delivery deadline.
 
     ``deadline`` is the master's clock (Unix seconds) after which the
-    worker must not act on it; 0 means no deadline.
+    worker must not act on it; 0 means no deadline.  ``term``: the
+    sending leader's term (masters on etcd; 0 otherwise).  A worker
+    remembers the highest it has seen and refuses a request of an older
+    one: a deposed leader that wakes up can command nothing.
     """
 
     id: int
     deadline: float = 0.0
+    term: int = 0
 
 
 class Launch(Request):

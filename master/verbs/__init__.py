@@ -34,6 +34,7 @@ NAMES = (
     "fetch",
     "node",
     "token",
+    "masters",
 )
 
 _loaded: dict[str, Verb[Any]] = {}

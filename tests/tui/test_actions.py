@@ -424,6 +424,9 @@ async def test_every_verb_has_help_a_route_and_works_from_the_command_line(
     assert notified(app, "n2: disconnected; 1 certificate revoked")
     await until(pilot, lambda: app.master.cluster.node_state("n2") == "lost")
 
+    masters = await shown("masters")  # one master, no etcd: it leads alone
+    assert "MASTER" in masters and "leader" in masters
+
     assert tried == set(verbs.NAMES), "a verb without a : case here"
 
 

@@ -153,3 +153,17 @@ def test_the_q_help_says_what_q_does_in_each_mode() -> None:
     (q,) = [desc for _, keys, desc in key_rows(help_sections()) if keys == "q"]
     assert "corral master: workers and programs keep running" in q
     assert "corral demo: ends the demo, stopping its workers and programs" in q
+
+
+def test_masters_on_etcd_show_role_term_and_the_others() -> None:
+    counts = {"alive": 3, "running": 4}
+    ha = ("leader", "term 12", "m2, m3")
+    wide = render_header(counts, "127.0.0.1:7070", 200, "corral nodes", ha=ha).plain
+    assert "leader term 12 │ also m2, m3" in wide
+    narrow = render_header(counts, "127.0.0.1:7070", 80, "corral nodes", ha=ha).plain
+    assert "leader term 12" in narrow and "also" not in narrow  # the others go first
+    assert "● 3 alive" in narrow
+    standby = ("standby", "m1 leads (term 12)", "m1")
+    assert "standby m1 leads (term 12)" in render_header(counts, "", 200, ha=standby).plain
+    alone = render_header(counts, "127.0.0.1:7070", 200).plain
+    assert "leader" not in alone and "standby" not in alone  # one master: nothing new

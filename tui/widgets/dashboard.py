@@ -286,7 +286,9 @@ class Dashboard(Screen[None]):
             view = cluster.proc(shown) if followed and shown is not None else None
             if view is not None:
                 log_pane.update_proc(view)
-            self.query_one(ClusterHeader).counts = dict(tally.counts)
+            header = self.query_one(ClusterHeader)
+            header.counts = dict(tally.counts)
+            header.ha = self.master.ha_summary()
 
     @on(ProcsTable.Selected)
     def _selected(self, event: ProcsTable.Selected) -> None:
@@ -594,7 +596,7 @@ class Dashboard(Screen[None]):
             return f"launched {', '.join(keys)}"
         if name == "deploy":
             return summary(reply)
-        if name in ("nodes", "ps", "usage") or cmd.args.json:
+        if name in ("nodes", "ps", "usage", "masters") or cmd.args.json:
             text = json.dumps(reply, indent=2) if cmd.args.json else "\n".join(out.out)
             self.app.push_screen(CommandOutput(f"corral {name}", text))
             return ""

@@ -24,6 +24,7 @@ SEPARATOR = " │ "
 # The order sections are shortened in, least needed first; each step moves one
 # section to its next shorter form (the last form of a section is kept).
 SHRINK = (
+    "ha",  # "leader term 12 │ also m2, m3" -> "leader term 12"
     "state",  # the state dir beside "another shell: corral nodes": dropped
     "quit",  # "q ends the demo and its programs" -> "q ends the demo"
     "nodes",  # labels and zero counts go: "● 3 alive"
@@ -36,6 +37,7 @@ SHRINK = (
     "brand",  # " corral demo " -> " corral "
     "reach",  # "state DIR" (when CMD names it), else dropped
     "reach",  # dropped
+    "ha",  # "leader" alone
 )
 
 
@@ -51,6 +53,8 @@ class ClusterHeader(Static):
     reach: reactive[str] = reactive("")  # what another shell types: "corral nodes"
     demo: reactive[bool] = reactive(False)  # a demo: q ends it, workers and programs too
     state: reactive[str] = reactive("")  # the master's state dir, shown when there is room
+    # Masters on etcd: (role, term or who leads, the other masters); all "" for one master.
+    ha: reactive[tuple[str, str, str]] = reactive(("", "", ""))
 
     def on_mount(self) -> None:
         """The app says how to reach its master and whether it runs a demo (`CorralApp`)."""
@@ -62,7 +66,9 @@ class ClusterHeader(Static):
 
     def render(self) -> Text:
         width = self.content_size.width or None
-        return render_header(self.counts, self.address, width, self.reach, self.demo, self.state)
+        return render_header(
+            self.counts, self.address, width, self.reach, self.demo, self.state, self.ha
+        )
 
 
 def _brand(demo: bool) -> list[Text]:
@@ -113,6 +119,21 @@ def _reach(reach: str) -> list[Text]:
     return [*forms, Text()]
 
 
+def _ha(ha: tuple[str, str, str]) -> list[Text]:
+    """This master's part among masters on etcd: its role, the term, the others."""
+    role, term, others = ha
+    if not role:
+        return [Text()]
+    style = {"leader": "bold green", "standby": "bold yellow"}.get(role, "bold red")
+    head = Text(role, style=style)
+    if term:
+        head.append(f" {term}")
+    full = head.copy()
+    if others:
+        full.append(f"{SEPARATOR}also {others}", style="dim")
+    return [full, head, Text(role, style=style)]
+
+
 def _quit(demo: bool) -> list[Text]:
     if not demo:
         return [Text()]
@@ -130,6 +151,7 @@ def render_header(
     reach: str = "",
     demo: bool = False,
     state: str = "",
+    ha: tuple[str, str, str] = ("", "", ""),
 ) -> Text:
     """The header line, fitted to ``width`` cells (None: everything, at full length).
 
@@ -147,13 +169,15 @@ def render_header(
         if state and state not in reach
         else [Text()],
         "quit": _quit(demo),
+        "ha": _ha(ha),
     }
     level = dict.fromkeys(forms, 0)
 
     def line() -> Text:
         text = Text()
         text.append_text(forms["brand"][level["brand"]])
-        parts = [forms[k][level[k]] for k in ("nodes", "procs", "address", "reach", "state")]
+        keys = ("ha", "nodes", "procs", "address", "reach", "state")
+        parts = [forms[k][level[k]] for k in keys]
         parts.append(forms["quit"][level["quit"]])
         for i, part in enumerate(p for p in parts if p):
             text.append(" " if i == 0 else SEPARATOR, style="dim")
