@@ -33,14 +33,26 @@ async def _accept_named(
     timeout: float = handshake.HANDSHAKE_TIMEOUT,
     version: int = 0,
     history: tuple[int, float] = (500, 7 * 86400.0),
+    term: int = 0,
+    standby: Callable[[], tuple[str, str]] | None = None,
 ) -> str:
-    """`handshake.accept_channel` with the hello's name believed (no certificate to match)."""
+    """`handshake.accept_channel` with the hello's name believed (no certificate to match).
+
+    A lone master is never a standby: ``standby`` is taken for the signature's
+    sake; ``term`` goes into the Welcome as the real one sends it.
+    """
     conn.limit = MAX_HANDSHAKE_FRAME
     hello = await asyncio.wait_for(conn.recv(), timeout)
     assert isinstance(hello, Hello), hello
     keep, keep_for = history
     await conn.send(
-        Welcome(heartbeat=heartbeat, now=time.time(), keep_ended=keep, keep_ended_for=keep_for)
+        Welcome(
+            heartbeat=heartbeat,
+            now=time.time(),
+            keep_ended=keep,
+            keep_ended_for=keep_for,
+            term=term,
+        )
     )
     conn.limit = MAX_FRAME
     return hello.name
