@@ -35,10 +35,17 @@ def split_hostport(
 
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback IPs (127.0.0.0/8, ::1): traffic that stays here."""
+    if host.lower() == "localhost" or host == "::1":
+        return True
+    parts = host.split(".")
+    if (
+        len(parts) == 4
+        and parts[0] == "127"
+        and all(p.isascii() and p.isdigit() and int(p) < 256 for p in parts)
+    ):
+        return True  # the common case, without ipaddress's import (3 ms of every verb)
     import ipaddress
 
-    if host.lower() == "localhost":
-        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

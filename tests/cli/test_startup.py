@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.cli.conftest import REPO, Cluster
 
 HEAVY = ("http.client", "email", "asyncio", "textual", "paramiko", "msgspec", "ssl")
-AVOIDED = ("pathlib", "dataclasses", "urllib", "shutil", "socket", "encodings.idna")
+AVOIDED = ("pathlib", "dataclasses", "urllib", "shutil", "socket", "encodings.idna", "ipaddress")
 
 PROBE = """
 import atexit, json, sys
