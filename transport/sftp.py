@@ -22,7 +22,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,6 +224,29 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
     return client
 
 
+@contextlib.contextmanager
+def _session(target: SshTarget) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session on a new SSH connection to ``target``, both closed after."""
+    client = _connect(target)
+    try:
+        try:
+            sftp = client.open_sftp()
+        except (OSError, paramiko.SSHException) as exc:
+            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
+        try:
+            yield sftp
+        finally:
+            sftp.close()
+    finally:
+        client.close()
+
+
+def _check_absolute(remotes: Iterable[str]) -> None:
+    for remote in remotes:
+        if not posixpath.isabs(remote):
+            raise PushError(f"remote path must be absolute: {remote!r}")
+
+
 def _connect_error(target: SshTarget, exc: BaseException) -> BaseException:
     where = f"{target.user}@{target.host}:{target.port}"
     if isinstance(exc, PushError):
@@ -253,23 +276,11 @@ def push(target: SshTarget, files: list[Upload], progress: Progress | None = Non
     start = time.monotonic()
     if not files:
         return PushReport(target.host, [], 0.0)
-    for upload in files:
-        if not posixpath.isabs(upload.remote):
-            raise PushError(f"remote path must be absolute: {upload.remote!r}")
+    _check_absolute(u.remote for u in files)
     total = sum(f.local.stat().st_size for f in files)
     meter = _Meter(total, progress)
-    client = _connect(target)
-    try:
-        try:
-            sftp = client.open_sftp()
-        except (OSError, paramiko.SSHException) as exc:
-            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
-        try:
-            sent = _send_all(sftp, files, meter, target)
-        finally:
-            sftp.close()
-    finally:
-        client.close()
+    with _session(target) as sftp:
+        sent = _send_all(sftp, files, meter, target)
     return PushReport(target.host, sent, time.monotonic() - start)
 
 
@@ -383,9 +394,7 @@ class Control:
 
     @classmethod
     def open(cls, target: SshTarget, uploads: list[Upload]) -> Control:
-        for upload in uploads:
-            if not posixpath.isabs(upload.remote):
-                raise PushError(f"remote path must be absolute: {upload.remote!r}")
+        _check_absolute(u.remote for u in uploads)
         self = cls(target, uploads)
         self._client = _connect(target)
         try:
@@ -439,22 +448,12 @@ def write_ranges(
     ``report(n)`` is called after every ``n`` bytes handed to SSH.  Raises
     `PushError` (or `HostKeyError`) naming the node.
     """
-    client = _connect(target)
-    try:
-        try:
-            sftp = client.open_sftp()
-        except (OSError, paramiko.SSHException) as exc:
-            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
-        try:
-            for local, remote, offset, length in writes:
-                try:
-                    _write_range(sftp, local, remote, offset, length, report)
-                except (OSError, paramiko.SSHException) as exc:
-                    raise PushError(f"{target.host}: sending {remote} failed: {exc}") from exc
-        finally:
-            sftp.close()
-    finally:
-        client.close()
+    with _session(target) as sftp:
+        for local, remote, offset, length in writes:
+            try:
+                _write_range(sftp, local, remote, offset, length, report)
+            except (OSError, paramiko.SSHException) as exc:
+                raise PushError(f"{target.host}: sending {remote} failed: {exc}") from exc
 
 
 def _write_range(
@@ -515,16 +514,9 @@ def pull(
     """
     if not files:
         return []
-    for f in files:
-        if not posixpath.isabs(f.remote):
-            raise PushError(f"remote path must be absolute: {f.remote!r}")
-    client = _connect(target)
+    _check_absolute(f.remote for f in files)
     try:
-        try:
-            sftp = client.open_sftp()
-        except (OSError, paramiko.SSHException) as exc:
-            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
-        try:
+        with _session(target) as sftp:
             sizes = []
             for f in files:
                 try:
@@ -534,12 +526,8 @@ def pull(
                     sizes.append(-2)
             meter = _Meter(sum(s for s in sizes if s > 0), progress)
             return [_pull_one(sftp, f, size, meter) for f, size in zip(files, sizes, strict=True)]
-        finally:
-            sftp.close()
     except (OSError, paramiko.SSHException, EOFError) as exc:
         raise PushError(f"{target.host}: fetch failed: {exc}") from exc
-    finally:
-        client.close()
 
 
 def _pull_one(sftp: paramiko.SFTPClient, f: Download, size: int, meter: _Meter) -> Fetched:
