@@ -83,11 +83,7 @@ def run() -> list[str]:
         base = Path(tmp)
         with start_sshd(base / "sshd") as sshd:
             cluster = LocalCluster(base / "c")
-            cluster.state.mkdir(parents=True)
-            (cluster.state / "config.toml").write_text(
-                f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n'
-            )
-            shutil.copy(sshd.known_hosts, cluster.state / "known_hosts")
+            cluster.use_sshd(sshd)
             try:
                 cluster.start_master()
                 for name in WORKERS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,14 @@ class LocalCluster:
         self.token = ""
 
     # --- processes ----------------------------------------------------------
+    def use_sshd(self, sshd: Any) -> None:
+        """Point the master's ``[ssh]`` config at ``sshd`` (a tests.deploy.sshd server), trusted."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "config.toml").write_text(
+            f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n'
+        )
+        shutil.copy(sshd.known_hosts, self.state / "known_hosts")
+
     def start_master(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
         cmd = [*self.corral, "master", "--headless"]

@@ -108,11 +108,7 @@ def run() -> list[str]:
         base = Path(tmp)
         with start_sshd(base) as sshd:
             cluster = LocalCluster(base / "cluster")
-            cluster.state.mkdir(parents=True)
-            (cluster.state / "config.toml").write_text(
-                f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n'
-            )
-            shutil.copy(sshd.known_hosts, cluster.state / "known_hosts")
+            cluster.use_sshd(sshd)
             try:
                 cluster.start_master()
                 names = [f"w{i}" for i in range(1, WORKERS + 1)]
