@@ -122,7 +122,8 @@ print(json.dumps([len(held), free]))
 
 async def test_start_server_turns_away_what_the_budget_refuses_and_serves_the_rest() -> None:
     free = [1000]
-    budget = FdBudget(reserve=10, recount_after=0.0, headroom=lambda: free[0])
+    now = [0.0]  # moves only between connections: no count looks too costly to repeat
+    budget = FdBudget(reserve=10, recount_after=0.5, clock=lambda: now[0], headroom=lambda: free[0])
     served: list[bytes] = []
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -139,6 +140,7 @@ async def test_start_server_turns_away_what_the_budget_refuses_and_serves_the_re
         assert await asyncio.wait_for(reader.read(), 5) == b"ok\n"
         writer.close()
         free[0] = 5  # inside the reserve: turned away at the accept, the callback never runs
+        now[0] += 1.0  # past recount_after: the next accept counts again
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await asyncio.wait_for(reader.read(), 5) == b"busy\n"
         writer.close()
