@@ -228,7 +228,8 @@ class ApiServer:
 
     async def events(self, request: Request) -> Response:
         q: EventsQuery = wire.query(request.query, EventsQuery)
-        return json_response({"events": self.master.events.read(min(q.limit, MAX_EVENTS))})
+        events = await self.master.recent_events(min(q.limit, MAX_EVENTS))
+        return json_response({"events": events})
 
 
 def path_fields(path: str) -> list[str]:

@@ -31,10 +31,11 @@ from corral.master.election import Election, MasterInfo
 from corral.master.ends import EndWatch
 from corral.master.errors import VerbError as VerbError  # re-exported: the verbs raise it
 from corral.master.etcd import Etcd, EtcdError, SyncEtcd
+from corral.master.etcd_events import EtcdEvents
 from corral.master.etcd_store import EtcdTicketStore
-from corral.master.events import EventLog
+from corral.master.events import EventLog, merge_events
 from corral.master.jobs import Jobs
-from corral.master.model import Cluster, ProcView
+from corral.master.model import Cluster, Event, ProcView
 from corral.master.names import BadName, parse_target, signal_name
 from corral.master.server import Follow, WorkerLink, WorkerServer
 from corral.master.state import default_state_dir, write_atomic
@@ -142,7 +143,8 @@ class Master:
     def __init__(self, config: MasterConfig) -> None:
         self.config = config
         self.events = EventLog(config.state_dir / "events.log")
-        self.cluster = Cluster(event_sink=self.events.append)
+        self.cluster = Cluster(event_sink=self._log_event)
+        self.etcd_events: EtcdEvents | None = None  # the leader's recent events, in etcd
         self.tails: TailKeeper | None = None  # ended processes' last log lines (from start)
         self.token = ""
         self.ca: CA | None = None
@@ -158,6 +160,7 @@ class Master:
         self._store_aio: Etcd | None = None
         self.api_address = ""
         self._seen: tuple[object, ...] = ()  # the election's state last reported
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -225,6 +228,7 @@ class Master:
         election = Election(Etcd(self.config.etcd), me, self.config.lease, self._election_moved)
         self._store_etcd = SyncEtcd(self.config.etcd)
         self._store_aio = Etcd(self.config.etcd)
+        self.etcd_events = EtcdEvents(self._store_aio)
         self.election = election
         try:
             await election.start()
@@ -323,6 +327,8 @@ class Master:
         if e.acting and e.term != was_term:
             self._take_up(e.term)
         elif was_acting and not e.acting:
+            if self.etcd_events is not None:
+                self.etcd_events.stand_by()
             self.cluster.note("master.standby", "", self.standby_reason())
         if leader and leader != e.me.name and leader != was_leader and e.leader is not None:
             term = e.leader.term
@@ -346,8 +352,44 @@ class Master:
             self.jobs.take_up(EtcdTicketStore(self._store_etcd, term, self._store_aio))
         except StoreError as e:
             self.cluster.note("master.error", "", f"jobs not taken up: {e}")
+        if self.etcd_events is not None:
+            self._background(self._take_up_events(self.etcd_events, term))
         name = self.election.me.name
         self.cluster.note("master.leader", "", f"{name} leads (term {term})")
+
+    async def _take_up_events(self, etcd_events: EtcdEvents, term: int) -> None:
+        """The cluster's recent events (earlier leaders' too) into the events ring."""
+        try:
+            kept = await etcd_events.take_up(term)
+        except (EtcdError, ValueError) as e:
+            log.warning("recent events not read from etcd: %s", e)
+            return
+        ring = self.cluster.events
+        merged = merge_events(ring, kept, limit=ring.maxlen or len(ring))
+        ring.clear()
+        ring.extend(merged)
+
+    async def recent_events(self, limit: int) -> list[Event]:
+        """This master's last ``limit`` events; with etcd, merged with the cluster's recent ones."""
+        own = self.events.read(limit)
+        if self.etcd_events is None:
+            return own
+        try:
+            kept = await self.etcd_events.recent(limit)
+        except EtcdError as e:
+            log.info("recent events not read from etcd: %s", e)
+            return own
+        return merge_events(own, kept, limit=limit)
+
+    def _log_event(self, event: Event) -> None:
+        self.events.append(event)
+        if self.etcd_events is not None:
+            self.etcd_events.append(event)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start_history(self) -> None:
         """The recent events of earlier runs, for the events pane; log tails from now on."""
@@ -361,6 +403,11 @@ class Master:
         if self.election is not None:
             await self.election.stop()  # the lease goes at once: a standby leads now
         await self.jobs.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.etcd_events is not None:
+            await self.etcd_events.close()
         if self._store_etcd is not None:
             self._store_etcd.close()
         if self._store_aio is not None:

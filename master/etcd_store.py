@@ -28,6 +28,8 @@ NEXT = JOBS + "next"
 OPEN = JOBS + "open/"
 ENDED = JOBS + "ended/"
 
+Op = dict[str, Any]  # one operation of a transaction, as etcd's gateway takes it
+
 _encode = msgspec.msgpack.Encoder()
 _decode = msgspec.msgpack.Decoder(Job)
 
@@ -36,20 +38,41 @@ def _id(job_id: int) -> str:
     return f"{job_id:012d}"
 
 
+# etcd refuses a transaction of more than 128 operations (--max-txn-ops) or
+# 1.5 MiB (--max-request-bytes): one write stays well inside both.
+TXN_OPS = 120
+TXN_BYTES = 1 << 20
+
+
 class EtcdTicketStore:
-    """Tickets in etcd, written only while ``term`` is the election key's revision."""
+    """Tickets in etcd, written only while ``term`` is the election key's revision.
+
+    With an async client (``aio``) the writes the loop makes meanwhile go
+    out together: new jobs and changed tickets wait in one queue and a
+    single writer sends them, as few transactions as etcd takes, so a slow
+    or stalled etcd holds up the callers that need the write, never the
+    master's loop.  Only one transaction is in flight at a time: a ticket
+    saved twice is written in the order of the saves.
+    """
 
     def __init__(self, etcd: SyncEtcd, term: int, aio: Etcd | None = None) -> None:
         self.etcd = etcd
-        self.aio = aio  # submits: written together, one transaction for all that wait
+        self.aio = aio
         self.term = term
-        self._waiting: list[tuple[Job, asyncio.Future[int]]] = []
+        self._adds: list[tuple[Job, asyncio.Future[int]]] = []
+        self._dirty: dict[int, Job] = {}  # saved, not written yet; the latest state is sent
+        self._saves: list[asyncio.Future[None]] = []  # callers waiting for the dirty ones
         self._writer: asyncio.Task[None] | None = None
         try:
             found = etcd.get(NEXT)
         except EtcdError as e:
             raise StoreError(f"cannot read the jobs from etcd: {e}") from None
         self._next = int(found[0].value) if found else 1
+
+    @property
+    def writes_later(self) -> bool:
+        """Whether callers on the loop should use `save_async` (the write is a round trip)."""
+        return self.aio is not None
 
     def close(self) -> None:
         """Nothing to let go: the client belongs to the master."""
@@ -86,20 +109,41 @@ class EtcdTicketStore:
         if self.aio is None:
             return self.add(job)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((job, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_waiting())
+        self._adds.append((job, done))
+        self._kick()
         return await done
 
-    async def _write_waiting(self) -> None:
+    def save(self, *jobs: Job) -> None:
+        """Write ``jobs`` whole, in one transaction; an ended one moves to ``ended/``."""
+        ops = [op for job in jobs for op in _save_ops(job)]
+        if ops:
+            self._write(ops)
+
+    async def save_async(self, *jobs: Job) -> None:
+        """`save`, without holding up the loop; returns once ``jobs`` are in etcd.
+
+        Saves made meanwhile share the write.  StoreError as `save`.
+        """
+        if self.aio is None:
+            self.save(*jobs)
+            return
+        if not jobs:
+            return
+        for job in jobs:
+            self._dirty[job.id] = job
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._saves.append(done)
+        self._kick()
+        await done
+
+    def _kick(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
         assert self.aio is not None
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            first = self._next
-            for i, (job, _) in enumerate(batch):
-                job.id = first + i
-            ops: list[dict[str, Any]] = [put_op(NEXT, str(first + len(batch)).encode())]
-            ops += [put_op(OPEN + _id(job.id), _encode.encode(job)) for job, _ in batch]
+        while self._adds or self._dirty:
+            adds, waiters, ops = self._take_batch()
             try:
                 reply = await self.aio.call(
                     "kv/txn", {"compare": [term_compare(self.term)], "success": ops}
@@ -108,26 +152,60 @@ class EtcdTicketStore:
             except EtcdError as e:
                 why = f"cannot write the jobs to etcd: {e}"
             if not why:
-                self._next = first + len(batch)
-            for job, done in batch:
-                if done.done():
+                self._next += len(adds)
+            error = StoreError(f"not written: {why}") if why else None
+            for job, added in adds:
+                if added.done():
                     continue
-                if why:
-                    done.set_exception(StoreError(f"not written: {why}"))
+                if error:
+                    added.set_exception(error)
                 else:
-                    done.set_result(job.id)
+                    added.set_result(job.id)
+            for saved in waiters:
+                if saved.done():
+                    continue
+                if error:
+                    saved.set_exception(error)
+                else:
+                    saved.set_result(None)
 
-    def save(self, *jobs: Job) -> None:
-        """Write ``jobs`` whole, in one transaction; an ended one moves to ``ended/``."""
-        ops: list[dict[str, object]] = []
-        for job in jobs:
-            key = _id(job.id)
-            if job.ended:
-                ops += [delete_op(OPEN + key), put_op(ENDED + key, _encode.encode(job))]
-            else:
-                ops.append(put_op(OPEN + key, _encode.encode(job)))
-        if ops:
-            self._write(ops)
+    def _take_batch(
+        self,
+    ) -> tuple[list[tuple[Job, asyncio.Future[int]]], list[asyncio.Future[None]], list[Op]]:
+        """The next transaction: new jobs first (ids in call order), then saved tickets.
+
+        At most `TXN_OPS` operations and, past the first, `TXN_BYTES` of
+        tickets.  The callers of `save_async` are answered by the
+        transaction that writes the last dirty ticket (one save's tickets
+        may span two).
+        """
+        adds: list[tuple[Job, asyncio.Future[int]]] = []
+        ops: list[Op] = [put_op(NEXT, b"")]  # the counter, filled in below
+        size = 0
+
+        def room(more: int) -> bool:
+            return len(ops) == 1 or (len(ops) + more <= TXN_OPS and size < TXN_BYTES)
+
+        while self._adds and room(1):
+            job, added = self._adds.pop(0)
+            job.id = self._next + len(adds)
+            adds.append((job, added))
+            ticket = _encode.encode(job)
+            ops.append(put_op(OPEN + _id(job.id), ticket))
+            size += len(ticket)
+        if adds:
+            ops[0] = put_op(NEXT, str(self._next + len(adds)).encode())
+        else:
+            ops.clear()
+        while self._dirty and (not ops or room(2)):
+            job = self._dirty.pop(next(iter(self._dirty)))
+            more = _save_ops(job)
+            ops += more
+            size += sum(len(op["requestPut"]["value"]) for op in more if "requestPut" in op)
+        waiters: list[asyncio.Future[None]] = []
+        if not self._dirty:
+            waiters, self._saves = self._saves, []
+        return adds, waiters, ops
 
     def _read(self, prefix: str, limit: int = 0, descend: bool = False) -> list[Job]:
         try:
@@ -153,3 +231,11 @@ class EtcdTicketStore:
     def ended(self, limit: int) -> list[Job]:
         """The ``limit`` most recently submitted ended jobs, oldest first."""
         return list(reversed(self._read(ENDED, limit, descend=True)))
+
+
+def _save_ops(job: Job) -> list[Op]:
+    """A ticket written whole; an ended one moves from ``open/`` to ``ended/``."""
+    key = _id(job.id)
+    if job.ended:
+        return [delete_op(OPEN + key), put_op(ENDED + key, _encode.encode(job))]
+    return [put_op(OPEN + key, _encode.encode(job))]

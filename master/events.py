@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
@@ -97,6 +97,12 @@ class EventLog:
             except msgspec.DecodeError:
                 continue
         return out
+
+
+def merge_events(*parts: Iterable[Event], limit: int) -> list[Event]:
+    """The last ``limit`` of several event lists, oldest first, each event once."""
+    merged = sorted(set().union(*parts), key=lambda ev: ev.ts)
+    return merged[-limit:] if limit > 0 else []
 
 
 def tail_lines(path: Path, count: int, block: int = BLOCK) -> list[bytes]:

@@ -213,24 +213,45 @@ class Jobs:
             except Exception:  # a view's bug must not stop the jobs
                 log.exception("jobs listener failed")
 
-    def _save(self, jobs: Iterable[Job]) -> bool:
-        """Write ``jobs`` to the store (one transaction) and forget those that ended.
+    def _save(self, jobs: Iterable[Job], then: Callable[[], None] | None = None) -> None:
+        """Write ``jobs`` (one transaction), forget those that ended, then call ``then``.
 
-        False if the store refused (etcd: this master's term is over).
+        SQLite writes now.  A store that writes in the background (etcd:
+        a network round trip and an fsync away) is awaited in a task, so
+        the loop goes on meanwhile and ``then`` runs once the write is in.
+        Nothing is forgotten and ``then`` never runs when the store refused
+        (etcd: this master's term is over) or this master is not acting.
         """
         jobs = list(jobs)
-        if not jobs:
-            return True
+        store = self.store
+        if not jobs or store is None:
+            return
         if not self.master.acting:
             # Not leading (etcd): the write would be refused, or hang on an etcd that is
             # down. A new term reads the tickets back and the workers tell the rest.
-            return False
-        if self.store is not None:
-            try:
-                self.store.save(*jobs)
-            except StoreError as e:
-                self.cluster.note("jobs.unsaved", "", str(e))
-                return False
+            return
+        if store.writes_later:
+            self._spawn(self._save_later(store, jobs, then))
+            return
+        try:
+            store.save(*jobs)
+        except StoreError as e:
+            self.cluster.note("jobs.unsaved", "", str(e))
+            return
+        self._saved(jobs, then)
+
+    async def _save_later(
+        self, store: Store, jobs: list[Job], then: Callable[[], None] | None
+    ) -> None:
+        try:
+            await store.save_async(*jobs)
+        except StoreError as e:
+            self.cluster.note("jobs.unsaved", "", str(e))
+            return
+        if store is self.store:  # not a write of a term that has ended meanwhile
+            self._saved(jobs, then)
+
+    def _saved(self, jobs: list[Job], then: Callable[[], None] | None) -> None:
         for job in jobs:
             if job.ended and self.open.pop(job.id, None) is not None:
                 for rep in job.replicas:
@@ -238,7 +259,8 @@ class Jobs:
                     self._interrupted.discard(rep.key)
                 if job.bundle and not any(j.bundle == job.bundle for j in self.open.values()):
                     bundles.forget(self.master.config.state_dir, job.bundle)
-        return True
+        if then is not None:
+            then()
 
     # --- queries ------------------------------------------------------------
     def get(self, job_id: int) -> Job:
@@ -406,14 +428,14 @@ class Jobs:
             jobs.append(job)
         # Stored before anything is sent: a master that dies now finds the
         # keys, and asks the workers for them, instead of launching again.
-        if not self._save(jobs):
-            return
+        self._save(jobs, then=lambda: self._launch_placed(jobs))
+        self._publish({job.id for job in jobs} | set(self.sched.queue))
+
+    def _launch_placed(self, jobs: list[Job]) -> None:
         for job in jobs:
             where = ", ".join(sorted(set(r.node for r in job.replicas)))
             self.cluster.note("job.started", "", f"job {job.id} ({job.name}) placed on {where}")
             self._spawn(self._launch_all(job, job.replicas))
-        ids = {job.id for job in jobs} | set(self.sched.queue)
-        self._publish(ids)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -719,7 +741,10 @@ class Jobs:
         if job.ended and all(out.get(r.index) == "" for r in started) and not job.purged:
             job.purged = True
             if self.store is not None:
-                self.store.save(job)
+                try:
+                    await self.store.save_async(job)
+                except StoreError as e:  # the workspaces are gone all the same
+                    self.cluster.note("jobs.unsaved", "", str(e))
         return out
 
     async def _retain(self) -> None:

@@ -182,6 +182,8 @@ class TicketStore:
     life, so whole rows keep reads and writes one statement each.
     """
 
+    writes_later = False  # `save` is done when it returns (see the etcd store)
+
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
@@ -226,6 +228,10 @@ class TicketStore:
             self.db.executemany(
                 "UPDATE jobs SET open = ?, state = ?, ticket = ? WHERE id = ?", rows
             )
+
+    async def save_async(self, *jobs: Job) -> None:
+        """`save`, for callers on the loop (the etcd store's is truly asynchronous)."""
+        self.save(*jobs)
 
     def open_jobs(self) -> list[Job]:
         """Every job not ended, oldest first (the queue's order)."""

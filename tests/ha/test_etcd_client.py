@@ -71,6 +71,53 @@ async def test_store_keeps_order_and_refuses_an_old_term(etcd: EtcdServer) -> No
         await aio.close()
 
 
+async def test_writes_past_etcds_transaction_limits_are_split_and_keep_order(
+    etcd: EtcdServer,
+) -> None:
+    """etcd takes at most 128 operations a transaction: 300 new jobs, then 300 ended at once."""
+    sync, aio = SyncEtcd([etcd.url]), Etcd([etcd.url])
+    try:
+        _, held = await aio.campaign(ELECTION_KEY, b"one", await aio.grant(30))
+        assert held is not None
+        store = EtcdTicketStore(sync, held.create_revision, aio)
+        assert store.writes_later
+        jobs = [_job(f"j{i}") for i in range(300)]
+        ids = await asyncio.gather(*(store.add_async(j) for j in jobs))
+        assert ids == list(range(1, 301))
+        assert [j.name for j in store.open_jobs()] == [f"j{i}" for i in range(300)]
+        for job in jobs:
+            job.state = "succeeded"
+        first, second = jobs[:150], jobs[150:]
+        await asyncio.gather(store.save_async(*first), store.save_async(*second))
+        assert store.open_jobs() == []
+        assert [j.id for j in store.ended(1000)] == ids
+        assert all(j.state == "succeeded" for j in store.ended(1000))
+        assert EtcdTicketStore(sync, held.create_revision).next_id() == 301
+    finally:
+        sync.close()
+        await aio.close()
+
+
+async def test_a_ticket_saved_twice_meanwhile_is_written_as_last_saved(etcd: EtcdServer) -> None:
+    sync, aio = SyncEtcd([etcd.url]), Etcd([etcd.url])
+    try:
+        _, held = await aio.campaign(ELECTION_KEY, b"one", await aio.grant(30))
+        assert held is not None
+        store = EtcdTicketStore(sync, held.create_revision, aio)
+        job = _job("twice")
+        await store.add_async(job)
+        job.reason = "first"
+        one = asyncio.ensure_future(store.save_async(job))
+        await asyncio.sleep(0)  # the first write is in flight
+        job.reason = "second"
+        await asyncio.gather(one, store.save_async(job))
+        stored = store.get(job.id)
+        assert stored is not None and stored.reason == "second"
+    finally:
+        sync.close()
+        await aio.close()
+
+
 async def test_unreachable_and_bad_urls_are_one_line() -> None:
     client = Etcd(["http://127.0.0.1:1"])
     try:

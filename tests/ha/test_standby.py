@@ -112,6 +112,9 @@ def test_kill_9_the_leader_jobs_go_on(ha: HaCluster) -> None:
     wait_until(lambda: len(_sleepers(ha)) == 2, 20, "its two replicas")
     before = _sleepers(ha)
     term = ha.masters_view("m2")["m1"]["term"]
+    placed = f"job {running} (first) placed on n1, n2"
+    # Only the leader places; the standby shows it from the recent events in etcd.
+    wait_until(lambda: placed in _events(ha, "m2"), 20, "the leader's events at the standby")
 
     ha.kill_master("m1")
     ha.use("m2")
@@ -130,6 +133,8 @@ def test_kill_9_the_leader_jobs_go_on(ha: HaCluster) -> None:
     assert _sleepers(ha) == before  # the replicas ran on; none launched twice
     for n in ("n1", "n2"):
         assert (ha.worker_root(n) / "term").read_text().strip() == str(view["m2"]["term"])
+    assert placed in _events(ha, "m2")  # the dead leader's history outlives it
+    assert placed not in (ha.masters["m2"].state / "events.log").read_text()
 
     # The old leader, started again, joins as a standby.
     ha.start_ha_master("m1")
