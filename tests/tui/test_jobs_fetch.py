@@ -103,3 +103,54 @@ async def test_fetch_dialog_brings_the_outputs_home_with_a_bar_per_node(
     await pilot.press("enter")
     line = dialog.query_one("#fetch-line", Static)
     await until(pilot, lambda: "it is a file, not a directory" in str(line.render()))
+
+
+async def test_submit_dialog_sends_a_bundle_and_runs_its_script_in_each_replica(
+    running, workers: Workers, tmp_path: Path
+) -> None:
+    from corral.tui.widgets.submit import SubmitDialog
+
+    app, pilot = running
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "data.txt").write_text("from the bundle\n")
+    run = bundle / "run.sh"
+    run.write_text("#!/bin/sh\ncat data.txt > out.txt\nsleep 60\n")
+    run.chmod(0o755)
+    await pilot.press("j")
+    await until(pilot, lambda: isinstance(app.screen, JobsScreen))
+    await pilot.press("n")
+    await until(pilot, lambda: isinstance(app.screen, SubmitDialog))
+    dialog = app.screen
+    line = dialog.query_one("#submit-line", Static)
+    dialog.query_one("#submit-command", Input).value = "./run.sh"
+    dialog.query_one("#submit-replicas", Input).value = "2"
+    dialog.query_one("#submit-mem", Input).value = "10M"
+    dialog.query_one("#submit-app", Input).value = "bx"
+
+    # A bundle that is not there: one line, nothing submitted.
+    dialog.query_one("#submit-bundle", Input).value = str(tmp_path / "missing.tgz")
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: "missing.tgz" in str(line.render()))
+    assert "\n" not in str(line.render()) and app.master.jobs.jobs() == []
+
+    dialog.query_one("#submit-bundle", Input).value = str(bundle)
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: isinstance(app.screen, JobsScreen), timeout=30)
+    (job,) = app.master.jobs.jobs()
+    assert job.bundle and job.bundle_name == "bundle"
+
+    def workdir(index: int) -> Path:
+        node = job.replicas[index].node
+        return workers.base / node / "apps" / "bx" / "jobs" / str(job.id) / str(index)
+
+    def ran() -> bool:
+        """both replicas ran the bundle's script in their own directory"""
+        return all(r.node for r in job.replicas) and all(
+            (workdir(i) / "out.txt").is_file() and (workdir(i) / "out.txt").stat().st_size
+            for i in range(2)
+        )
+
+    await until(pilot, ran, timeout=30)
+    for i in range(2):
+        assert (workdir(i) / "out.txt").read_text() == "from the bundle\n"

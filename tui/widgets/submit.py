@@ -11,6 +11,7 @@ with a notification ("job 7 queued ...", "job 7 running on n1, n2").
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class SubmitForm:
     app: str | None
     name: str | None
     outputs: list[str]
+    bundle: str | None = None  # an absolute path on the master's machine
 
 
 def parse_count(text: str) -> int:
@@ -66,6 +68,14 @@ def parse_mem(text: str) -> int:
         return parse_size(text.strip() or "0")
     except SizeError as e:
         raise FormError(f"memory: {e}") from None
+
+
+def parse_bundle(text: str) -> str | None:
+    """The bundle field: None when empty, else the path made absolute (``~`` expanded)."""
+    text = text.strip()
+    if not text:
+        return None
+    return os.path.abspath(os.path.expanduser(text))
 
 
 def placement_text(nodes: list[str]) -> str:
@@ -127,6 +137,13 @@ class SubmitDialog(ModalScreen[Job | None]):
                 yield Input(
                     mem.get("submit.name", ""), placeholder="name", id="submit-name", compact=True
                 )
+            yield Label("Bundle to unpack in each replica's directory first (optional)")
+            yield Input(
+                mem.get("submit.bundle", ""),
+                placeholder="app.tar.gz, a .zip or a directory (command: make run, ./run.sh)",
+                id="submit-bundle",
+                compact=True,
+            )
             yield Label("Outputs to fetch back (file patterns, space separated; optional)")
             yield Input(
                 mem.get("submit.outputs", ""),
@@ -172,6 +189,7 @@ class SubmitDialog(ModalScreen[Job | None]):
             app=self._value("submit-app").strip() or None,
             name=self._value("submit-name").strip() or None,
             outputs=self._value("submit-outputs").split(),
+            bundle=parse_bundle(self._value("submit-bundle")),
         )
 
     @on(Input.Changed)
@@ -213,7 +231,7 @@ class SubmitDialog(ModalScreen[Job | None]):
     @on(Button.Pressed, "#submit")
     def action_submit(self) -> None:
         line = self.query_one("#submit-line", Static)
-        for key in ("command", "replicas", "mem", "app", "name", "outputs"):
+        for key in ("command", "replicas", "mem", "app", "name", "bundle", "outputs"):
             self.memory[f"submit.{key}"] = self._value(f"submit-{key}")
         try:
             form = self.form()
@@ -235,6 +253,7 @@ class SubmitDialog(ModalScreen[Job | None]):
                 app=form.app,
                 name=form.name,
                 outputs=form.outputs,
+                bundle=form.bundle,
             )
         except Exception as e:  # VerbError and any other: one line, the form stays
             text = str(e) if isinstance(e, VerbError) else f"{type(e).__name__}: {e}"
