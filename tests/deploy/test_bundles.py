@@ -25,6 +25,7 @@ import pytest
 
 from bench.cluster import LocalCluster, wait_until
 from corral.__main__ import main as corral_main
+from tests.archives import empty_files_tgz
 from tests.cli.conftest import wait_for
 from tests.deploy.sshd import Sshd
 
@@ -243,10 +244,7 @@ def hostile(path: Path, *adders: Adder) -> Path:
 
 
 def many_files(path: Path) -> Path:
-    with tarfile.open(path, "w:gz") as tf:
-        for i in range(100_000):
-            tf.addfile(tarfile.TarInfo(f"f{i}"))
-    return path
+    return empty_files_tgz(path, 100_000)
 
 
 def ten_gb(path: Path) -> Path:

@@ -23,6 +23,7 @@ import zstandard
 from corral.daemon import bundles, unpack
 from corral.daemon.errors import Refusal
 from corral.daemon.unpack import Limits, UnpackError
+from tests.archives import empty_files_tgz
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,10 +162,7 @@ def test_a_symlink_swapped_in_on_disk_is_never_followed(tmp_path: Path) -> None:
 
 
 def test_too_many_members_stop_at_the_limit(tmp_path: Path) -> None:
-    archive = tmp_path / "many.tgz"
-    with tarfile.open(archive, "w:gz") as tf:
-        for i in range(100_000):
-            tf.addfile(tarfile.TarInfo(f"f{i}"))
+    archive = empty_files_tgz(tmp_path / "many.tgz", 100_000)
     message = refused(archive, tmp_path)
     assert "member 'f10000': more than 10000 members" in message
     assert len(list((tmp_path / "sandbox" / "work").iterdir())) == 10_000
