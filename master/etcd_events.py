@@ -10,7 +10,7 @@ what was sent) and the jobs' moves.
 Keys (under ``/corral/events/``): ``SEQ`` zero-padded, a JSON `Event`.
 Only the last `KEEP` are kept: each write deletes what fell out.  Writes
 are transactions guarded by the leader's term, sent by one writer that
-batches what was noted meanwhile; they are best effort, as the local log
+gathers what was noted for a quarter of a second; they are best effort, as the local log
 is the record: an etcd that is slow or down holds up nothing, and past
 `BACKLOG` events waiting the oldest are dropped (the local log keeps them).
 """
@@ -36,6 +36,7 @@ EVENTS = "/corral/events/"
 KEEP = 1000  # events kept in etcd (the events pane's ring holds as many)
 BACKLOG = 5000  # events waiting for etcd past this: the oldest are dropped
 BATCH = 100  # events a transaction (etcd takes at most 128 operations)
+GATHER = 0.25  # seconds events gather before a write: the ticket writes go first
 
 _encode = msgspec.json.Encoder()
 _decode = msgspec.json.Decoder(Event)
@@ -113,6 +114,10 @@ class EtcdEvents:
             self._writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
+        # A write a quarter of a second, whatever the rate of events: etcd syncs
+        # each transaction to disk in turn, and a submit waiting for its ticket's
+        # write should not wait behind an event's too.
+        await asyncio.sleep(GATHER)
         while self._waiting and self.term:
             term, first = self.term, self._next
             batch = [self._waiting.popleft() for _ in range(min(BATCH, len(self._waiting)))]

@@ -42,17 +42,26 @@ def _id(job_id: int) -> str:
 # 1.5 MiB (--max-request-bytes): one write stays well inside both.
 TXN_OPS = 120
 TXN_BYTES = 1 << 20
+# New jobs may go out in two transactions at once: while etcd syncs one to
+# disk the next fills up with the submits that arrived meanwhile (etcd
+# syncs both together when they meet), instead of every submitter waiting
+# for the round trip before the next can start.
+IN_FLIGHT = 2
 
 
 class EtcdTicketStore:
     """Tickets in etcd, written only while ``term`` is the election key's revision.
 
     With an async client (``aio``) the writes the loop makes meanwhile go
-    out together: new jobs and changed tickets wait in one queue and a
-    single writer sends them, as few transactions as etcd takes, so a slow
-    or stalled etcd holds up the callers that need the write, never the
-    master's loop.  Only one transaction is in flight at a time: a ticket
-    saved twice is written in the order of the saves.
+    out together: new jobs and changed tickets wait in one queue and go out
+    in as few transactions as etcd takes, so a slow or stalled etcd holds
+    up the callers that need the write, never the master's loop.  New jobs
+    may be in `IN_FLIGHT` transactions at once; their callers are answered
+    in the order of their ids all the same (the queue's order), and should
+    two transactions commit out of turn the ``next`` key may lag, so a new
+    leader takes the largest id it finds.  Changed tickets go out only
+    with nothing else in flight: a ticket saved twice is written in the
+    order of the saves.
     """
 
     def __init__(self, etcd: SyncEtcd, term: int, aio: Etcd | None = None) -> None:
@@ -62,12 +71,16 @@ class EtcdTicketStore:
         self._adds: list[tuple[Job, asyncio.Future[int]]] = []
         self._dirty: dict[int, Job] = {}  # saved, not written yet; the latest state is sent
         self._saves: list[asyncio.Future[None]] = []  # callers waiting for the dirty ones
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
+        self._kick_soon = False
+        self._answered: asyncio.Future[None] | None = None  # the last batch answered its callers
         try:
             found = etcd.get(NEXT)
+            last = [etcd.get(p, prefix=True, limit=1, descend=True) for p in (OPEN, ENDED)]
         except EtcdError as e:
             raise StoreError(f"cannot read the jobs from etcd: {e}") from None
-        self._next = int(found[0].value) if found else 1
+        ids = [int(kvs[0].key.rpartition("/")[2]) for kvs in last if kvs]
+        self._next = max([int(found[0].value) if found else 1, *(i + 1 for i in ids)])
 
     @property
     def writes_later(self) -> bool:
@@ -75,7 +88,9 @@ class EtcdTicketStore:
         return self.aio is not None
 
     def close(self) -> None:
-        """Nothing to let go: the client belongs to the master."""
+        """Stop the writes in flight (their callers get StoreError); the client is the master's."""
+        for task in self._writers:
+            task.cancel()
 
     def _write(self, ops: list[dict[str, object]]) -> None:
         try:
@@ -137,13 +152,39 @@ class EtcdTicketStore:
         await done
 
     def _kick(self) -> None:
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending())
+        """Send what waits soon: once the callbacks ready now have run (and added theirs)."""
+        if not self._kick_soon:
+            self._kick_soon = True
+            asyncio.get_running_loop().call_soon(self._start)
 
-    async def _write_pending(self) -> None:
-        assert self.aio is not None
-        while self._adds or self._dirty:
+    def _start(self) -> None:
+        """Send what waits, as far as `IN_FLIGHT` and the order of saves allow."""
+        self._kick_soon = False
+        while (self._adds or self._dirty) and len(self._writers) < IN_FLIGHT:
+            if self._writers and (self._dirty or not self._adds):
+                return  # changed tickets go alone; the answer of the one in flight resumes them
             adds, waiters, ops = self._take_batch()
+            self._next += len(adds)  # taken, whether or not the write succeeds
+            before, self._answered = (
+                self._answered,
+                asyncio.get_running_loop().create_future(),
+            )
+            task = asyncio.create_task(self._send(adds, waiters, ops, before, self._answered))
+            self._writers.add(task)
+            task.add_done_callback(self._writers.discard)
+            task.add_done_callback(lambda _: self._kick())
+
+    async def _send(
+        self,
+        adds: list[tuple[Job, asyncio.Future[int]]],
+        waiters: list[asyncio.Future[None]],
+        ops: list[Op],
+        before: asyncio.Future[None] | None,
+        answered: asyncio.Future[None],
+    ) -> None:
+        assert self.aio is not None
+        why = "the store was closed"
+        try:
             try:
                 reply = await self.aio.call(
                     "kv/txn", {"compare": [term_compare(self.term)], "success": ops}
@@ -151,8 +192,9 @@ class EtcdTicketStore:
                 why = "" if reply.get("succeeded") else f"term {self.term} is over"
             except EtcdError as e:
                 why = f"cannot write the jobs to etcd: {e}"
-            if not why:
-                self._next += len(adds)
+            if before is not None:
+                await asyncio.shield(before)  # callers answered in the order of their ids
+        finally:  # cancelled too: nobody is left waiting
             error = StoreError(f"not written: {why}") if why else None
             for job, added in adds:
                 if added.done():
@@ -168,6 +210,8 @@ class EtcdTicketStore:
                     saved.set_exception(error)
                 else:
                     saved.set_result(None)
+            if not answered.done():
+                answered.set_result(None)
 
     def _take_batch(
         self,
@@ -194,7 +238,7 @@ class EtcdTicketStore:
             ops.append(put_op(OPEN + _id(job.id), ticket))
             size += len(ticket)
         if adds:
-            ops[0] = put_op(NEXT, str(self._next + len(adds)).encode())
+            ops[0] = put_op(NEXT, str(self._next + len(adds)).encode())  # (see the class)
         else:
             ops.clear()
         while self._dirty and (not ops or room(2)):

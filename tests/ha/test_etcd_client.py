@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from bench.ha import Etcd as EtcdServer
-from corral.master.etcd import ELECTION_KEY, Etcd, EtcdError, SyncEtcd, parse_urls
-from corral.master.etcd_store import EtcdTicketStore
+from corral.master.etcd import ELECTION_KEY, Etcd, EtcdError, SyncEtcd, parse_urls, put_op
+from corral.master.etcd_store import NEXT, EtcdTicketStore
 from corral.master.tickets import Job, Replica, StoreError
 
 pytestmark = pytest.mark.timeout(60)
@@ -93,6 +93,10 @@ async def test_writes_past_etcds_transaction_limits_are_split_and_keep_order(
         assert [j.id for j in store.ended(1000)] == ids
         assert all(j.state == "succeeded" for j in store.ended(1000))
         assert EtcdTicketStore(sync, held.create_revision).next_id() == 301
+        # Two writes in flight may commit out of turn and leave "next" behind:
+        # a new leader goes by the largest id it finds.
+        assert sync.txn([], [put_op(NEXT, b"120")])
+        assert EtcdTicketStore(sync, held.create_revision).next_id() == 301
     finally:
         sync.close()
         await aio.close()
@@ -131,3 +135,38 @@ async def test_unreachable_and_bad_urls_are_one_line() -> None:
     with pytest.raises(ValueError, match="at least one URL"):
         parse_urls(" , ")
     assert parse_urls("http://a:1/, http://b:2") == ["http://a:1", "http://b:2"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (b"garbage\r\n\r\n", "not an HTTP answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "is not etcd's v3 gateway"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n", "an answer of"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", "failed"),  # cut short
+        (None, "did not answer in time"),  # reads the request, says nothing
+    ],
+)
+async def test_a_peer_that_is_not_etcd_is_one_line_and_nothing_hangs(
+    reply: bytes | None, said: str
+) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if reply is None:
+            await reader.read()  # until the client gives up and closes
+        writer.write(reply or b"")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Etcd([f"http://127.0.0.1:{port}"], timeout=0.5)
+    try:
+        with pytest.raises(EtcdError) as e:
+            await client.status()
+        message = str(e.value)
+        assert said in message and f"127.0.0.1:{port}" in message and "\n" not in message
+    finally:
+        await client.close()
+        server.close()
