@@ -205,6 +205,7 @@ class _AsyncConnection:
 
     def __init__(self, url: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.url = url
+        self.host = urlsplit(url).netloc.encode()  # the Host header
         self.reader = reader
         self.writer = writer
 
@@ -220,9 +221,12 @@ class _AsyncConnection:
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes, bool]:
         """(status, body, whether the connection may be used again)."""
-        host = urlsplit(self.url).netloc
-        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
-        self.writer.write(head.encode() + _HEADERS + b"\r\n" + body)
+        head = b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n" % (
+            path.encode(),
+            self.host,
+            len(body),
+        )
+        self.writer.write(head + _HEADERS + b"\r\n" + body)
         line = await self.reader.readline()
         parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():

@@ -10,9 +10,10 @@ what was sent) and the jobs' moves.
 Keys (under ``/corral/events/``): ``SEQ`` zero-padded, a JSON `Event`.
 Only the last `KEEP` are kept: each write deletes what fell out.  Writes
 are transactions guarded by the leader's term, sent by one writer that
-gathers what was noted for a quarter of a second; they are best effort, as the local log
-is the record: an etcd that is slow or down holds up nothing, and past
-`BACKLOG` events waiting the oldest are dropped (the local log keeps them).
+gathers what was noted for a quarter of a second.  They are best effort,
+as the local log is the record: an etcd that is slow or down holds up
+nothing, a batch it refused is dropped, and past `BACKLOG` events waiting
+the oldest are dropped too (the local log keeps them).
 """
 
 from __future__ import annotations
@@ -130,9 +131,9 @@ class EtcdEvents:
                 reply = await self.etcd.call(
                     "kv/txn", {"compare": [term_compare(term)], "success": ops}
                 )
-            except EtcdError as e:
+            except EtcdError as e:  # the rest wait for the next event's write
                 log.info("%d events not written to etcd: %s", len(batch), e)
-                continue
+                return
             if not reply.get("succeeded"):
                 self.stand_by()  # another master leads: its events are its own
                 return

@@ -42,26 +42,18 @@ def _id(job_id: int) -> str:
 # 1.5 MiB (--max-request-bytes): one write stays well inside both.
 TXN_OPS = 120
 TXN_BYTES = 1 << 20
-# New jobs may go out in two transactions at once: while etcd syncs one to
-# disk the next fills up with the submits that arrived meanwhile (etcd
-# syncs both together when they meet), instead of every submitter waiting
-# for the round trip before the next can start.
-IN_FLIGHT = 2
 
 
 class EtcdTicketStore:
     """Tickets in etcd, written only while ``term`` is the election key's revision.
 
     With an async client (``aio``) the writes the loop makes meanwhile go
-    out together: new jobs and changed tickets wait in one queue and go out
-    in as few transactions as etcd takes, so a slow or stalled etcd holds
-    up the callers that need the write, never the master's loop.  New jobs
-    may be in `IN_FLIGHT` transactions at once; their callers are answered
-    in the order of their ids all the same (the queue's order), and should
-    two transactions commit out of turn the ``next`` key may lag, so a new
-    leader takes the largest id it finds.  Changed tickets go out only
-    with nothing else in flight: a ticket saved twice is written in the
-    order of the saves.
+    out together: new jobs and changed tickets wait in one queue and one
+    writer sends them, in as few transactions as etcd takes, one at a time
+    (so ids, and a ticket saved twice, are written in the order of the
+    calls).  A slow or stalled etcd holds up the callers that need the
+    write, never the master's loop.  A new leader takes up ids after the
+    largest it finds, should the ``next`` key ever lag behind them.
     """
 
     def __init__(self, etcd: SyncEtcd, term: int, aio: Etcd | None = None) -> None:
@@ -71,9 +63,7 @@ class EtcdTicketStore:
         self._adds: list[tuple[Job, asyncio.Future[int]]] = []
         self._dirty: dict[int, Job] = {}  # saved, not written yet; the latest state is sent
         self._saves: list[asyncio.Future[None]] = []  # callers waiting for the dirty ones
-        self._writers: set[asyncio.Task[None]] = set()
-        self._kick_soon = False
-        self._answered: asyncio.Future[None] | None = None  # the last batch answered its callers
+        self._writer: asyncio.Task[None] | None = None
         try:
             found = etcd.get(NEXT)
             last = [etcd.get(p, prefix=True, limit=1, descend=True) for p in (OPEN, ENDED)]
@@ -88,9 +78,9 @@ class EtcdTicketStore:
         return self.aio is not None
 
     def close(self) -> None:
-        """Stop the writes in flight (their callers get StoreError); the client is the master's."""
-        for task in self._writers:
-            task.cancel()
+        """Stop the write in flight (its callers get StoreError); the client is the master's."""
+        if self._writer is not None:
+            self._writer.cancel()
 
     def _write(self, ops: list[dict[str, object]]) -> None:
         try:
@@ -152,39 +142,21 @@ class EtcdTicketStore:
         await done
 
     def _kick(self) -> None:
-        """Send what waits soon: once the callbacks ready now have run (and added theirs)."""
-        if not self._kick_soon:
-            self._kick_soon = True
-            asyncio.get_running_loop().call_soon(self._start)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
 
-    def _start(self) -> None:
-        """Send what waits, as far as `IN_FLIGHT` and the order of saves allow."""
-        self._kick_soon = False
-        while (self._adds or self._dirty) and len(self._writers) < IN_FLIGHT:
-            if self._writers and (self._dirty or not self._adds):
-                return  # changed tickets go alone; the answer of the one in flight resumes them
+    async def _write_pending(self) -> None:
+        """Send what waits, a transaction at a time, until nothing does.
+
+        A new task runs after the callbacks ready when it was made: the
+        submitters woken by one answer have all queued their next job by
+        the time the first batch is taken.
+        """
+        assert self.aio is not None
+        while self._adds or self._dirty:
             adds, waiters, ops = self._take_batch()
             self._next += len(adds)  # taken, whether or not the write succeeds
-            before, self._answered = (
-                self._answered,
-                asyncio.get_running_loop().create_future(),
-            )
-            task = asyncio.create_task(self._send(adds, waiters, ops, before, self._answered))
-            self._writers.add(task)
-            task.add_done_callback(self._writers.discard)
-            task.add_done_callback(lambda _: self._kick())
-
-    async def _send(
-        self,
-        adds: list[tuple[Job, asyncio.Future[int]]],
-        waiters: list[asyncio.Future[None]],
-        ops: list[Op],
-        before: asyncio.Future[None] | None,
-        answered: asyncio.Future[None],
-    ) -> None:
-        assert self.aio is not None
-        why = "the store was closed"
-        try:
+            why = "the store was closed"
             try:
                 reply = await self.aio.call(
                     "kv/txn", {"compare": [term_compare(self.term)], "success": ops}
@@ -192,26 +164,12 @@ class EtcdTicketStore:
                 why = "" if reply.get("succeeded") else f"term {self.term} is over"
             except EtcdError as e:
                 why = f"cannot write the jobs to etcd: {e}"
-            if before is not None:
-                await asyncio.shield(before)  # callers answered in the order of their ids
-        finally:  # cancelled too: nobody is left waiting
-            error = StoreError(f"not written: {why}") if why else None
-            for job, added in adds:
-                if added.done():
-                    continue
-                if error:
-                    added.set_exception(error)
-                else:
-                    added.set_result(job.id)
-            for saved in waiters:
-                if saved.done():
-                    continue
-                if error:
-                    saved.set_exception(error)
-                else:
-                    saved.set_result(None)
-            if not answered.done():
-                answered.set_result(None)
+            finally:  # cancelled too: nobody is left waiting
+                error = StoreError(f"not written: {why}") if why else None
+                for job, added in adds:
+                    _answer(added, job.id, error)
+                for saved in waiters:
+                    _answer(saved, None, error)
 
     def _take_batch(
         self,
@@ -225,12 +183,13 @@ class EtcdTicketStore:
         """
         adds: list[tuple[Job, asyncio.Future[int]]] = []
         ops: list[Op] = [put_op(NEXT, b"")]  # the counter, filled in below
-        size = 0
+        size, taken = 0, 0
 
-        def room(more: int) -> bool:
-            return len(ops) == 1 or (len(ops) + more <= TXN_OPS and size < TXN_BYTES)
+        def room(more: int) -> bool:  # the first ticket always goes
+            return not taken or (len(ops) + more <= TXN_OPS and size < TXN_BYTES)
 
         while self._adds and room(1):
+            taken += 1
             job, added = self._adds.pop(0)
             job.id = self._next + len(adds)
             adds.append((job, added))
@@ -238,10 +197,11 @@ class EtcdTicketStore:
             ops.append(put_op(OPEN + _id(job.id), ticket))
             size += len(ticket)
         if adds:
-            ops[0] = put_op(NEXT, str(self._next + len(adds)).encode())  # (see the class)
+            ops[0] = put_op(NEXT, str(self._next + len(adds)).encode())
         else:
             ops.clear()
-        while self._dirty and (not ops or room(2)):
+        while self._dirty and room(2):
+            taken += 1
             job = self._dirty.pop(next(iter(self._dirty)))
             more = _save_ops(job)
             ops += more
@@ -275,6 +235,16 @@ class EtcdTicketStore:
     def ended(self, limit: int) -> list[Job]:
         """The ``limit`` most recently submitted ended jobs, oldest first."""
         return list(reversed(self._read(ENDED, limit, descend=True)))
+
+
+def _answer(caller: asyncio.Future[Any], value: Any, error: StoreError | None) -> None:
+    """Wake a caller of `add_async` or `save_async` (unless it gave up waiting)."""
+    if caller.done():
+        return
+    if error is None:
+        caller.set_result(value)
+    else:
+        caller.set_exception(error)
 
 
 def _save_ops(job: Job) -> list[Op]:
