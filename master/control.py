@@ -227,7 +227,7 @@ class Master:
         me = MasterInfo(name, self.listen_address, self.api_address)
         election = Election(Etcd(self.config.etcd), me, self.config.lease, self._election_moved)
         self._store_etcd = SyncEtcd(self.config.etcd)
-        self._store_aio = Etcd(self.config.etcd)
+        self._store_aio = Etcd(self.config.etcd, writes=True)
         self.etcd_events = EtcdEvents(self._store_aio)
         self.election = election
         try:

@@ -128,9 +128,7 @@ class EtcdEvents:
                 end = _b64(_key(last - KEEP))
                 ops.append({"requestDeleteRange": {"key": _b64(EVENTS), "range_end": end}})
             try:
-                reply = await self.etcd.call(
-                    "kv/txn", {"compare": [term_compare(term)], "success": ops}
-                )
+                reply = await self.etcd.txn([term_compare(term)], ops)
             except EtcdError as e:  # the rest wait for the next event's write
                 log.info("%d events not written to etcd: %s", len(batch), e)
                 return

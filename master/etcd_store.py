@@ -158,9 +158,7 @@ class EtcdTicketStore:
             self._next += len(adds)  # taken, whether or not the write succeeds
             why = "the store was closed"
             try:
-                reply = await self.aio.call(
-                    "kv/txn", {"compare": [term_compare(self.term)], "success": ops}
-                )
+                reply = await self.aio.txn([term_compare(self.term)], ops)
                 why = "" if reply.get("succeeded") else f"term {self.term} is over"
             except EtcdError as e:
                 why = f"cannot write the jobs to etcd: {e}"
