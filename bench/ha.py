@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -39,12 +40,15 @@ def etcd_binary() -> str | None:
 class Etcd:
     """One etcd member on loopback; ``url`` is its client URL."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key, CA) to serve clients over https."""
         self.base = base
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> None:
         binary = etcd_binary()
@@ -56,6 +60,8 @@ class Etcd:
         cmd += ["--listen-client-urls", self.url, "--advertise-client-urls", self.url]
         cmd += ["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer]
         cmd += ["--initial-cluster", f"t={peer}", "--log-level", "warn"]
+        if self.tls:
+            cmd += ["--cert-file", str(self.tls[0]), "--key-file", str(self.tls[1])]
         log = open(self.base / "etcd.out", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -65,7 +71,8 @@ class Etcd:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"etcd exited: see {self.base / 'etcd.out'}")
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+            context = ssl.create_default_context(cafile=str(self.tls[2])) if self.tls else None
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1, context=context) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
         except OSError:
             return False

@@ -20,6 +20,8 @@ import asyncio
 import binascii
 import contextlib
 import functools
+import ssl
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -168,6 +170,13 @@ def decode_txn_reply(buf: bytes) -> dict[str, Any]:
     return {"succeeded": fields.get(2, 0) == 1, "header": {"revision": str(revision)}}
 
 
+def _system_roots() -> grpc.ChannelCredentials:
+    """The CAs the gateway client trusts (the system's, as `ssl` finds them), not grpc's own."""
+    cafile = ssl.get_default_verify_paths().cafile
+    roots = Path(cafile).read_bytes() if cafile and Path(cafile).is_file() else None
+    return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
 def _wake(loop: asyncio.AbstractEventLoop, answered: asyncio.Future[bytes], done: Any) -> None:
     """On one of grpc's threads: hand the finished call to the loop that awaits it."""
     with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
@@ -209,7 +218,7 @@ class EtcdRpc:
             end = _endpoint(url)
             target = f"{end.host}:{end.port}"
             if end.tls:
-                channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), _CHANNEL)
+                channel = grpc.secure_channel(target, _system_roots(), _CHANNEL)
             else:
                 channel = grpc.insecure_channel(target, _CHANNEL)
             self._channels[url] = channel

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.ha import Etcd as EtcdServer
+from bench.ha import etcd_binary
+from corral.master.ca import CA
 from corral.master.etcd import Etcd, EtcdError, SyncEtcd, b64, delete_op, put_op, term_compare
 from corral.master.etcd_rpc import decode_txn_reply, encode_txn
 
@@ -124,3 +127,34 @@ def test_no_answer_breaks_the_reader(data: bytes) -> None:
     except ValueError:
         return
     assert isinstance(reply["succeeded"], bool)
+
+
+async def test_an_https_etcd_is_trusted_as_the_system_trusts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both clients check etcd's certificate against the system's CAs (here SSL_CERT_FILE)."""
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed (apt-get install etcd-server; .ci/run does)")
+    ca = CA(tmp_path / "ca").open()
+    ca.write_server_cert(["127.0.0.1"])
+    tls = ca.dir
+    server = EtcdServer(tmp_path / "etcd", (tls / "server.crt", tls / "server.key", tls / "ca.crt"))
+    server.start()
+    try:
+        strange = Etcd([server.url], timeout=0.5, writes=True)  # the CA not trusted yet
+        try:
+            with pytest.raises(EtcdError, match="cannot reach") as e:
+                await strange.txn([], [put_op("/t/x", b"no")])
+            assert "\n" not in str(e.value)
+        finally:
+            await strange.close()
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls / "ca.crt"))
+        aio, sync = Etcd([server.url], writes=True), SyncEtcd([server.url])
+        try:
+            assert (await aio.txn([], [put_op("/t/x", b"yes")]))["succeeded"]
+            assert [kv.value for kv in sync.get("/t/x")] == [b"yes"]
+        finally:
+            sync.close()
+            await aio.close()
+    finally:
+        server.stop()
