@@ -365,9 +365,7 @@ class Master:
             log.warning("recent events not read from etcd: %s", e)
             return
         ring = self.cluster.events
-        merged = merge_events(ring, kept, limit=ring.maxlen or len(ring))
-        ring.clear()
-        ring.extend(merged)
+        self.cluster.replace_events(merge_events(ring, kept, limit=ring.maxlen or len(ring)))
 
     async def recent_events(self, limit: int) -> list[Event]:
         """This master's last ``limit`` events; with etcd, merged with the cluster's recent ones."""

@@ -162,6 +162,7 @@ class Change(msgspec.Struct, frozen=True):
     procs: frozenset[str] = frozenset()
     events: tuple[Event, ...] = ()
     removed_procs: frozenset[str] = frozenset()
+    history: bool = False  # the ring of recent events was replaced whole (`replace_events`)
 
 
 Listener = Callable[[Change], None]
@@ -323,6 +324,13 @@ class Cluster:
     def _publish(self, change: Change) -> None:
         for listener in list(self._listeners):
             listener(change)
+
+    def replace_events(self, events: Iterable[Event]) -> None:
+        """The ring of recent events becomes ``events`` (oldest first; a new leader's read
+        of what earlier leaders noted); views of it reload."""
+        self.events.clear()
+        self.events.extend(events)
+        self._publish(Change(history=True))
 
     def _event(self, kind: str, node: str, message: str, pid: int | None = None) -> Event:
         ev = Event(ts=time.time(), kind=kind, node=node, message=message, pid=pid)

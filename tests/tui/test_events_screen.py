@@ -181,3 +181,20 @@ async def test_the_pane_keeps_at_most_its_limit_with_a_filter_on() -> None:
         assert set(p._lines) <= set(p.events)
         p.set_query("")
         assert [e.message for e in p.shown] == ["#8", "#7", "#6", "#5", "#4"]
+
+
+async def test_a_ring_replaced_whole_is_redrawn_with_its_older_events(running) -> None:
+    """A new leader reads earlier leaders' events back (etcd): an open pane shows them."""
+    app, pilot = running
+    p = await open_events(app, pilot)
+    cluster = app.master.cluster
+    now = list(cluster.events)
+    older = [
+        Event(ts=now[0].ts - 100 + i, kind="job.placed", node="m0", message=f"earlier {i}")
+        for i in range(3)
+    ]
+    cluster.replace_events([*older, *now])
+    await until(pilot, lambda: len(p.events) == len(now) + 3)
+    assert [ev.message for ev in p.shown[-3:]] == ["earlier 2", "earlier 1", "earlier 0"]
+    cluster.note("master.leader", "", "live again")  # and new events still go on top
+    await until(pilot, lambda: p.shown[0].message == "live again")

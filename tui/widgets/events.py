@@ -143,6 +143,13 @@ class EventsPane(ScrollView, can_focus=True):
         self._subtitle()
         self.refresh()
 
+    def replace(self, events: Iterable[Event]) -> None:
+        """All the events anew (oldest first): the master's ring was replaced whole."""
+        self.events.clear()
+        self.events.extend(events)
+        self._lines.clear()
+        self.set_query(self.query_text)
+
     def set_query(self, text: str) -> None:
         self.query_text = text
         words = self._words()
@@ -232,6 +239,7 @@ class EventsScreen(Screen[None]):
         self.clock = clock
         self._pending: list[Event] = []
         self._scheduled = False
+        self._reload = False  # the next flush redraws the whole ring
         self._unsubscribe: Callable[[], None] | None = None
 
     def compose(self) -> ComposeResult:
@@ -256,9 +264,12 @@ class EventsScreen(Screen[None]):
         return self.query_one(EventsPane)
 
     def _on_change(self, change: Change) -> None:
-        if not change.events:
+        if change.history:  # a new leader read the cluster's recent events back
+            self._reload, self._pending = True, []
+        elif not change.events:
             return
-        self._pending.extend(change.events)
+        else:
+            self._pending.extend(change.events)
         if not self._scheduled:
             self._scheduled = True
             self.set_timer(0.1, self._flush)
@@ -266,7 +277,11 @@ class EventsScreen(Screen[None]):
     def _flush(self) -> None:
         self._scheduled = False
         events, self._pending = self._pending, []
-        self.pane.add(events)
+        if self._reload:  # the ring holds the pending ones too
+            self._reload = False
+            self.pane.replace(self.cluster.events)
+        else:
+            self.pane.add(events)
 
     def action_filter(self) -> None:
         bar = self.query_one("#events-filter", Input)
