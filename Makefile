@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 WORKERS ?= 3
 
-.PHONY: demo test check bench screenshots install clean
+.PHONY: demo test check bench screenshots install clean bytecode
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || true
@@ -28,10 +28,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# Every corral process (the CLI, each worker and master a test starts) imports
+# the source tree. Where PYTHONDONTWRITEBYTECODE is set (CI images often set
+# it), Python never caches what it compiles, and each start compiled every
+# module again: `corral nodes` 57 ms instead of 45, a worker 60 ms more. This
+# writes the caches for what changed since the last run (about 60 ms when
+# nothing did).
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q corral bench
+
+demo: bytecode
 	$(BIN)/corral demo --workers $(WORKERS)
 
-test: $(STAMP)
+test: bytecode
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)
@@ -40,10 +49,10 @@ check: $(STAMP)
 	$(BIN)/mypy corral
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: bytecode
 	$(BIN)/python -m bench
 
-screenshots: $(STAMP)
+screenshots: bytecode
 	$(BIN)/python -m corral.tui.screenshots screenshots
 
 clean:
