@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
-import paramiko
 
 from corral.master import deploy, elf, pusher
 from corral.master.config import ConfigError, SshConfig, load_ssh
@@ -62,10 +61,15 @@ from corral.master.ssh import thread_progress
 from corral.master.text import human_bytes
 from corral.transport import sftp
 from corral.transport.connection import CallError
+from corral.transport.lazy import lazy
 from corral.transport.messages import AppReady, Hashes, HashesReply, PrepareApp, valid_app_name
 
 if TYPE_CHECKING:
+    import paramiko
+
     from corral.master.control import Master
+else:
+    paramiko = lazy("paramiko")  # by the first deploy (see transport.lazy)
 
 log = logging.getLogger("corral.master")
 

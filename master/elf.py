@@ -30,11 +30,18 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection, DynamicSegment
-from elftools.elf.elffile import ELFFile
+from corral.transport.lazy import lazy
+
+if TYPE_CHECKING:
+    from elftools.common import exceptions as elf_errors
+    from elftools.elf import dynamic as elf_dynamic
+    from elftools.elf import elffile
+else:  # by the first deploy, not by a master's start (see transport.lazy)
+    elf_errors = lazy("elftools.common.exceptions")
+    elf_dynamic = lazy("elftools.elf.dynamic")
+    elffile = lazy("elftools.elf.elffile")
 
 LD_SO_CACHE = Path("/etc/ld.so.cache")
 LD_SO_CONF = Path("/etc/ld.so.conf")
@@ -120,10 +127,10 @@ def elf_kind(path: Path) -> _Kind | None:
 def _dynamic(elf: Any) -> Any:
     """The dynamic section, or the PT_DYNAMIC segment of a section-stripped file."""
     for section in elf.iter_sections():
-        if isinstance(section, DynamicSection):
+        if isinstance(section, elf_dynamic.DynamicSection):
             return section
     for segment in elf.iter_segments():
-        if isinstance(segment, DynamicSegment):
+        if isinstance(segment, elf_dynamic.DynamicSegment):
             return segment
     return None
 
@@ -139,7 +146,7 @@ def _read_object(path: Path, needed_by: Path | None = None) -> _Object:
     soname = ""
     try:
         with path.open("rb") as f:
-            dynamic = _dynamic(ELFFile(f))
+            dynamic = _dynamic(elffile.ELFFile(f))
             for tag in dynamic.iter_tags() if dynamic is not None else ():
                 kind = str(tag.entry.d_tag)
                 if kind == "DT_NEEDED":
@@ -150,7 +157,7 @@ def _read_object(path: Path, needed_by: Path | None = None) -> _Object:
                     runpath = _split(str(tag.runpath))
                 elif kind == "DT_SONAME":
                     soname = str(tag.soname)
-    except (ELFError, ValueError, struct.error) as exc:
+    except (elf_errors.ELFError, ValueError, struct.error) as exc:
         reason = f"{path} is not a readable ELF file: {exc}"
         raise DependencyError(path.name, needed_by or path, reason) from exc
     return _Object(path, tuple(needed), rpath, runpath, soname)

@@ -25,8 +25,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-import paramiko
+from corral.transport.lazy import lazy
+
+if TYPE_CHECKING:
+    import paramiko
+else:
+    paramiko = lazy("paramiko")  # imported by the first connection, not by a master's start
 
 # OpenSSH advertises 32 KiB channel packets, so our packets are that size
 # anyway; what matters for upload speed is keeping many SFTP writes in
@@ -138,8 +144,12 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Refuse an unknown host key, or record it when the operator opted in."""
+class _HostKeyPolicy:
+    """Refuse an unknown host key, or record it when the operator opted in.
+
+    paramiko's `MissingHostKeyPolicy` by its one method, not by subclassing:
+    a subclass would import paramiko where this module is imported.
+    """
 
     def __init__(self, target: SshTarget) -> None:
         self.target = target
@@ -204,7 +214,9 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
     try:
         if target.known_hosts.exists():
             client.load_host_keys(str(target.known_hosts))
-        client.set_missing_host_key_policy(_HostKeyPolicy(target))
+        client.set_missing_host_key_policy(
+            cast("paramiko.MissingHostKeyPolicy", _HostKeyPolicy(target))
+        )
         key = str(target.key_filename) if target.key_filename else None
         client.connect(
             target.host,

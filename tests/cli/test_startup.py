@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cli.conftest import REPO, Cluster
+from tests.cli.conftest import REPO, Cluster, base_env, run_corral, stop_process, wait_for
 
 HEAVY = ("http.client", "email", "asyncio", "textual", "paramiko", "msgspec", "ssl")
 AVOIDED = ("pathlib", "dataclasses", "urllib", "shutil", "socket", "encodings.idna", "ipaddress")
@@ -61,3 +61,26 @@ def test_stop_wait_imports_nothing_heavy_either(cluster: Cluster, tmp_path: Path
     status, modules = modules_of(cluster, tmp_path, "stop", "--wait", "w1:999999")
     assert status == 1  # no such process: the point is what it loaded to say so
     assert [m for m in (*HEAVY, *AVOIDED, "typing") if loaded(modules, m)] == []
+
+
+# Deploys, bundles and fetches need these; a master's start does not (they
+# were half of its time to the API answering: see transport.lazy).  That
+# they still load when a deploy needs them, the deploy tests show.
+DEPLOY_ONLY = ("paramiko", "invoke", "elftools")
+
+
+def test_a_master_starts_without_the_ssh_and_elf_libraries(tmp_path: Path) -> None:
+    state, out = tmp_path / "state", tmp_path / "modules.json"
+    argv = [sys.executable, "-c", PROBE, str(out), "master", "--headless"]
+    argv += ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--state-dir", str(state)]
+    env = base_env(CORRAL_STATE_DIR=str(state))
+    master = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (state / "api").exists(), "the master's API address")
+        nodes = run_corral("nodes", "--json", env=env)
+        assert (nodes.status, nodes.json()) == (0, {"nodes": []})  # the API answered
+    finally:
+        stop_process(master)
+    modules = set(json.loads(out.read_text()))
+    assert {"corral.master.deployer", "corral.transport.sftp"} <= modules  # deploy is ready
+    assert [m for m in DEPLOY_ONLY if loaded(modules, m)] == []
