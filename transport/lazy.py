@@ -1,8 +1,8 @@
 """A module that is imported on first use, for the heavy ones a start-up does not need.
 
 paramiko (150-190 ms to import here) and pyelftools (about 50 ms) serve
-deploys, bundles and fetches only; a master imported them at every start,
-where they were half of its time to the API answering.  The modules that
+deploys, bundles and fetches only; a master imported them at every start
+(an empty master's start to its API: 0.63 s with them, 0.45-0.48 s without).  The modules that
 use them say, as a module attribute::
 
     if TYPE_CHECKING:

@@ -64,7 +64,7 @@ def test_stop_wait_imports_nothing_heavy_either(cluster: Cluster, tmp_path: Path
 
 
 # Deploys, bundles and fetches need these; a master's start does not (they
-# were half of its time to the API answering: see transport.lazy).  That
+# were a quarter of its time to the API answering: see transport.lazy).  That
 # they still load when a deploy needs them, the deploy tests show.
 DEPLOY_ONLY = ("paramiko", "invoke", "elftools")
 
