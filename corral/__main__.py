@@ -10,17 +10,22 @@ the record of the verb given is loaded.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
 
 from corral.master import verbs
-from corral.master.verbs.base import CommandError, Formatter, Parser, UsageError, Verb
+from corral.master.verbs.base import CommandError, UsageError, Verb, invalid
+from corral.master.verbs.quickargs import Declared
 
 TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
     from typing import Any
+
+    from corral.master.verbs.argv import Parser
+
+    Subparsers = argparse._SubParsersAction  # what add_subparsers returns
 
 DESCRIPTION = """\
 Run programs on many Linux machines from one terminal.
@@ -40,11 +45,11 @@ nothing else names a master, they reach the demo.
 Try it on one machine:  corral demo --headless
 """
 
-Subparsers = argparse._SubParsersAction  # what add_subparsers returns
-
 
 def _help(summary: str, description: str, examples: str) -> dict[str, Any]:
     """``add_parser`` keywords: the summary, then the description, then examples."""
+    from corral.master.verbs.argv import Formatter
+
     lines = examples.strip().splitlines()
     return {
         "help": summary,
@@ -58,15 +63,15 @@ def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise invalid(f"not a number: {text!r}") from None
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+        raise invalid(f"must be above 0: {text!r}")
     return value
 
 
 def _workers(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 64:
-        raise argparse.ArgumentTypeError(f"expected 1 to 64, got {text!r}")
+        raise invalid(f"expected 1 to 64, got {text!r}")
     return int(text)
 
 
@@ -165,16 +170,22 @@ def _demo_verb(sub: Subparsers[Parser]) -> None:
 
 
 # --- the client verbs ------------------------------------------------------------------
-def _finding_the_master() -> Parser:
+def _finding_the_master(p: Parser | Declared) -> None:
     """The options every client verb shares: where the master is."""
-    parent = Parser(add_help=False)
-    where = parent.add_argument_group("finding the master")
+    where = p.add_argument_group("finding the master")
     where.add_argument(
         "--api", metavar="HOST:PORT", help="the master's control API (default: see corral --help)"
     )
     where.add_argument(
         "--state-dir", metavar="DIR", help="the master's state directory (for its token and api)"
     )
+
+
+def _parent() -> Parser:
+    from corral.master.verbs.argv import Parser
+
+    parent = Parser(add_help=False)
+    _finding_the_master(parent)
     return parent
 
 
@@ -194,26 +205,38 @@ def build_parser(given: str | None = None) -> Parser:
     and the worker daemon is asked for its flags only for ``worker``.  None
     loads everything, for ``corral --help``.
     """
-    parser = Parser(prog="corral", description=DESCRIPTION, epilog=EPILOG)
     from corral import __version__
+    from corral.master.verbs.argv import Parser
+
+    parser = Parser(prog="corral", description=DESCRIPTION, epilog=EPILOG)
 
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     if given in verbs.NAMES:
         # A client verb alone: every parser argparse makes costs start-up time
         # (its gettext lookups), and the others are not needed to parse this one.
-        _client_verb(sub, verbs.get(given), _finding_the_master())
+        _client_verb(sub, verbs.get(given), _parent())
         return parser
     _master_verb(sub)
     _worker_verb(sub, given == "worker")
     _demo_verb(sub)
-    parent = _finding_the_master()
+    parent = _parent()
     for name in verbs.NAMES:
         if given in (None, name):
             _client_verb(sub, verbs.get(name), parent)
         else:
             sub.add_parser(name, add_help=False)
     return parser
+
+
+def quick_parse(argv: Sequence[str]) -> argparse.Namespace | None:
+    """A client verb's plain command line read without argparse (see `quickargs`), else None."""
+    if not argv or argv[0] not in verbs.NAMES:
+        return None
+    declared = Declared()
+    _finding_the_master(declared)
+    verbs.get(argv[0]).arguments(declared)  # type: ignore[arg-type]  # records the same calls
+    return declared.parse(argv[1:], verb=argv[0])  # type: ignore[return-value]
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -240,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = next((a for a in argv if not a.startswith("-")), None)
     try:
         try:
-            args = build_parser(given).parse_args(argv)
+            args = quick_parse(argv) or build_parser(given).parse_args(argv)
             if args.verb is None:
                 raise UsageError("no verb given (try `corral --help`)")
             return _dispatch(args)

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import _socket
 import errno
-import json
 import os
-from collections.abc import Iterator
 
 from corral.master.state import default_state_path
 from corral.master.verbs.base import ApiError, CommandError, Unreachable, UsageError
+from corral.transport import quickjson
 from corral.transport.addresses import is_loopback, split_hostport
 
 TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
     from typing import Any
 
@@ -128,7 +128,7 @@ class DemoPointer:
         return start_ticks(self.pid) == self.start
 
     def text(self) -> str:
-        return json.dumps({"pid": self.pid, "start": self.start, "state_dir": self.state})
+        return quickjson.dumps({"pid": self.pid, "start": self.start, "state_dir": self.state})
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> DemoPointer | None:
@@ -137,7 +137,7 @@ class DemoPointer:
             with open(path, "rb") as f:
                 if os.fstat(f.fileno()).st_uid != os.getuid():
                     return None
-                data = json.loads(f.read(4096))
+                data = quickjson.loads(f.read(4096))
             pid, start, state = data["pid"], data["start"], data["state_dir"]
         except (OSError, ValueError, TypeError, KeyError):
             return None
@@ -549,7 +549,7 @@ class Client:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         data = None
         if body is not None:
-            data = json.dumps(body).encode()
+            data = quickjson.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         try:
             resp = conn.request(method, path, headers, data)
@@ -570,7 +570,7 @@ class Client:
     @staticmethod
     def _error_text(status: int, raw: bytes) -> str:
         try:
-            message = str(json.loads(raw)["error"])
+            message = str(quickjson.loads(raw)["error"])
         except (ValueError, KeyError, TypeError):
             text = raw.decode(errors="replace").strip().splitlines()
             message = f"the master answered HTTP {status}" + (f": {text[0]}" if text else "")
@@ -591,7 +591,7 @@ class Client:
         finally:
             conn.close()
         try:
-            return json.loads(raw)
+            return quickjson.loads(raw)
         except ValueError:
             raise CommandError(f"the master at {self.api} sent a reply that is not JSON") from None
 
@@ -630,7 +630,7 @@ class Client:
                     return
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        yield quickjson.loads(line)
                     except ValueError:
                         raise Unreachable(f"the master at {self.api} sent a bad line") from None
         finally:

@@ -22,12 +22,14 @@ Standard library only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 from corral.master.text import human_bytes
 
-NodeResult = Mapping[str, Any]
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    NodeResult = Mapping[str, Any]  # a type alias, for mypy only
 
 
 def _seconds(s: float) -> str:

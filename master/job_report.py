@@ -8,16 +8,19 @@ so the command line needs nothing of the master: standard library only.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from corral.master.text import cpu_seconds, duration, human_bytes, render
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    Ticket = Mapping[str, Any]  # a type alias, for mypy only
 
 JOB_HEADERS = ("ID", "NAME", "STATE", "REPLICAS", "MEM", "POS", "AGE", "REASON")
 REPLICA_HEADERS = ("#", "PROC", "STATE", "CPU", "MAX RSS", "TIME", "REASON")
 ALIVE = ("running", "sleeping", "stopped", "zombie")
-
-Ticket = Mapping[str, Any]
 
 
 def replicas_text(job: Ticket) -> str:

@@ -8,7 +8,9 @@ numbers above (``15M``, ``300M``).  Standard library only, no imports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False  # the command line loads this module: no collections at run time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _UNITS = "KMGTPE"
 

@@ -8,7 +8,7 @@ verb is a new module and its name here.
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 from corral.master.verbs.base import Verb
 
@@ -46,7 +46,9 @@ def get(name: str) -> Verb[Any]:
         raise KeyError(name)
     verb = _loaded.get(name)
     if verb is None:
-        verb = importlib.import_module(f"{__name__}.{name}").VERB
+        module = f"{__name__}.{name}"
+        __import__(module)  # importlib.import_module would load `warnings` for nothing
+        verb = sys.modules[module].VERB
         assert isinstance(verb, Verb) and verb.name == name, name
         _loaded[name] = verb
     return verb

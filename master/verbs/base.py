@@ -26,14 +26,10 @@ time, so ``corral ps`` loads its record without asyncio or msgspec.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-from collections import namedtuple
-from collections.abc import Callable, Iterator, Sequence
 
 from corral.master.names import BadName, parse_target
+from corral.master.verbs.quickargs import REMAINDER as REMAINDER
 
 # The command line imports this module for every verb and never needs
 # `typing` at run time (about 12% of `corral nodes`' instructions): the
@@ -41,10 +37,13 @@ from corral.master.names import BadName, parse_target
 # the few used at run time have plain stand-ins below.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, ClassVar, Generic, NamedTuple, NoReturn, Protocol, TypeVar
+    import argparse
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
     from corral.master.control import Master
     from corral.master.deployer import Deployer
+    from corral.master.verbs.argv import Parser
 else:
 
     class Generic:
@@ -57,11 +56,11 @@ else:
         return name
 
 
-Args = argparse.Namespace
 if TYPE_CHECKING:
+    Args = argparse.Namespace  # or quickargs.Namespace: the same attributes
     Reply = Any  # a reply in its JSON shape: dicts, lists, str, numbers (or Structs, for the API)
 else:
-    Reply = object
+    Args = Reply = object  # only ever annotations
 
 MAX_ITEMS = 10_000  # nodes, targets or libraries named in one request
 MAX_ARGS = 4096  # argv elements
@@ -138,7 +137,14 @@ if TYPE_CHECKING:
 
 else:
     Api = object  # only ever an annotation
-    Plane = namedtuple("Plane", ["master", "deployer", "progress"], defaults=[None])
+
+    class Plane:
+        """What a verb acts on (see the typed declaration above)."""
+
+        __slots__ = ("deployer", "master", "progress")
+
+        def __init__(self, master: Any, deployer: Any, progress: Any = None) -> None:
+            self.master, self.deployer, self.progress = master, deployer, progress
 
 
 # --- request shapes ---------------------------------------------------------------------
@@ -176,7 +182,22 @@ if TYPE_CHECKING:
         status: int = 0
 
 else:
-    Output = namedtuple("Output", ["out", "err", "status"], defaults=[(), 0])
+
+    class Output:
+        """A reply as people read it (see the typed declaration above)."""
+
+        __slots__ = ("err", "out", "status")
+
+        def __init__(self, out: Sequence[str], err: Sequence[str] = (), status: int = 0) -> None:
+            self.out, self.err, self.status = out, err, status
+
+        def __eq__(self, other: object) -> bool:
+            if not isinstance(other, Output):
+                return NotImplemented
+            return (self.out, self.err, self.status) == (other.out, other.err, other.status)
+
+        def __repr__(self) -> str:
+            return f"Output(out={self.out!r}, err={self.err!r}, status={self.status!r})"
 
 
 def warn(line: str) -> None:
@@ -185,64 +206,30 @@ def warn(line: str) -> None:
 
 
 def print_json(reply: Reply) -> None:
+    import json  # only for --json: 12 ms of start-up (see transport.quickjson)
+
     print(json.dumps(reply, indent=2))
 
 
+def invalid(message: str) -> Exception:
+    """The error an argparse ``type`` raises for a bad value (argparse words it around ``message``).
+
+    Only a bad value gets here, and argparse then reads the command line to
+    word the error (`quickargs` hands it every line it cannot take), so
+    loading argparse for it costs nothing a good command line pays.
+    """
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
 # --- arguments ----------------------------------------------------------------------------
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """Help as written; a ``REMAINDER`` argument shows its metavar (``-- PROGRAM ...``).
-
-    The width is found as ``shutil.get_terminal_size`` finds it, without
-    importing shutil (and the compression modules it loads): argparse makes
-    a formatter for every argument added, so every verb would pay for it.
-    """
-
-    def __init__(self, prog: str, **kwargs: Any) -> None:
-        if kwargs.get("width") is None:
-            kwargs["width"] = terminal_width() - 2  # argparse's own margin
-        super().__init__(prog, **kwargs)
-
-    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
-        if action.nargs == argparse.REMAINDER and isinstance(action.metavar, str):
-            return action.metavar
-        return super()._format_args(action, default_metavar)
-
-
-def terminal_width() -> int:
-    """``$COLUMNS``, else stdout's terminal width, else 80."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isascii() and columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    stdout = sys.__stdout__
-    try:
-        return (os.get_terminal_size(stdout.fileno()).columns if stdout else 0) or 80
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one `UsageError` line, never exiting.
-
-    ``hint`` ends the message: "(try `corral stop --help`)" on the command
-    line, the usage in the dashboard.
-    """
-
-    def __init__(self, *args: Any, hint: str = "", **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", Formatter)
-        super().__init__(*args, **kwargs)
-        self.hint = hint
-
-    def error(self, message: str) -> NoReturn:
-        hint = self.hint or f"(try `{self.prog} --help`)"
-        raise UsageError(f"{message} {hint}")
-
-
 def target(text: str) -> str:
     """An argparse type: a ``NODE:PID`` process name, checked."""
     try:
         parse_target(text)
     except BadName as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        raise invalid(str(e)) from None
     return text
 
 
@@ -280,6 +267,8 @@ class Verb(Generic[R]):
 
     def parser(self, hint: str = "") -> Parser:
         """The verb alone (no ``--help``): how the dashboard parses its ``:`` line."""
+        from corral.master.verbs.argv import Parser
+
         p = Parser(prog=self.name, add_help=False, hint=hint)
         self.arguments(p)
         return p

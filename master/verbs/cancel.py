@@ -12,13 +12,16 @@ nothing.
 
 from __future__ import annotations
 
-import argparse
 from typing import Annotated, Any
 
 from corral.master.job_report import ALIVE
 from corral.master.text import abridged
 from corral.master.verbs.base import Args, Limits, Output, Plane, Reply, Shape, Verb
 from corral.master.verbs.job import job_id
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
 
 Ids = Annotated[str, Limits(max_length=20_000, pattern=r"^[0-9]{1,18}(,[0-9]{1,18}){0,999}\Z")]
 

@@ -24,13 +24,17 @@ is sent.
 
 from __future__ import annotations
 
-import argparse
 import os
-from typing import Any
 
 from corral.master.deploy_report import node_report
 from corral.master.verbs.base import Api, Args, Output, Plane, Reply, Shape, Verb, node_choice
-from corral.master.verbs.shapes import FilePath, FilePaths, Names, SearchPath, Text
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from corral.master.verbs.shapes import FilePath, FilePaths, Names, SearchPath, Text
 
 DEPLOY_TIMEOUT = 6 * 3600.0  # the master answers once every node is done
 

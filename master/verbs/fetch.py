@@ -20,12 +20,10 @@ working directory removed on its node (``purged``); ``kept`` says why not.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
 
 from corral.master.text import human_bytes
 from corral.master.verbs.base import (
@@ -41,6 +39,11 @@ from corral.master.verbs.base import (
 )
 from corral.master.verbs.job import JobId, job_id
 from corral.master.verbs.shapes import FilePath
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 FETCH_TIMEOUT = 6 * 3600.0
 

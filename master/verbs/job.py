@@ -19,11 +19,14 @@ state; times are Unix seconds.  An unknown id is a 404.
 
 from __future__ import annotations
 
-import argparse
 from typing import Annotated, Any
 
 from corral.master.job_report import ticket_lines
-from corral.master.verbs.base import Args, Limits, Output, Plane, Reply, Shape, Verb
+from corral.master.verbs.base import Args, Limits, Output, Plane, Reply, Shape, Verb, invalid
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
 
 JobId = Annotated[int, Limits(ge=1, le=2**62)]
 
@@ -31,7 +34,7 @@ JobId = Annotated[int, Limits(ge=1, le=2**62)]
 def job_id(text: str) -> int:
     """An argparse type: a job id."""
     if not text.isdigit() or not 1 <= int(text) <= 2**62:
-        raise argparse.ArgumentTypeError(f"bad job id {text!r}: give the number submit printed")
+        raise invalid(f"bad job id {text!r}: give the number submit printed")
     return int(text)
 
 

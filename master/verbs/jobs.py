@@ -12,11 +12,13 @@ A queued job's ``position`` is its place in the queue (1: next) and its
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 from corral.master.job_report import jobs_table
 from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
 class JobsQuery(Shape):

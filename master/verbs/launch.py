@@ -14,10 +14,10 @@ failed is its entry in ``errors``; the others still launch.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from corral.master.verbs.base import (
+    REMAINDER,
     Api,
     Args,
     Output,
@@ -34,6 +34,7 @@ from corral.master.verbs.base import (
 # the API resolves these names in the annotations (`wire._names`).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
     from corral.master.verbs.shapes import Argv, Key, Names, Text
@@ -77,7 +78,7 @@ class Launch(Verb[LaunchRequest]):
             help="request key (default: a new one): a retry with the same KEY returns the "
             "processes the first launch started and starts no more",
         )
-        p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
+        p.add_argument("program", nargs=REMAINDER, metavar="-- PROGRAM [ARGS...]")
 
     def request(self, args: Args) -> dict[str, Any]:
         program = list(args.program)

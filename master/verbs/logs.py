@@ -20,7 +20,6 @@ byte printed.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -40,12 +39,15 @@ from corral.master.verbs.base import (
     Shape,
     Unreachable,
     Verb,
+    invalid,
     target,
     warn,
 )
 from corral.master.verbs.shapes import Text
 
 if TYPE_CHECKING:
+    import argparse
+
     from corral.master.control import LogPiece, Master
 
 MAX_TAIL = 2**31 - 1
@@ -64,9 +66,7 @@ def tail_lines(text: str) -> int | None:
     if text == "all":
         return None
     if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_TAIL:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of lines (up to {MAX_TAIL}) or 'all', got {text!r}"
-        )
+        raise invalid(f"expected a number of lines (up to {MAX_TAIL}) or 'all', got {text!r}")
     return int(text)
 
 

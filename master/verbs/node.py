@@ -13,10 +13,12 @@ no certificate on record.
 
 from __future__ import annotations
 
-import argparse
-from typing import Annotated, Any
-
 from corral.master.verbs.base import Args, Limits, Output, Plane, Reply, Shape, Verb
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
+    from typing import Annotated, Any
 
 
 class RevokeRequest(Shape):

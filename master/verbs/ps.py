@@ -17,13 +17,17 @@ share of one core it used between its last two samples (0 once ended).
 
 from __future__ import annotations
 
-import argparse
 import time
-from typing import Any
 
 from corral.master.text import cpu_seconds, duration, human_bytes, render
 from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb
-from corral.master.verbs.shapes import Text
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from corral.master.verbs.shapes import Text
 
 # transport.messages.ALIVE_STATES, spelled here: the command line imports
 # this module to print a reply, and msgspec is no import for it to pay.

@@ -14,13 +14,16 @@ Logs are kept unless ``logs``.  A node that failed has its ``error``.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Mapping
-from typing import Any
-
 from corral.master.text import abridged
 from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb, node_choice
-from corral.master.verbs.shapes import Names, Text
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Mapping
+    from typing import Any
+
+    from corral.master.verbs.shapes import Names, Text
 
 
 class RmRequest(Shape):

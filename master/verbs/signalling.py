@@ -29,8 +29,6 @@ reach, a result has only ``target``, ``delivered`` and ``message``.
 
 from __future__ import annotations
 
-import argparse
-
 from corral.master.verbs.base import (
     Api,
     Args,
@@ -40,6 +38,7 @@ from corral.master.verbs.base import (
     Reply,
     Shape,
     Verb,
+    invalid,
     target,
 )
 
@@ -47,6 +46,7 @@ from corral.master.verbs.base import (
 # the API resolves these names in the annotations (`wire._names`).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Annotated, Any, ClassVar
 
     from corral.master.verbs.shapes import Names
@@ -76,9 +76,9 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise invalid(f"not a number of seconds: {text!r}") from None
     if not 0 < value <= MAX_WAIT:
-        raise argparse.ArgumentTypeError(f"expected above 0 and at most {MAX_WAIT:g}: {text!r}")
+        raise invalid(f"expected above 0 and at most {MAX_WAIT:g}: {text!r}")
     return value
 
 

@@ -20,13 +20,13 @@ offer; one that does not fit now is queued, and its ticket says why.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Annotated, Any
 
 from corral.master.job_report import submitted_line
 from corral.master.verbs.base import (
+    REMAINDER,
     Args,
     Limits,
     Output,
@@ -35,10 +35,15 @@ from corral.master.verbs.base import (
     Shape,
     UsageError,
     Verb,
+    invalid,
     print_json,
 )
 from corral.master.verbs.shapes import Argv, FilePath, Text
 from corral.transport.sizes import SizeError, parse_size
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_MEM = "100M"
 Glob = Annotated[str, Limits(min_length=1, max_length=1024, pattern=r"^[^\x00]*\Z")]
@@ -60,7 +65,7 @@ def size(text: str) -> int:
     try:
         return parse_size(text)
     except SizeError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        raise invalid(str(e)) from None
 
 
 def count(text: str) -> int:
@@ -68,9 +73,9 @@ def count(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad replica count {text!r}: give a number") from None
+        raise invalid(f"bad replica count {text!r}: give a number") from None
     if not 1 <= n <= 10_000:
-        raise argparse.ArgumentTypeError(f"bad replica count {n}: give 1 to 10000")
+        raise invalid(f"bad replica count {n}: give 1 to 10000")
     return n
 
 
@@ -126,7 +131,7 @@ corral submit --bundle app.tar.gz --replicas 2 --output 'out/*' -- make run"""
             help="a .tar/.tar.gz/.tar.zst/.zip file or a directory, unpacked in each replica's "
             "directory before the command runs",
         )
-        p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
+        p.add_argument("program", nargs=REMAINDER, metavar="-- PROGRAM [ARGS...]")
 
     def request(self, args: Args) -> dict[str, Any]:
         program = list(args.program)

@@ -14,10 +14,12 @@ pick it up by themselves.
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
 class RotateRequest(Shape):

@@ -15,13 +15,16 @@ process's CPU time is its own and its descendants' (as in ``ps``), its
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 from corral.master.text import cpu_seconds, human_bytes, render
 from corral.master.verbs.base import Args, Output, Plane, Reply, Shape, Verb
 from corral.master.verbs.ps import cpu_percent, state_text
-from corral.master.verbs.shapes import Text
+
+TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from corral.master.verbs.shapes import Text
 
 PROC_HEADERS = ("PROC", "APP", "STATE", "USER", "SYS", "CPU%", "RSS", "MAX RSS", "COMMAND")
 NODE_HEADERS = ("NODE", "PROCS", "CPU%", "CHILDREN USER", "CHILDREN SYS", "CHILDREN MAX RSS")
