@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from corral.master.etcd import Etcd, EtcdError, SyncEtcd, delete_op, put_op, term_compare
-from corral.master.tickets import Job, StoreError
+from corral.master.tickets import Job, StoreError, gc_paused
 
 JOBS = "/corral/jobs/"
 NEXT = JOBS + "next"
@@ -214,7 +214,8 @@ class EtcdTicketStore:
             found = self.etcd.get(prefix, prefix=True, limit=limit, descend=descend)
         except EtcdError as e:
             raise StoreError(f"cannot read the jobs from etcd: {e}") from None
-        return [_decode.decode(kv.value) for kv in found]
+        with gc_paused():
+            return [_decode.decode(kv.value) for kv in found]
 
     def open_jobs(self) -> list[Job]:
         """Every job not ended, oldest first (the queue's order)."""

@@ -57,6 +57,7 @@ from corral.master.tickets import (
     StoreError,
     TicketStore,
     derive,
+    gc_paused,
 )
 from corral.transport import sftp
 from corral.transport.connection import CallError, CallRefused
@@ -301,7 +302,8 @@ class Jobs:
     def tickets(self, jobs: Iterable[Job]) -> list[dict[str, Any]]:
         """`ticket` of each of ``jobs``, the queue's positions worked out once."""
         positions = self.positions()
-        return [self.ticket(job, positions.get(job.id, 0)) for job in jobs]
+        with gc_paused():
+            return [self.ticket(job, positions.get(job.id, 0)) for job in jobs]
 
     def ticket(self, job: Job, position: int | None = None) -> dict[str, Any]:
         """The ticket in its JSON shape, with the live figures of running replicas."""
