@@ -152,6 +152,11 @@ class Calls:
             reply = await self._exchange(conn, msg, fut, timeout)
         finally:
             self._pending.pop(rid, None)
+            if fut.done() and not fut.cancelled():
+                # `fail_all` may have failed it while the send was still under
+                # way; the send's own error is what the caller gets, and asyncio
+                # would log this one as "never retrieved".
+                fut.exception()
         if isinstance(reply, Error):
             raise CallRefused(reply.message)
         if isinstance(reply, expect):
