@@ -56,8 +56,7 @@ class _Action:
         else:
             dest = flags[0]
         self.dest: str = kw.get("dest", dest)
-        default = kw.get("default", False if self.kind == "store_true" else None)
-        self.default = default
+        self.default = kw.get("default", False if self.kind == "store_true" else None)
 
     @property
     def positional(self) -> bool:
@@ -105,6 +104,8 @@ class Declared:
             action.nargs is not None and not action.positional
         ):
             raise TypeError(f"quickargs: nargs {action.nargs!r} on {flags} is not supported")
+        if action.positional and any(a.positional and a.nargs for a in self.actions):
+            raise TypeError(f"quickargs: positional {flags[0]!r} after a '+' or REMAINDER one")
         self.actions.append(action)
         if self._group is not None:
             self._group.append(action)
@@ -134,22 +135,18 @@ class Declared:
         i = 0
         while i < len(argv):
             token = argv[i]
-            if token.startswith("-") and token != "-":
-                if at < len(positionals) and positionals[at].nargs == REMAINDER and token == "--":
-                    rest = [positionals[at].value(t) for t in argv[i:]]
-                    if any(v is _NOT_GIVEN for v in rest):
-                        return None
-                    values[positionals[at].dest] = rest
-                    at += 1
-                    break
-                name, eq, explicit = token.partition("=")
-                action = options.get(name if eq and name.startswith("--") else token)
+            opens_remainder = (
+                token == "--" and at < len(positionals) and positionals[at].nargs == REMAINDER
+            )
+            if _looks_like_option(token) and not opens_remainder:
+                action = _option(token, options)
                 if action is None:
                     return None
                 rival = rivals.get(id(action), ())
                 if any(id(r) in seen for r in rival if r is not action):
                     return None  # argparse: "not allowed with argument"
                 seen.add(id(action))
+                _, eq, explicit = token.partition("=")
                 if action.kind == "store_true":
                     if eq:
                         return None
@@ -181,13 +178,13 @@ class Declared:
                 # argparse sorts every argument before a `--` into option or not
                 # first, and refuses an unknown or ambiguous option even here.
                 ahead = run[: run.index("--")] if "--" in run else run
-                if any(_unknown_option(t, options) for t in ahead):
+                if any(_looks_like_option(t) and _option(t, options) is None for t in ahead):
                     return None
             elif action.nargs is None:
                 run = [token]
             else:  # "+": the whole run of plain arguments
                 end = i
-                while end < len(argv) and not (argv[end].startswith("-") and argv[end] != "-"):
+                while end < len(argv) and not _looks_like_option(argv[end]):
                     end += 1
                 run = list(argv[i:end])
             converted = [action.value(t) for t in run]
@@ -195,8 +192,6 @@ class Declared:
                 return None
             values[action.dest] = converted[0] if action.nargs is None else converted
             i += len(run)
-            if action.nargs == REMAINDER:
-                break
         for action in positionals[at:]:
             if action.nargs != REMAINDER:
                 return None  # argparse: "the following arguments are required"
@@ -215,9 +210,11 @@ class Declared:
         return Namespace(**fixed, **values)
 
 
-def _unknown_option(token: str, options: dict[str, _Action]) -> bool:
-    """``token`` looks like an option and names none exactly (argparse may refuse it)."""
-    if not token.startswith("-") or token == "-":
-        return False
+def _looks_like_option(token: str) -> bool:
+    return token.startswith("-") and token != "-"
+
+
+def _option(token: str, options: dict[str, _Action]) -> _Action | None:
+    """The option ``token`` names in full (``--opt`` or ``--opt=VALUE``), else None."""
     name, eq, _ = token.partition("=")
-    return token not in options and not (eq and name.startswith("--") and name in options)
+    return options.get(name if eq and name.startswith("--") else token)

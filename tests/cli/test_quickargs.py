@@ -122,3 +122,6 @@ def test_an_unsupported_declaration_is_refused_not_misread() -> None:
         d.add_argument("--pair", nargs=2)
     with pytest.raises(TypeError, match="required group"):
         d.add_mutually_exclusive_group(required=True)
+    d.add_argument("program", nargs="...")
+    with pytest.raises(TypeError, match="after a '\\+' or REMAINDER"):
+        d.add_argument("more")
