@@ -175,15 +175,26 @@ async def deploy_dry_run(pilot: Pilot[None], base: Path) -> None:
 def to_png(svg: Path) -> Path | None:
     """A PNG next to ``svg`` when a converter is installed; None otherwise."""
     png = svg.with_suffix(".png")
+    data = spaces_kept(svg.read_bytes())
     if shutil.which("rsvg-convert"):
-        subprocess.run(["rsvg-convert", str(svg), "-o", str(png)], check=True)
+        subprocess.run(["rsvg-convert", "-o", str(png)], input=data, check=True)
         return png
     try:
         cairosvg = importlib.import_module("cairosvg")
     except ImportError:
         return None
-    cairosvg.svg2png(url=str(svg), write_to=str(png))
+    cairosvg.svg2png(bytestring=data, write_to=str(png))
     return png
+
+
+def spaces_kept(svg: bytes) -> bytes:
+    """Rich's SVG with ``xml:space="preserve"`` on its root.
+
+    Without it the converters drop the spaces that begin a text run, and
+    the header drew as "3 alive◐ 0 suspect" and "4 running1 ended"
+    (browsers, which show the SVG in the README, keep them either way).
+    """
+    return svg.replace(b"<svg ", b'<svg xml:space="preserve" ', 1)
 
 
 def main(argv: list[str]) -> int:
