@@ -43,7 +43,7 @@ Pipes, per spare::
                              EOF alone: exit once the seed has
     report  seed -> daemon   EOF at the exec, or "err ERRNO" if it failed
     info    seed -> shim     the seed's peak RSS just before the exec (see
-                             procfs.mem), then EOF
+                             _peak_rss), then EOF
     ack     shim -> forker   "SEED_PID SEED_START" once the seed is forked
 """
 
@@ -304,6 +304,7 @@ def _shim_run(seed: int, seed_start: int, order: int, info: int) -> None:
     # The seed first: EOF once it has execed (or died).  Writing the record
     # meanwhile would take a CPU from the launch's reply and exec, on their
     # way at that moment; the spec waits in the pipe.
+    _warm_shim(seed, seed_start)
     base = _read_all(info)
     data = _read_all(order)
     spec = Spec(**json.loads(data)) if data else None
@@ -331,9 +332,8 @@ def _seed_main(cmd: int, report: int, info: int) -> NoReturn:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHIM_IGNORES)
         setproctitle.setproctitle("corral-seed")
         setproctitle.setthreadtitle("corral-seed")
-        _warm()
         base_env = dict(os.environ)  # decoded now, not while the launch waits
-        _c_vector(f"{k}={v}" for k, v in base_env.items())  # see _warm
+        _warm(base_env)
         data = _read_all(cmd)
         if data:
             _become(Spec(**json.loads(data)), base_env, report, info)
@@ -372,8 +372,8 @@ def _become(spec: Spec, base_env: dict[str, str], report: int, info: int) -> NoR
         os.close(app)
         if at is not None:
             argv, envp = _c_vector(spec.argv), _c_vector(f"{k}={v}" for k, v in env.items())
-        # Last, after every allocation: the peak the exec hands on (see procfs.mem).
-        _tell(info, b"%d" % procfs.mem(os.getpid()).max_rss)
+        # Last, after every allocation: the peak the exec hands on.
+        _tell(info, b"%d" % _peak_rss())
         # After the last write to the shim: with SIGPIPE back to its default,
         # a shim killed meanwhile would take the program down with it.
         for sig in _APP_DEFAULTS:
@@ -479,24 +479,65 @@ def _tell(info: int, data: bytes) -> None:
         _write_all(info, data)
 
 
-def _warm() -> None:
-    """Walk the launch path once while idle.
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes (VmHWM, without reading /proc).
 
-    A forked process pays a copy-on-write fault for every page it first
-    writes, and CPython writes to every object it touches (reference
-    counts).  Paying those here, before any spec arrives, keeps them off
-    the way to the exec.
+    At exec the kernel folds the old address space's peak into the
+    program's ``ru_maxrss``, so a wait4 peak at or below the seed's is the
+    seed's (see `_write_exit`).
     """
-    Spec(
-        **json.loads(
-            json.dumps(
-                {f: "" for f in Spec.__dataclass_fields__} | {"argv": [], "env": {}, "workdir": []}
-            )
-        )
-    )
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _sample_spec() -> Spec:
+    """A spec shaped like a job replica's, decoded as a real one is (see `_warm`)."""
+    sample = {
+        "launch": "20261203-081439.647-1f2b",
+        "app": "sample",
+        "exe": "/usr/bin/sample",
+        "beneath": [],
+        "script": False,
+        "argv": ["sample", "--option", "a value of some length"],
+        "env": {"CORRAL_APP": "sample", "CORRAL_JOB": "1", "CORRAL_REPLICA": "0"},
+        "started_at": time.time(),
+        "boot_id": "0f5b7c3e-8a51-4d4c-9a6e-2b0c1d7e9f10",
+        "key": "job1.0.1f2b3c4d",
+        "workdir": ["jobs", "1", "0"],
+    }
+    return Spec(**json.loads(json.dumps(sample).encode()))
+
+
+def _warm(base_env: dict[str, str]) -> None:
+    """Walk the seed's launch path once while idle.
+
+    A forked process pays a fault for every page it first writes, and for
+    every page of code it first runs; CPython writes to every object it
+    touches (reference counts).  On a VM such a fault costs microseconds:
+    paying them here, before any spec arrives, keeps them off the way to
+    the exec (launches on a busy node run side by side with these seeds).
+    """
+    spec = _sample_spec()
+    env = {**base_env, **spec.env}
     if _ROOT >= 0:
         os.close(beneath.walk(_ROOT, ()))
-    procfs.mem(os.getpid())
+        os.close(beneath.walk_making(_ROOT, (), WORKDIR_MODE))
+    _c_vector(spec.argv)
+    _c_vector(f"{k}={v}" for k, v in env.items())
+    _peak_rss()
+
+
+def _warm_shim(seed: int, seed_start: int) -> None:
+    """Walk the shim's part of a launch once while idle: what `_warm` is to the seed.
+
+    Everything but the writes: the spec read, the launch record made and
+    encoded, the run directory walked to (not made).
+    """
+    spec = _sample_spec()
+    me = os.getpid()
+    records.encode(records.launch_record(spec, (me, _start_of(me)), (seed, seed_start)))
+    with contextlib.suppress(OSError, beneath.StoreError):
+        os.close(records.RunDir(_ROOT).open())
+    f"corral-shim {spec.launch} {spec.exe}".encode()
 
 
 def _detach(*keep: int) -> None:
