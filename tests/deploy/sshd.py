@@ -1,20 +1,25 @@
-"""A real OpenSSH sshd on 127.0.0.1 for tests, with its own keys and config.
+"""A real OpenSSH sshd for tests, with its own keys and config.
 
 `start_sshd(tmp_path)` generates a host key and a client key, writes an
 sshd_config that only accepts that client key, starts ``sshd -D`` on a free
-port and yields an `Sshd` once the port answers with an SSH banner.  Other
-test directories reuse it: ``from tests.deploy.sshd import start_sshd``.
+port of 127.0.0.1 and yields an `Sshd` once the port answers with an SSH
+banner.  Other test directories reuse it: ``from tests.deploy.sshd import
+start_sshd``.  On a separate host (a network namespace), ``address`` and
+``port`` say where it listens and ``wrap`` how a command runs there.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import getpass
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +41,7 @@ class Sshd:
 
     @property
     def host_id(self) -> str:
-        return f"[{self.host}]:{self.port}"
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
 
 def sshd_available() -> bool:
@@ -57,10 +62,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_config(d: Path, port: int) -> Path:
+def _write_config(d: Path, address: str, port: int) -> Path:
     config = d / "sshd_config"
     config.write_text(
-        f"ListenAddress 127.0.0.1\n"
+        f"ListenAddress {address}\n"
         f"Port {port}\n"
         f"HostKey {d / 'host_ed25519'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\n"
@@ -79,15 +84,28 @@ def _write_config(d: Path, port: int) -> Path:
     return config
 
 
-def _wait_for_banner(proc: subprocess.Popen[bytes], port: int, log: Path, deadline: float) -> None:
+def _greets(address: str, port: int) -> bool:
+    """Whether an SSH banner comes from ``address:port``."""
+    try:
+        with socket.create_connection((address, port), timeout=1) as s:
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _greets_there(wrap: Callable[[list[str]], list[str]], address: str, port: int) -> bool:
+    """`_greets`, asked from where ``wrap`` runs a command (another host)."""
+    probe = "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)"
+    probe += "; sys.exit(not s.recv(4).startswith(b'SSH-'))"
+    argv = wrap([sys.executable, "-c", probe, address, str(port)])
+    return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+
+
+def _wait_for_banner(
+    proc: subprocess.Popen[bytes], greets: Callable[[], bool], port: int, log: Path, deadline: float
+) -> None:
     """Poll until sshd greets on ``port``; fail at once if it exited."""
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                if s.recv(4).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
+    while not greets():
         if time.monotonic() > deadline:
             raise RuntimeError(f"sshd did not answer on port {port}: {log.read_text()}")
         try:  # the pause between polls doubles as the check that sshd still runs
@@ -98,8 +116,18 @@ def _wait_for_banner(proc: subprocess.Popen[bytes], port: int, log: Path, deadli
 
 
 @contextmanager
-def start_sshd(tmp_path: Path, start_timeout: float = 15.0) -> Iterator[Sshd]:
-    """Run a private sshd for the duration of the ``with`` block."""
+def start_sshd(
+    tmp_path: Path,
+    start_timeout: float = 15.0,
+    address: str = "127.0.0.1",
+    port: int = 0,
+    wrap: Callable[[list[str]], list[str]] | None = None,
+) -> Iterator[Sshd]:
+    """Run a private sshd for the duration of the ``with`` block.
+
+    It listens on ``address``:``port`` (0: a free port of 127.0.0.1);
+    ``wrap`` turns a command into one run on the host it listens on.
+    """
     d = tmp_path / "sshd"
     d.mkdir(parents=True, exist_ok=True)
     _keygen(d / "host_ed25519")
@@ -107,24 +135,28 @@ def start_sshd(tmp_path: Path, start_timeout: float = 15.0) -> Iterator[Sshd]:
     (d / "authorized_keys").write_text((d / "client_ed25519.pub").read_text())
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # privsep dir
-    port = _free_port()
+    port = port or _free_port()
     log = d / "sshd.log"
+    argv = [SSHD, "-D", "-e", "-f", str(_write_config(d, address, port))]
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(_write_config(d, port))],
+            wrap(argv) if wrap else argv,
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,
         )
     try:
-        _wait_for_banner(proc, port, log, time.monotonic() + start_timeout)
+        if wrap is None:
+            greets = functools.partial(_greets, address, port)
+        else:
+            greets = functools.partial(_greets_there, wrap, address, port)
+        _wait_for_banner(proc, greets, port, log, time.monotonic() + start_timeout)
         kind, blob = (d / "host_ed25519.pub").read_text().split()[:2]
-        line = f"[127.0.0.1]:{port} {kind} {blob}"
-        known_hosts = d / "known_hosts"
+        client_key, known_hosts = d / "client_ed25519", d / "known_hosts"
+        sshd = Sshd(address, port, getpass.getuser(), client_key, known_hosts, "", log)
+        line = f"{sshd.host_id} {kind} {blob}"
         known_hosts.write_text(line + "\n")
-        yield Sshd(
-            "127.0.0.1", port, getpass.getuser(), d / "client_ed25519", known_hosts, line, log
-        )
+        yield dataclasses.replace(sshd, host_key_line=line)
     finally:
         proc.terminate()
         try:
