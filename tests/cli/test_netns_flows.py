@@ -3,10 +3,11 @@
 The master runs on host ``m``; workers ``w1`` and ``w2`` run on hosts of
 their own (network namespaces joined by a bridge, `bench.netns.Lab`), each
 beside a real OpenSSH sshd listening on its host's address, port 22.  The
-workers dial the master's address, so its certificate must name that IP;
-each advertises the address it reaches the master from, which is where
-deploy, bundles and fetch connect over SSH.  The CLI runs on the master's
-host.  Nothing between the hosts goes through 127.0.0.1.
+master listens on every address, as it does by default; the workers dial
+its host's address, so its certificate must name that IP.  Each worker
+advertises the address it reaches the master from, which is where deploy,
+bundles and fetch connect over SSH.  The CLI runs on the master's host.
+Nothing between the hosts goes through 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -78,10 +79,14 @@ def hosts(tmp_path: Path) -> Iterator[Cluster]:
                 f'[ssh]\nuser = "{servers[0].user}"\nkey = "{key}"\n'
             )
             (c.state / "known_hosts").write_text("".join(s.host_key_line + "\n" for s in servers))
-            listen_on = ["--listen", f"{master_ip}:0", "--api", "127.0.0.1:0"]
+            # Every address, as by default: its certificate names this host's own.
+            listen_on = ["--listen", "0.0.0.0:0", "--api", "127.0.0.1:0"]
             c.spawn("m", "master.log", "master", "--headless", *listen_on,
                     "--state-dir", str(c.state), "--heartbeat", "0.5")  # fmt: skip
-            listen = wait_for(lambda: _read(c.state / "listen"), "the master's address")
+            port = wait_for(lambda: _read(c.state / "listen"), "the master's port").rpartition(":")[
+                2
+            ]
+            listen = f"{master_ip}:{port}"
             token = (c.state / "token").read_text().strip()
             for node in WORKERS:
                 c.spawn(node, f"{node}.log", "worker", "--master", listen, "--name", node,
