@@ -90,7 +90,17 @@ def _master_verb(sub: Subparsers[Parser]) -> None:
         "--listen", metavar="HOST:PORT", default="0.0.0.0:7070", help="where workers connect"
     )
     p.add_argument(
-        "--api", metavar="HOST:PORT", default="127.0.0.1:7071", help="the HTTP control API"
+        "--api",
+        metavar="HOST:PORT",
+        default="127.0.0.1:7071",
+        help="the HTTP control API (off loopback: over TLS, with the cluster CA)",
+    )
+    p.add_argument(
+        "--advertise",
+        metavar="HOST",
+        help="the address other machines reach this master at, where --listen or --api "
+        "binds every address (default: this machine's address on its route to etcd, or "
+        "to the outside)",
     )
     p.add_argument(
         "--state-dir",

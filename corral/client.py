@@ -29,7 +29,7 @@ import os
 from corral.master.state import default_state_path
 from corral.master.verbs.base import ApiError, CommandError, Unreachable, UsageError
 from corral.transport import quickjson
-from corral.transport.addresses import is_loopback, split_hostport
+from corral.transport.addresses import from_here, is_loopback, split_hostport
 
 TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
 if TYPE_CHECKING:
@@ -494,7 +494,10 @@ class Client:
         ca: str | os.PathLike[str] | None = None,
     ) -> None:
         self.api = api
-        self.host, self.port = split_address(api)
+        host, self.port = split_address(api)
+        # Served over TLS off loopback; on every address, dialled here on loopback.
+        self.tls = not is_loopback(host)
+        self.host = from_here(host)
         self.token = token  # or why there is none: reported once the master is reachable
         self.timeout = timeout
         self.ca = ca  # the cluster CA's certificate, for an API off loopback (TLS)
@@ -517,7 +520,7 @@ class Client:
 
     def _connection(self, timeout: float) -> Connection:
         """Plain HTTP on loopback; elsewhere HTTPS that trusts only the cluster CA."""
-        if is_loopback(self.host):
+        if not self.tls:
             return Connection(self.host, self.port, timeout)
         import ssl
 

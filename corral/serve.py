@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.client import state_dir
 from corral.master.verbs.base import CommandError, UsageError
-from corral.transport.addresses import split_hostport
+from corral.transport.addresses import WILDCARDS, split_hostport
 
 if TYPE_CHECKING:
     from corral.master.control import Master, MasterConfig
@@ -126,6 +126,15 @@ def master_config(args: argparse.Namespace) -> MasterConfig:
 
     check_address("--listen", args.listen, 7070)
     check_address("--api", args.api, 7071)
+    given = getattr(args, "advertise", None)
+    advertise = (given or "").strip().removeprefix("[").removesuffix("]")
+    if given is not None:
+        bad = not advertise or len(advertise) > 253 or any(c in advertise for c in " \t/[]@")
+        if bad or advertise in WILDCARDS:
+            raise UsageError(
+                f"--advertise: bad host {given!r}: give the address or name other machines "
+                "reach this master at, e.g. 10.0.0.1"
+            )
     etcd: list[str] = []
     if getattr(args, "etcd", None) is not None:
         try:
@@ -143,6 +152,7 @@ def master_config(args: argparse.Namespace) -> MasterConfig:
         etcd=etcd,
         name=name,
         lease=getattr(args, "lease", 5.0),
+        advertise=advertise,
     )
 
 

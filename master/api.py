@@ -185,7 +185,8 @@ class ApiServer:
         except Exception as err:  # the leader went away meanwhile: one line, no trace
             if request.method == "GET":
                 return None  # a read: answered here, from what this master knows
-            return _error(f"{why}; forwarding to it failed: {err or type(err).__name__}", 503)
+            failed = f"{why}; forwarding to it failed: {err or type(err).__name__}"
+            return _error(failed + _loopback_hint(scheme, leader.name, leader.listen), 503)
         kind = reply.headers.get("content-type", "application/json")
         return Response(reply.status_code, reply.content, kind)
 
@@ -230,6 +231,21 @@ class ApiServer:
         q: EventsQuery = wire.query(request.query, EventsQuery)
         events = await self.master.recent_events(min(q.limit, MAX_EVENTS))
         return json_response({"events": events})
+
+
+def _loopback_hint(scheme: str, leader: str, listen: str) -> str:
+    """Why a leader's API on loopback cannot be reached from here: it is on another machine."""
+    if scheme != "http":
+        return ""
+    from corral.master.ca import machine_names
+
+    host = split_hostport(listen, 7070)[0] if listen else ""
+    if not host or is_loopback(host) or host in machine_names():
+        return ""  # the same machine: it is simply not answering
+    return (
+        f" ({leader}'s API listens on loopback on its own machine: run the masters with "
+        "--api on an address they reach each other on, served over TLS)"
+    )
 
 
 def path_fields(path: str) -> list[str]:

@@ -33,13 +33,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from corral.transport.addresses import WILDCARDS
 from corral.transport.keys import key_pem, new_key
 from corral.transport.tls import api_context, cert_info, server_context, write_private
 
 NODE_LIFETIME = 90 * 86400.0
 CA_LIFETIME = 10 * 365 * 86400.0
 BACKDATE = 300.0  # seconds before now that a certificate becomes valid: clock skew
-WILDCARDS = ("0.0.0.0", "::", "")
 
 Clock = Callable[[], float]
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
@@ -41,7 +42,7 @@ from corral.master.server import Follow, WorkerLink, WorkerServer
 from corral.master.state import default_state_dir, write_atomic
 from corral.master.tails import TailKeeper
 from corral.master.tickets import StoreError
-from corral.transport.addresses import split_hostport
+from corral.transport.addresses import WILDCARDS, join_hostport, split_hostport
 from corral.transport.auth import ensure_token, new_token
 from corral.transport.connection import CallError, ConnectionClosed
 from corral.transport.messages import (
@@ -90,6 +91,30 @@ class MasterConfig:
     etcd: list[str] = field(default_factory=list)
     name: str = ""
     lease: float = 5.0
+    # The host other machines reach this master at, where --listen or --api
+    # binds every address ("": this machine's address on the way to etcd).
+    advertise: str = ""
+
+
+def route_address(etcd: Sequence[str] = ()) -> str:
+    """This machine's address on its route to etcd's first host, else to anywhere.
+
+    Connecting a UDP socket sends nothing: the kernel only picks the source
+    address its route would use.  Loopback when there is no route at all.
+    """
+    from urllib.parse import urlsplit
+
+    toward = [h for h in (urlsplit(u).hostname for u in etcd) if h][:1]
+    for host in [*toward, "192.0.2.1"]:  # TEST-NET-1: any routable address will do
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((host, 9))
+                address = str(s.getsockname()[0])
+        except OSError:
+            continue
+        if address not in WILDCARDS:
+            return address
+    return "127.0.0.1"
 
 
 class SignalResult(msgspec.Struct, frozen=True):
@@ -159,8 +184,25 @@ class Master:
         self._store_etcd: SyncEtcd | None = None
         self._store_aio: Etcd | None = None
         self.api_address = ""
+        self._advertise = ""  # see reachable()
         self._seen: tuple[object, ...] = ()  # the election's state last reported
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def reachable(self, bound: str) -> str:
+        """``bound`` (HOST:PORT) as other machines reach it: a wildcard host is advertised.
+
+        The advertised host is ``--advertise``, else this machine's address
+        on its route to etcd (or, without etcd, to anywhere), found once.
+        """
+        try:
+            host, port = split_hostport(bound, None)
+        except ValueError:
+            return bound
+        if host not in WILDCARDS:
+            return bound
+        if not self._advertise:
+            self._advertise = self.config.advertise or route_address(self.config.etcd)
+        return join_hostport(self._advertise, port)
 
     # --- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -188,9 +230,10 @@ class Master:
                 raise StartError(str(e)) from None
         host, port = split_hostport(self.config.listen, 7070)
         api_host = split_hostport(self.config.api, 7071)[0]
+        advertised = [self.config.advertise] if self.config.advertise else []
         try:
             self.ca = CA(state / "tls").open()
-            self.ca.write_server_cert(serving_names([host, api_host]))
+            self.ca.write_server_cert(serving_names([host, api_host, *advertised]))
         except (OSError, ValueError) as e:
             raise StartError(f"cannot set up the cluster CA in {state / 'tls'}: {e}") from None
         self.server = WorkerServer(self.cluster, self.token, self.config.heartbeat, self.ca)
@@ -224,7 +267,7 @@ class Master:
         if not self.config.etcd or self.election is not None:
             return
         name = self.config.name or f"{os.uname().nodename}-{os.getpid()}"
-        me = MasterInfo(name, self.listen_address, self.api_address)
+        me = MasterInfo(name, self.reachable(self.listen_address), self.reachable(self.api_address))
         election = Election(Etcd(self.config.etcd), me, self.config.lease, self._election_moved)
         self._store_etcd = SyncEtcd(self.config.etcd)
         self._store_aio = Etcd(self.config.etcd, writes=True)
@@ -244,8 +287,8 @@ class Master:
         if e is None:
             me = {
                 "name": self.config.name or os.uname().nodename,
-                "address": self.listen_address,
-                "api": self.api_address,
+                "address": self.reachable(self.listen_address),
+                "api": self.reachable(self.api_address),
                 "role": "leader",
                 "leader_since": self.started_at,
                 "term": 0,
@@ -306,7 +349,7 @@ class Master:
         why = self.standby_reason()
         e = self.election
         leader = e.leader.listen if why and e is not None and e.leader is not None else ""
-        return why, leader if leader != self.listen_address else ""
+        return why, leader if leader != self.reachable(self.listen_address) else ""
 
     def _election_moved(self) -> None:
         """The election changed: a new term to take up, a lead lost, etcd gone or back."""

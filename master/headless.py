@@ -29,7 +29,9 @@ async def serve(master: Master, announce: Announce = _print, ready: Announce | N
     api = await _start(master)
     if api is None:
         return 1
-    announce(f"corral master: workers connect to {master.listen_address}")
+    reachable = master.reachable(master.listen_address)
+    bound = "" if reachable == master.listen_address else f" (listening on {master.listen_address})"
+    announce(f"corral master: workers connect to {reachable}{bound}")
     announce(f"corral master: control API on {api.scheme}://{api.address}")
     announce(f"corral master: state in {master.config.state_dir}")
     if ready is not None:

@@ -6,6 +6,9 @@ address before it loads anything heavier.
 
 from __future__ import annotations
 
+# Hosts a listener binds to mean "every address of this machine".
+WILDCARDS = ("0.0.0.0", "::", "")
+
 
 def split_hostport(
     text: str,
@@ -50,3 +53,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def join_hostport(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets (as `split_hostport` reads it)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def from_here(host: str) -> str:
+    """The host a client on this machine dials for a listener bound to ``host``.
+
+    A wildcard means every address, loopback among them (and loopback is
+    in the certificate of a master listening on every address).
+    """
+    if host == "::":
+        return "::1"
+    return "127.0.0.1" if host in WILDCARDS else host

@@ -95,7 +95,7 @@ class CorralApp(App[None]):
                 self.exit(return_code=1, message=f"corral master: {e}")  # names the step
                 return
             self._started = True
-        self.dashboard.address = self.master.listen_address
+        self.dashboard.address = self.master.reachable(self.master.listen_address)
         if self.on_ready is not None and self.master.listen_address:
             self.on_ready(self.master.listen_address)
 

@@ -391,49 +391,84 @@ def outside_address() -> str | None:
     return None
 
 
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+
+
+@contextlib.contextmanager
+def headless_master(tmp_path: Path, *flags: str) -> Iterator[tuple[Path, str]]:
+    """A headless master with ``flags``: its state dir, and its API's address once it serves."""
+    state = tmp_path / "state"
+    argv = [sys.executable, "-m", "corral", "master", "--headless", "--state-dir", str(state)]
+    out = tmp_path / "master.out"
+    with open(out, "wb") as log:
+        master = subprocess.Popen([*argv, *flags], stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    try:
+        api = wait_until(lambda: (state / "api").exists() and (state / "api").read_text(), 15)
+        yield state, api.strip()
+    finally:
+        master.terminate()
+        master.wait(10)
+
+
+def corral_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "corral", *args]
+    return subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=30)
+
+
 def test_the_api_off_loopback_serves_tls_with_the_cluster_ca(tmp_path: Path) -> None:
     ip = outside_address()
     if ip is None:
         pytest.skip("this machine has no address but loopback")
-    state = tmp_path / "state"
-    argv = [sys.executable, "-m", "corral", "master", "--headless", "--state-dir", str(state)]
-    argv += ["--listen", "127.0.0.1:0", "--api", f"{ip}:0"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-    out = tmp_path / "master.out"
-    with open(out, "wb") as log:
-        master = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        api = wait_until(lambda: (state / "api").exists() and (state / "api").read_text(), 15)
-        assert f"control API on https://{ip}:" in out.read_text()
-        host, port = api.strip().rsplit(":", 1)
+    with headless_master(tmp_path, "--listen", "127.0.0.1:0", "--api", f"{ip}:0") as (state, api):
+        assert f"control API on https://{ip}:" in (tmp_path / "master.out").read_text()
+        host, port = api.rsplit(":", 1)
         # Plain HTTP gets no answer in HTTP: the port speaks TLS only.
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall(b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\n\r\n")
             assert not s.recv(100).startswith(b"HTTP/")
         # The CLI finds the API there and trusts the cluster's CA for it.
-        res = subprocess.run(
-            [sys.executable, "-m", "corral", "nodes", "--state-dir", str(state)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        res = corral_cli("nodes", "--state-dir", str(state))
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == "no nodes have joined yet"
         # Without the CA's certificate the client will not talk to it.
         (state / "tls" / "ca.crt").rename(tmp_path / "ca.crt")
-        res = subprocess.run(
-            [sys.executable, "-m", "corral", "nodes", "--state-dir", str(state)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        res = corral_cli("nodes", "--state-dir", str(state))
         assert res.returncode == 1 and "is not here" in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
-    finally:
-        master.terminate()
-        master.wait(10)
+
+
+def test_an_api_on_every_address_is_reached_here_over_tls_and_advertised(tmp_path: Path) -> None:
+    """``--api 0.0.0.0``: the CLI on this machine dials loopback, over TLS; other machines are
+    told the address given with ``--advertise`` (in the serving certificate too)."""
+    flags = ["--listen", "0.0.0.0:0", "--api", "0.0.0.0:0", "--advertise", "10.9.8.7"]
+    with headless_master(tmp_path, *flags) as (state, api):
+        port = int(api.rsplit(":", 1)[1])
+        listen_port = int((state / "listen").read_text().strip().rsplit(":", 1)[1])
+        out = (tmp_path / "master.out").read_text()
+        assert f"workers connect to 10.9.8.7:{listen_port} (listening on 0.0.0.0:" in out
+        res = corral_cli("masters", "--json", "--state-dir", str(state))
+        assert res.returncode == 0, res.stderr
+        (me,) = json.loads(res.stdout)["masters"]
+        assert (me["address"], me["api"]) == (f"10.9.8.7:{listen_port}", f"10.9.8.7:{port}")
+        pem = (state / "tls" / "server.crt").read_bytes()
+        sans = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+        ips = [str(ip) for ip in sans.value.get_values_for_type(x509.IPAddress)]
+        assert "10.9.8.7" in ips and "127.0.0.1" in ips
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "a b", "10.0.0.1/24"])
+def test_a_bad_advertise_is_one_line(tmp_path: Path, host: str) -> None:
+    res = corral_cli(
+        "master", "--headless", "--advertise", host, "--state-dir", str(tmp_path / "s")
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"corral: --advertise: bad host {host!r}: give the address or name other machines "
+        "reach this master at, e.g. 10.0.0.1"
+    ]
+    assert not (tmp_path / "s").exists()
 
 
 def test_a_broken_ca_stops_the_master_from_starting(tmp_path: Path) -> None:
