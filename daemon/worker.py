@@ -308,8 +308,9 @@ class Worker:
             self._attempt += 1
 
     def _session_failed(self) -> bool:
-        """Whether to try another master now: one was listed, and this one did not serve us."""
-        return len(self.masters) > 1
+        """Whether to try another master now: this one did not serve us, and another was
+        listed, or this was a leader a standby named and nobody listed (back to the list)."""
+        return len(self.masters) > 1 or self._target not in self.masters
 
     def _next_master(self) -> None:
         """The next listed master after the one just tried (a leader's address may be unlisted)."""
@@ -350,7 +351,8 @@ class Worker:
         elif isinstance(e, ConnectionClosed):
             text = f"connection to {addr} lost: {e}"
         elif isinstance(e, OSError | TimeoutError):
-            text = f"cannot reach master {addr}: {getattr(e, 'strerror', None) or e or 'timeout'}"
+            why = getattr(e, "strerror", None) or str(e) or "timed out"
+            text = f"cannot reach master {addr}: {why}"
         else:
             text = f"session with {addr} ended by an unexpected error: {e!r}"
         # A master that stays down would fill the log with the same line (with

@@ -119,7 +119,8 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
             wait_for(lambda s=state: _read(s / "api"), f"{name}'s API", 30)
         wait_for(lambda: h.roles("m1").get("m1") == "leader", "m1 to lead", 30)
         token = _read(h.state("m1") / "token")
-        masters = ",".join(f"{ip}:{PORT}" for ip in ips.values())
+        # Only the standby's address: it sends the worker on to the leader's.
+        masters = f"{ips['m2']}:{PORT}"
         h.spawn("w1", "w1.log", corral_argv(
             "worker", "--master", masters, "--name", "w1", "--root", str(tmp_path / "w1"),
             "--mem", "64M",

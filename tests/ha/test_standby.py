@@ -32,6 +32,22 @@ def test_worker_listing_the_standby_first_goes_to_the_leader(ha: HaCluster) -> N
     assert (root / "term").read_text().strip() == str(ha.masters_view()["m1"]["term"])
 
 
+def test_a_worker_told_only_the_standby_finds_each_leader(ha: HaCluster) -> None:
+    """Sent on to m1 by m2, the worker goes back to m2 once m1 is gone, and finds it leading."""
+    from bench.cluster import LocalCluster
+
+    ha.listen = ha.masters["m2"].listen  # the only address it is given
+    LocalCluster.start_worker(ha, "n3")
+    ha.use("m1")
+    assert ha.nodes()["n3"]["state"] == "alive"
+    ha.kill_master("m1")
+    ha.use("m2")
+    wait_until(lambda: ha.leader() == "m2", 20, "m2 to lead")
+    wait_until(lambda: ha.nodes().get("n3", {}).get("state") == "alive", 20, "n3 back at m2")
+    log = (ha.base / "n3.out").read_text()
+    assert "is a standby; the leader is" in log and "connected to" in log
+
+
 def test_client_at_the_standby_launches_through_the_leader(ha: HaCluster) -> None:
     ha.use("m2")
     key = ha.launch("n1", ["sleep", "30"])
