@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_NAME = "config.toml"
-_SSH_KEYS = ("user", "key", "port", "known_hosts", "trust_unknown_host_keys")
+_SSH_KEYS = ("user", "key", "port", "known_hosts", "trust_unknown_host_keys", "stall_timeout")
+MAX_STALL = 3600.0  # seconds: ssh.stall_timeout at most
 _HISTORY_KEYS = ("keep", "max_age")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -61,6 +62,8 @@ class SshConfig:
     key: Path | None = None
     port: int | None = None
     trust_unknown_host_keys: bool = False
+    # Seconds a transfer to a node may make no progress before it fails.
+    stall_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ def _ssh_from(path: Path, state_dir: Path, ssh: dict[str, Any]) -> SshConfig:
         raise ConfigError(f"{path}: ssh.{unknown[0]}: unknown key (known: {known})")
     config = default_ssh(state_dir)
     user, key, port, known_hosts = config.user, config.key, config.port, config.known_hosts
-    trust = config.trust_unknown_host_keys
+    trust, stall = config.trust_unknown_host_keys, config.stall_timeout
     if "user" in ssh:
         if not isinstance(ssh["user"], str) or not ssh["user"].strip():
             raise bad("user", "a user name")
@@ -190,7 +193,13 @@ def _ssh_from(path: Path, state_dir: Path, ssh: dict[str, Any]) -> SshConfig:
         if not isinstance(ssh["trust_unknown_host_keys"], bool):
             raise bad("trust_unknown_host_keys", "true or false")
         trust = ssh["trust_unknown_host_keys"]
-    return SshConfig(user, known_hosts, key, port, trust)
+    if "stall_timeout" in ssh:
+        value = ssh["stall_timeout"]
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not number or not 0 < value <= MAX_STALL:
+            raise bad("stall_timeout", f"seconds, more than 0 and at most {MAX_STALL:g}")
+        stall = float(value)
+    return SshConfig(user, known_hosts, key, port, trust, stall)
 
 
 def ssh_table(config: SshConfig) -> str:
@@ -206,6 +215,8 @@ def ssh_table(config: SshConfig) -> str:
         lines.append(f"port = {config.port}")
     lines.append(f"known_hosts = {quoted(str(config.known_hosts))}")
     lines.append(f"trust_unknown_host_keys = {str(config.trust_unknown_host_keys).lower()}")
+    if config.stall_timeout != SshConfig.stall_timeout:
+        lines.append(f"stall_timeout = {config.stall_timeout:g}")
     return "\n".join(lines) + "\n"
 
 

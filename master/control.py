@@ -100,7 +100,8 @@ def route_address(etcd: Sequence[str] = ()) -> str:
     """This machine's address on its route to etcd's first host, else to anywhere.
 
     Connecting a UDP socket sends nothing: the kernel only picks the source
-    address its route would use.  Loopback when there is no route at all.
+    address its route would use.  Without any route: the first address of
+    an interface that is up, else loopback.
     """
     from urllib.parse import urlsplit
 
@@ -114,6 +115,13 @@ def route_address(etcd: Sequence[str] = ()) -> str:
             continue
         if address not in WILDCARDS:
             return address
+    import psutil  # no route at all: an address of an interface that is up, else loopback
+
+    up = {name for name, stats in psutil.net_if_stats().items() if stats.isup}
+    for name, addrs in psutil.net_if_addrs().items():
+        for a in addrs:
+            if name in up and a.family == socket.AF_INET and not a.address.startswith("127."):
+                return str(a.address)
     return "127.0.0.1"
 
 

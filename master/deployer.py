@@ -548,10 +548,7 @@ def _reach(target: sftp.SshTarget) -> None:
     """
     client = sftp._connect(target)
     try:
-        try:
-            client.open_sftp().close()
-        except (OSError, paramiko.SSHException) as e:
-            raise sftp.PushError(f"{target.host}: no SFTP subsystem: {e}") from e
+        sftp.open_sftp(client, target).close()
     finally:
         client.close()
 

@@ -89,6 +89,7 @@ def _target_json(t: sftp.SshTarget) -> dict[str, object]:
         "key_filename": str(t.key_filename) if t.key_filename else None,
         "known_hosts": str(t.known_hosts),
         "timeout": t.timeout,
+        "stall": t.stall,
     }
 
 
@@ -197,6 +198,7 @@ def _child() -> int:
         key_filename=Path(t["key_filename"]) if t["key_filename"] else None,
         known_hosts=Path(t["known_hosts"]),
         timeout=float(t["timeout"]),
+        stall=float(t["stall"]),
     )
     writes = [(Path(local), remote, int(off), int(n)) for local, remote, off, n in job["writes"]]
 

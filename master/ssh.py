@@ -28,6 +28,7 @@ def target(view: NodeView, ssh: SshConfig, trust: bool) -> sftp.SshTarget:
         key_filename=ssh.key,
         known_hosts=ssh.known_hosts,
         trust_unknown=trust,
+        stall=ssh.stall_timeout,
     )
 
 

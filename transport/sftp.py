@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import os
 import posixpath
 import secrets
+import socket
 import stat
 import threading
 import time
@@ -55,12 +57,20 @@ _known_hosts_lock = threading.Lock()
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
-def _transport(sock: object, **kwargs: object) -> paramiko.Transport:
+def _transport(sock: object, stall: float = 0.0, **kwargs: object) -> paramiko.Transport:
     """A Transport with our window and packet sizes, GCM ciphers preferred.
 
     The order is set through paramiko's public `SecurityOptions`, before the
     client starts negotiating; a server without GCM gets the usual order.
+    ``stall``: the seconds sent data may stay unacknowledged before the
+    kernel gives the connection up (``TCP_USER_TIMEOUT``), since paramiko's
+    writer retries a full socket for as long as the connection is open: a
+    peer gone silent would hold a push for TCP's many minutes.
     """
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if stall > 0 and user_timeout is not None and isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, user_timeout, int(stall * 1000))
     transport = paramiko.Transport(
         sock,  # type: ignore[arg-type]
         default_window_size=WINDOW_SIZE,
@@ -94,7 +104,10 @@ class SshTarget:
     key_filename: Path | None = None
     known_hosts: Path = field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
     trust_unknown: bool = False
-    timeout: float = 15.0
+    timeout: float = 15.0  # seconds to connect, log in and open SFTP
+    # Seconds a transfer may go without progress (a node gone silent, a cut
+    # that drops packets) before it fails, instead of waiting out TCP.
+    stall: float = 30.0
 
     @property
     def host_id(self) -> str:
@@ -228,7 +241,7 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
             timeout=target.timeout,
             banner_timeout=target.timeout,
             auth_timeout=target.timeout,
-            transport_factory=_transport,
+            transport_factory=functools.partial(_transport, stall=target.stall),
         )
     except BaseException as exc:
         client.close()
@@ -241,16 +254,45 @@ def _session(target: SshTarget) -> Iterator[paramiko.SFTPClient]:
     """An SFTP session on a new SSH connection to ``target``, both closed after."""
     client = _connect(target)
     try:
-        try:
-            sftp = client.open_sftp()
-        except (OSError, paramiko.SSHException) as exc:
-            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
+        sftp = open_sftp(client, target)
         try:
             yield sftp
         finally:
-            sftp.close()
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                sftp.close()  # on a connection already lost: what failed is the news
     finally:
         client.close()
+
+
+def open_sftp(client: paramiko.SSHClient, target: SshTarget) -> paramiko.SFTPClient:
+    """SFTP on ``client`` whose every step fails once stuck for ``target.stall`` s.
+
+    As `SSHClient.open_sftp`, but the channel's open waits ``target.timeout``
+    at most, and its timeout is set before the SFTP version exchange: a node
+    that goes silent then fails the transfer, where paramiko's own waits
+    would block until TCP gives up (many minutes).
+    """
+    transport = client.get_transport()
+    try:
+        if transport is None:
+            raise paramiko.SSHException("not connected")
+        channel = transport.open_session(timeout=target.timeout)
+        channel.settimeout(target.stall)
+        channel.invoke_subsystem("sftp")
+        return paramiko.SFTPClient(channel)
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise PushError(f"{target.host}: no SFTP subsystem: {stalled(exc, target)}") from exc
+
+
+def stalled(exc: BaseException, target: SshTarget) -> str:
+    """``exc`` in words; a timeout says for how long nothing moved."""
+    if isinstance(exc, TimeoutError):
+        return f"no progress for {target.stall:g} s (the node or the network went silent)"
+    if isinstance(exc, EOFError):  # paramiko's word for a connection that is gone
+        return (
+            f"connection lost (closed by the node, or nothing acknowledged for {target.stall:g} s)"
+        )
+    return str(exc) or type(exc).__name__
 
 
 def _check_absolute(remotes: Iterable[str]) -> None:
@@ -320,8 +362,10 @@ def _send_all(
         try:
             _makedirs(sftp, posixpath.dirname(upload.remote), made)
             size = _send_file(sftp, upload, meter)
-        except (OSError, paramiko.SSHException) as exc:
-            raise PushError(f"{target.host}: sending {upload.remote} failed: {exc}") from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise PushError(
+                f"{target.host}: sending {upload.remote} failed: {stalled(exc, target)}"
+            ) from exc
         sent.append(Sent(upload.remote, size, time.monotonic() - t0))
     return sent
 
@@ -377,7 +421,7 @@ def _rename(sftp: paramiko.SFTPClient, tmp: str, final: str) -> None:
 
 
 def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
-    with contextlib.suppress(OSError, paramiko.SSHException):
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
         sftp.remove(path)
 
 
@@ -410,10 +454,10 @@ class Control:
         self = cls(target, uploads)
         self._client = _connect(target)
         try:
-            self._sftp = self._client.open_sftp()
-        except (OSError, paramiko.SSHException) as exc:
+            self._sftp = open_sftp(self._client, target)
+        except PushError:
             self.close()
-            raise PushError(f"{target.host}: no SFTP subsystem: {exc}") from exc
+            raise
         made: set[str] = set()
         try:
             for upload in uploads:
@@ -422,9 +466,11 @@ class Control:
                 tmp = posixpath.join(directory, f".{name}{TMP_MARK}{secrets.token_hex(4)}")
                 self._sftp.open(tmp, "wb").close()
                 self.tmps.append(tmp)
-        except (OSError, paramiko.SSHException) as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
-            raise PushError(f"{target.host}: preparing {upload.remote} failed: {exc}") from exc
+            raise PushError(
+                f"{target.host}: preparing {upload.remote} failed: {stalled(exc, target)}"
+            ) from exc
         return self
 
     def finish(self, seconds: float) -> list[Sent]:
@@ -435,9 +481,10 @@ class Control:
             try:
                 self._sftp.chmod(tmp, upload.mode & 0o7777)
                 _rename(self._sftp, tmp, upload.remote)
-            except (OSError, paramiko.SSHException) as exc:
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                why = stalled(exc, self.target)
                 raise PushError(
-                    f"{self.target.host}: placing {upload.remote} failed: {exc}"
+                    f"{self.target.host}: placing {upload.remote} failed: {why}"
                 ) from exc
             self.renamed += 1
             sent.append(Sent(upload.remote, upload.local.stat().st_size, seconds))
@@ -464,8 +511,10 @@ def write_ranges(
         for local, remote, offset, length in writes:
             try:
                 _write_range(sftp, local, remote, offset, length, report)
-            except (OSError, paramiko.SSHException) as exc:
-                raise PushError(f"{target.host}: sending {remote} failed: {exc}") from exc
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise PushError(
+                    f"{target.host}: sending {remote} failed: {stalled(exc, target)}"
+                ) from exc
 
 
 def _write_range(
@@ -539,7 +588,7 @@ def pull(
             meter = _Meter(sum(s for s in sizes if s > 0), progress)
             return [_pull_one(sftp, f, size, meter) for f, size in zip(files, sizes, strict=True)]
     except (OSError, paramiko.SSHException, EOFError) as exc:
-        raise PushError(f"{target.host}: fetch failed: {exc}") from exc
+        raise PushError(f"{target.host}: fetch failed: {stalled(exc, target)}") from exc
 
 
 def _pull_one(sftp: paramiko.SFTPClient, f: Download, size: int, meter: _Meter) -> Fetched:

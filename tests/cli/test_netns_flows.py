@@ -16,7 +16,9 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 
 from bench.netns import Lab, available
-from tests.cli.conftest import stop_process, wait_for
+from tests.cli.conftest import REPO, base_env, corral_argv, stop_process, wait_for
 from tests.cli.test_netns import Hosts, _read
 from tests.deploy.build import hello_app
 from tests.deploy.sshd import sshd_available, start_sshd
@@ -37,6 +39,7 @@ pytestmark = [
 ]
 
 WORKERS = ("w1", "w2")
+STALL = 2  # seconds a transfer may make no progress (ssh.stall_timeout)
 
 
 class Cluster(Hosts):
@@ -75,9 +78,8 @@ def hosts(tmp_path: Path) -> Iterator[Cluster]:
                 authorized = s.key.parent / "authorized_keys"
                 authorized.write_text(Path(f"{key}.pub").read_text())
             c.state.mkdir()
-            (c.state / "config.toml").write_text(
-                f'[ssh]\nuser = "{servers[0].user}"\nkey = "{key}"\n'
-            )
+            ssh = f'[ssh]\nuser = "{servers[0].user}"\nkey = "{key}"\nstall_timeout = {STALL}\n'
+            (c.state / "config.toml").write_text(ssh)
             (c.state / "known_hosts").write_text("".join(s.host_key_line + "\n" for s in servers))
             # Every address, as by default: its certificate names this host's own.
             listen_on = ["--listen", "0.0.0.0:0", "--api", "127.0.0.1:0"]
@@ -158,3 +160,50 @@ def test_deploy_launch_logs_job_fetch_and_rm_between_hosts(hosts: Cluster, tmp_p
     c.ok("rm", "hello", "--all")
     for node in WORKERS:
         assert not (c.root(node) / "apps" / "hello" / "bin" / "hello").exists()
+
+
+def test_a_deploy_cut_off_mid_transfer_fails_in_seconds_and_leaves_no_file(
+    hosts: Cluster, tmp_path: Path
+) -> None:
+    """The node goes silent (packets dropped, no reset) while its file is on the way."""
+    c = hosts
+    big = tmp_path / "big"
+    with big.open("wb") as f:
+        f.write(b"#!/bin/sh\necho big\n")
+        for _ in range(24):  # 384 MiB: a few seconds on the bridge
+            f.write(os.urandom(16 << 20))
+    big.chmod(0o755)
+    bin_dir = c.root("w1") / "apps" / "big" / "bin"
+    deploy = subprocess.Popen(
+        c.lab.run_in("m", corral_argv("deploy", str(big), "--node", "w1")),
+        env=base_env(CORRAL_STATE_DIR=str(c.state)),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: any(p.stat().st_size > 0 for p in bin_dir.glob(".big.corral-tmp-*")),
+            "the file to be on its way",
+            30,
+        )
+        c.lab.cut("w1")
+        cut = time.monotonic()
+        out, err = deploy.communicate(timeout=60)
+        took = time.monotonic() - cut
+    finally:
+        c.lab.heal("w1")
+        if deploy.poll() is None:
+            deploy.kill()
+            deploy.wait()
+    assert deploy.returncode == 1, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("corral: deploy big to w1: "), err
+    assert f"for {STALL} s" in lines[0], err  # no progress, or nothing acknowledged
+    assert took < 10 * STALL, took  # not TCP's many minutes
+    assert not (bin_dir / "big").exists()  # whole under its name, or absent
+    # Healed, and back, the same deploy goes through.
+    wait_for(lambda: c.state_of("w1") == "alive", "w1 back after the heal", 20)
+    c.ok("deploy", str(big), "--node", "w1")
+    assert _sha256(bin_dir / "big") == _sha256(big)
