@@ -537,7 +537,6 @@ def _warm_shim(seed: int, seed_start: int) -> None:
     records.encode(records.launch_record(spec, (me, _start_of(me)), (seed, seed_start)))
     with contextlib.suppress(OSError, beneath.StoreError):
         os.close(records.RunDir(_ROOT).open())
-    f"corral-shim {spec.launch} {spec.exe}".encode()
 
 
 def _detach(*keep: int) -> None:

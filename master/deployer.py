@@ -61,15 +61,10 @@ from corral.master.ssh import thread_progress
 from corral.master.text import human_bytes
 from corral.transport import sftp
 from corral.transport.connection import CallError
-from corral.transport.lazy import lazy
 from corral.transport.messages import AppReady, Hashes, HashesReply, PrepareApp, valid_app_name
 
 if TYPE_CHECKING:
-    import paramiko
-
     from corral.master.control import Master
-else:
-    paramiko = lazy("paramiko")  # by the first deploy (see transport.lazy)
 
 log = logging.getLogger("corral.master")
 
@@ -435,7 +430,7 @@ class _Run:
         try:
             if self.dry_run:  # would a push get in? log in meanwhile, write nothing
                 target = self._target(name)
-                reach = asyncio.get_running_loop().run_in_executor(self.pool, _reach, target)
+                reach = asyncio.get_running_loop().run_in_executor(self.pool, sftp.reach, target)
                 reach.add_done_callback(_retrieved)  # an early failure below leaves it unread
             await self.deployer.wait_settled(name)
             app_dir, remote = await self._ask(link)
@@ -539,18 +534,6 @@ class _Run:
 def _retrieved(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()  # read: asyncio logs an exception nobody read
-
-
-def _reach(target: sftp.SshTarget) -> None:
-    """Connect, check the host key, log in and open SFTP, as a push would; send nothing.
-
-    Raises `sftp.PushError` (or `sftp.HostKeyError`) as a push to ``target`` would.
-    """
-    client = sftp._connect(target)
-    try:
-        sftp.open_sftp(client, target).close()
-    finally:
-        client.close()
 
 
 def _sent(s: sftp.Sent, app_dir: str) -> FileSent:

@@ -254,7 +254,7 @@ def _session(target: SshTarget) -> Iterator[paramiko.SFTPClient]:
     """An SFTP session on a new SSH connection to ``target``, both closed after."""
     client = _connect(target)
     try:
-        sftp = open_sftp(client, target)
+        sftp = _open_sftp(client, target)
         try:
             yield sftp
         finally:
@@ -264,7 +264,7 @@ def _session(target: SshTarget) -> Iterator[paramiko.SFTPClient]:
         client.close()
 
 
-def open_sftp(client: paramiko.SSHClient, target: SshTarget) -> paramiko.SFTPClient:
+def _open_sftp(client: paramiko.SSHClient, target: SshTarget) -> paramiko.SFTPClient:
     """SFTP on ``client`` whose every step fails once stuck for ``target.stall`` s.
 
     As `SSHClient.open_sftp`, but the channel's open waits ``target.timeout``
@@ -281,10 +281,10 @@ def open_sftp(client: paramiko.SSHClient, target: SshTarget) -> paramiko.SFTPCli
         channel.invoke_subsystem("sftp")
         return paramiko.SFTPClient(channel)
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise PushError(f"{target.host}: no SFTP subsystem: {stalled(exc, target)}") from exc
+        raise PushError(f"{target.host}: no SFTP subsystem: {_stalled(exc, target)}") from exc
 
 
-def stalled(exc: BaseException, target: SshTarget) -> str:
+def _stalled(exc: BaseException, target: SshTarget) -> str:
     """``exc`` in words; a timeout says for how long nothing moved."""
     if isinstance(exc, TimeoutError):
         return f"no progress for {target.stall:g} s (the node or the network went silent)"
@@ -293,6 +293,15 @@ def stalled(exc: BaseException, target: SshTarget) -> str:
             f"connection lost (closed by the node, or nothing acknowledged for {target.stall:g} s)"
         )
     return str(exc) or type(exc).__name__
+
+
+def reach(target: SshTarget) -> None:
+    """Connect, check the host key, log in and open SFTP, as a push would; send nothing.
+
+    Raises `PushError` (or `HostKeyError`) as a push to ``target`` would.
+    """
+    with _session(target):
+        pass
 
 
 def _check_absolute(remotes: Iterable[str]) -> None:
@@ -364,7 +373,7 @@ def _send_all(
             size = _send_file(sftp, upload, meter)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise PushError(
-                f"{target.host}: sending {upload.remote} failed: {stalled(exc, target)}"
+                f"{target.host}: sending {upload.remote} failed: {_stalled(exc, target)}"
             ) from exc
         sent.append(Sent(upload.remote, size, time.monotonic() - t0))
     return sent
@@ -454,7 +463,7 @@ class Control:
         self = cls(target, uploads)
         self._client = _connect(target)
         try:
-            self._sftp = open_sftp(self._client, target)
+            self._sftp = _open_sftp(self._client, target)
         except PushError:
             self.close()
             raise
@@ -469,7 +478,7 @@ class Control:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
             raise PushError(
-                f"{target.host}: preparing {upload.remote} failed: {stalled(exc, target)}"
+                f"{target.host}: preparing {upload.remote} failed: {_stalled(exc, target)}"
             ) from exc
         return self
 
@@ -482,7 +491,7 @@ class Control:
                 self._sftp.chmod(tmp, upload.mode & 0o7777)
                 _rename(self._sftp, tmp, upload.remote)
             except (OSError, EOFError, paramiko.SSHException) as exc:
-                why = stalled(exc, self.target)
+                why = _stalled(exc, self.target)
                 raise PushError(
                     f"{self.target.host}: placing {upload.remote} failed: {why}"
                 ) from exc
@@ -513,7 +522,7 @@ def write_ranges(
                 _write_range(sftp, local, remote, offset, length, report)
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 raise PushError(
-                    f"{target.host}: sending {remote} failed: {stalled(exc, target)}"
+                    f"{target.host}: sending {remote} failed: {_stalled(exc, target)}"
                 ) from exc
 
 
@@ -588,7 +597,7 @@ def pull(
             meter = _Meter(sum(s for s in sizes if s > 0), progress)
             return [_pull_one(sftp, f, size, meter) for f, size in zip(files, sizes, strict=True)]
     except (OSError, paramiko.SSHException, EOFError) as exc:
-        raise PushError(f"{target.host}: fetch failed: {stalled(exc, target)}") from exc
+        raise PushError(f"{target.host}: fetch failed: {_stalled(exc, target)}") from exc
 
 
 def _pull_one(sftp: paramiko.SFTPClient, f: Download, size: int, meter: _Meter) -> Fetched:
