@@ -305,7 +305,13 @@ class Handlers:
         return m.HashesReply(id=req.id, hashes=hashes)
 
     async def prepare(self, req: m.PrepareApp) -> m.Message:
-        return m.AppReady(id=req.id, path=str(self.store.ensure(req.app)))
+        path = self.store.ensure(req.app)
+        swept: list[str] = []
+        if req.idle > 0:
+            swept = await asyncio.to_thread(self.store.sweep_uploads, req.app, req.idle)
+        for what in swept:
+            self.log(f"removed {req.app}/{what}, left by a deploy that did not finish")
+        return m.AppReady(id=req.id, path=str(path), swept=swept)
 
     async def job_files(self, req: m.JobFiles) -> m.Message:
         self.store.app_dir(req.app)  # the name first: refused before anything else

@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 from corral.daemon import beneath, jobs, unpack
 from corral.daemon import exe as daemon_exe
 from corral.daemon.beneath import APPS, LOGS, Beneath, StoreError
-from corral.transport.messages import JOBS_DIR, FileInfo, JobFile, valid_app_name
+from corral.transport.messages import JOBS_DIR, UPLOAD_MARK, FileInfo, JobFile, valid_app_name
 
 __all__ = ["AppStore", "Program", "StoreError"]
 
@@ -287,6 +288,40 @@ class AppStore:
         finally:
             os.close(app_fd)
         return sorted(out, key=lambda f: f.path)
+
+    def sweep_uploads(self, app: str, idle: float) -> list[str]:
+        """Remove the uploads dead deploys left in bin/ and lib/; say what went.
+
+        An upload is a regular file named ``.NAME`` + `UPLOAD_MARK` + hex;
+        one with no write for ``idle`` seconds is taken for dead (a deploy
+        still sending writes all the time, and one that stalls gives up).
+        Walked by fds; symlinks and other files are left alone.
+        """
+        app_fd = self._existing(app)
+        swept: list[str] = []
+        now = time.time()
+        try:
+            for sub in LISTED:
+                try:
+                    sub_fd = beneath.open_dir(app_fd, (sub,))
+                except (OSError, StoreError):
+                    continue
+                try:
+                    for dirpath, _dirs, names, dir_fd in os.fwalk(".", dir_fd=sub_fd):
+                        for name in names:
+                            if not name.startswith(".") or UPLOAD_MARK not in name:
+                                continue
+                            with contextlib.suppress(OSError):
+                                st = os.lstat(name, dir_fd=dir_fd)
+                                if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= idle:
+                                    os.unlink(name, dir_fd=dir_fd)
+                                    path = os.path.normpath(os.path.join(sub, dirpath, name))
+                                    swept.append(f"{path} ({st.st_size} bytes)")
+                finally:
+                    os.close(sub_fd)
+        finally:
+            os.close(app_fd)
+        return swept
 
     def _file_info(self, app_fd: int, path: str) -> FileInfo | None:
         """``path`` (relative to the app dir) if it is a regular file inside the app."""

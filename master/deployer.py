@@ -79,6 +79,9 @@ PROGRESS_INTERVAL = 0.05  # seconds between progress calls per node (plus the la
 MiB = 2**20
 SETTLE_PER_MIB = 0.05
 SETTLE_TIMEOUT_MIN = 30.0
+# An upload with no write for this many stall timeouts is a dead deploy's:
+# the node removes it when the app is next deployed (PrepareApp.idle).
+DEAD_UPLOAD_STALLS = 2
 
 
 class FileEntry(msgspec.Struct, frozen=True):
@@ -465,8 +468,12 @@ class _Run:
         timeout = max(SETTLE_TIMEOUT_MIN, sum(f.size for f in self.files) / MiB * SETTLE_PER_MIB)
         app_dir = ""
         if not self.dry_run:  # a dry run changes nothing, not even an empty dir
-            ready = await link.call(lambda i: PrepareApp(id=i, app=self.app), AppReady)
+            idle = DEAD_UPLOAD_STALLS * self.ssh.stall_timeout
+            ready = await link.call(lambda i: PrepareApp(id=i, app=self.app, idle=idle), AppReady)
             app_dir = ready.path
+            for what in ready.swept:
+                note = f"removed {self.app}/{what}, left by a deploy that did not finish"
+                self.deployer.master.cluster.note("deploy.swept", link.name, note)
         try:
             reply = await link.call(
                 lambda i: Hashes(id=i, app=self.app, paths=paths), HashesReply, timeout

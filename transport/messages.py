@@ -387,10 +387,21 @@ class Remove(Request):
     logs: bool = False
 
 
+# A deploy writes each file as ``.NAME<UPLOAD_MARK><hex>`` beside its place, then
+# renames it there (transport.sftp).  One cut off mid-write leaves it behind.
+UPLOAD_MARK = ".corral-tmp-"
+
+
 class PrepareApp(Request):
-    """Create the app's directories so a deploy can write into them."""
+    """Create the app's directories so a deploy can write into them.
+
+    Uploads left in bin/ and lib/ by deploys that died (a file named with
+    `UPLOAD_MARK`) with no write for ``idle`` seconds are removed first;
+    0 removes none.
+    """
 
     app: str
+    idle: float = 0.0
 
 
 class JobFiles(Request):
@@ -527,6 +538,7 @@ class Removed(Base):
 class AppReady(Base):
     id: int
     path: str
+    swept: list[str] = []  # leftover uploads removed, "bin/.NAME.corral-tmp-HEX (SIZE bytes)"
 
 
 class JobFile(msgspec.Struct):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from corral.transport.lazy import lazy
+from corral.transport.messages import UPLOAD_MARK
 
 if TYPE_CHECKING:
     import paramiko
@@ -44,7 +45,7 @@ MAX_PACKET_SIZE = 256 * 1024
 # OpenSSH's sftp-server takes messages up to 256 KiB; stay under with headroom.
 # One local read per write request: paramiko then sends the bytes uncopied.
 WRITE_REQUEST = 255 * 1024
-TMP_MARK = ".corral-tmp-"
+TMP_MARK = UPLOAD_MARK  # the worker sweeps what a dead deploy left (PrepareApp)
 
 Progress = Callable[[int, int], None]
 

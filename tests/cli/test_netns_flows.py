@@ -162,7 +162,7 @@ def test_deploy_launch_logs_job_fetch_and_rm_between_hosts(hosts: Cluster, tmp_p
         assert not (c.root(node) / "apps" / "hello" / "bin" / "hello").exists()
 
 
-def test_a_deploy_cut_off_mid_transfer_fails_in_seconds_and_leaves_no_file(
+def test_a_deploy_cut_off_mid_transfer_fails_in_seconds_and_the_next_one_cleans_up(
     hosts: Cluster, tmp_path: Path
 ) -> None:
     """The node goes silent (packets dropped, no reset) while its file is on the way."""
@@ -203,7 +203,17 @@ def test_a_deploy_cut_off_mid_transfer_fails_in_seconds_and_leaves_no_file(
     assert f"for {STALL} s" in lines[0], err  # no progress, or nothing acknowledged
     assert took < 10 * STALL, took  # not TCP's many minutes
     assert not (bin_dir / "big").exists()  # whole under its name, or absent
+    # The part sent stays on the node (nobody could reach it to remove it) ...
+    (left,) = bin_dir.glob(".big.corral-tmp-*")
+    left_size = left.stat().st_size
+    dead_since = time.time() - 2 * STALL - 1  # no write for two stall timeouts: dead
+    os.utime(left, (dead_since, dead_since))
     # Healed, and back, the same deploy goes through.
     wait_for(lambda: c.state_of("w1") == "alive", "w1 back after the heal", 20)
     c.ok("deploy", str(big), "--node", "w1")
     assert _sha256(bin_dir / "big") == _sha256(big)
+    # ... until that next deploy, which removes it and says so in the event log.
+    assert not left.exists()
+    assert list(bin_dir.glob(".big.corral-tmp-*")) == []
+    events = (c.state / "events.log").read_text()
+    assert f"removed big/bin/{left.name} ({left_size} bytes)" in events, events[-2000:]

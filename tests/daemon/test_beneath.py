@@ -251,6 +251,40 @@ async def test_rm_refuses_a_symlinked_apps_dir(master, spawn_worker, root: Path,
     assert tree(outside) == before
 
 
+async def test_a_deploy_sweeps_only_dead_uploads(master, spawn_worker, root: Path, outside: Path):
+    """Uploads a cut-off deploy left are removed; live ones, links and other files stay."""
+    await worker(master, spawn_worker)
+    await master.call(lambda i: m.PrepareApp(id=i, app="demo"))
+    app = root / "apps" / "demo"
+    (outside / "precious").write_bytes(b"keep me")
+    dead = [app / "bin" / ".tool.corral-tmp-0a1b2c3d", app / "lib" / ".libx.so.corral-tmp-99"]
+    for p in dead:
+        p.write_bytes(b"x" * 1000)
+        os.utime(p, (time.time() - 120, time.time() - 120))
+    live = app / "bin" / ".tool.corral-tmp-feedbeef"  # a deploy still writing
+    live.write_bytes(b"y")
+    link = app / "lib" / ".escape.corral-tmp-1"
+    link.symlink_to(outside / "precious")
+    os.utime(link, (1, 1), follow_symlinks=False)
+    other = app / "bin" / "tool"  # deployed: never swept, however old
+    other.write_bytes(b"z")
+    os.utime(other, (1, 1))
+
+    ready = await master.call(lambda i: m.PrepareApp(id=i, app="demo", idle=60))
+    assert sorted(ready.swept) == [
+        "bin/.tool.corral-tmp-0a1b2c3d (1000 bytes)",
+        "lib/.libx.so.corral-tmp-99 (1000 bytes)",
+    ]
+    assert not any(p.exists() for p in dead)
+    assert live.exists() and other.exists() and link.is_symlink()
+    assert (outside / "precious").read_bytes() == b"keep me"
+    # Without idle (a dry run's caller, an older master) nothing is swept.
+    dead[0].write_bytes(b"x")
+    os.utime(dead[0], (1, 1))
+    assert (await master.call(lambda i: m.PrepareApp(id=i, app="demo"))).swept == []
+    assert dead[0].exists()
+
+
 def test_remove_works_by_fds_inside(tmp_path: Path, outside: Path):
     root = tmp_path / "root"
     root.mkdir()
