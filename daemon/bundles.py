@@ -28,10 +28,12 @@ import os
 import re
 import secrets
 import stat
+import time
 
 from corral.daemon import beneath, jobs, unpack
 from corral.daemon.beneath import APPS
 from corral.daemon.errors import Refusal
+from corral.transport.messages import UPLOAD_MARK
 
 BUNDLES = "bundles"
 INCOMING = "incoming"
@@ -45,17 +47,41 @@ def check_sha(sha: str) -> str:
     return sha
 
 
-def have(root_fd: int, root: str, sha: str) -> tuple[bool, str]:
-    """Whether ``ROOT/bundles/SHA`` is here, and where an SFTP upload of it goes."""
+def have(root_fd: int, root: str, sha: str, idle: float = 0.0) -> tuple[bool, str, list[str]]:
+    """Whether ``ROOT/bundles/SHA`` is here, where an SFTP upload of it goes,
+    and the dead uploads removed from ``incoming/`` (see `sweep_incoming`)."""
     check_sha(sha)
     fd = beneath.open_dir(root_fd, (BUNDLES, INCOMING), create=True, mode=0o700)
-    os.close(fd)
+    try:
+        swept = sweep_incoming(fd, idle, time.time()) if idle > 0 else []
+    finally:
+        os.close(fd)
     try:
         st = os.stat(f"{BUNDLES}/{sha}", dir_fd=root_fd, follow_symlinks=False)
         present = stat.S_ISREG(st.st_mode)
     except FileNotFoundError:
         present = False
-    return present, f"{root}/{BUNDLES}/{INCOMING}/{sha}"
+    return present, f"{root}/{BUNDLES}/{INCOMING}/{sha}", swept
+
+
+def sweep_incoming(idir: int, idle: float, now: float) -> list[str]:
+    """Remove what sends that died left in ``incoming/``: a partial upload
+    (named with `UPLOAD_MARK`) or one whole but never committed, with no write
+    for ``idle`` seconds (a send in progress writes all the time; a stalled
+    one gives up).  Their names with their sizes."""
+    gone = []
+    with os.scandir(idir) as entries:
+        for e in entries:
+            if UPLOAD_MARK not in e.name and not _SHA.fullmatch(e.name):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= idle:
+                    os.unlink(e.name, dir_fd=idir)
+                    gone.append(f"{e.name} ({st.st_size} bytes)")
+            except OSError:
+                continue
+    return gone
 
 
 def commit(root_fd: int, root: str, sha: str) -> str:

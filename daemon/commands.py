@@ -325,7 +325,11 @@ class Handlers:
 
     async def bundle_have(self, req: m.BundleHave) -> m.Message:
         store = self.store
-        present, incoming = bundles.have(store.fd, str(store.root), req.sha256)
+        present, incoming, swept = await asyncio.to_thread(
+            bundles.have, store.fd, str(store.root), req.sha256, req.idle
+        )
+        for what in swept:
+            self.log(f"removed bundles/incoming/{what}, left by a send that did not finish")
         where = f"{store.root}/{bundles.BUNDLES}/{req.sha256}" if present else incoming
         return m.BundleAt(id=req.id, present=present, path=where)
 

@@ -32,8 +32,8 @@ from typing import IO, TYPE_CHECKING
 from corral.master.config import ConfigError, SshConfig, load_ssh
 from corral.master.errors import VerbError
 from corral.master.server import WorkerLink
+from corral.master.ssh import dead_upload_idle, thread_progress
 from corral.master.ssh import target as ssh_target
-from corral.master.ssh import thread_progress
 from corral.transport import archives, sftp
 from corral.transport.messages import BundleAt, BundleCommit, BundleHave
 
@@ -218,7 +218,9 @@ class Sender:
         local = local_path(self.master.config.state_dir, sha)
         if not local.is_file():
             raise VerbError(f"the master lost its copy of bundle {sha[:12]} ({local})")
-        have = await link.call(lambda i: BundleHave(id=i, sha256=sha), BundleAt)
+        ssh = ssh_config(self.master)
+        idle = dead_upload_idle(ssh)
+        have = await link.call(lambda i: BundleHave(id=i, sha256=sha, idle=idle), BundleAt)
         if have.present:
             self.held.setdefault(link, set()).add(sha)
             send.seconds = time.monotonic() - t0
@@ -226,7 +228,6 @@ class Sender:
             send.tell(send.node, size, size)
             return 0
         view = self.master.cluster.node(send.node)
-        ssh = ssh_config(self.master)
         target = ssh_target(view, ssh, ssh.trust_unknown_host_keys)
         upload = sftp.Upload(local, have.path, 0o600)
         hop = thread_progress(send.tell, send.node, PROGRESS_INTERVAL)

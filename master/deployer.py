@@ -56,8 +56,8 @@ from corral.master.control import VerbError
 from corral.master.deploy import LocalFile, NodePlan, PlanError
 from corral.master.deploy_report import plan_text
 from corral.master.server import WorkerLink
+from corral.master.ssh import dead_upload_idle, thread_progress
 from corral.master.ssh import target as ssh_target
-from corral.master.ssh import thread_progress
 from corral.master.text import human_bytes
 from corral.transport import sftp
 from corral.transport.connection import CallError
@@ -79,9 +79,6 @@ PROGRESS_INTERVAL = 0.05  # seconds between progress calls per node (plus the la
 MiB = 2**20
 SETTLE_PER_MIB = 0.05
 SETTLE_TIMEOUT_MIN = 30.0
-# An upload with no write for this many stall timeouts is a dead deploy's:
-# the node removes it when the app is next deployed (PrepareApp.idle).
-DEAD_UPLOAD_STALLS = 2
 
 
 class FileEntry(msgspec.Struct, frozen=True):
@@ -468,7 +465,7 @@ class _Run:
         timeout = max(SETTLE_TIMEOUT_MIN, sum(f.size for f in self.files) / MiB * SETTLE_PER_MIB)
         app_dir = ""
         if not self.dry_run:  # a dry run changes nothing, not even an empty dir
-            idle = DEAD_UPLOAD_STALLS * self.ssh.stall_timeout
+            idle = dead_upload_idle(self.ssh)
             ready = await link.call(lambda i: PrepareApp(id=i, app=self.app, idle=idle), AppReady)
             app_dir = ready.path
             for what in ready.swept:

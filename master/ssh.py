@@ -16,6 +16,16 @@ from corral.master.config import SshConfig
 from corral.master.model import NodeView
 from corral.transport import sftp
 
+# An upload with no write for this many stall timeouts is taken for dead: a
+# send in progress writes all the time, and a stalled one gives up after one.
+DEAD_UPLOAD_STALLS = 2
+
+
+def dead_upload_idle(ssh: SshConfig) -> float:
+    """Seconds without a write after which a node may remove an upload (see
+    ``PrepareApp.idle``, ``BundleHave.idle``): whoever left it is gone."""
+    return DEAD_UPLOAD_STALLS * ssh.stall_timeout
+
 
 def target(view: NodeView, ssh: SshConfig, trust: bool) -> sftp.SshTarget:
     """Where and as whom to reach ``view``'s sshd; `sftp.PushError` if it advertises none."""

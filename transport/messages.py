@@ -417,9 +417,14 @@ class JobFiles(Request):
 
 
 class BundleHave(Request):
-    """Whether the node holds bundle ``sha256`` (``ROOT/bundles/SHA256``); where to send it."""
+    """Whether the node holds bundle ``sha256`` (``ROOT/bundles/SHA256``); where to send it.
+
+    Sends that died (files in ``bundles/incoming/``, see `UPLOAD_MARK`) with
+    no write for ``idle`` seconds are removed first; 0 removes none.
+    """
 
     sha256: str
+    idle: float = 0.0
 
 
 class BundleCommit(Request):

@@ -285,6 +285,28 @@ async def test_a_deploy_sweeps_only_dead_uploads(master, spawn_worker, root: Pat
     assert dead[0].exists()
 
 
+async def test_a_bundle_send_sweeps_only_dead_ones(master, spawn_worker, root: Path):
+    """What sends that died left in bundles/incoming goes; a send in progress stays."""
+    await worker(master, spawn_worker)
+    sha = "ab" * 32
+    at = await master.call(lambda i: m.BundleHave(id=i, sha256=sha))
+    incoming = root / "bundles" / "incoming"
+    assert at.path == f"{incoming}/{sha}" and not at.present
+    dead = [incoming / f".{'cd' * 32}.corral-tmp-0a1b", incoming / ("ef" * 32)]
+    for p in dead:
+        p.write_bytes(b"x" * 10)
+        os.utime(p, (time.time() - 120, time.time() - 120))
+    live = incoming / f".{sha}.corral-tmp-beef"
+    live.write_bytes(b"y")
+    stranger = incoming / "notes.txt"  # not an upload's name: never ours to remove
+    stranger.write_bytes(b"z")
+    os.utime(stranger, (1, 1))
+    at = await master.call(lambda i: m.BundleHave(id=i, sha256=sha, idle=60))
+    assert not at.present
+    assert not any(p.exists() for p in dead)
+    assert live.exists() and stranger.exists()
+
+
 def test_remove_works_by_fds_inside(tmp_path: Path, outside: Path):
     root = tmp_path / "root"
     root.mkdir()
