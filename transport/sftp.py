@@ -320,8 +320,20 @@ def _connect_error(target: SshTarget, exc: BaseException) -> BaseException:
     if isinstance(exc, paramiko.AuthenticationException):
         return PushError(f"ssh authentication failed for {where} (key {target.key_filename})")
     if isinstance(exc, (OSError, paramiko.SSHException, EOFError)):
-        return PushError(f"cannot reach sshd at {where}: {exc or type(exc).__name__}")
+        return PushError(f"cannot reach sshd at {where}: {_why_unreached(exc)}")
     return exc
+
+
+def _why_unreached(exc: BaseException) -> str:
+    """``exc`` in words; paramiko's "[Errno None] Unable to connect" as the causes it holds."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        causes = {_why_unreached(e) for e in exc.errors.values()}
+        return "; ".join(sorted(causes)) or "no address to connect to"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno and exc.strerror:
+        return exc.strerror.lower() if exc.strerror[1:].islower() else exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 # --------------------------------------------------------------------------
