@@ -522,6 +522,18 @@ class Cluster:
     def last_beat_mono(self, name: str) -> float:
         return self._nodes[name].last_beat_mono
 
+    def silent_nodes(self, since: float) -> list[tuple[str, NodeState, float]]:
+        """Alive and suspect nodes with no beat since ``since`` (monotonic), by name:
+        (name, state, last beat).  One pass, for the liveness tick: most nodes
+        have beaten since, and cost one comparison each."""
+        out: list[tuple[str, NodeState, float]] = [
+            (name, n.state, n.last_beat_mono)
+            for name, n in self._nodes.items()
+            if n.last_beat_mono < since and n.state in ("alive", "suspect")
+        ]
+        out.sort()
+        return out
+
     # --- node lifecycle -------------------------------------------------
     def register(self, facts: NodeFacts, address: str, procs: Iterable[ProcInfo]) -> None:
         """A worker (re)connected with its full state: replace its process table."""

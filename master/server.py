@@ -463,11 +463,8 @@ class WorkerServer:
                 expired = now
                 self.cluster.expire()
                 self._refresh_certificate()
-            for name in self.cluster.node_names():
-                state = self.cluster.node_state(name)
-                if state not in ("alive", "suspect"):
-                    continue
-                age = now - self.cluster.last_beat_mono(name)
+            for name, state, last in self.cluster.silent_nodes(now - 1.5 * h):
+                age = now - last
                 if age >= 2 * h:
                     why = f"{name} is lost (no heartbeat for {age:.1f} s)"
                     self.cluster.set_node_state(name, "lost", why)
