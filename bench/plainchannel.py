@@ -35,6 +35,7 @@ async def _accept_named(
     history: tuple[int, float] = (500, 7 * 86400.0),
     term: int = 0,
     standby: Callable[[], tuple[str, str]] | None = None,
+    beat_window: float = 0.0,
 ) -> str:
     """`handshake.accept_channel` with the hello's name believed (no certificate to match).
 
@@ -52,6 +53,7 @@ async def _accept_named(
             keep_ended=keep,
             keep_ended_for=keep_for,
             term=term,
+            beat_window=beat_window,
         )
     )
     conn.limit = MAX_FRAME

@@ -18,11 +18,12 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
 from corral.master.server import MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_HOST
-from corral.transport import handshake, keys, streams, tls
+from corral.transport import beats, handshake, keys, streams, tls
 from corral.transport.connection import Connection, ConnectionClosed
 from corral.transport.messages import (
     Error,
@@ -140,12 +141,15 @@ class SimWorker:
         self.welcome: Welcome | None = None
         self.beating = True
         self.seq = 0
+        self.skew: float | None = None  # our loop's clock less the master's (its Welcome)
         self._task: asyncio.Task[None] | None = None
 
     async def connect(self) -> Welcome:
         self.conn, self.welcome = await dial(
             self.host, self.port, self.token, self.name, self.plain, self.source
         )
+        now = self.welcome.now
+        self.skew = asyncio.get_running_loop().time() - now if now > 0 else None
         await self.conn.send(Register(facts=facts(self.name)))
         return self.welcome
 
@@ -155,9 +159,15 @@ class SimWorker:
 
     async def _beat(self, interval: float) -> None:
         assert self.conn is not None
-        # Spread the first beat over one interval so thousands don't beat in lockstep.
-        await asyncio.sleep(interval * (hash(self.name) % 1000) / 1000)
-        next_at = time.monotonic()
+        assert self.welcome is not None
+        loop = asyncio.get_running_loop()
+        window = min(self.welcome.beat_window, interval)
+        if self.skew is not None and window > 0:  # as a worker beats: on the master's grid
+            at = beats.offset(self.name, window)
+            next_at = beats.next_beat(loop.time(), self.skew, interval, at)
+        else:  # spread over one interval so thousands don't beat in lockstep
+            next_at = loop.time() + interval * (zlib.crc32(self.name.encode()) % 1000) / 1000
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
         reader = asyncio.create_task(self._answer())
         try:
             while True:
@@ -170,7 +180,7 @@ class SimWorker:
                     except ConnectionClosed:
                         return  # the master dropped us (a lost node): stop, as asked
                 next_at += interval
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
         finally:
             reader.cancel()
 

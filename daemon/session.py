@@ -29,8 +29,8 @@ from corral.daemon.commands import Handlers
 from corral.daemon.fence import Fence
 from corral.daemon.store import AppStore
 from corral.daemon.supervisor import Supervisor
+from corral.transport import beats, tls
 from corral.transport import messages as m
-from corral.transport import tls
 from corral.transport.connection import Connection, ConnectionClosed
 
 Log = Callable[[str], None]
@@ -93,12 +93,19 @@ class Session:
     """Serve the master over ``conn`` until the connection ends (then raise)."""
 
     def __init__(
-        self, node: Node, conn: Connection, heartbeat: float, master_now: float = 0.0
+        self,
+        node: Node,
+        conn: Connection,
+        heartbeat: float,
+        master_now: float = 0.0,
+        beat_window: float = 0.0,
     ) -> None:
-        """``master_now``: the master's clock in the Welcome, received just now."""
+        """``master_now``: the master's clock in the Welcome, received just now;
+        ``beat_window``: where on that clock to beat (see `transport.beats`)."""
         self.node = node
         self.conn = conn
         self.heartbeat = heartbeat
+        self.beat_offset = beats.offset(node.name, min(beat_window, heartbeat))
         self.handlers = Handlers(
             node.sup, node.store, conn.send, node.log, node.launch_keys, conn.send_nowait
         )
@@ -205,12 +212,17 @@ class Session:
         return asyncio.get_running_loop().time() - (deadline + self._skew)
 
     async def _beat(self) -> None:
-        """A heartbeat every H, on a fixed schedule so beats do not drift."""
+        """A heartbeat every H, on a fixed schedule so beats do not drift: the
+        master's grid (`transport.beats`) when it gave its clock."""
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        h, skew = self.heartbeat, self._skew
+        due = loop.time() if skew is None else loop.time() - h  # on the grid: the next slot
         seq = 0
         while True:
-            due = max(due + self.heartbeat, loop.time())  # after a stall: no burst
+            if skew is None:
+                due = max(due + h, loop.time())  # after a stall: no burst
+            else:  # the slot after the last one, or after now when late (no burst)
+                due = beats.next_beat(max(due + h / 2, loop.time()), skew, h, self.beat_offset)
             await asyncio.sleep(max(0.0, due - loop.time()))
             seq += 1
             if seq % 64 == 0:

@@ -412,7 +412,8 @@ class Worker:
             self._logged.clear()
             self.sup.set_history(welcome.keep_ended, welcome.keep_ended_for)
             self._conn = conn
-            await Session(self.node, conn, heartbeat, now).run()
+            window = welcome.beat_window if math.isfinite(welcome.beat_window) else 0.0
+            await Session(self.node, conn, heartbeat, now, window).run()
         finally:
             self._conn = None
             await conn.close()

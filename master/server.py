@@ -35,7 +35,7 @@ from typing import TypeVar
 from corral.master.ca import CA
 from corral.master.events import RateLimiter
 from corral.master.model import Cluster
-from corral.transport import handshake, tls
+from corral.transport import beats, handshake, tls
 from corral.transport.auth import AuthError, Redirect
 from corral.transport.codec import FrameError
 from corral.transport.connection import DEADLINE_GRACE, Calls, Connection, ConnectionClosed
@@ -367,6 +367,7 @@ class WorkerServer:
             history=history,
             term=self.term,
             standby=self.standby,
+            beat_window=beats.window(self.heartbeat, len(self.links) + 1),
         )
         # The handshake took at least a round trip: the worker's reading of our
         # clock is off by less than that, so a deadline gets that much grace.

@@ -170,12 +170,13 @@ async def accept_channel(
     history: tuple[int, float] = (500, 7 * 86400.0),
     term: int = 0,
     standby: Callable[[], tuple[str, str]] | None = None,
+    beat_window: float = 0.0,
 ) -> str:
     """Master side, on a connection whose client certificate names ``certified``.
 
     ``standby`` says why this master takes no workers now and where the
     leader is (``("", "")`` while it leads): the worker is refused with the
-    leader's address.  ``term`` goes to the worker in the Welcome.
+    leader's address.  ``term`` and ``beat_window`` go to the worker in the Welcome.
     """
     until = asyncio.get_running_loop().time() + timeout
     conn.limit = MAX_HANDSHAKE_FRAME
@@ -198,7 +199,12 @@ async def accept_channel(
         raise await _refuse(conn, reason)
     keep, keep_for = history
     welcome = Welcome(
-        heartbeat=heartbeat, now=time.time(), keep_ended=keep, keep_ended_for=keep_for, term=term
+        heartbeat=heartbeat,
+        now=time.time(),
+        keep_ended=keep,
+        keep_ended_for=keep_for,
+        term=term,
+        beat_window=beat_window,
     )
     await conn.send(welcome)
     conn.limit = MAX_FRAME

@@ -17,12 +17,14 @@ two certificates: the worker trusts the CA it is handed only with it.  The
 channel, on a connection whose client certificate names the node::
 
     worker -> master   Hello(version, name, nonce)           name: the certificate's
-    master -> worker   Welcome(heartbeat, now)               or Refused
+    master -> worker   Welcome(heartbeat, now, beat_window)  or Refused
     worker -> master   Register(facts, procs, apps)          full state
 
 after which heartbeats, requests, replies and events flow.  The master
 answers every ``Heartbeat`` with a ``Pong``, so each side hears the other at
-least once a beat and treats 2H of silence as a dead connection.
+least once a beat and treats 2H of silence as a dead connection.  Workers
+beat on a grid of the master's clock, inside the ``beat_window`` it
+announces (see ``transport.beats``), so the master hears them together.
 
 Every request carries a ``deadline`` in the master's clock (Unix seconds;
 0 means none).  The worker maps it onto its own monotonic clock with the
@@ -195,6 +197,8 @@ class Welcome(Base):
     keep_ended: int = 500
     keep_ended_for: float = 7 * 86400.0
     term: int = 0  # the leader's term with ``--etcd`` (the election key's revision); 0: none
+    # Seconds: beat at this master's times k*H + an offset inside it (transport.beats); 0: any time
+    beat_window: float = 0.0
 
 
 class Enroll(Base):

@@ -59,6 +59,8 @@ class FakeMaster:
         self.port = 0
         self.registers: list[m.Register] = []
         self.beats: list[m.Heartbeat] = []
+        self.beat_times: list[float] = []  # time.time() as each beat arrived
+        self.beat_window = 0.0  # announced in the Welcome (transport.beats)
         self.events: list[m.ProcInfo] = []
         self.chunks: dict[int, list[m.LogChunk]] = defaultdict(list)
         self.goodbyes: list[m.Goodbye] = []
@@ -110,7 +112,9 @@ class FakeMaster:
                     await handshake.accept_enroll(conn, self.token, sign, self.admit)
                 )
                 return
-            await handshake.accept_channel(conn, peer.name, self.heartbeat, self.admit)
+            await handshake.accept_channel(
+                conn, peer.name, self.heartbeat, self.admit, beat_window=self.beat_window
+            )
             self.conn = conn
             while True:
                 msg = await conn.recv()
@@ -134,6 +138,7 @@ class FakeMaster:
             self.registers.append(msg)
         elif isinstance(msg, m.Heartbeat):
             self.beats.append(msg)
+            self.beat_times.append(time.time())
         elif isinstance(msg, m.ProcEvent):
             self.events.append(msg.proc)
         elif isinstance(msg, m.LogChunk):

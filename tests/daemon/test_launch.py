@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import psutil
 import pytest
 
 from corral.daemon import procfs
+from corral.transport import beats
 from corral.transport import messages as m
 from corral.transport.connection import CallError
 from tests.daemon.harness import FakeMaster, wait_for
@@ -35,6 +37,29 @@ async def test_register_and_heartbeats(master, spawn_worker, root: Path):
     first, second = master.beats[:2]
     assert second.seq == first.seq + 1
     assert second.metrics.mem_total > 0
+
+
+async def test_beats_keep_to_the_masters_grid_across_reconnects(master, spawn_worker):
+    """Each beat comes at the master's k*H + the node's offset in the announced window,
+    whenever the connection was made (transport.beats)."""
+    master.heartbeat, master.beat_window = 0.5, 0.02
+    at = beats.offset("w1", master.beat_window)
+
+    def late(t: float) -> float:  # after the node's slot (negative: before it)
+        h = master.heartbeat
+        return (t - at + h / 2) % h - h / 2
+
+    await start(master, spawn_worker)
+    for connection in range(2):
+        first = len(master.beat_times)
+        await wait_for(lambda n=first: len(master.beat_times) >= n + 3, what="three beats")
+        times = master.beat_times[first : first + 3]
+        # the Welcome's trip and the frame's: milliseconds (a busy machine: tens)
+        assert all(-0.005 <= late(t) <= 0.1 for t in times), [late(t) for t in times]
+        if connection == 0:
+            await asyncio.sleep(0.13)  # off the grid: a phase of its own, were it kept
+            await master.drop()
+            await master.connected(registers=2)
 
 
 async def test_launch_sleep_runs_in_its_own_session(master, spawn_worker, root: Path):
