@@ -13,6 +13,8 @@ on exit.
 
 from __future__ import annotations
 
+import logging
+import select
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +31,9 @@ from corral.transport.loop import run as run_loop
 from corral.tui.settings import Settings, SettingsError, rebind, save_theme, shown
 from corral.tui.widgets.dashboard import Dashboard, help_sections
 from corral.tui.widgets.help import key_name
+
+log = logging.getLogger("corral.tui")
+TERMINAL_CHECK = 1.0  # seconds between looks at whether the terminal is still there
 
 
 class CorralApp(App[None]):
@@ -98,6 +103,17 @@ class CorralApp(App[None]):
         self.dashboard.address = self.master.reachable(self.master.listen_address)
         if self.on_ready is not None and self.master.listen_address:
             self.on_ready(self.master.listen_address)
+        if not self.is_headless and sys.__stdin__ is not None:
+            self.set_interval(TERMINAL_CHECK, partial(self._watch_terminal, sys.__stdin__.fileno()))
+
+    def _watch_terminal(self, fd: int) -> None:
+        """Quit, as with q, once the terminal hung up (its window closed, its SSH
+        session dropped).  The kernel tells only the session's leader (a shell,
+        ``make``) with SIGHUP, and Textual's input thread would read the dead
+        terminal's end of file for ever, a core's worth of CPU."""
+        if terminal_gone(fd):
+            log.warning("the terminal hung up: stopping the dashboard")
+            self.exit(return_code=1, message="corral: the terminal hung up")
 
     async def on_unmount(self) -> None:
         self._save_theme()
@@ -140,6 +156,18 @@ class CorralApp(App[None]):
             self.settings_note = str(e)
         except OSError as e:
             self.settings_note = f"{shown(path)}: theme not saved: {e.strerror or e}"
+
+
+def terminal_gone(fd: int) -> bool:
+    """Whether the terminal on ``fd`` hung up (or ``fd`` is no longer open)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)  # hang-ups and errors are always reported
+    try:
+        events = poller.poll(0)
+    except OSError:
+        return True
+    gone = select.POLLHUP | select.POLLERR | select.POLLNVAL
+    return any(mask & gone for _, mask in events)
 
 
 def run_dashboard(

@@ -322,6 +322,54 @@ def test_the_dashboard_demo_tells_the_second_shell_and_q_ends_it(tmp_path: Path)
         term.close()
 
 
+def _workers_under(tmp: Path) -> list[int]:
+    """Pids of the ``corral worker`` processes whose root is under ``tmp``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in argv and any(str(tmp).encode() in a for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_dashboard_whose_terminal_hangs_up_ends_the_demo(tmp_path: Path) -> None:
+    """Its window closed under ``make demo``: the kernel's SIGHUP goes to make alone
+    (the session's leader), so the dashboard must see the hang-up for itself."""
+    term = Terminal()
+    proc = subprocess.Popen(
+        corral_argv("demo", "--workers", "1"),
+        env=home_env(tmp_path, TERM="xterm-256color"),
+        cwd=REPO,
+        stdin=term.slave,
+        stdout=term.slave,
+        stderr=term.slave,
+        start_new_session=True,  # no controlling terminal: no SIGHUP comes
+    )
+    state = tmp_path / "unknown"
+    try:
+        pointer = pointer_of(tmp_path)
+        wait_for(pointer.exists, "the demo's pointer", 20)
+        state = Path(json.loads(pointer.read_text())["state_dir"])
+        wait_for(lambda: term.seen(b"node1"), "the dashboard", 20)
+        (worker,) = wait_for(lambda: _workers_under(state.parent), "the demo's worker", 20)
+        os.close(term.master)  # the terminal goes away
+        assert proc.wait(20) == 1
+        assert not pointer.exists()
+        assert not state.parent.exists()  # cleaned up: nothing of the demo left behind
+        assert pid_gone(worker)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in _workers_under(state.parent):  # a demo killed has left them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        term.close()
+
+
 def test_a_second_demo_leaves_the_pointer_to_the_first(
     tmp_path: Path, demo: tuple[subprocess.Popen[str], Lines]
 ) -> None:
