@@ -142,7 +142,11 @@ def _tls_why(e: BaseException) -> str:
     if isinstance(e, TimeoutError):
         return "timed out"
     reason = getattr(e, "reason", None)
-    return str(reason or e or type(e).__name__)
+    if reason:
+        return str(reason)
+    if not str(e) and isinstance(e, (ConnectionError, EOFError)):
+        return "the peer closed the connection"  # one that gave up waiting, say
+    return str(e) or type(e).__name__
 
 
 class WorkerServer:
@@ -290,7 +294,8 @@ class WorkerServer:
         """One short line per refusal, at most one per address (or ``source``) and kind in 10 s."""
         kind = "".join(c for c in why if not c.isdigit())[:40]  # "frame length N exceeds..."
         key = f"{source or peer.rpartition(':')[0]} {kind}"
-        line = self._refusals.admit(key, f"{peer} refused: {why[:160]}")
+        who = peer or "a peer gone before its address was read"
+        line = self._refusals.admit(key, f"{who} refused: {why[:160]}")
         if line is not None:
             log.warning("worker connection from %s", line)
             self.cluster.note("node.refused", "", f"connection from {line}")

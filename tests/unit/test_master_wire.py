@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
@@ -294,3 +295,16 @@ async def test_every_beat_is_answered(master: Master) -> None:
     reply = await asyncio.wait_for(w.conn.recv(), 5)
     assert reply == Pong(seq=7)
     await w.close()
+
+
+def test_a_failed_tls_handshake_is_said_in_words() -> None:
+    from corral.master.server import _tls_why
+
+    assert _tls_why(TimeoutError()) == "timed out"
+    assert _tls_why(ConnectionResetError()) == "the peer closed the connection"  # was ""
+    assert _tls_why(EOFError()) == "the peer closed the connection"
+    assert _tls_why(ConnectionResetError(104, "Connection reset by peer")).endswith("by peer")
+    assert _tls_why(ValueError()) == "ValueError"
+    err = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    err.reason = "WRONG_VERSION_NUMBER"
+    assert _tls_why(err) == "WRONG_VERSION_NUMBER"
