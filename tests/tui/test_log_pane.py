@@ -85,8 +85,9 @@ async def test_end_and_F_follow_from_the_processes_table(running) -> None:
     await until(pilot, lambda: len(pane.lines) >= 60)
     for key in ("end", "F"):
         pane.focus()
-        # The lines are in, but the pane scrolls only once its new height is laid out.
-        await until(pilot, lambda: pane.has_focus and pane.max_scroll_y > 0)
+        # The lines are in, but the pane scrolls only once its new height is laid out:
+        # a page up before that scroll (from the top) would move nothing.
+        await until(pilot, lambda: pane.has_focus and pane.max_scroll_y > 0 and at_bottom(pane))
         await pilot.press("pageup")
         await until(pilot, lambda: not pane.following)
         assert pane.border_subtitle.startswith("paused")
@@ -134,7 +135,7 @@ async def test_paging_up_line_by_line_runs_through_the_page_before(running) -> N
     await until(pilot, lambda: pane.lines[-1:] == ["30000"], timeout=20)
     top_before = pane.window[0]
     pane.focus()
-    await until(pilot, lambda: pane.has_focus and pane.max_scroll_y > 0)  # laid out
+    await until(pilot, lambda: pane.has_focus and pane.max_scroll_y > 0 and at_bottom(pane))
     for _ in range(30):  # 30 pages up: well past the 200 lines the pane opened with
         await pilot.press("pageup")
     await until(pilot, lambda: pane.window[0] < top_before)

@@ -599,6 +599,21 @@ class LogPane(ScrollView, can_focus=True):
                 self._page_after()
         self._title()
 
+    def action_page_up(self) -> None:
+        self._pause()
+        super().action_page_up()
+
+    def action_scroll_up(self) -> None:
+        self._pause()
+        super().action_scroll_up()
+
+    def _pause(self) -> None:
+        """Stop following before an upward scroll starts: it animates, and a line
+        arriving meanwhile would otherwise take the view back to the end."""
+        if self.following and self.scroll_y > 0:
+            self.following = False
+            self._title()
+
     def action_follow(self) -> None:
         """Go to the log's end (fetching it when the window is elsewhere) and follow."""
         self.following = True
