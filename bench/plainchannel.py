@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from corral.transport import handshake, streams, tls
 from corral.transport.connection import Connection
-from corral.transport.messages import MAX_FRAME, MAX_HANDSHAKE_FRAME, Hello, Welcome
+from corral.transport.messages import MAX_FRAME, MAX_HANDSHAKE_FRAME, Hello
 
 
 async def _accept_named(
@@ -45,17 +44,7 @@ async def _accept_named(
     conn.limit = MAX_HANDSHAKE_FRAME
     hello = await asyncio.wait_for(conn.recv(), timeout)
     assert isinstance(hello, Hello), hello
-    keep, keep_for = history
-    await conn.send(
-        Welcome(
-            heartbeat=heartbeat,
-            now=time.time(),
-            keep_ended=keep,
-            keep_ended_for=keep_for,
-            term=term,
-            beat_window=beat_window,
-        )
-    )
+    await conn.send(handshake.welcome(heartbeat, history, term, beat_window))
     conn.limit = MAX_FRAME
     return hello.name
 

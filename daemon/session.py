@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -105,7 +106,9 @@ class Session:
         self.node = node
         self.conn = conn
         self.heartbeat = heartbeat
-        self.beat_offset = beats.offset(node.name, min(beat_window, heartbeat))
+        self.beat_offset: float | None = None  # no grid: an older master, or no usable window
+        if 0 < beat_window < math.inf:
+            self.beat_offset = beats.offset(node.name, min(beat_window, heartbeat))
         self.handlers = Handlers(
             node.sup, node.store, conn.send, node.log, node.launch_keys, conn.send_nowait
         )
@@ -215,14 +218,16 @@ class Session:
         """A heartbeat every H, on a fixed schedule so beats do not drift: the
         master's grid (`transport.beats`) when it gave its clock."""
         loop = asyncio.get_running_loop()
-        h, skew = self.heartbeat, self._skew
+        h, at = self.heartbeat, self.beat_offset
+        skew = self._skew if at is not None else None
         due = loop.time() if skew is None else loop.time() - h  # on the grid: the next slot
         seq = 0
         while True:
             if skew is None:
                 due = max(due + h, loop.time())  # after a stall: no burst
             else:  # the slot after the last one, or after now when late (no burst)
-                due = beats.next_beat(max(due + h / 2, loop.time()), skew, h, self.beat_offset)
+                assert at is not None
+                due = beats.next_beat(max(due + h / 2, loop.time()), skew, h, at)
             await asyncio.sleep(max(0.0, due - loop.time()))
             seq += 1
             if seq % 64 == 0:

@@ -412,8 +412,7 @@ class Worker:
             self._logged.clear()
             self.sup.set_history(welcome.keep_ended, welcome.keep_ended_for)
             self._conn = conn
-            window = welcome.beat_window if math.isfinite(welcome.beat_window) else 0.0
-            await Session(self.node, conn, heartbeat, now, window).run()
+            await Session(self.node, conn, heartbeat, now, welcome.beat_window).run()
         finally:
             self._conn = None
             await conn.close()

@@ -197,8 +197,17 @@ async def accept_channel(
     reason = admit(hello.name)
     if reason:
         raise await _refuse(conn, reason)
+    await conn.send(welcome(heartbeat, history, term, beat_window))
+    conn.limit = MAX_FRAME
+    return hello.name
+
+
+def welcome(
+    heartbeat: float, history: tuple[int, float], term: int = 0, beat_window: float = 0.0
+) -> Welcome:
+    """The master's Welcome, its clock read now."""
     keep, keep_for = history
-    welcome = Welcome(
+    return Welcome(
         heartbeat=heartbeat,
         now=time.time(),
         keep_ended=keep,
@@ -206,9 +215,6 @@ async def accept_channel(
         term=term,
         beat_window=beat_window,
     )
-    await conn.send(welcome)
-    conn.limit = MAX_FRAME
-    return hello.name
 
 
 async def connect_channel(
