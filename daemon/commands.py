@@ -8,10 +8,11 @@ an ``Error(id, message)``.  Wire format, master -> worker -> master::
                                         proc.key = key, kept across restarts;
                                         workdir: jobs/ID/INDEX in the app dir, made
                                         0700 and the program's cwd)
-    LaunchBatch(id, app, argv, env, items[key, workdir])
+    LaunchBatch(id, app, argv, env, items[key, workdir, env])
                                      -> LaunchedBatch(id, procs)   (one proc per item, in
                                         order; each item as a Launch with its key and
-                                        workdir; the items not seen before start all
+                                        workdir, its env over the batch's; the items
+                                        not seen before start all
                                         or none: one Error, nothing started)
     Status(id)                       -> StatusReply(id, procs)
     Signal(id, pid, signal)          -> Signalled(id, delivered, message, proc)
@@ -193,8 +194,8 @@ class Handlers:
     async def _launch_many(
         self, req: m.LaunchBatch, items: list[m.LaunchItem], early: _Early
     ) -> list[m.ProcInfo]:
-        pairs = [(i.key, i.workdir) for i in items]
-        infos = await self.sup.launch_many(req.app, req.argv, req.env, pairs, early)
+        triples = [(i.key, i.workdir, i.env) for i in items]
+        infos = await self.sup.launch_many(req.app, req.argv, req.env, triples, early)
         pids = ", ".join(str(info.pid) for info in infos)
         self.log(f"launched {req.app}: {' '.join(req.argv)} as pids {pids}")
         return infos

@@ -45,7 +45,7 @@ def make_spec(
     `jobs.JobError`) says why it cannot run; a bad ``workdir`` is refused
     before anything is made.
     """
-    return make_specs(store, app, argv, env, boot_id, taken, [(key, workdir)])[0]
+    return make_specs(store, app, argv, env, boot_id, taken, [(key, workdir, {})])[0]
 
 
 def make_specs(
@@ -55,18 +55,21 @@ def make_specs(
     env: dict[str, str],
     boot_id: str,
     taken: Callable[[str], bool],
-    items: Sequence[tuple[str, str]],
+    items: Sequence[tuple[str, str, dict[str, str]]],
 ) -> list[Spec]:
-    """`make_spec` for several launches of one command, each ``(key, workdir)``.
+    """`make_spec` for several launches of one command, each ``(key, workdir, own_env)``.
 
-    Everything is checked (every working directory included) before
-    anything is made; the program is looked up once.  Each spec gets a
-    launch id of its own.
+    ``own_env``: variables of that launch alone (a job's replica index), laid
+    over ``env``.  Everything is checked (every working directory included)
+    before anything is made; the program is looked up once.  Each spec gets
+    a launch id of its own.
     """
     if not valid_app_name(app):
         raise SpecError(f"invalid app name {app!r}")
     check_command(argv, env)
-    workdirs = [jobs.workdir_parts(workdir) if workdir else () for _, workdir in items]
+    for _, _, own in items:
+        check_env(own)
+    workdirs = [jobs.workdir_parts(workdir) if workdir else () for _, workdir, _ in items]
     env = launch_env(f"{store.apps_dir}/{app}", env)
     try:  # finds it, walking beneath ROOT (see daemon.beneath); makes the app's dirs
         progs = store.programs(app, argv[0], env.get("PATH") or _PATH, workdirs, make=False)
@@ -78,7 +81,7 @@ def make_specs(
         return launch in mine or taken(launch)
 
     specs = []
-    for (key, _), parts, prog in zip(items, workdirs, progs, strict=True):
+    for (key, _, own), parts, prog in zip(items, workdirs, progs, strict=True):
         launch = new_launch_id(in_use)
         mine.add(launch)
         spec = Spec(
@@ -88,7 +91,7 @@ def make_specs(
             beneath=list(prog.beneath),
             script=prog.script,
             argv=list(argv),
-            env=env,
+            env={**env, **own} if own else env,
             started_at=time.time(),
             boot_id=boot_id,
             key=key,
@@ -104,6 +107,11 @@ def check_command(argv: list[str], env: dict[str, str]) -> None:
         raise SpecError("empty command line")
     if any("\0" in a for a in argv):
         raise SpecError("command line contains a NUL byte")
+    check_env(env)
+
+
+def check_env(env: dict[str, str]) -> None:
+    """Refuse a variable exec cannot pass on."""
     for key, value in env.items():
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise SpecError(f"bad environment variable {key!r}")

@@ -202,17 +202,17 @@ class Supervisor:
         refuse is refused here first (see `daemon.spec`).  ``told`` (see
         `launch_many`) may send it before the seed is even handed its spec.
         """
-        return (await self.launch_many(app, argv, env, [(key, workdir)], told))[0]
+        return (await self.launch_many(app, argv, env, [(key, workdir, {})], told))[0]
 
     async def launch_many(
         self,
         app: str,
         argv: list[str],
         env: dict[str, str],
-        items: Sequence[tuple[str, str]],
+        items: Sequence[tuple[str, str, dict[str, str]]],
         told: Told | None = None,
     ) -> list[ProcInfo]:
-        """`launch` ``argv`` once per item ``(key, workdir)``: every one, or none.
+        """`launch` ``argv`` once per item ``(key, workdir, own_env)``: every one, or none.
 
         Every check is made, every working directory and log made and a
         spare taken for each before any is handed its spec, so a refusal

@@ -487,10 +487,14 @@ class Jobs:
             reps = [rep for rep, ok in zip(reps, unpacked, strict=True) if ok]
             if not reps or self._not_run(job, reps):
                 return
-        items = [LaunchItem(rep.key, job.workdir(rep.index)) for rep in reps]
+        items = [
+            LaunchItem(rep.key, job.workdir(rep.index), {"CORRAL_REPLICA": str(rep.index)})
+            for rep in reps
+        ]
+        env = {"CORRAL_JOB": str(job.id), "CORRAL_REPLICAS": str(job.count)}
 
         def ask(i: int) -> LaunchBatch:
-            return LaunchBatch(id=i, app=job.app, argv=job.argv, items=items)
+            return LaunchBatch(id=i, app=job.app, argv=job.argv, env=env, items=items)
 
         for attempt in range(LAUNCH_ATTEMPTS):
             try:

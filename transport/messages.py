@@ -299,10 +299,14 @@ class Launch(Request):
 
 
 class LaunchItem(msgspec.Struct):
-    """One launch of a `LaunchBatch`: its request key and working directory."""
+    """One launch of a `LaunchBatch`: its request key, working directory and own variables.
+
+    ``env`` is laid over the batch's (a job's replica gets its index there).
+    """
 
     key: str
     workdir: str = ""
+    env: dict[str, str] = {}
 
 
 MAX_BATCH = 256  # launches in one LaunchBatch; a master sends more as several

@@ -116,13 +116,16 @@ def test_spread_with_more_replicas_than_nodes_waits(jc: Cluster) -> None:
 
 
 def test_job_states_and_working_directories(jc: Cluster) -> None:
-    ok = submit(jc, "--replicas", "2", "--", "sh", "-c", "pwd > out.txt")
+    script = "pwd > out.txt; echo $CORRAL_JOB $CORRAL_REPLICA $CORRAL_REPLICAS > env.txt"
+    ok = submit(jc, "--replicas", "3", "--", "sh", "-c", script)
     t = wait_job(jc, ok, "succeeded")
     assert t["ended_at"] >= t["started_at"] >= t["submitted_at"]
     for r in t["replicas"]:
         assert r["state"] == "exited" and r["exit_code"] == 0
         where = jc.tmp / r["node"] / "apps" / "sh" / "jobs" / str(ok) / str(r["index"])
         assert (where / "out.txt").read_text().strip() == str(where)
+        # Each replica knows its job and its own share of the work.
+        assert (where / "env.txt").read_text().split() == [str(ok), str(r["index"]), "3"]
 
     bad = submit(jc, "--replicas", "2", "--name", "doomed", "--", "sh", "-c", "exit 3")
     t = wait_job(jc, bad, "failed")

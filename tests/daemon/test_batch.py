@@ -19,8 +19,12 @@ from corral.transport.connection import CallError
 from tests.daemon.harness import LAUNCHED, FakeMaster, wait_for
 
 
-def batch(app: str, argv: list[str], *items: tuple[str, str], **env: str):
-    pairs = [m.LaunchItem(key, workdir) for key, workdir in items]
+def batch(app: str, argv: list[str], *items: tuple[str, ...], **env: str):
+    """A LaunchBatch maker; each item ``(key, workdir)``, or ``(key, workdir, "NAME=VALUE")``."""
+    pairs = [
+        m.LaunchItem(key, workdir, dict([own[0].split("=", 1)]) if own else {})
+        for key, workdir, *own in items
+    ]
     return lambda i: m.LaunchBatch(id=i, app=app, argv=argv, env=env, items=pairs)
 
 
@@ -45,7 +49,8 @@ async def status(master: FakeMaster) -> list[m.ProcInfo]:
 async def test_a_batch_starts_every_launch_in_its_own_workdir(master, spawn_worker, root: Path):
     spawn_worker(master.port)
     await master.connected()
-    procs = await launch_batch(master, batch("demo", ["sleep", "30"], *replicas(7, 3), A="1"))
+    items = [(key, workdir, f"B={key}") for key, workdir in replicas(7, 3)]
+    procs = await launch_batch(master, batch("demo", ["sleep", "30"], *items, A="1", B="batch"))
     assert [p.key for p in procs] == ["job7.0", "job7.1", "job7.2"]
     assert len({p.pid for p in procs}) == 3 and len({p.launch for p in procs}) == 3
     assert all(p.state in ("running", "sleeping") for p in procs)
@@ -54,7 +59,8 @@ async def test_a_batch_starts_every_launch_in_its_own_workdir(master, spawn_work
         proc = psutil.Process(info.pid)
         await wait_for(lambda p=proc: p.cmdline() == ["sleep", "30"], what="the exec")
         assert proc.cwd() == str(app / f"jobs/7/{index}")
-        assert proc.environ()["A"] == "1"
+        env = proc.environ()
+        assert (env["A"], env["B"]) == ("1", f"job7.{index}")  # its own B over the batch's
         assert os.getsid(info.pid) == info.pid
         assert (app / "logs" / f"{info.launch}.log").exists()
         record = root / "run" / f"{info.launch}.json"
@@ -99,6 +105,11 @@ async def test_a_refused_member_starts_none(master, spawn_worker, root: Path):
     assert not (root / "apps/demo/jobs").exists()  # not even the first one's directory
     with pytest.raises(CallError, match="cannot execute 'no-such-prog'"):
         await master.call(batch("demo", ["no-such-prog"], *replicas(5, 2)))
+    # One member's own variable that exec cannot pass on: none starts.
+    items = [("job5.0", "jobs/5/0", "OK=1"), ("job5.1", "jobs/5/1", "X\0=1")]
+    with pytest.raises(CallError, match=r"^bad environment variable 'X\\x00'"):
+        await master.call(batch("demo", ["sleep", "30"], *items))
+    assert not (root / "apps/demo/jobs").exists()
     assert await status(master) == []
     assert not (root / "run").exists() or list((root / "run").iterdir()) == []
     logs = root / "apps/demo/logs"
@@ -150,7 +161,7 @@ async def test_a_seed_killed_before_it_goes_ends_as_killed(supervisors, root: Pa
             time.sleep(0.005)
 
     infos = await sup.launch_many(
-        "demo", ["sleep", "30"], {}, [("a", "jobs/1/0"), ("b", "jobs/1/1")], told=kill_first
+        "demo", ["sleep", "30"], {}, [("a", "jobs/1/0", {}), ("b", "jobs/1/1", {})], told=kill_first
     )
     assert [i.pid for i in infos] == [i.pid for i in told]
     dead, alive = sup.procs[infos[0].launch], sup.procs[infos[1].launch]

@@ -317,7 +317,10 @@ class JobsScreen(Screen[None]):
         self.query_one("#jobs-pane").border_subtitle = counts + hidden
         empty = self.query_one("#jobs-empty", Static)
         empty.display = not table.jobs
-        empty.update("No jobs yet. n submits one: N replicas of a program, placed by memory.")
+        if self.show_ended:
+            empty.update("No jobs yet. n submits one: N replicas of a program, placed by memory.")
+        else:
+            empty.update("No job queued or running. a shows the ended ones; n submits a new one.")
 
     def _on_jobs(self, ids: frozenset[int]) -> None:
         """`Jobs` listener: remember which moved; redraw at most once per REFRESH."""
