@@ -84,17 +84,20 @@ class Submit(Verb[SubmitRequest]):
     summary = "run a job: N replicas of a program, placed by memory, queued when short"
     description = f"""\
 Prints the job's id (its state and nodes on stderr). Each replica asks for
---mem (default {DEFAULT_MEM}) of the memory a node offers to jobs (worker --mem);
-replicas are placed together or not at all, packed onto the fullest nodes
-that fit, or one a node with --spread. A job that does not fit waits in a
-first-in-first-out queue: `corral jobs` shows its position and why. Each
-replica runs in ROOT/apps/APP/jobs/ID/INDEX/ on its node; `corral fetch ID`
-brings back its log and the files matching --output. --bundle PATH (a .tar,
-.tar.gz, .tar.zst or .zip file, or a directory) is sent once to each node
-that gets a replica and unpacked into each replica's directory first; the
-command is looked for there (`./run.sh`), and `make run` runs its Makefile."""
+--mem (default {DEFAULT_MEM}) of the memory a node offers to jobs (worker
+--mem); replicas are placed together or not at all, packed onto the fullest
+nodes that fit, or one a node with --spread. A job that does not fit waits
+in a first-in-first-out queue: `corral jobs` shows its position and why.
+Each replica runs in ROOT/apps/APP/jobs/ID/INDEX/ on its node, told its
+share by $CORRAL_JOB, $CORRAL_REPLICA (0 to N-1) and $CORRAL_REPLICAS (N);
+`corral fetch ID` brings back its log and the files matching --output.
+--bundle PATH (a .tar, .tar.gz, .tar.zst or .zip file, or a directory) is
+sent once to each node that gets a replica and unpacked into each replica's
+directory first; the command is looked for there (`./run.sh`), and
+`make run` runs its Makefile."""
     examples = """\
 corral submit --replicas 4 --mem 2G -- ./simulate --steps 1000
+corral submit --replicas 8 -- sh -c './shard.sh $CORRAL_REPLICA $CORRAL_REPLICAS'
 corral submit --replicas 3 --spread --name sweep --output 'out/*.csv' -- ./sweep.sh
 corral submit --bundle app.tar.gz --replicas 2 --output 'out/*' -- make run"""
     json_help = "print the ticket as JSON"
