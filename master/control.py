@@ -579,8 +579,11 @@ class Master:
         all_nodes: bool = False,
         app: str | None = None,
         key: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> LaunchResult:
         """Start ``argv`` inside ``app`` on each chosen node, in parallel.
+
+        ``env``: variables laid over each worker's own environment for it.
 
         A node that is lost or gone is that node's error, at once; the others
         still launch.  ``key`` is the operator's request key: a launch
@@ -594,26 +597,32 @@ class Master:
             raise VerbError(f"invalid app name {app!r}: use 1-64 of A-Z a-z 0-9 . _ -")
         if key is not None and not 0 < len(key) <= 128:
             raise VerbError("bad request key: give 1-128 characters")
+        env = env or {}
         picked = self.select_nodes(nodes, all_nodes)
         if not key:
-            return await self._launch(list(argv), picked, app, "")
-        ask = (tuple(argv), tuple(picked), app)
+            return await self._launch(list(argv), picked, app, "", env)
+        ask = (tuple(argv), tuple(picked), app, tuple(sorted(env.items())))
         first = self._launch_keys.get(key)
         if first is not None:
             if first[0] != ask:
                 raise VerbError(f"request key {key} was used for another launch")
             return await asyncio.shield(first[1])
-        task = asyncio.ensure_future(self._launch(list(argv), picked, app, key))
+        task = asyncio.ensure_future(self._launch(list(argv), picked, app, key, env))
         self._launch_keys[key] = (ask, task)
         while len(self._launch_keys) > LAUNCH_KEYS:
             self._launch_keys.popitem(last=False)
         return await asyncio.shield(task)
 
-    async def _launch(self, args: list[str], picked: list[str], app: str, key: str) -> LaunchResult:
+    async def _launch(
+        self, args: list[str], picked: list[str], app: str, key: str, env: dict[str, str]
+    ) -> LaunchResult:
         links, errors = self.links(picked)
 
+        def ask(i: int) -> Launch:
+            return Launch(id=i, app=app, argv=args, env=env, key=key)
+
         async def one(link: WorkerLink) -> ProcView:
-            reply = await link.call(lambda i: Launch(id=i, app=app, argv=args, key=key), Launched)
+            reply = await link.call(ask, Launched)
             self.cluster.update_proc(link.name, reply.proc)
             view = self.cluster.proc(f"{link.name}:{reply.proc.pid}")
             assert view is not None

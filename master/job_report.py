@@ -150,6 +150,7 @@ def ticket_lines(job: Ticket, now: float | None = None) -> list[str]:
         f"job {job.get('id')} ({job.get('name')}): {state}, {replicas_text(job)} replicas running",
         f"  command    {' '.join(job.get('argv') or [])}",
         f"  app        {job.get('app')}",
+        *(f"  env        {k}={v}" for k, v in (job.get("env") or {}).items()),
         f"  memory     {memory_text(job)} (held on the nodes while a replica runs)",
         f"  submitted  {_when(job.get('submitted_at'), now)}",
         f"  started    {_when(job.get('started_at'), now)}",

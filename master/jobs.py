@@ -89,6 +89,8 @@ LAUNCH_ATTEMPTS = 2  # a launch whose reply was lost is asked again (same key) o
 RETAIN_TICK = 10.0  # seconds between reads of [jobs] keep_workdirs (and purges past it)
 UNPACK_TIMEOUT = 900.0  # seconds a worker may take to unpack a bundle (2 GiB by default)
 _NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+# What each replica is told of its place in the job; not the submitter's to set.
+JOB_ENV = ("CORRAL_JOB", "CORRAL_REPLICA", "CORRAL_REPLICAS")
 
 Listener = Callable[[frozenset[int]], None]
 Store = TicketStore | EtcdTicketStore
@@ -343,6 +345,7 @@ class Jobs:
         name: str | None = None,
         outputs: Sequence[str] = (),
         bundle: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> Job:
         """Queue a job and place what fits now; its ticket.  VerbError, nothing stored, if bad.
 
@@ -367,6 +370,9 @@ class Jobs:
         if len(outputs) > MAX_OUTPUTS:
             raise VerbError(f"too many --output patterns: at most {MAX_OUTPUTS}")
         globs = [check_output_glob(g) for g in outputs]
+        env = env or {}
+        if taken_names := sorted(set(env) & set(JOB_ENV)):
+            raise VerbError(f"--env {taken_names[0]}: corral sets it for each replica")
         demand = Demand(0, count, mem, spread)
         if never := self.sched.never_fits(demand):
             raise VerbError(never)
@@ -388,6 +394,7 @@ class Jobs:
             mem=mem,
             spread=spread,
             outputs=globs,
+            env=env,
             submitted_at=time.time(),
             replicas=[Replica(index=i) for i in range(count)],
             bundle=taken.sha256 if taken else "",
@@ -491,7 +498,7 @@ class Jobs:
             LaunchItem(rep.key, job.workdir(rep.index), {"CORRAL_REPLICA": str(rep.index)})
             for rep in reps
         ]
-        env = {"CORRAL_JOB": str(job.id), "CORRAL_REPLICAS": str(job.count)}
+        env = {**job.env, "CORRAL_JOB": str(job.id), "CORRAL_REPLICAS": str(job.count)}
 
         def ask(i: int) -> LaunchBatch:
             return LaunchBatch(id=i, app=job.app, argv=job.argv, env=env, items=items)

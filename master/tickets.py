@@ -110,6 +110,7 @@ class Job(msgspec.Struct, kw_only=True):
     mem: int  # bytes per replica
     spread: bool = False
     outputs: list[str] = []
+    env: dict[str, str] = {}  # laid over each worker's own, under corral's (jobs.JOB_ENV)
     submitted_at: float
     started_at: float | None = None  # when its replicas were placed
     ended_at: float | None = None

@@ -64,6 +64,7 @@ else:
 
 MAX_ITEMS = 10_000  # nodes, targets or libraries named in one request
 MAX_ARGS = 4096  # argv elements
+MAX_ENV = 256  # --env variables of one launch or job
 
 
 # --- failures -------------------------------------------------------------------------
@@ -231,6 +232,40 @@ def target(text: str) -> str:
     except BadName as e:
         raise invalid(str(e)) from None
     return text
+
+
+_ENV_NAME = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def env_var(text: str) -> str:
+    """An argparse type: ``NAME=VALUE`` for a program's environment, the name checked."""
+    name, eq, value = text.partition("=")
+    if not eq:
+        raise invalid(f"bad --env {text!r}: give NAME=VALUE")
+    if not name or name[0].isdigit() or not _ENV_NAME.issuperset(name) or len(name) > 256:
+        raise invalid(f"bad --env name {name!r}: use A-Z a-z 0-9 _, not starting with a digit")
+    if "\0" in value:
+        raise invalid(f"bad --env {name}: the value has a NUL byte")
+    return text
+
+
+def env_option(p: argparse.ArgumentParser) -> None:
+    """``--env NAME=VALUE``, repeatable: variables laid over the worker's own for the program."""
+    p.add_argument(
+        "--env",
+        metavar="NAME=VALUE",
+        action="append",
+        type=env_var,
+        help="a variable in the program's environment (repeatable; the last of a NAME wins)",
+    )
+
+
+def env_of(args: Args) -> dict[str, str]:
+    """The ``--env`` options as a dict, in order (the last of a name wins)."""
+    env = dict(text.partition("=")[::2] for text in args.env or ())
+    if len(env) > MAX_ENV:
+        raise UsageError(f"too many --env variables: at most {MAX_ENV}")
+    return env
 
 
 def node_choice(p: argparse.ArgumentParser, all_help: str = "every alive node") -> None:

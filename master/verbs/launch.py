@@ -3,10 +3,11 @@
 Wire::
 
     POST /v1/launch {"argv": ["sleep", "60"], "nodes": ["n1"], "all": false,
-                     "app": null, "key": "5f0c..."}
+                     "app": null, "key": "5f0c...", "env": {"MODE": "fast"}}
     -> {"procs": [ProcView + "key"], "errors": {"n2": "n2 is lost (...)"}}
 
-``app`` defaults to the program's name.  ``key`` is the operator's request
+``app`` defaults to the program's name; ``env`` (optional) is laid over
+the worker's own environment for the program.  ``key`` is the operator's request
 key: a retry with the same key returns the first result and starts nothing
 new (a key used for another launch is a 400).  A node where the launch
 failed is its entry in ``errors``; the others still launch.
@@ -27,6 +28,8 @@ from corral.master.verbs.base import (
     Unreachable,
     UsageError,
     Verb,
+    env_of,
+    env_option,
     node_choice,
 )
 
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-    from corral.master.verbs.shapes import Argv, Key, Names, Text
+    from corral.master.verbs.shapes import Argv, Env, Key, Names, Text
 
 
 class LaunchRequest(Shape):
@@ -46,6 +49,7 @@ class LaunchRequest(Shape):
     all: bool = False
     app: Text | None = None
     key: Key | None = None
+    env: Env = {}
 
 
 def new_key() -> str:
@@ -62,7 +66,8 @@ class Launch(Verb[LaunchRequest]):
     )
     examples = (
         "corral launch --node n1 --node n2 -- sleep 60\n"
-        "corral launch --all --app web -- ./server --port 8080"
+        "corral launch --all --app web -- ./server --port 8080\n"
+        "corral launch --node n1 --env MODE=fast --env LOG_LEVEL=debug -- ./worker"
     )
     json_help = "print the launched processes as JSON"
     method = "POST"
@@ -78,6 +83,7 @@ class Launch(Verb[LaunchRequest]):
             help="request key (default: a new one): a retry with the same KEY returns the "
             "processes the first launch started and starts no more",
         )
+        env_option(p)
         p.add_argument("program", nargs=REMAINDER, metavar="-- PROGRAM [ARGS...]")
 
     def request(self, args: Args) -> dict[str, Any]:
@@ -96,13 +102,19 @@ class Launch(Verb[LaunchRequest]):
             # One key per invocation: if the reply is lost, asking again with it
             # returns the processes this launch started instead of starting more.
             "key": args.key or new_key(),
+            "env": env_of(args),
         }
 
     async def call(self, plane: Plane, req: LaunchRequest) -> Reply:
         from corral.master.verbs.wire import proc_json
 
         res = await plane.master.launch(
-            req.argv, nodes=req.nodes, all_nodes=req.all, app=req.app or None, key=req.key
+            req.argv,
+            nodes=req.nodes,
+            all_nodes=req.all,
+            app=req.app or None,
+            key=req.key,
+            env=dict(req.env),
         )
         return {"procs": [proc_json(p) for p in res.procs], "errors": res.errors}
 

@@ -4,7 +4,7 @@ Wire::
 
     POST /v1/jobs {"argv": ["./sim", "--steps", "100"], "replicas": 4, "mem": 104857600,
                    "spread": false, "app": null, "name": null, "outputs": ["out.txt"],
-                   "bundle": "/abs/app.tar.gz"}
+                   "bundle": "/abs/app.tar.gz", "env": {"MODE": "fast"}}
     -> the job's ticket (see ``corral job``)
 
 ``bundle`` (optional) is an absolute path on the master's machine (the
@@ -35,10 +35,12 @@ from corral.master.verbs.base import (
     Shape,
     UsageError,
     Verb,
+    env_of,
+    env_option,
     invalid,
     print_json,
 )
-from corral.master.verbs.shapes import Argv, FilePath, Text
+from corral.master.verbs.shapes import Argv, Env, FilePath, Text
 from corral.transport.sizes import SizeError, parse_size
 
 TYPE_CHECKING = False  # typing is for mypy only: not loaded at run time
@@ -58,6 +60,7 @@ class SubmitRequest(Shape):
     name: Text | None = None
     outputs: Annotated[list[Glob], Limits(max_length=256)] = []
     bundle: FilePath | None = None
+    env: Env = {}
 
 
 def size(text: str) -> int:
@@ -134,6 +137,7 @@ corral submit --bundle app.tar.gz --replicas 2 --output 'out/*' -- make run"""
             help="a .tar/.tar.gz/.tar.zst/.zip file or a directory, unpacked in each replica's "
             "directory before the command runs",
         )
+        env_option(p)
         p.add_argument("program", nargs=REMAINDER, metavar="-- PROGRAM [ARGS...]")
 
     def request(self, args: Args) -> dict[str, Any]:
@@ -151,6 +155,7 @@ corral submit --bundle app.tar.gz --replicas 2 --output 'out/*' -- make run"""
             "name": args.name,
             "outputs": list(args.output),
             "bundle": os.path.abspath(os.path.expanduser(args.bundle)) if args.bundle else None,
+            "env": env_of(args),
         }
 
     async def call(self, plane: Plane, req: SubmitRequest) -> Reply:
@@ -164,6 +169,7 @@ corral submit --bundle app.tar.gz --replicas 2 --output 'out/*' -- make run"""
             name=req.name or None,
             outputs=req.outputs,
             bundle=req.bundle or None,
+            env=dict(req.env),
         )
         return jobs.ticket(job)
 

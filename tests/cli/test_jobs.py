@@ -116,8 +116,8 @@ def test_spread_with_more_replicas_than_nodes_waits(jc: Cluster) -> None:
 
 
 def test_job_states_and_working_directories(jc: Cluster) -> None:
-    script = "pwd > out.txt; echo $CORRAL_JOB $CORRAL_REPLICA $CORRAL_REPLICAS > env.txt"
-    ok = submit(jc, "--replicas", "3", "--", "sh", "-c", script)
+    script = "pwd > out.txt; echo $CORRAL_JOB $CORRAL_REPLICA $CORRAL_REPLICAS $MODE > env.txt"
+    ok = submit(jc, "--replicas", "3", "--env", "MODE=fast", "--", "sh", "-c", script)
     t = wait_job(jc, ok, "succeeded")
     assert t["ended_at"] >= t["started_at"] >= t["submitted_at"]
     for r in t["replicas"]:
@@ -125,7 +125,8 @@ def test_job_states_and_working_directories(jc: Cluster) -> None:
         where = jc.tmp / r["node"] / "apps" / "sh" / "jobs" / str(ok) / str(r["index"])
         assert (where / "out.txt").read_text().strip() == str(where)
         # Each replica knows its job and its own share of the work.
-        assert (where / "env.txt").read_text().split() == [str(ok), str(r["index"]), "3"]
+        assert (where / "env.txt").read_text().split() == [str(ok), str(r["index"]), "3", "fast"]
+    assert "MODE=fast" in jc.corral("job", str(ok)).out
 
     bad = submit(jc, "--replicas", "2", "--name", "doomed", "--", "sh", "-c", "exit 3")
     t = wait_job(jc, bad, "failed")
@@ -151,6 +152,7 @@ def test_job_states_and_working_directories(jc: Cluster) -> None:
         (["--output", "../x", "--", "true"], 1, "'..' would leave the job's directory"),
         (["--output", "/etc/passwd", "--", "true"], 1, "must be relative"),
         (["--app", "../up", "--", "true"], 1, "invalid app name"),
+        (["--env", "CORRAL_REPLICA=7", "--", "true"], 1, "CORRAL_REPLICA: corral sets it"),
         (["--"], 2, "nothing to run"),
     ],
 )

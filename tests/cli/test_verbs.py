@@ -225,6 +225,10 @@ def test_usage_errors_exit_2(cluster: Cluster) -> None:
         (("stop", "w1"), "NODE:PID"),
         (("stop",), "required"),
         (("logs", "w1:1", "--tail", "x"), "--tail"),
+        (("launch", "--node", "w1", "--env", "NOEQUALS", "--", "true"), "give NAME=VALUE"),
+        (("launch", "--node", "w1", "--env", "9X=1", "--", "true"), "bad --env name '9X'"),
+        (("launch", "--node", "w1", "--env", "A-B=1", "--", "true"), "bad --env name 'A-B'"),
+        (("submit", "--env", "=1", "--", "true"), "bad --env name ''"),
         (("frobnicate",), "invalid choice"),
         ((), "no verb"),
     ]
@@ -305,6 +309,26 @@ def test_stop_acts_on_every_valid_target_and_reports_each_bad_one(cluster: Clust
     ]
     wait_for(lambda: pid_gone(pid), "the valid target to end")
     assert wait_ended(cluster, f"w1:{pid}")["reason"] == "killed by SIGINT"
+
+
+def test_launch_env_reaches_the_program_and_a_key_keeps_to_its_env(cluster: Cluster) -> None:
+    script = 'echo "$MODE|$SPACED|$EMPTY|${PATH:+path}"'
+    r = cluster.corral(
+        "launch", "--node", "w1", "--env", "MODE=fast", "--env", "SPACED=a b=c",
+        "--env", "EMPTY=", "--env", "MODE=faster", "--key", "env-1", "--", "sh", "-c", script,
+    )  # fmt: skip
+    assert r.status == 0, r.err
+    target = r.out.strip()
+    wait_ended(cluster, target)
+    # The last MODE wins; the worker's own variables (PATH) stay beneath.
+    assert cluster.corral("logs", target).out == "faster|a b=c||path\n"
+    # The same key with other variables is another launch: refused, nothing started.
+    r = cluster.corral(
+        "launch", "--node", "w1", "--env", "MODE=slow", "--key", "env-1", "--", "sh", "-c", script
+    )
+    assert r.status == 1
+    assert_one_line(r.err, "request key env-1 was used for another launch")
+    assert len([p for p in ps_json(cluster, "--all").values() if p["app"] == "sh"]) == 1
 
 
 def test_logs_follow_exits_with_the_programs_status(cluster: Cluster) -> None:
