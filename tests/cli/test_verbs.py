@@ -315,7 +315,8 @@ def test_launch_env_reaches_the_program_and_a_key_keeps_to_its_env(cluster: Clus
     script = 'echo "$MODE|$SPACED|$EMPTY|${PATH:+path}"'
     r = cluster.corral(
         "launch", "--node", "w1", "--env", "MODE=fast", "--env", "SPACED=a b=c",
-        "--env", "EMPTY=", "--env", "MODE=faster", "--key", "env-1", "--", "sh", "-c", script,
+        "--env", "EMPTY=", "--env", "MODE=faster", "--key", "env-1", "--app", "envs",
+        "--", "sh", "-c", script,
     )  # fmt: skip
     assert r.status == 0, r.err
     target = r.out.strip()
@@ -324,11 +325,12 @@ def test_launch_env_reaches_the_program_and_a_key_keeps_to_its_env(cluster: Clus
     assert cluster.corral("logs", target).out == "faster|a b=c||path\n"
     # The same key with other variables is another launch: refused, nothing started.
     r = cluster.corral(
-        "launch", "--node", "w1", "--env", "MODE=slow", "--key", "env-1", "--", "sh", "-c", script
-    )
+        "launch", "--node", "w1", "--env", "MODE=slow", "--key", "env-1", "--app", "envs",
+        "--", "sh", "-c", script,
+    )  # fmt: skip
     assert r.status == 1
     assert_one_line(r.err, "request key env-1 was used for another launch")
-    assert len([p for p in ps_json(cluster, "--all").values() if p["app"] == "sh"]) == 1
+    assert len([p for p in ps_json(cluster, "--all").values() if p["app"] == "envs"]) == 1
 
 
 def test_logs_follow_exits_with_the_programs_status(cluster: Cluster) -> None:
