@@ -164,15 +164,28 @@ class HaCluster(LocalCluster):
             self.api = saved
 
     def leader(self) -> str | None:
-        """The master that says it leads, asked of every live one (None: none does)."""
+        """The master that leads and acts (None: none does yet).
+
+        Asked of every live one; etcd's word that a master leads is
+        confirmed by that master itself, which may not act for a moment
+        after etcd comes back (until its lease is renewed).
+        """
         for name, m in self.masters.items():
             if m.proc.poll() is not None:
                 continue
             with contextlib.suppress(OSError, ValueError):
                 for row in self.masters_view(name).values():
                     if row["role"] == "leader":
-                        return str(row["name"])
+                        return str(row["name"]) if self._acts(str(row["name"])) else None
         return None
+
+    def _acts(self, name: str) -> bool:
+        saved = self.api
+        self.use(name)
+        try:
+            return bool(self.call("GET", "/v1/masters").get("acting"))
+        finally:
+            self.api = saved
 
     def kill_master(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.masters[name].proc

@@ -301,7 +301,7 @@ class Master:
                 "leader_since": self.started_at,
                 "term": 0,
             }
-            return {"masters": [me], "this": me["name"], "etcd": ""}
+            return {"masters": [me], "this": me["name"], "acting": True, "etcd": ""}
         try:
             found = await e.masters()
             why = ""
@@ -318,7 +318,7 @@ class Master:
             }
             for m in found
         ]
-        return {"masters": rows, "this": e.me.name, "etcd": why}
+        return {"masters": rows, "this": e.me.name, "acting": e.acting, "etcd": why}
 
     def ha_summary(self) -> tuple[str, str, str]:
         """For the dashboard's header: (role, term or leader, the other masters); "" alone."""
@@ -375,7 +375,9 @@ class Master:
                 self.cluster.note("etcd.back", "", "etcd answers again")
             else:
                 self.cluster.note("etcd.down", "", f"etcd unreachable: {e.error}")
-        if e.acting and e.term != was_term:
+        if e.acting and (e.term != was_term or not was_acting):
+            # A new term, or ours again after a spell without etcd: take the jobs
+            # and the event log up where etcd has them (they stood by meanwhile).
             self._take_up(e.term)
         elif was_acting and not e.acting:
             if self.etcd_events is not None:

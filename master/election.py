@@ -206,6 +206,7 @@ class Election:
                 self._reached()
             except EtcdError as e:
                 self._lost(str(e))
+                due = time.monotonic()  # renew first thing once etcd answers again
             except Exception:  # the campaign must outlive a bad answer
                 log.exception("election round failed")
             if (acting, expired) != (self.acting, self.expired):

@@ -4,12 +4,15 @@ Wire::
 
     GET /v1/masters
     -> {"masters": [{"name", "address", "api", "role", "leader_since", "term"}],
-        "this": NAME, "etcd": "" | "why etcd cannot be read"}
+        "this": NAME, "acting": BOOL, "etcd": "" | "why etcd cannot be read"}
 
 ``role`` is leader or standby; ``leader_since`` (Unix time) and ``term``
 (the election key's revision, carried by every command to a worker) are
 the leader's, 0 for a standby.  A master run without ``--etcd`` is the one
 master: its own row, leader, term 0.  Any master answers, a standby too.
+``acting`` is whether the answering master commands now: the leader once
+its lease is renewed (for a moment after etcd comes back, etcd may name a
+leader that does not act yet, and refuses commands with 503 meanwhile).
 """
 
 from __future__ import annotations

@@ -245,3 +245,7 @@ def test_etcd_down_the_leader_stops_acting_and_resumes(ha: HaCluster) -> None:
     again = ha.launch("n2", ["sleep", "300"])
     assert ha.wait_proc(again, lambda p: p["state"] in ("running", "sleeping"))
     assert len(_sleepers(ha)) == 2
+    # The leader writes its events to etcd again: a standby reads this launch there.
+    other = next(name for name in ha.masters if name != lead)
+    seen = f"{again} launched"
+    wait_until(lambda: any(seen in e for e in _events(ha, other)), 10, "the launch in etcd")
