@@ -50,6 +50,7 @@ _CHANNEL = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+LATE = 1.0  # seconds past grpc's deadline that a call's answer may still take to arrive
 # gRPC codes after which the next endpoint may answer (the others are etcd refusing)
 _RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -239,7 +240,13 @@ class EtcdRpc:
             answered: asyncio.Future[bytes] = loop.create_future()
             pending.add_done_callback(functools.partial(_wake, loop, answered))
             try:
-                answer = await answered
+                # grpc ends the call at its deadline; if its answer never reached this
+                # loop all the same, the call ends here a little later, not never.
+                answer = await asyncio.wait_for(answered, self.timeout + LATE)
+            except TimeoutError:
+                pending.cancel()
+                why = f"cannot reach etcd at {url}: no answer in {self.timeout + LATE:g} s"
+                continue
             except asyncio.CancelledError:
                 pending.cancel()
                 raise
