@@ -249,6 +249,29 @@ def env_var(text: str) -> str:
     return text
 
 
+def _assignment(word: str) -> bool:
+    name, eq, _ = word.partition("=")
+    return bool(eq and name and not name[0].isdigit() and _ENV_NAME.issuperset(name))
+
+
+def leading_env(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """A shell's leading ``NAME=VALUE`` words split off a command line: (env, the command).
+
+    For the dashboard's dialogs, where ``MODE=fast ./sim`` reads as it does
+    in a shell; a word that is not an assignment ends them (``./x A=1``
+    passes ``A=1`` to ``./x``).  `UsageError` past `MAX_ENV` variables.
+    """
+    env: dict[str, str] = {}
+    at = 0
+    while at < len(argv) and _assignment(argv[at]):
+        name, _, value = argv[at].partition("=")
+        env[name] = value
+        at += 1
+    if len(env) > MAX_ENV:
+        raise UsageError(f"too many variables before the command: at most {MAX_ENV}")
+    return env, list(argv[at:])
+
+
 def env_option(p: argparse.ArgumentParser) -> None:
     """``--env NAME=VALUE``, repeatable: variables laid over the worker's own for the program."""
     p.add_argument(

@@ -113,6 +113,17 @@ async def test_launch_runs_a_real_process_and_stop_ends_it_with_sigint(running) 
     assert "(stopped)" in str(app.dashboard.procs.get_cell(key, "reason"))
 
 
+async def test_launch_dialog_takes_variables_before_the_command_as_a_shell_does(running) -> None:
+    app, pilot = running
+    key = await launch(app, pilot, "MODE=fast EMPTY= sleep 61")
+    pid = int(key.split(":")[1])
+    process = psutil.Process(pid)
+    assert process.cmdline() == ["sleep", "61"]
+    env = process.environ()
+    assert env["MODE"] == "fast" and env["EMPTY"] == ""
+    assert "PATH" in env  # laid over the worker's own
+
+
 async def test_colon_launch_without_a_node_runs_on_the_selected_node(running) -> None:
     """``:launch -- prog`` goes where ``l`` would: the node under the nodes cursor."""
     app, pilot = running

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
@@ -114,7 +115,7 @@ async def test_submit_dialog_previews_then_starts_real_replicas(running) -> None
     await until(pilot, lambda: isinstance(app.screen, SubmitDialog))
     dialog = app.screen
     preview = dialog.query_one("#submit-preview", Static)
-    await type_text(pilot, "sleep 60")
+    await type_text(pilot, "MODE=trio sleep 60")  # a variable first, as in a shell
     dialog.query_one("#submit-replicas", Input).value = "3"
     dialog.query_one("#submit-mem", Input).value = "10Q"
     await until(pilot, lambda: "memory: bad size '10Q'" in str(preview.render()))
@@ -151,6 +152,10 @@ async def test_submit_dialog_previews_then_starts_real_replicas(running) -> None
     )
     await until(pilot, lambda: replicas_running(app, job))
     assert sorted(r.node for r in job.replicas) == sorted(nodes)  # where the preview said
+    assert job.env == {"MODE": "trio"}
+    for r in job.replicas:  # each replica runs with it, beside its own index
+        env = psutil.Process(r.pid).environ()
+        assert env["MODE"] == "trio" and env["CORRAL_JOB"] == str(job.id), env
     assert notified(app, f"job {job.id} running on n")
     table = app.screen.query_one(JobsTable)
     await until(pilot, lambda: cell(app, job.id, "replicas") == "3/3")

@@ -14,6 +14,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from corral.master.control import LaunchResult
 from corral.master.model import NodeView
+from corral.master.verbs.base import UsageError, leading_env
 from corral.tui.widgets.footer import DIALOG_BREAKPOINTS, KeyFooter
 from corral.tui.widgets.node_picker import NodePicker
 
@@ -55,7 +56,7 @@ class LaunchDialog(ModalScreen[LaunchResult | None]):
                 id="launch-app",
                 compact=True,
             )
-            yield Label("Command line")
+            yield Label("Command line (NAME=VALUE words first set variables, as in a shell)")
             yield Input(
                 self.memory.get("launch.command", ""),
                 placeholder="e.g. sleep 60",
@@ -76,8 +77,8 @@ class LaunchDialog(ModalScreen[LaunchResult | None]):
     def action_launch(self) -> None:
         error = self.query_one("#launch-error", Static)
         try:
-            argv = shlex.split(self.query_one("#launch-command", Input).value)
-        except ValueError as e:
+            env, argv = leading_env(shlex.split(self.query_one("#launch-command", Input).value))
+        except (ValueError, UsageError) as e:
             error.update(f"Command line: {e}")
             return
         if not argv:
@@ -91,15 +92,22 @@ class LaunchDialog(ModalScreen[LaunchResult | None]):
         self.memory["launch.command"] = self.query_one("#launch-command", Input).value
         self.memory["launch.app"] = app or ""
         error.update("Launching…")
-        self._launch(argv, picker.selected, picker.all_nodes, app)
+        self._launch(argv, picker.selected, picker.all_nodes, app, env)
 
     @work(exclusive=True, group="launch", exit_on_error=False)
     async def _launch(
-        self, argv: list[str], nodes: list[str], all_nodes: bool, app: str | None
+        self,
+        argv: list[str],
+        nodes: list[str],
+        all_nodes: bool,
+        app: str | None,
+        env: dict[str, str],
     ) -> None:
         error = self.query_one("#launch-error", Static)
         try:
-            result = await self.launcher(argv, nodes=nodes, all_nodes=all_nodes, app=app)
+            result = await self.launcher(
+                argv, nodes=nodes, all_nodes=all_nodes, app=app, env=env or None
+            )
         except Exception as e:  # VerbError and anything else: the operator reads it here
             error.update(str(e) or type(e).__name__)
             return

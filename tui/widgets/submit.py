@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -28,6 +28,7 @@ from corral.master.job_report import submitted_line
 from corral.master.jobs import DEFAULT_MEM, MAX_REPLICAS, Jobs
 from corral.master.text import human_bytes
 from corral.master.tickets import Job
+from corral.master.verbs.base import UsageError, leading_env
 from corral.transport.sizes import SizeError, parse_size
 from corral.tui.widgets.footer import DIALOG_BREAKPOINTS, KeyFooter
 from corral.tui.widgets.node_picker import TickBox
@@ -51,6 +52,7 @@ class SubmitForm:
     name: str | None
     outputs: list[str]
     bundle: str | None = None  # an absolute path on the master's machine
+    env: dict[str, str] = field(default_factory=dict)  # NAME=VALUE words before the command
 
 
 def parse_count(text: str) -> int:
@@ -111,7 +113,7 @@ class SubmitDialog(ModalScreen[Job | None]):
         mem = self.memory
         with VerticalScroll(id="dialog", classes="dialog"):
             yield Label("Submit a job", classes="dialog-title")
-            yield Label("Command line (the program and its arguments, on the nodes)")
+            yield Label("Command line (NAME=VALUE words first set variables, as in a shell)")
             yield Input(
                 mem.get("submit.command", ""),
                 placeholder="./simulate --steps 1000",
@@ -174,8 +176,8 @@ class SubmitDialog(ModalScreen[Job | None]):
     def form(self) -> SubmitForm:
         """The fields, parsed; `FormError` names the first wrong one."""
         try:
-            argv = shlex.split(self._value("submit-command"))
-        except ValueError as e:
+            env, argv = leading_env(shlex.split(self._value("submit-command")))
+        except (ValueError, UsageError) as e:
             raise FormError(f"command line: {e}") from None
         count = parse_count(self._value("submit-replicas"))
         mem = parse_mem(self._value("submit-mem"))
@@ -190,6 +192,7 @@ class SubmitDialog(ModalScreen[Job | None]):
             name=self._value("submit-name").strip() or None,
             outputs=self._value("submit-outputs").split(),
             bundle=parse_bundle(self._value("submit-bundle")),
+            env=env,
         )
 
     @on(Input.Changed)
@@ -254,6 +257,7 @@ class SubmitDialog(ModalScreen[Job | None]):
                 name=form.name,
                 outputs=form.outputs,
                 bundle=form.bundle,
+                env=form.env or None,
             )
         except Exception as e:  # VerbError and any other: one line, the form stays
             text = str(e) if isinstance(e, VerbError) else f"{type(e).__name__}: {e}"
