@@ -113,6 +113,17 @@ async def test_launch_runs_a_real_process_and_stop_ends_it_with_sigint(running) 
     assert "(stopped)" in str(app.dashboard.procs.get_cell(key, "reason"))
 
 
+async def test_an_empty_processes_pane_says_what_to_do(running) -> None:
+    app, pilot = running
+    pane = app.dashboard.query_one("#procs-pane")
+    assert "l launches a program" in str(pane.border_subtitle)
+    key = await launch(app, pilot, "sleep 62")
+    await until(pilot, lambda: not pane.border_subtitle)  # a row: nothing to say
+    await pilot.press("slash", *"state:failed", "enter")
+    assert key not in app.dashboard.procs.rows
+    assert str(pane.border_subtitle) == "no process matches the filter"
+
+
 async def test_launch_dialog_takes_variables_before_the_command_as_a_shell_does(running) -> None:
     app, pilot = running
     key = await launch(app, pilot, "MODE=fast EMPTY= sleep 61")

@@ -218,6 +218,7 @@ class Dashboard(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#nodes-pane").border_title = "Nodes"
         self.query_one("#procs-pane").border_title = "Processes"
+        self._procs_hint()
         if self.start_columns:
             self.procs.set_columns(self.start_columns)
         if self.start_filter:  # the bar shows it; table and title take it now, not a tick later
@@ -289,6 +290,7 @@ class Dashboard(Screen[None]):
             header = self.query_one(ClusterHeader)
             header.counts = dict(tally.counts)
             header.ha = self.master.ha_summary()
+            self._procs_hint()
 
     @on(ProcsTable.Selected)
     def _selected(self, event: ProcsTable.Selected) -> None:
@@ -322,6 +324,20 @@ class Dashboard(Screen[None]):
     def _apply_filter(self, text: str) -> None:
         self.procs.set_query(text)
         self.query_one("#procs-pane").border_title = filter_title(text)
+        self._procs_hint()
+
+    def _procs_hint(self) -> None:
+        """The processes pane's lower border: what to do about an empty pane."""
+        procs = self.procs
+        if procs.rows:
+            hint = ""
+        elif procs.query_text:
+            hint = "no process matches the filter"
+        else:
+            hint = "none yet: l launches a program on the selected node (d deploys one first)"
+        pane = self.query_one("#procs-pane")
+        if pane.border_subtitle != hint:
+            pane.border_subtitle = hint
 
     @on(FilterBar.Done)
     def _filter_done(self) -> None:
