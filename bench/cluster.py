@@ -102,20 +102,19 @@ class LocalCluster:
         return proc
 
     def stop(self) -> None:
-        """End every process this cluster started, and every program they launched."""
+        """End every process this cluster started, and every program they launched.
+
+        The masters go first, so that none launches anything more (a queued
+        job whose turn came as the programs died, a relaunch) while the
+        programs are being killed.
+        """
+        self.stop_masters()
         for name in list(self.workers):
             self.kill_programs(name)
-        for proc in [*self.workers.values(), self.master]:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in [*self.workers.values(), self.master]:
-            if proc is None:
-                continue
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        end_all(list(self.workers.values()))
+
+    def stop_masters(self) -> None:
+        end_all([self.master] if self.master is not None else [])
 
     def kill_programs(self, name: str) -> None:
         """SIGKILL every live program launched under ``name``'s root.
@@ -175,6 +174,19 @@ class LocalCluster:
     def signal(self, key: str, sig: str) -> dict[str, Any]:
         res: dict[str, Any] = self.call("POST", "/v1/signal", {"targets": [key], "signal": sig})
         return res["results"][0]
+
+
+def end_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each of ``procs`` still running; SIGKILL one not gone 5 s later."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _is_under(pid: int, root: Path) -> bool:

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.cluster import LocalCluster, _read, wait_until
+from bench.cluster import LocalCluster, _read, end_all, wait_until
 
 
 def free_port() -> int:
@@ -193,18 +193,9 @@ class HaCluster(LocalCluster):
         if sig == signal.SIGKILL:
             proc.wait(10)
 
-    def stop(self) -> None:
+    def stop_masters(self) -> None:
         for m in self.masters.values():
             if m.proc.poll() is None:
-                m.proc.send_signal(signal.SIGCONT)
+                m.proc.send_signal(signal.SIGCONT)  # a frozen one cannot stop
         self.master = None
-        super().stop()
-        for m in self.masters.values():
-            if m.proc.poll() is None:
-                m.proc.send_signal(signal.SIGTERM)
-        for m in self.masters.values():
-            try:
-                m.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                m.proc.kill()
-                m.proc.wait()
+        end_all([m.proc for m in self.masters.values()])

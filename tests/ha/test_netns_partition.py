@@ -21,7 +21,15 @@ import pytest
 
 from bench.ha import etcd_binary
 from bench.netns import Lab, available
-from tests.cli.conftest import REPO, base_env, corral_argv, pid_gone, stop_process, wait_for
+from tests.cli.conftest import (
+    REPO,
+    base_env,
+    corral_argv,
+    kill_launched,
+    pid_gone,
+    stop_process,
+    wait_for,
+)
 from tests.cli.test_netns import _read
 
 pytestmark = [
@@ -131,6 +139,7 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
         for proc in reversed(h.procs):
             stop_process(proc)
         subprocess.run(["pkill", "-9", "-f", str(tmp_path / "w1")], check=False)
+        kill_launched([tmp_path / "w1"])  # its programs: pkill -f does not match `sleep 300`
         lab.close()
 
 
