@@ -12,8 +12,17 @@ from hypothesis import strategies as st
 from bench.ha import Etcd as EtcdServer
 from bench.ha import etcd_binary
 from corral.master.ca import CA
-from corral.master.etcd import Etcd, EtcdError, SyncEtcd, b64, delete_op, put_op, term_compare
-from corral.master.etcd_rpc import decode_txn_reply, encode_txn
+from corral.master.etcd import (
+    Etcd,
+    EtcdError,
+    SyncEtcd,
+    _Urls,
+    b64,
+    delete_op,
+    put_op,
+    term_compare,
+)
+from corral.master.etcd_rpc import EtcdRpc, decode_txn_reply, encode_txn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,6 +99,33 @@ async def test_writes_resume_within_a_second_or_two_of_etcd_coming_back(
     finally:
         sync.close()
         await aio.close()
+
+
+async def test_a_txn_whose_answer_never_reaches_the_loop_still_ends() -> None:
+    """grpc's deadline is the first bound; should its answer never come back to the
+    loop (a callback lost, a grpc thread stuck), the call ends all the same."""
+
+    class Lost:  # a grpc future whose done callback is never run
+        cancelled = False
+
+        def add_done_callback(self, fn: object) -> None:
+            pass
+
+        def cancel(self) -> bool:
+            Lost.cancelled = True
+            return True
+
+    class Method:
+        def future(self, request: bytes, timeout: float) -> Lost:
+            return Lost()
+
+    rpc = EtcdRpc(_Urls(["http://127.0.0.1:1"]), timeout=0.2)
+    rpc._call = lambda url: Method()  # type: ignore[method-assign]
+    t0 = time.monotonic()
+    with pytest.raises(EtcdError, match=r"127\.0\.0\.1:1: no answer in 1\.2 s") as e:
+        await rpc.txn([], [put_op("/t/x", b"")])
+    took = time.monotonic() - t0
+    assert 1.1 < took < 3 and Lost.cancelled and "\n" not in str(e.value)
 
 
 def test_encodes_a_txn_field_by_field() -> None:
