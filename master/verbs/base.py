@@ -237,12 +237,17 @@ def target(text: str) -> str:
 _ENV_NAME = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
+def _env_name(name: str) -> bool:
+    """A variable name a shell would take (and the API's `shapes.EnvName`)."""
+    return 0 < len(name) <= 256 and not name[0].isdigit() and _ENV_NAME.issuperset(name)
+
+
 def env_var(text: str) -> str:
     """An argparse type: ``NAME=VALUE`` for a program's environment, the name checked."""
     name, eq, value = text.partition("=")
     if not eq:
         raise invalid(f"bad --env {text!r}: give NAME=VALUE")
-    if not name or name[0].isdigit() or not _ENV_NAME.issuperset(name) or len(name) > 256:
+    if not _env_name(name):
         raise invalid(f"bad --env name {name!r}: use A-Z a-z 0-9 _, not starting with a digit")
     if "\0" in value:
         raise invalid(f"bad --env {name}: the value has a NUL byte")
@@ -251,7 +256,7 @@ def env_var(text: str) -> str:
 
 def _assignment(word: str) -> bool:
     name, eq, _ = word.partition("=")
-    return bool(eq and name and not name[0].isdigit() and _ENV_NAME.issuperset(name))
+    return bool(eq) and _env_name(name)
 
 
 def leading_env(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:

@@ -197,6 +197,7 @@ class Dashboard(Screen[None]):
         self._dirty_procs: set[str] = set()
         self._removed: set[str] = set()
         self._refresh_scheduled = False
+        self._procs_shown = False  # whether the processes pane had rows at its last hint
         self._unsubscribe: Callable[[], None] | None = None
         self._unsubscribe_jobs: Callable[[], None] | None = None
         self._jobs_nodes: set[str] = set()  # nodes whose memory held by jobs moved
@@ -281,7 +282,8 @@ class Dashboard(Screen[None]):
         self._dirty_nodes, self._dirty_procs, self._removed = set(), set(), set()
         with self.app.batch_update():
             self.query_one(NodesTable).update_nodes(nodes)
-            self.procs.refresh_keys(changed, gone)
+            procs = self.procs
+            procs.refresh_keys(changed, gone)
             for n in nodes:
                 tally.node(n)
             view = cluster.proc(shown) if followed and shown is not None else None
@@ -290,7 +292,8 @@ class Dashboard(Screen[None]):
             header = self.query_one(ClusterHeader)
             header.counts = dict(tally.counts)
             header.ha = self.master.ha_summary()
-            self._procs_hint()
+            if bool(procs.rows) != self._procs_shown:  # empty, or no longer: say so
+                self._procs_hint()
 
     @on(ProcsTable.Selected)
     def _selected(self, event: ProcsTable.Selected) -> None:
@@ -327,17 +330,17 @@ class Dashboard(Screen[None]):
         self._procs_hint()
 
     def _procs_hint(self) -> None:
-        """The processes pane's lower border: what to do about an empty pane."""
+        """The processes pane's lower border: what to do about an empty pane (set when
+        the filter changes, and by `refresh_rows` when rows come or all go)."""
         procs = self.procs
-        if procs.rows:
+        self._procs_shown = bool(procs.rows)
+        if self._procs_shown:
             hint = ""
         elif procs.query_text:
             hint = "no process matches the filter"
         else:
             hint = "none yet: l launches a program on the selected node (d deploys one first)"
-        pane = self.query_one("#procs-pane")
-        if pane.border_subtitle != hint:
-            pane.border_subtitle = hint
+        self.query_one("#procs-pane").border_subtitle = hint
 
     @on(FilterBar.Done)
     def _filter_done(self) -> None:
