@@ -781,11 +781,15 @@ class Jobs:
             )
 
     # --- cancel ----------------------------------------------------------------------
-    async def cancel(self, ids: Sequence[int]) -> list[Job]:
+    async def cancel(
+        self, ids: Sequence[int], signalled: dict[int, list[str]] | None = None
+    ) -> list[Job]:
         """Cancel jobs: a queued one leaves the queue, a running one gets SIGINT everywhere.
 
         Every id is checked first: an unknown or ended job fails the verb
-        and cancels nothing.
+        and cancels nothing.  ``signalled``, when given, gets each job's
+        NODE:PID targets sent SIGINT (by the time the tickets are read, some
+        of them may have ended already).
         """
         if not ids:
             raise VerbError("no job given: expected a job id")
@@ -811,6 +815,8 @@ class Jobs:
                 if rep.state in ALIVE_STATES and rep.target:
                     self._interrupted.add(rep.key)
                     signals.append(rep.target)
+                    if signalled is not None:
+                        signalled.setdefault(job.id, []).append(rep.target)
         for job in jobs:
             self._settle(job)
         self._flush()  # the reply's tickets say cancelled

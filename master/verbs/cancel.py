@@ -3,7 +3,10 @@
 Wire::
 
     DELETE /v1/jobs/ID         (several: DELETE /v1/jobs/12,13)
-    -> {"jobs": [ticket, ...]}
+    -> {"jobs": [ticket + {"interrupted": ["NODE:PID", ...]}, ...]}
+
+``interrupted``: the replicas sent SIGINT, which the ticket may already
+show as ended.
 
 Every id is checked before anything is cancelled: an unknown job (404), an
 ended one or one already cancelled (400) fails the request and changes
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from corral.master.job_report import ALIVE
 from corral.master.text import abridged
 from corral.master.verbs.base import Args, Limits, Output, Plane, Reply, Shape, Verb
 from corral.master.verbs.job import job_id
@@ -52,14 +54,16 @@ class Cancel(Verb[CancelRequest]):
     async def call(self, plane: Plane, req: CancelRequest) -> Reply:
         jobs = plane.master.jobs
         ids = [int(i) for i in req.id.split(",")]
-        return {"jobs": jobs.tickets(await jobs.cancel(ids))}
+        signalled: dict[int, list[str]] = {}
+        tickets = jobs.tickets(await jobs.cancel(ids, signalled))
+        for ticket in tickets:
+            ticket["interrupted"] = signalled.get(ticket["id"], [])
+        return {"jobs": tickets}
 
     def text(self, args: Args, reply: Reply) -> Output:
         out = []
         for job in reply.get("jobs") or []:
-            interrupted = [
-                r["target"] for r in job.get("replicas") or [] if r.get("state") in ALIVE
-            ]
+            interrupted = job.get("interrupted") or []
             what = f": SIGINT to {abridged(interrupted)}" if interrupted else ""
             out.append(f"job {job.get('id')} cancelled{what}")
         return Output(out)
