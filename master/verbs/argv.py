@@ -60,7 +60,27 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
         self.hint = hint
+        self._words: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         hint = self.hint or f"(try `{self.prog} --help`)"
-        raise UsageError(f"{message} {hint}")
+        raise UsageError(f"{message}{self._dashed_value(message)} {hint}")
+
+    def _dashed_value(self, message: str) -> str:
+        """For "argument --mem: expected one argument" where the value given
+        looks like a negative quantity (``--mem -5M``, which argparse takes
+        for an option): how to write it so it is read, and then judged."""
+        head, _, tail = message.partition(": ")
+        if not head.startswith("argument ") or tail != "expected one argument":
+            return ""
+        names = head.removeprefix("argument ").split("/")
+        words = self._words
+        for i, word in enumerate(words[:-1]):
+            value = words[i + 1]
+            if word in names and value[:1] == "-" and value[1:2] in set("0123456789."):
+                return f" ({value!r} reads as an option; write {word}={value})"
+        return ""
