@@ -102,6 +102,7 @@ def replica_row(r: Ticket, now: float) -> tuple[object, ...]:
 
 
 STEP_DONE = {"sending": "sent", "unpacking": "unpacked"}
+SEND_WAITING = "waiting for its turn"  # how a send's note starts while others go first
 
 
 def _seconds(t: float) -> str:
@@ -109,7 +110,8 @@ def _seconds(t: float) -> str:
 
 
 def step_text(step: Ticket, now: float) -> str:
-    """One step: ``sending 34% 1.2s``, ``sent 100M 0.8s``, ``unpacking 0.3s``, ``unpacked 40ms``."""
+    """One step: ``sending 34% 1.2s``, ``sent 100M 0.8s``, ``unpacking 0.3s``, ``unpacked 40ms``;
+    ``waiting to send 0.4s`` while other nodes are sent the bundle first."""
     name = str(step.get("name") or "?")
     start = float(step.get("started_at") or now)
     end = step.get("ended_at")
@@ -118,6 +120,8 @@ def step_text(step: Ticket, now: float) -> str:
         return f"{name} failed {took}"
     if end is None:
         total = int(step.get("total") or 0)
+        if name == "sending" and str(step.get("note") or "").startswith(SEND_WAITING):
+            return f"waiting to send {took}"
         if name == "sending" and total:
             pct = min(100, int(step.get("done") or 0) * 100 // total)
             return f"sending {pct}% {took}"

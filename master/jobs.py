@@ -547,6 +547,7 @@ class Jobs:
 
         def watch(done: int, total: int) -> None:
             sending.done, sending.total = done, total
+            sending.note = bundles.WAITING_TURN if send.waiting else ""
             self._publish([job.id])
 
         send = self.bundles.send(rep.node, link, job.bundle, watch)

@@ -43,3 +43,15 @@ def test_the_jobs_row_counts_replicas_by_step_and_the_ticket_gets_a_steps_column
     assert "STEPS" in replica_headers(True) and "STEPS" not in replica_headers(False)
     cells = replica_cells(job["replicas"][0], NOW, steps=True)  # type: ignore[index]
     assert [c.plain for c in cells][-2] == "sending 50% 1.0s"
+
+
+def test_a_send_waiting_for_its_turn_says_so_until_its_bytes_flow() -> None:
+    from corral.master.bundles import WAITING_TURN
+
+    waiting = {"name": "sending", "started_at": NOW - 0.4, "done": 0, "total": 100}
+    waiting["note"] = WAITING_TURN
+    flowing = {"name": "sending", "started_at": NOW - 0.4, "done": 20, "total": 100}
+    assert steps_text(rep(waiting), NOW) == "waiting to send 0.4s"
+    assert steps_text(rep(flowing), NOW) == "sending 20% 0.4s"
+    job = {"replicas": [rep(waiting), rep(waiting, index=1), rep(flowing, index=2)]}
+    assert bundle_progress(job, NOW) == "2 waiting to send, 1 sending 20%"
