@@ -14,8 +14,9 @@ node share one send; a node that holds it already is sent nothing, and
 one known to hold it (it said so, or took it, since it registered) is not
 even asked.
 
-At most `SENDS_AT_ONCE` nodes are sent to at a time, the others waiting
-their turn in the order their replicas were placed.  Every SFTP stream
+At most `SENDS_AT_ONCE` nodes are sent bytes at a time (`Turns`), the
+others waiting their turn in the order their SFTP sessions opened (a node
+slow to connect holds no place meanwhile).  Every SFTP stream
 of the master goes through paramiko's packet loop in this one process,
 one core's worth whatever the cores (the GIL): four streams at once move
 no more bytes a second than two, they only make every node finish at the
@@ -30,13 +31,17 @@ node at once, 2.0-2.1 s two at a time, 2.5-3.4 s one at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import hashlib
 import os
 import secrets
 import tarfile
+import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -168,6 +173,39 @@ def ssh_config(master: Master) -> SshConfig:
 SendProgress = Callable[[int, int], None]
 
 
+class Turns:
+    """``places`` pushes move bytes at once; the others wait in the order they came.
+
+    Taken in a push's thread once its node's session is open (`sftp.push`'s
+    ``turn``): a node slow to answer holds no place while it connects.
+    """
+
+    def __init__(self, places: int) -> None:
+        self._places = threading.Semaphore(places)  # wakes its waiters first come, first served
+        self._closed = False
+
+    def close(self) -> None:
+        """The master is stopping: a push still waiting for its turn fails instead."""
+        self._closed = True
+
+    @contextlib.contextmanager
+    def take(self, waiting: Callable[[bool], None]) -> Iterator[None]:
+        """Hold a place; ``waiting(True)`` first if there is none free, ``waiting(False)``
+        once there is."""
+        if not self._places.acquire(blocking=False):
+            waiting(True)
+            while not self._places.acquire(timeout=0.5):
+                if self._closed:
+                    raise sftp.PushError("not sent: the master is stopping")
+            waiting(False)
+        try:
+            if self._closed:
+                raise sftp.PushError("not sent: the master is stopping")
+            yield
+        finally:
+            self._places.release()
+
+
 @dataclass
 class Send:
     """One bundle going to one node; the replicas placed there wait for it together."""
@@ -196,7 +234,7 @@ class Sender:
         # nothing.  A node that no longer has one refuses the unpack
         # (`NOT_HERE`); `Jobs` then forgets it and sends it again.
         self.held: weakref.WeakKeyDictionary[WorkerLink, set[str]] = weakref.WeakKeyDictionary()
-        self.turns = asyncio.Semaphore(SENDS_AT_ONCE)  # FIFO: waiters go in turn
+        self.turns = Turns(SENDS_AT_ONCE)
 
     def forget(self, link: WorkerLink, sha: str) -> None:
         self.held.get(link, set()).discard(sha)
@@ -219,9 +257,14 @@ class Sender:
 
     def close(self) -> None:
         """Stop the sends in flight (the master is stopping)."""
+        self.turns.close()
         for send in list(self.sends.values()):
             if send.task is not None:
                 send.task.cancel()
+
+    def _waiting(self, send: Send, now: bool, total: int) -> None:
+        send.waiting = now
+        send.tell(send.node, 0, total)
 
     def _done(self, key: tuple[str, str], send: Send) -> None:
         if send.task is not None and not send.task.cancelled():
@@ -248,12 +291,15 @@ class Sender:
         target = ssh_target(view, ssh, ssh.trust_unknown_host_keys)
         upload = sftp.Upload(local, have.path, 0o600)
         hop = thread_progress(send.tell, send.node, PROGRESS_INTERVAL)
-        if self.turns.locked():
-            send.waiting = True
-            send.tell(send.node, 0, local.stat().st_size)
-        async with self.turns:
-            send.waiting = False
-            report = await asyncio.to_thread(sftp.push, target, [upload], hop)
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        total = local.stat().st_size
+
+        def waiting(now: bool) -> None:  # in the push's thread
+            loop.call_soon_threadsafe(self._waiting, send, now, total, context=context)
+
+        turn = functools.partial(self.turns.take, waiting)
+        report = await asyncio.to_thread(sftp.push, target, [upload], hop, turn)
         size = report.bytes
         timeout = max(30.0, size / MiB * COMMIT_PER_MIB)
         await link.call(lambda i: BundleCommit(id=i, sha256=sha), BundleAt, timeout)

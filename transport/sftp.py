@@ -48,6 +48,9 @@ WRITE_REQUEST = 255 * 1024
 TMP_MARK = UPLOAD_MARK  # the worker sweeps what a dead deploy left (PrepareApp)
 
 Progress = Callable[[int, int], None]
+# Entered once a push's session is open, around its transfer: a caller's
+# limit on how many pushes move bytes at once (see `push`).
+Turn = Callable[[], contextlib.AbstractContextManager[object]]
 
 _known_hosts_lock = threading.Lock()
 
@@ -341,13 +344,20 @@ def _why_unreached(exc: BaseException) -> str:
 # --------------------------------------------------------------------------
 
 
-def push(target: SshTarget, files: list[Upload], progress: Progress | None = None) -> PushReport:
+def push(
+    target: SshTarget,
+    files: list[Upload],
+    progress: Progress | None = None,
+    turn: Turn | None = None,
+) -> PushReport:
     """Send ``files`` to one node; ``progress(done, total)`` is called as bytes go.
 
     Raises `HostKeyError` for an unknown (untrusted) or changed host key,
     `PushError` for other failures; a file whose transfer failed is left
     under its old content (or absent), never half-written.  With no files
     it returns at once without connecting: an unchanged node costs nothing.
+    ``turn()`` is entered once the session is open and held while the
+    bytes go: a node slow to answer or to log in holds no place meanwhile.
     """
     start = time.monotonic()
     if not files:
@@ -355,7 +365,7 @@ def push(target: SshTarget, files: list[Upload], progress: Progress | None = Non
     _check_absolute(u.remote for u in files)
     total = sum(f.local.stat().st_size for f in files)
     meter = _Meter(total, progress)
-    with _session(target) as sftp:
+    with _session(target) as sftp, turn() if turn else contextlib.nullcontext():
         sent = _send_all(sftp, files, meter, target)
     return PushReport(target.host, sent, time.monotonic() - start)
 

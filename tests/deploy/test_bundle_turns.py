@@ -4,14 +4,20 @@ A real master, three real workers and a private sshd: a job of three
 replicas spread over the three nodes sends the bundle three times, and
 the replicas' tickets, read as fast as the API answers, never show bytes
 flowing to more than two nodes at once, while the third says it waits.
+Nodes whose SSH port accepts and never answers hold no turn while their
+push waits for a banner: the node behind them gets its bundle at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+import socket
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,3 +100,88 @@ def test_a_bundle_is_sent_to_two_nodes_at_a_time_and_the_third_waits(
             f"{name}'s copy of the bundle",
         )
         assert held[0].stat().st_size == bundle.stat().st_size
+
+
+class Silent:
+    """A TCP port that takes connections and never says a word; it counts them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    s = Silent()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def mixed(tmp_path: Path, sshd: Sshd, silent: Silent) -> Iterator[LocalCluster]:
+    """a1 and a2 (1G each) advertise the silent port, z9 (100M) the real sshd."""
+    c = LocalCluster(tmp_path / "cluster", heartbeat=1.0)
+    c.state.mkdir(parents=True)
+    (c.state / "config.toml").write_text(f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n')
+    shutil.copy(sshd.known_hosts, c.state / "known_hosts")
+    try:
+        c.start_master()
+        for name, port, mem in (("a1", silent.port, "1G"), ("a2", silent.port, "1G")):
+            c.start_worker(name, extra_args=["--ssh-port", str(port), "--mem", mem])
+        c.start_worker("z9", extra_args=["--ssh-port", str(sshd.port), "--mem", "100M"])
+        yield c
+    finally:
+        c.stop()
+
+
+def test_nodes_that_never_answer_ssh_hold_no_turn(
+    mixed: LocalCluster, silent: Silent, tmp_path: Path
+) -> None:
+    bundle = data_bundle(tmp_path / "small.tar", 1 * MiB)
+    # Job 1 fits a1 and a2 only (500M each, spread): both sends wait for a banner.
+    body = {
+        "argv": ["true"], "replicas": 2, "spread": True, "mem": 500 * MiB,
+        "app": "silent", "bundle": str(bundle),
+    }  # fmt: skip
+    first = mixed.call("POST", "/v1/jobs", body, timeout=60)["id"]
+    wait_for(lambda: len(silent.held) >= 2, "both silent nodes' SSH connections")
+    # Job 2 goes to z9 (the fullest node that fits 10M): its send must not wait for them.
+    t0 = time.monotonic()
+    job = mixed.call("POST", "/v1/jobs", {**body, "replicas": 1, "mem": 10 * MiB}, timeout=60)
+    job = job["id"]
+
+    def z9_sent() -> dict[str, Any] | None:
+        t: dict[str, Any] = mixed.call("GET", f"/v1/jobs/{job}")
+        (rep,) = t["replicas"]
+        return rep if rep["steps"] and rep["steps"][0].get("ended_at") else None
+
+    z9 = wait_for(z9_sent, "z9 to be sent its bundle", 30)
+    took = time.monotonic() - t0
+    assert z9["node"] == "z9" and z9["steps"][0]["sent"] == bundle.stat().st_size, z9
+    assert not z9["steps"][0]["failed"], z9
+    assert took < 10, f"z9 waited {took:.1f} s behind the silent nodes"
+    t = mixed.call("GET", f"/v1/jobs/{first}")
+    assert all(r["steps"][0].get("ended_at") is None for r in t["replicas"]), t  # still waiting
+
+    def silent_failed() -> dict[str, Any] | None:
+        t: dict[str, Any] = mixed.call("GET", f"/v1/jobs/{first}")
+        return t if all(r["state"] == "failed" for r in t["replicas"]) else None
+
+    t = wait_for(silent_failed, "a1's and a2's sends to fail", 40)
+    for r in t["replicas"]:
+        assert r["reason"].startswith(f"bundle not sent to {r['node']}: "), r
+        assert "\n" not in r["reason"]
