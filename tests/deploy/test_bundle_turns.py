@@ -36,19 +36,37 @@ NODES = ("t1", "t2", "t3")
 MiB = 1 << 20
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, sshd: Sshd) -> Iterator[LocalCluster]:
+def start(tmp_path: Path, sshd: Sshd, workers: dict[str, tuple[int, str]]) -> LocalCluster:
+    """A master with deploy's SSH settings for ``sshd``; ``workers``: name -> (SSH port, --mem)."""
     c = LocalCluster(tmp_path / "cluster", heartbeat=1.0)
     c.state.mkdir(parents=True)
     (c.state / "config.toml").write_text(f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n')
     shutil.copy(sshd.known_hosts, c.state / "known_hosts")
     try:
         c.start_master()
-        for name in NODES:
-            c.start_worker(name, extra_args=["--ssh-port", str(sshd.port), "--mem", "1G"])
+        for name, (port, mem) in workers.items():
+            c.start_worker(name, extra_args=["--ssh-port", str(port), "--mem", mem])
+    except BaseException:
+        c.stop()
+        raise
+    return c
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sshd: Sshd) -> Iterator[LocalCluster]:
+    c = start(tmp_path, sshd, {name: (sshd.port, "1G") for name in NODES})
+    try:
         yield c
     finally:
         c.stop()
+
+
+def spread_job(bundle: Path, app: str, replicas: int, mem: int) -> dict[str, Any]:
+    """A job body: ``true`` on ``replicas`` nodes, one a node, carrying ``bundle``."""
+    return {
+        "argv": ["true"], "replicas": replicas, "spread": True, "mem": mem,
+        "app": app, "bundle": str(bundle),
+    }  # fmt: skip
 
 
 def data_bundle(path: Path, size: int) -> Path:
@@ -64,11 +82,7 @@ def test_a_bundle_is_sent_to_two_nodes_at_a_time_and_the_third_waits(
 ) -> None:
     assert SENDS_AT_ONCE == 2 and len(NODES) == SENDS_AT_ONCE + 1
     bundle = data_bundle(tmp_path / "data.tar", 48 * MiB)
-    body = {
-        "argv": ["true"], "replicas": 3, "spread": True, "mem": 10 * MiB,
-        "app": "turns", "bundle": str(bundle),
-    }  # fmt: skip
-    job = cluster.call("POST", "/v1/jobs", body, timeout=60)["id"]
+    job = cluster.call("POST", "/v1/jobs", spread_job(bundle, "turns", 3, 10 * MiB))["id"]
 
     most_at_once = 0
     waited: set[str] = set()
@@ -95,11 +109,8 @@ def test_a_bundle_is_sent_to_two_nodes_at_a_time_and_the_third_waits(
     assert any("waiting to send" in line for line in shown), shown
     # each node really holds the bundle it was sent, whole
     for name in NODES:
-        held = wait_for(
-            lambda n=name: list((cluster.worker_root(n) / "bundles").glob("[0-9a-f]*")),
-            f"{name}'s copy of the bundle",
-        )
-        assert held[0].stat().st_size == bundle.stat().st_size
+        (held,) = (cluster.worker_root(name) / "bundles").glob("[0-9a-f]*")
+        assert held.stat().st_size == bundle.stat().st_size
 
 
 class Silent:
@@ -134,15 +145,9 @@ def silent() -> Iterator[Silent]:
 @pytest.fixture
 def mixed(tmp_path: Path, sshd: Sshd, silent: Silent) -> Iterator[LocalCluster]:
     """a1 and a2 (1G each) advertise the silent port, z9 (100M) the real sshd."""
-    c = LocalCluster(tmp_path / "cluster", heartbeat=1.0)
-    c.state.mkdir(parents=True)
-    (c.state / "config.toml").write_text(f'[ssh]\nuser = "{sshd.user}"\nkey = "{sshd.key}"\n')
-    shutil.copy(sshd.known_hosts, c.state / "known_hosts")
+    nodes = {"a1": (silent.port, "1G"), "a2": (silent.port, "1G"), "z9": (sshd.port, "100M")}
+    c = start(tmp_path, sshd, nodes)
     try:
-        c.start_master()
-        for name, port, mem in (("a1", silent.port, "1G"), ("a2", silent.port, "1G")):
-            c.start_worker(name, extra_args=["--ssh-port", str(port), "--mem", mem])
-        c.start_worker("z9", extra_args=["--ssh-port", str(sshd.port), "--mem", "100M"])
         yield c
     finally:
         c.stop()
@@ -153,16 +158,11 @@ def test_nodes_that_never_answer_ssh_hold_no_turn(
 ) -> None:
     bundle = data_bundle(tmp_path / "small.tar", 1 * MiB)
     # Job 1 fits a1 and a2 only (500M each, spread): both sends wait for a banner.
-    body = {
-        "argv": ["true"], "replicas": 2, "spread": True, "mem": 500 * MiB,
-        "app": "silent", "bundle": str(bundle),
-    }  # fmt: skip
-    first = mixed.call("POST", "/v1/jobs", body, timeout=60)["id"]
+    first = mixed.call("POST", "/v1/jobs", spread_job(bundle, "silent", 2, 500 * MiB))["id"]
     wait_for(lambda: len(silent.held) >= 2, "both silent nodes' SSH connections")
     # Job 2 goes to z9 (the fullest node that fits 10M): its send must not wait for them.
     t0 = time.monotonic()
-    job = mixed.call("POST", "/v1/jobs", {**body, "replicas": 1, "mem": 10 * MiB}, timeout=60)
-    job = job["id"]
+    job = mixed.call("POST", "/v1/jobs", spread_job(bundle, "silent", 1, 10 * MiB))["id"]
 
     def z9_sent() -> dict[str, Any] | None:
         t: dict[str, Any] = mixed.call("GET", f"/v1/jobs/{job}")
