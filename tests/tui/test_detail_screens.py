@@ -92,8 +92,9 @@ async def test_enter_on_a_node_opens_its_detail_live(running) -> None:
     assert app.screen.key == key  # type: ignore[attr-defined]
     await pilot.press("escape")
     await until(pilot, lambda: isinstance(app.screen, NodeDetail))
-    await pilot.press("escape")
+    await pilot.press("q")  # as Escape on a screen of its own: back, not quit
     await until(pilot, lambda: app.screen is app.dashboard)
+    assert app.is_running
 
 
 async def test_f_on_a_node_filters_the_processes(running) -> None:

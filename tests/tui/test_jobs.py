@@ -254,6 +254,20 @@ async def test_nodes_pane_shows_memory_held_of_offered(running) -> None:
     await until(pilot, lambda: shown({"n1": "0B", "n2": "0B"}))
 
 
+async def test_q_on_a_ticket_and_the_jobs_view_goes_back_and_quits_nothing(running) -> None:
+    app, pilot = running
+    job = await app.master.jobs.submit(["sleep", "60"], count=1, mem=10 * MiB, name="q")
+    await open_jobs(app, pilot)
+    await until(pilot, lambda: cell(app, job.id, "state") == "running")
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, TicketScreen))
+    await pilot.press("q")
+    await until(pilot, lambda: isinstance(app.screen, JobsScreen))
+    await pilot.press("q")
+    await until(pilot, lambda: app.screen is app.dashboard)
+    assert app.is_running and replicas_running(app, job)  # the dashboard and the job go on
+
+
 async def test_command_line_jobs_and_job_open_the_view_and_the_ticket(running) -> None:
     app, pilot = running
     job = await app.master.jobs.submit(["sleep", "60"], count=1, mem=10 * MiB, name="solo")

@@ -230,7 +230,7 @@ class EventsScreen(Screen[None]):
 
     BINDINGS = [
         Binding("slash", "filter", "Filter", tooltip="Filter events by text"),
-        Binding("escape", "back", "Back", tooltip="Clear the filter, else back to the dashboard"),
+        Binding("escape,q", "back", "Back", tooltip="Clear the filter, else back to the dashboard"),
     ]
 
     def __init__(self, cluster: Cluster, clock: Callable[[], float] = time.time) -> None:

@@ -248,7 +248,7 @@ class JobsScreen(Screen[None]):
     """Every job, live; Escape or ``j`` goes back to the dashboard."""
 
     BINDINGS = [
-        Binding("escape,j", "back", "Back", tooltip="Back to the dashboard"),
+        Binding("escape,j,q", "back", "Back", tooltip="Back to the dashboard"),
         Binding(
             "enter",
             "ticket",
@@ -451,7 +451,7 @@ class TicketScreen(Screen[None]):
     """One job's ticket, live: the job, then its replicas; Escape goes back."""
 
     BINDINGS = [
-        Binding("escape", "back", "Back", tooltip="Back to the jobs"),
+        Binding("escape,q", "back", "Back", tooltip="Back to the jobs"),
         Binding("l", "log", "Log", tooltip="The selected replica's log in the log pane (or Enter)"),
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel the job (asks first)"),
         Binding("f", "fetch", "Fetch", tooltip="Fetch the job's logs and outputs"),

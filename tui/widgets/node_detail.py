@@ -95,7 +95,7 @@ class NodeDetail(Screen[None]):
     """One node, live; esc goes back."""
 
     BINDINGS = [
-        Binding("escape", "back", "Back", tooltip="Back to the dashboard"),
+        Binding("escape,q", "back", "Back", tooltip="Back to the dashboard"),
     ]
 
     def __init__(

@@ -120,7 +120,7 @@ def certificate(cert: Certificate) -> RenderableType:
 class ProcDetail(Screen[None]):
     """One process, live, then its certificate; esc goes back."""
 
-    BINDINGS = [Binding("escape", "back", "Back", tooltip="Back to the previous screen")]
+    BINDINGS = [Binding("escape,q", "back", "Back", tooltip="Back to the previous screen")]
 
     def __init__(self, cluster: Cluster, key: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
