@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from corral.master.control import Master, MasterConfig
 from corral.master.events import EventLog
@@ -198,3 +199,17 @@ async def test_a_ring_replaced_whole_is_redrawn_with_its_older_events(running) -
     assert [ev.message for ev in p.shown[-3:]] == ["earlier 2", "earlier 1", "earlier 0"]
     cluster.note("master.leader", "", "live again")  # and new events still go on top
     await until(pilot, lambda: p.shown[0].message == "live again")
+
+
+async def test_q_types_into_the_filter_and_goes_back_outside_it(running) -> None:
+    app, pilot = running
+    await open_events(app, pilot)
+    await pilot.press("slash", *"quota")
+    bar = app.screen.query_one("#events-filter", Input)
+    assert bar.value == "quota" and isinstance(app.screen, EventsScreen)  # typed, not back
+    await pilot.press("enter", "q")  # the filter kept, the pane focused: q clears it first
+    await until(pilot, lambda: bar.value == "")
+    assert isinstance(app.screen, EventsScreen)
+    await pilot.press("q")
+    await until(pilot, lambda: app.screen is app.dashboard)
+    assert app.is_running
