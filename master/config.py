@@ -17,6 +17,8 @@ The ``[ssh]`` table says how deploys reach the workers' sshd::
     port = 22                           # default: the port each worker advertises
     known_hosts = "STATE_DIR/known_hosts"   # the default; relative = under STATE_DIR
     trust_unknown_host_keys = false     # true records unknown host keys on first use
+    stall_timeout = 30                  # seconds a transfer may make no progress
+    keep_open = 60                      # seconds an idle connection is kept for the next; 0: none
 
 The ``[jobs]`` table says how long a job's working directories stay on the
 nodes once it has ended (``fetch --purge`` removes them at once; ``rm APP``
@@ -39,8 +41,17 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_NAME = "config.toml"
-_SSH_KEYS = ("user", "key", "port", "known_hosts", "trust_unknown_host_keys", "stall_timeout")
+_SSH_KEYS = (
+    "user",
+    "key",
+    "port",
+    "known_hosts",
+    "trust_unknown_host_keys",
+    "stall_timeout",
+    "keep_open",
+)
 MAX_STALL = 3600.0  # seconds: ssh.stall_timeout at most
+MAX_KEEP_OPEN = 86400.0  # seconds: ssh.keep_open at most
 _HISTORY_KEYS = ("keep", "max_age")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -64,6 +75,9 @@ class SshConfig:
     trust_unknown_host_keys: bool = False
     # Seconds a transfer to a node may make no progress before it fails.
     stall_timeout: float = 30.0
+    # Seconds an idle SSH connection to a node stays open for the next deploy,
+    # bundle or fetch to reuse (OpenSSH's ControlPersist); 0 closes each after use.
+    keep_open: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +186,7 @@ def _ssh_from(path: Path, state_dir: Path, ssh: dict[str, Any]) -> SshConfig:
     config = default_ssh(state_dir)
     user, key, port, known_hosts = config.user, config.key, config.port, config.known_hosts
     trust, stall = config.trust_unknown_host_keys, config.stall_timeout
+    keep_open = config.keep_open
     if "user" in ssh:
         if not isinstance(ssh["user"], str) or not ssh["user"].strip():
             raise bad("user", "a user name")
@@ -199,7 +214,13 @@ def _ssh_from(path: Path, state_dir: Path, ssh: dict[str, Any]) -> SshConfig:
         if not number or not 0 < value <= MAX_STALL:
             raise bad("stall_timeout", f"seconds, more than 0 and at most {MAX_STALL:g}")
         stall = float(value)
-    return SshConfig(user, known_hosts, key, port, trust, stall)
+    if "keep_open" in ssh:
+        value = ssh["keep_open"]
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not number or not 0 <= value <= MAX_KEEP_OPEN:
+            raise bad("keep_open", f"seconds, from 0 (close after each use) to {MAX_KEEP_OPEN:g}")
+        keep_open = float(value)
+    return SshConfig(user, known_hosts, key, port, trust, stall, keep_open)
 
 
 def ssh_table(config: SshConfig) -> str:
@@ -217,6 +238,8 @@ def ssh_table(config: SshConfig) -> str:
     lines.append(f"trust_unknown_host_keys = {str(config.trust_unknown_host_keys).lower()}")
     if config.stall_timeout != SshConfig.stall_timeout:
         lines.append(f"stall_timeout = {config.stall_timeout:g}")
+    if config.keep_open != SshConfig.keep_open:
+        lines.append(f"keep_open = {config.keep_open:g}")
     return "\n".join(lines) + "\n"
 
 

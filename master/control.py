@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
@@ -469,6 +470,9 @@ class Master:
         if self.server is not None:
             await self.server.stop()
         self.events.close()
+        kept = sys.modules.get("corral.transport.sftp")  # imported by a first push, if any
+        if kept is not None:
+            await asyncio.to_thread(kept.KEPT.close_all)
 
     # --- helpers -----------------------------------------------------------
     def link(self, node: str) -> WorkerLink:

@@ -199,6 +199,7 @@ def _child() -> int:
         known_hosts=Path(t["known_hosts"]),
         timeout=float(t["timeout"]),
         stall=float(t["stall"]),
+        keep_open=0.0,  # a one-shot process: nothing after it to reuse a connection
     )
     writes = [(Path(local), remote, int(off), int(n)) for local, remote, off, n in job["writes"]]
 

@@ -39,6 +39,7 @@ def target(view: NodeView, ssh: SshConfig, trust: bool) -> sftp.SshTarget:
         known_hosts=ssh.known_hosts,
         trust_unknown=trust,
         stall=ssh.stall_timeout,
+        keep_open=ssh.keep_open,
     )
 
 

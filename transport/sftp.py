@@ -1,7 +1,9 @@
 """Push files to one node over paramiko SFTP, atomically and with host keys checked.
 
-`push` opens one `paramiko.SSHClient` per call; the master runs one call per
-node, each in its own thread (paramiko blocks).  Every file is written to a
+`push` takes one SFTP session per call, on a connection of its own or on
+one an earlier push or fetch to the same target left open (`Kept`, for
+``SshTarget.keep_open`` seconds); the master runs one call per node, each
+in its own thread (paramiko blocks).  Every file is written to a
 hidden temporary name in its target directory, given its mode, then
 renamed over the final name (``posix-rename@openssh.com``), so a transfer
 cut short never leaves a half-written file under the name a launch uses.
@@ -112,6 +114,9 @@ class SshTarget:
     # Seconds a transfer may go without progress (a node gone silent, a cut
     # that drops packets) before it fails, instead of waiting out TCP.
     stall: float = 30.0
+    # Seconds a session stays open, idle, for the next push or fetch to the
+    # same target (see `Kept`); 0 closes it after each.
+    keep_open: float = 60.0
 
     @property
     def host_id(self) -> str:
@@ -254,18 +259,180 @@ def _connect(target: SshTarget) -> paramiko.SSHClient:
 
 
 @contextlib.contextmanager
-def _session(target: SshTarget) -> Iterator[paramiko.SFTPClient]:
-    """An SFTP session on a new SSH connection to ``target``, both closed after."""
-    client = _connect(target)
-    try:
-        sftp = _open_sftp(client, target)
+def _session(target: SshTarget, keep: bool = True) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session to ``target``: a kept one if `KEPT` holds one that answers,
+    else on a new SSH connection.  A session whose work ended without an
+    error is kept for the next (``keep`` and ``target.keep_open``); one that
+    raised is closed, as its state is unknown."""
+    session = KEPT.take(target) if keep else None
+    if session is None:
+        client = _connect(target)
         try:
-            yield sftp
+            session = _Session(client, _open_sftp(client, target), _stamp(target.known_hosts))
+        except BaseException:
+            client.close()
+            raise
+    try:
+        yield session.sftp
+    except BaseException:
+        session.close()
+        raise
+    if keep and target.keep_open > 0:
+        KEPT.give(target, session)
+    else:
+        session.close()
+
+
+@dataclass
+class _Session:
+    """One SSH connection and the SFTP session on it."""
+
+    client: paramiko.SSHClient
+    sftp: paramiko.SFTPClient
+    known_hosts: tuple[int, ...]  # `_stamp` of the known_hosts file the host key was checked in
+    idle_since: float = 0.0
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.sftp.close()  # on a connection already lost: what failed is the news
+        self.client.close()
+
+    def answers(self, target: SshTarget) -> bool:
+        """Whether the session is still good: its host key was checked in the
+        known_hosts file as it is now (an edit there, a key removed or
+        changed, is met by a new connection, checked anew), it is connected,
+        and its server answers a request within `PROBE_TIMEOUT` s (a node
+        gone silent fails it)."""
+        if _stamp(target.known_hosts) != self.known_hosts:
+            return False
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            return False
+        channel = self.sftp.get_channel()
+        if channel is None or channel.closed:
+            return False
+        channel.settimeout(min(PROBE_TIMEOUT, target.stall))
+        try:
+            self.sftp.normalize(".")
+        except (OSError, EOFError, paramiko.SSHException):
+            return False
         finally:
-            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-                sftp.close()  # on a connection already lost: what failed is the news
-    finally:
-        client.close()
+            channel.settimeout(target.stall)
+        return True
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What changes when ``path`` is edited, replaced or removed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+PROBE_TIMEOUT = 5.0  # seconds a kept session has to answer before a new one is opened
+KEEP_PER_TARGET = 2  # idle sessions kept for one target at most
+KEEP_MAX = 64  # idle sessions kept in all (the longest idle closed first)
+
+
+class Kept:
+    """Idle SFTP sessions kept open for reuse, as OpenSSH's ControlPersist keeps
+    a connection: the next push or fetch to the same target skips the TCP
+    connect, key exchange, login and subsystem start (110-170 ms against a
+    local sshd, and the node's sshd starting a session process each time).
+
+    Sessions are keyed by the whole `SshTarget`: another user, key, port or
+    known_hosts file gets a connection of its own, checked as a new one is.
+    A session is handed to one caller at a time.  Before reuse it must
+    answer one request (`_Session.answers`); one that does not is closed and
+    a new connection made, so a node restarted, cut off or frozen meanwhile
+    costs `PROBE_TIMEOUT` at most.  A session idle for ``keep_open`` seconds
+    is closed by a reaper thread, which runs only while sessions are kept.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[SshTarget, list[_Session]] = {}
+        self._cond = threading.Condition()
+        self._reaper: threading.Thread | None = None
+
+    def take(self, target: SshTarget) -> _Session | None:
+        """A kept session to ``target`` that answers, or None."""
+        while True:
+            with self._cond:
+                kept = self._idle.get(target)
+                if not kept:
+                    return None
+                session = kept.pop()  # the most recently used
+                if not kept:
+                    del self._idle[target]
+            if session.answers(target):
+                return session
+            session.close()
+
+    def give(self, target: SshTarget, session: _Session) -> None:
+        """Keep ``session`` for ``target.keep_open`` seconds; beyond the limits, close
+        the longest idle."""
+        session.idle_since = time.monotonic()
+        surplus: list[_Session] = []
+        with self._cond:
+            kept = self._idle.setdefault(target, [])
+            kept.append(session)
+            surplus += kept[:-KEEP_PER_TARGET]
+            del kept[:-KEEP_PER_TARGET]
+            while sum(len(v) for v in self._idle.values()) > KEEP_MAX:
+                oldest = min(self._idle, key=lambda t: self._idle[t][0].idle_since)
+                surplus.append(self._idle[oldest].pop(0))
+                if not self._idle[oldest]:
+                    del self._idle[oldest]
+            if self._reaper is None:
+                self._reaper = threading.Thread(
+                    target=self._reap, name="corral-ssh-reaper", daemon=True
+                )
+                self._reaper.start()
+            self._cond.notify()
+        for s in surplus:
+            s.close()
+
+    def count(self, target: SshTarget | None = None) -> int:
+        """Idle sessions kept (for ``target``, or in all)."""
+        with self._cond:
+            if target is not None:
+                return len(self._idle.get(target, ()))
+            return sum(len(v) for v in self._idle.values())
+
+    def close_all(self) -> None:
+        with self._cond:
+            sessions = [s for kept in self._idle.values() for s in kept]
+            self._idle.clear()
+            self._cond.notify()
+        for s in sessions:
+            s.close()
+
+    def _reap(self) -> None:
+        """Close sessions idle past their target's ``keep_open``; end once none is kept."""
+        while True:
+            expired: list[_Session] = []
+            with self._cond:
+                if not self._idle:
+                    self._reaper = None
+                    return
+                now = time.monotonic()
+                wake = now + 3600.0
+                for target in list(self._idle):
+                    kept = self._idle[target]
+                    expired += [s for s in kept if now - s.idle_since >= target.keep_open]
+                    kept[:] = [s for s in kept if now - s.idle_since < target.keep_open]
+                    if not kept:
+                        del self._idle[target]
+                    else:
+                        wake = min(wake, min(s.idle_since for s in kept) + target.keep_open)
+                if not expired:
+                    self._cond.wait(max(0.0, wake - now))
+            for s in expired:
+                s.close()
+
+
+KEPT = Kept()
 
 
 def _open_sftp(client: paramiko.SSHClient, target: SshTarget) -> paramiko.SFTPClient:
@@ -304,7 +471,7 @@ def reach(target: SshTarget) -> None:
 
     Raises `PushError` (or `HostKeyError`) as a push to ``target`` would.
     """
-    with _session(target):
+    with _session(target, keep=False):  # a new connection: what the next push would meet
         pass
 
 
