@@ -115,7 +115,7 @@ def test_a_frozen_kept_connection_costs_the_probe_then_a_new_login(
         send(quick, tmp_path, "b")
         took = time.monotonic() - t0
         wait_until(lambda: logins(own_sshd) == 2, "a second login")
-        assert took >= 1.0  # it did wait on the frozen one first
+        assert took >= 0.9  # it did wait on the frozen one first (the probe: 1 s)
     finally:
         for p in frozen:
             p.send_signal(signal.SIGCONT)
