@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import hashlib
 import os
@@ -50,7 +49,7 @@ from corral.master.config import ConfigError, SshConfig, load_ssh
 from corral.master.errors import VerbError
 from corral.master.job_report import SEND_WAITING
 from corral.master.server import WorkerLink
-from corral.master.ssh import dead_upload_idle, thread_progress
+from corral.master.ssh import dead_upload_idle, on_loop, thread_progress
 from corral.master.ssh import target as ssh_target
 from corral.transport import archives, sftp
 from corral.transport.messages import BundleAt, BundleCommit, BundleHave
@@ -262,7 +261,7 @@ class Sender:
             if send.task is not None:
                 send.task.cancel()
 
-    def _waiting(self, send: Send, now: bool, total: int) -> None:
+    def _waiting(self, send: Send, now: bool, total: int) -> None:  # on the loop
         send.waiting = now
         send.tell(send.node, 0, total)
 
@@ -291,13 +290,7 @@ class Sender:
         target = ssh_target(view, ssh, ssh.trust_unknown_host_keys)
         upload = sftp.Upload(local, have.path, 0o600)
         hop = thread_progress(send.tell, send.node, PROGRESS_INTERVAL)
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        total = local.stat().st_size
-
-        def waiting(now: bool) -> None:  # in the push's thread
-            loop.call_soon_threadsafe(self._waiting, send, now, total, context=context)
-
+        waiting = on_loop(functools.partial(self._waiting, send, total=local.stat().st_size))
         turn = functools.partial(self.turns.take, waiting)
         report = await asyncio.to_thread(sftp.push, target, [upload], hop, turn)
         size = report.bytes

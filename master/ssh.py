@@ -43,26 +43,36 @@ def target(view: NodeView, ssh: SshConfig, trust: bool) -> sftp.SshTarget:
     )
 
 
+def on_loop(fn: Callable[..., object]) -> Callable[..., None]:
+    """``fn`` made callable from another thread: each call is run on the running
+    loop, in the caller's context, not the thread's (the caller's context
+    variables, such as a UI framework's current app, must hold).  A call
+    after the loop closed is dropped."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+
+    def hop(*args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed under us
+            loop.call_soon_threadsafe(fn, *args, context=context)
+
+    return hop
+
+
 def thread_progress(
     report: Callable[[str, int, int], None], name: str, interval: float
 ) -> sftp.Progress:
     """A ``(done, total)`` callback for an SFTP thread that calls ``report(name, done,
-    total)`` on the running loop, at most every ``interval`` seconds (and at the end).
-
-    ``report`` runs in the caller's context, not the thread's: the caller's
-    context variables (a UI framework's current app) must hold.
-    """
-    loop = asyncio.get_running_loop()
-    context = contextvars.copy_context()
+    total)`` on the running loop (`on_loop`), at most every ``interval`` seconds (and
+    at the end)."""
+    hop = on_loop(report)
     last = 0.0
 
-    def hop(done: int, total: int) -> None:
+    def throttled(done: int, total: int) -> None:
         nonlocal last
         now = time.monotonic()
         if done < total and now - last < interval:
             return
         last = now
-        with contextlib.suppress(RuntimeError):  # the loop closed under us
-            loop.call_soon_threadsafe(report, name, done, total, context=context)
+        hop(name, done, total)
 
-    return hop
+    return throttled

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
+from bench.cluster import wait_until
 from corral.transport import sftp
 from corral.transport.sftp import KEPT, SshTarget, Upload, push
 from tests.deploy.sshd import Sshd, sshd_available, start_sshd
@@ -36,14 +37,6 @@ def target(own_sshd: Sshd) -> Iterator[SshTarget]:
     t = SshTarget(own_sshd.host, own_sshd.port, own_sshd.user, own_sshd.key, own_sshd.known_hosts)
     yield t
     KEPT.close_all()
-
-
-def wait_until(cond: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def logins(sshd: Sshd) -> int:
@@ -84,9 +77,9 @@ def test_keep_open_zero_logs_in_for_every_push_and_keeps_nothing(
     once = replace(target, keep_open=0.0)
     send(once, tmp_path, "a")
     send(once, tmp_path, "b")
-    wait_until(lambda: logins(own_sshd) == 2, "a second login")
+    wait_until(lambda: logins(own_sshd) == 2, 10, "a second login")
     assert KEPT.count(once) == 0
-    wait_until(lambda: not sessions(own_sshd, tmp_path), "both connections to end")
+    wait_until(lambda: not sessions(own_sshd, tmp_path), 10, "both connections to end")
 
 
 def test_a_kept_connection_killed_on_the_node_is_replaced(
@@ -99,7 +92,7 @@ def test_a_kept_connection_killed_on_the_node_is_replaced(
         p.kill()
     psutil.wait_procs(procs, timeout=10)
     send(target, tmp_path, "b")  # the dead one is noticed, and a new one logs in
-    wait_until(lambda: logins(own_sshd) == 2, "a second login")
+    wait_until(lambda: logins(own_sshd) == 2, 10, "a second login")
 
 
 def test_a_frozen_kept_connection_costs_the_probe_then_a_new_login(
@@ -114,7 +107,7 @@ def test_a_frozen_kept_connection_costs_the_probe_then_a_new_login(
         t0 = time.monotonic()
         send(quick, tmp_path, "b")
         took = time.monotonic() - t0
-        wait_until(lambda: logins(own_sshd) == 2, "a second login")
+        wait_until(lambda: logins(own_sshd) == 2, 10, "a second login")
         assert took >= 0.9  # it did wait on the frozen one first (the probe: 1 s)
     finally:
         for p in frozen:
@@ -127,10 +120,10 @@ def test_an_idle_connection_is_closed_after_keep_open(
     brief = replace(target, keep_open=0.5)
     send(brief, tmp_path, "a")
     assert KEPT.count(brief) == 1 and sessions(own_sshd, tmp_path)
-    wait_until(lambda: KEPT.count(brief) == 0, "the reaper to close it")
-    wait_until(lambda: not sessions(own_sshd, tmp_path), "the node's side to end")
+    wait_until(lambda: KEPT.count(brief) == 0, 10, "the reaper to close it")
+    wait_until(lambda: not sessions(own_sshd, tmp_path), 10, "the node's side to end")
     send(brief, tmp_path, "b")
-    wait_until(lambda: logins(own_sshd) == 2, "a second login")
+    wait_until(lambda: logins(own_sshd) == 2, 10, "a second login")
 
 
 def test_an_edit_of_known_hosts_is_checked_on_a_new_connection(
@@ -156,4 +149,4 @@ def test_a_push_that_failed_does_not_keep_its_connection(
     with pytest.raises(sftp.PushError):
         push(target, [Upload(local, "/proc/no/such/dir/x", 0o644)])
     assert KEPT.count(target) == 0
-    wait_until(lambda: not sessions(own_sshd, tmp_path), "the failed push's connection to end")
+    wait_until(lambda: not sessions(own_sshd, tmp_path), 10, "the failed push's connection to end")
