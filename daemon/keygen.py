@@ -31,7 +31,10 @@ def main(argv: list[str]) -> int:
 
     files = tls.NodeFiles(Path(argv[0]))
     try:
-        files.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # ROOT/tls only: ROOT is the worker's, made at its start.  A child that
+        # outlives its worker (killed while the key was being made) must not
+        # make ROOT again after whoever owned it removed it.
+        files.dir.mkdir(mode=0o700, exist_ok=True)
         key = keys.new_key()
         tls.write_private(files.pending_key, keys.key_pem(key))
         csr = keys.csr_der(key, argv[1])

@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from corral.daemon import keygen
 from corral.master.ca import CA
 from corral.transport import handshake, keys, tls
 from corral.transport.auth import AuthError
@@ -172,3 +173,17 @@ async def test_a_master_without_the_token_is_not_believed(ca: CA, tmp_path: Path
     async for address in serve(impostor):
         with pytest.raises(AuthError, match="master failed authentication: wrong cluster token"):
             await enroll(address)
+
+
+async def test_keygen_makes_a_key_under_root_and_never_makes_root_again(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    files = tls.NodeFiles(root / "tls")
+    csr = x509.load_der_x509_csr(await keygen.make(files, "node1"))
+    assert csr.is_signature_valid and files.pending_key.stat().st_mode & 0o777 == 0o600
+    # A keygen still running when its worker's ROOT was removed (a demo's
+    # cleanup): it fails, and leaves nothing where ROOT was.
+    gone = tls.NodeFiles(tmp_path / "removed" / "tls")
+    with pytest.raises(tls.TlsError, match="cannot make a key"):
+        await keygen.make(gone, "node1")
+    assert not (tmp_path / "removed").exists()
