@@ -149,6 +149,38 @@ async def test_a_copy_that_arrived_different_is_reported_and_sent_again(
     )
 
 
+async def test_a_new_file_is_sent_first_then_hashed_once_for_the_check(
+    deployer: Deployer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node lacks it: nothing to compare, so the push starts at once and the local
+    hash is taken after it (off the verb's clock), once, and cached."""
+    from corral.master import deployer as deploying
+
+    order: list[str] = []
+    real_push, real_hash = deploying.sftp.push, deploying.deploy.sha256_file
+
+    def push(target: Any, files: list[Any], progress: Any = None) -> Any:
+        report = real_push(target, files, progress)
+        order.append("pushed")
+        return report
+
+    def sha256_file(path: Path) -> str:
+        order.append(f"hashed {path.name}")
+        return real_hash(path)
+
+    monkeypatch.setattr(deploying.sftp, "push", push)
+    monkeypatch.setattr(deploying.deploy, "sha256_file", sha256_file)
+    script = tmp_path / "fresh.sh"
+    script.write_text("#!/bin/sh\necho fresh\n")
+    assert (await deployer.deploy(script, nodes=["p1"])).failed == []
+    await deployer.wait_settled("p1")
+    assert order == ["pushed", "hashed fresh.sh"]
+    assert not any(e.kind == "app.deploy_failed" for e in deployer.master.cluster.events)
+    again = await deployer.deploy(script, nodes=["p1"])  # compared by the cached hash
+    assert again.results[0].sent == [] and again.results[0].error == ""
+    assert order == ["pushed", "hashed fresh.sh"]
+
+
 async def test_a_file_that_is_not_a_program_is_refused_unless_forced(
     deployer: Deployer, tmp_path: Path
 ) -> None:
