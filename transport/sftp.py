@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from corral.transport import heap
 from corral.transport.lazy import lazy
 from corral.transport.messages import UPLOAD_MARK
 
@@ -232,6 +233,7 @@ def _changed_key_error(target: SshTarget, exc: paramiko.BadHostKeyException) -> 
 
 
 def _connect(target: SshTarget) -> paramiko.SSHClient:
+    heap.keep_large_buffers()  # this process is about to move bulk data (see transport.heap)
     client = paramiko.SSHClient()
     try:
         if target.known_hosts.exists():
