@@ -10,6 +10,7 @@ start_sshd``.  On a separate host (a network namespace), ``address`` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import getpass
@@ -23,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -158,9 +161,24 @@ def start_sshd(
         known_hosts.write_text(line + "\n")
         yield dataclasses.replace(sshd, host_key_line=line)
     finally:
+        # Its sessions too: one whose client was cut off silently (a test's
+        # netns cut) would otherwise outlive the listener, waiting on TCP.
+        sessions = _sessions(proc.pid)
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        for session in sessions:
+            with contextlib.suppress(psutil.Error):
+                session.kill()
+
+
+def _sessions(pid: int) -> list[psutil.Process]:
+    """The processes an sshd started for its connections (its descendants)."""
+    try:
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    return children
