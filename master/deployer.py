@@ -419,13 +419,9 @@ class _Hashing:
         fut = self._started.get(rel)
         if fut is None:
             f = self._files[rel]
-            try:
-                known = f.sha256 or HASHES.cached(f.local)
-            except OSError:  # gone since: the thread's hash says so, to whoever awaits it
-                known = None
-            if known:
-                fut = _done(asyncio.get_running_loop(), known)
-            else:
+            if f.sha256:  # `describe` found it cached
+                fut = _done(asyncio.get_running_loop(), f.sha256)
+            else:  # the thread looks in the cache first; no stat on the loop
                 fut = asyncio.ensure_future(asyncio.to_thread(HASHES.sha256, f.local))
                 fut.add_done_callback(_retrieved)  # a settle check may be gone
             self._started[rel] = fut

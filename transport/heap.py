@@ -37,16 +37,14 @@ def keep_large_buffers() -> bool:
     global _done
     with _lock:
         if _done is None:
-            mmap = _set(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-            _done = mmap and _set(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+            try:
+                mallopt = ctypes.CDLL(None).mallopt
+            except (OSError, AttributeError):  # no such symbol: not glibc (or not Linux)
+                _done = False
+            else:
+                mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+                mallopt.restype = ctypes.c_int
+                _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+                    mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+                )
         return _done
-
-
-def _set(param: int, value: int) -> bool:
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # no libc symbol: not glibc (or not Linux)
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(param, value))
