@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cli.conftest import Cluster, pid_gone, wait_for
-from tests.cli.test_partitions import processes_running
+from tests.cli.test_partitions import processes_running, running_exactly
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,7 +82,7 @@ def test_placement_queue_reasons_and_cancel_in_order(jc: Cluster) -> None:
     first = submit(jc, "--replicas", "4", "--mem", "100M", "--", *LONG)
     t1 = all_running(jc, first)
     assert sorted(r["node"] for r in t1["replicas"]) == ["w1", "w1", "w2", "w2"]
-    assert sorted(processes_running(LONG, jc.tmp)) == sorted(pids(t1))  # really started
+    running_exactly(LONG, jc.tmp, pids(t1))  # really started
 
     second = submit(jc, "--replicas", "2", "--mem", "100M", "--", *LONG)
     third = submit(jc, "--mem", "10M", "--name", "small", "--", *LONG)
@@ -104,7 +104,7 @@ def test_placement_queue_reasons_and_cancel_in_order(jc: Cluster) -> None:
     assert all("SIGINT" in r["reason"] for r in done["replicas"]), done
     t2, t3 = all_running(jc, second), all_running(jc, third)
     assert t2["started_at"] <= t3["started_at"]  # in queue order
-    assert len(processes_running(LONG, jc.tmp)) == 3
+    running_exactly(LONG, jc.tmp, pids(t2) + pids(t3))
 
 
 def test_spread_with_more_replicas_than_nodes_waits(jc: Cluster) -> None:
@@ -222,7 +222,7 @@ def test_master_kill_9_and_restart_keeps_jobs_order_and_launches_nothing_twice(
         assert after[job]["state"] == "queued"
         assert after[job]["position"] == before[job]["position"]
         assert after[job]["reason"] == before[job]["reason"]
-    assert sorted(processes_running(LONG, jc.tmp)) == sorted(pids(t1))  # none twice
+    running_exactly(LONG, jc.tmp, pids(t1))  # none twice
     # The queue still moves, in order, once room frees.
     jc.corral("cancel", str(first))
     t2, t3 = all_running(jc, second), all_running(jc, third)

@@ -44,6 +44,26 @@ def processes_running(argv: list[str], under: Path | None = None) -> list[int]:
     return found
 
 
+def running_exactly(argv: list[str], under: Path, pids: list[int]) -> None:
+    """Wait until the live processes running ``argv`` are exactly ``pids``.
+
+    A launch's reply names its pid before the child has exec'd, so the command
+    line can still be the shim's for a moment after the reply. A process too
+    many never goes away, so this still fails on a duplicate.
+    """
+    want = sorted(pids)
+    seen: list[int] = []
+
+    def check() -> bool:
+        seen[:] = sorted(processes_running(argv, under))
+        return seen == want
+
+    try:
+        wait_for(check, f"exactly {len(want)} processes running {argv}", 10)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: running {seen}, expected {want}") from None
+
+
 def launched(c: Cluster, node: str, *argv: str) -> int:
     r = c.corral("launch", "--node", node, "--", *argv)
     assert r.status == 0, r.err
@@ -256,7 +276,6 @@ def test_launches_in_flight_when_the_master_dies_start_once_each(tmp_path: Path)
         assert None not in retried
         for got, again in zip(first, retried, strict=True):
             assert got is None or got == again  # a reported pid is the one the retry names
-        running = sorted(processes_running(argv, c.tmp))
-        assert running == sorted(retried)  # one process per key, none without one
+        running_exactly(argv, c.tmp, retried)  # one process per key, none without one
     finally:
         c.close()

@@ -72,7 +72,8 @@ def test_nodes_lists_the_alive_workers(cluster: Cluster) -> None:
 def test_launch_ps_stop(cluster: Cluster) -> None:
     pid = launch_one(cluster, "w1", "sleep", "30")
     assert not pid_gone(pid)
-    assert b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    wait_for(lambda: cmdline.read_bytes() == b"sleep\x0030\x00", "the exec")  # after the reply
 
     r = cluster.corral("ps")
     assert r.status == 0, r.err

@@ -65,6 +65,21 @@ async def launch(app: CorralApp, pilot: Pilot[None], command: str) -> str:
     return key
 
 
+async def execs(pilot: Pilot[None], key: str, argv: list[str]) -> psutil.Process:
+    """Wait until the process ``key`` runs ``argv``: a launch's reply comes before its exec."""
+    process = psutil.Process(int(key.split(":")[1]))
+
+    def execd() -> bool:
+        """the launched process to exec its program"""
+        try:
+            return bool(process.cmdline() == argv)
+        except psutil.NoSuchProcess:
+            return False
+
+    await until(pilot, execd)
+    return process
+
+
 async def confirm(app: CorralApp, pilot: Pilot[None], key: str) -> str:
     """Press ``key``, check the dialog names what will be signalled, confirm; its text."""
     await pilot.press(key)
@@ -90,7 +105,7 @@ async def test_launch_runs_a_real_process_and_stop_ends_it_with_sigint(running) 
     key = await launch(app, pilot, "sleep 60")
     node, pid = key.split(":")
     assert node == app.dashboard.query_one(NodesTable).selected == "n1"  # cursor's node
-    assert psutil.Process(int(pid)).cmdline() == ["sleep", "60"]
+    await execs(pilot, key, ["sleep", "60"])
 
     text = await confirm(app, pilot, "s")
     assert "SIGINT" in text and key in text and "sleep 60" in text
@@ -127,9 +142,7 @@ async def test_an_empty_processes_pane_says_what_to_do(running) -> None:
 async def test_launch_dialog_takes_variables_before_the_command_as_a_shell_does(running) -> None:
     app, pilot = running
     key = await launch(app, pilot, "MODE=fast EMPTY= sleep 61")
-    pid = int(key.split(":")[1])
-    process = psutil.Process(pid)
-    assert process.cmdline() == ["sleep", "61"]
+    process = await execs(pilot, key, ["sleep", "61"])
     env = process.environ()
     assert env["MODE"] == "fast" and env["EMPTY"] == ""
     assert "PATH" in env  # laid over the worker's own
@@ -154,7 +167,7 @@ async def test_colon_launch_without_a_node_runs_on_the_selected_node(running) ->
     await until(pilot, launched)
     key = app.dashboard.procs.selected
     assert key is not None and key.startswith("n2:")
-    assert psutil.Process(int(key.split(":")[1])).cmdline() == ["sleep", "67"]
+    await execs(pilot, key, ["sleep", "67"])
 
 
 async def test_kill_marked_processes_with_sigkill(running) -> None:
@@ -297,6 +310,7 @@ async def test_quit_leaves_workers_and_programs_running(
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: [n.state for n in master.cluster.nodes()] == ["alive"])
         target = await launch(app, pilot, "sleep 65")
+        await execs(pilot, target, ["sleep", "65"])
         await pilot.press(key)
         await until(pilot, lambda: app.return_code is not None)  # the key itself quit
     assert app.return_code == 0

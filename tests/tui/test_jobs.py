@@ -154,7 +154,9 @@ async def test_submit_dialog_previews_then_starts_real_replicas(running) -> None
     assert sorted(r.node for r in job.replicas) == sorted(nodes)  # where the preview said
     assert job.env == {"MODE": "trio"}
     for r in job.replicas:  # each replica runs with it, beside its own index
-        env = psutil.Process(r.pid).environ()
+        process = psutil.Process(r.pid)
+        await until(pilot, lambda p=process: p.cmdline() == ["sleep", "60"])  # the reply came first
+        env = process.environ()
         assert env["MODE"] == "trio" and env["CORRAL_JOB"] == str(job.id), env
     assert notified(app, f"job {job.id} running on n")
     table = app.screen.query_one(JobsTable)
