@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 import psutil
 
 
@@ -15,3 +18,21 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def ignores(pid: int, argv: list[str], sig: signal.Signals) -> bool:
+    """``pid`` has exec'd ``argv`` and ignores ``sig`` (a shell's ``trap '' INT`` has run).
+
+    Before its exec a launched process is the seed, which ignores what its
+    shim ignores; so the command line is checked first.
+    """
+    try:
+        if psutil.Process(pid).cmdline() != argv:
+            return False
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (psutil.Error, OSError):
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import urllib.request
 from typing import Any
 
 from tests.cli.conftest import Cluster, pid_gone, wait_for
 from tests.cli.test_verbs import launch_one
+from tests.procs import ignores
 
 ENDED = re.compile(r"(w\d:\d+) (killed by SIG\w+|exited \d+) after (\d+\.\d\d) s")
 
@@ -43,7 +45,9 @@ def test_stop_wait_reports_how_each_ended(cluster: Cluster) -> None:
 
 
 def test_stop_wait_times_out_on_a_program_that_ignores_sigint(cluster: Cluster) -> None:
-    stubborn = launch_one(cluster, "w1", "sh", "-c", "trap '' INT; sleep 30")
+    script = ["sh", "-c", "trap '' INT; sleep 30"]
+    stubborn = launch_one(cluster, "w1", *script)
+    wait_for(lambda: ignores(stubborn, script, signal.SIGINT), "the shell's trap")
     polite = launch_one(cluster, "w2", "sleep", "30")
     r = cluster.corral("stop", "--timeout", "0.5", f"w1:{stubborn}", f"w2:{polite}")
     assert r.status == 1, r

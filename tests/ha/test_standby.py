@@ -197,7 +197,8 @@ def test_sigstop_leader_past_its_lease_launches_nothing(ha: HaCluster) -> None:
     second = ha.launch("n2", ["sleep", "300"])  # through m1, carried out by m2
     ha.use("m2")
     assert ha.wait_proc(second, lambda p: p["state"] in ("running", "sleeping"))
-    assert len(_sleepers(ha)) == 2  # the first and the forwarded one: nothing else
+    # the first and the forwarded one, nothing else (the reply came before its exec)
+    wait_until(lambda: len(_sleepers(ha)) == 2, 20, "exactly two programs")
     assert any("m2 leads" in line for line in _events(ha, "m1"))
 
 
@@ -244,7 +245,7 @@ def test_etcd_down_the_leader_stops_acting_and_resumes(ha: HaCluster) -> None:
     wait_until(lambda: all(n["state"] == "alive" for n in ha.nodes().values()), 20, "alive")
     again = ha.launch("n2", ["sleep", "300"])
     assert ha.wait_proc(again, lambda p: p["state"] in ("running", "sleeping"))
-    assert len(_sleepers(ha)) == 2
+    wait_until(lambda: len(_sleepers(ha)) == 2, 20, "exactly two programs")  # once exec'd
     # The leader writes its events to etcd again: a standby reads this launch there.
     other = next(name for name in ha.masters if name != lead)
     seen = f"{again} launched"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from corral.tui.widgets.confirm import ConfirmDialog
 from corral.tui.widgets.launch import LaunchDialog
 from corral.tui.widgets.log_pane import LogPane
 from corral.tui.widgets.nodes import NodesTable
-from tests.procs import gone
+from tests.procs import gone, ignores
 from tests.tui.conftest import HEARTBEAT, Workers, dashboard, until
 
 NODES = ("n1", "n2")
@@ -220,6 +221,8 @@ async def test_escalate_kills_a_program_that_ignores_sigint(running) -> None:
     key = app.dashboard.procs.selected
     assert key is not None
     assert proc(app, key).app == "stubborn"
+    pid, script = int(key.split(":")[1]), ["sh", "-c", 'trap "" INT; sleep 60']
+    await until(pilot, lambda: ignores(pid, script, signal.SIGINT))  # the trap is set
 
     text = await confirm(app, pilot, "e")
     assert "SIGINT" in text and "SIGKILL" in text and key in text
