@@ -99,6 +99,10 @@ def hosts(tmp_path: Path) -> Iterator[Cluster]:
         finally:
             for proc in reversed(c.procs):
                 stop_process(proc)
+            # The sshds and their sessions first: _kill_left's pattern matches a
+            # listener's command line, and a listener killed by it leaves its
+            # sessions (one cut off mid-upload waits on TCP) to init.
+            sshds.close()
             _kill_left(tmp_path)
             lab.close()
 
