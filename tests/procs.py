@@ -20,17 +20,25 @@ def gone(pid: int) -> bool:
         return True
 
 
+def runs(pid: int, argv: list[str]) -> bool:
+    """``pid`` has exec'd ``argv``: a launch's reply names the seed before its exec."""
+    try:
+        return bool(psutil.Process(pid).cmdline() == argv)
+    except psutil.Error:
+        return False
+
+
 def ignores(pid: int, argv: list[str], sig: signal.Signals) -> bool:
     """``pid`` has exec'd ``argv`` and ignores ``sig`` (a shell's ``trap '' INT`` has run).
 
     Before its exec a launched process is the seed, which ignores what its
     shim ignores; so the command line is checked first.
     """
+    if not runs(pid, argv):
+        return False
     try:
-        if psutil.Process(pid).cmdline() != argv:
-            return False
         status = Path(f"/proc/{pid}/status").read_text()
-    except (psutil.Error, OSError):
+    except OSError:
         return False
     for line in status.splitlines():
         if line.startswith("SigIgn:"):

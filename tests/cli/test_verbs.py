@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from tests.cli.conftest import (
@@ -20,6 +19,7 @@ from tests.cli.conftest import (
     stop_process,
     wait_for,
 )
+from tests.procs import runs
 
 
 def launch_one(cluster: Cluster, node: str, *argv: str, app: str | None = None) -> int:
@@ -72,8 +72,7 @@ def test_nodes_lists_the_alive_workers(cluster: Cluster) -> None:
 def test_launch_ps_stop(cluster: Cluster) -> None:
     pid = launch_one(cluster, "w1", "sleep", "30")
     assert not pid_gone(pid)
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    wait_for(lambda: cmdline.read_bytes() == b"sleep\x0030\x00", "the exec")  # after the reply
+    wait_for(lambda: runs(pid, ["sleep", "30"]), "the exec")  # it follows the reply
 
     r = cluster.corral("ps")
     assert r.status == 0, r.err

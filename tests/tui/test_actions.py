@@ -24,7 +24,7 @@ from corral.tui.widgets.confirm import ConfirmDialog
 from corral.tui.widgets.launch import LaunchDialog
 from corral.tui.widgets.log_pane import LogPane
 from corral.tui.widgets.nodes import NodesTable
-from tests.procs import gone, ignores
+from tests.procs import gone, ignores, runs
 from tests.tui.conftest import HEARTBEAT, Workers, dashboard, until
 
 NODES = ("n1", "n2")
@@ -68,17 +68,14 @@ async def launch(app: CorralApp, pilot: Pilot[None], command: str) -> str:
 
 async def execs(pilot: Pilot[None], key: str, argv: list[str]) -> psutil.Process:
     """Wait until the process ``key`` runs ``argv``: a launch's reply comes before its exec."""
-    process = psutil.Process(int(key.split(":")[1]))
+    pid = int(key.split(":")[1])
 
     def execd() -> bool:
         """the launched process to exec its program"""
-        try:
-            return bool(process.cmdline() == argv)
-        except psutil.NoSuchProcess:
-            return False
+        return runs(pid, argv)
 
     await until(pilot, execd)
-    return process
+    return psutil.Process(pid)
 
 
 async def confirm(app: CorralApp, pilot: Pilot[None], key: str) -> str:

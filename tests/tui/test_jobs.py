@@ -23,7 +23,7 @@ from corral.tui.widgets.command_line import CommandLine
 from corral.tui.widgets.jobs import CancelDialog, JobsScreen, JobsTable, TicketScreen
 from corral.tui.widgets.nodes import NodesTable
 from corral.tui.widgets.submit import SubmitDialog
-from tests.procs import gone
+from tests.procs import gone, runs
 from tests.tui.conftest import Workers, dashboard, until
 
 NODES = ("n1", "n2")
@@ -154,9 +154,8 @@ async def test_submit_dialog_previews_then_starts_real_replicas(running) -> None
     assert sorted(r.node for r in job.replicas) == sorted(nodes)  # where the preview said
     assert job.env == {"MODE": "trio"}
     for r in job.replicas:  # each replica runs with it, beside its own index
-        process = psutil.Process(r.pid)
-        await until(pilot, lambda p=process: p.cmdline() == ["sleep", "60"])  # the reply came first
-        env = process.environ()
+        await until(pilot, lambda pid=r.pid: runs(pid, ["sleep", "60"]))  # the reply came first
+        env = psutil.Process(r.pid).environ()
         assert env["MODE"] == "trio" and env["CORRAL_JOB"] == str(job.id), env
     assert notified(app, f"job {job.id} running on n")
     table = app.screen.query_one(JobsTable)
